@@ -1,0 +1,166 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"runtime/debug"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"github.com/spf13/cobra"
+
+	"github.com/pkirenewd/pkirenewd/config"
+	"github.com/pkirenewd/pkirenewd/renew"
+)
+
+// version is stamped by the Makefile with -ldflags -X main.version=...
+var version = "dev"
+
+// exitError carries a command's exit status through cobra.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string {
+	if e.err == nil {
+		return fmt.Sprintf("exit status %d", e.code)
+	}
+	return e.err.Error()
+}
+
+// options is what every subcommand shares: the config file, the flags that
+// override it, and the I/O the command writes to.
+type options struct {
+	configPath string
+	logLevel   string
+	flagValues map[string]*string
+
+	stdout, stderr io.Writer
+	now            func() time.Time
+	log            *logrus.Logger
+	cfg            config.Config
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	o := &options{stdout: stdout, stderr: stderr, now: time.Now, flagValues: map[string]*string{}}
+	root := newRootCmd(o)
+	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return 0
+	}
+	var ee *exitError
+	if errors.As(err, &ee) {
+		if ee.err != nil {
+			fmt.Fprintln(stderr, "pkirenewd:", ee.err)
+		}
+		return ee.code
+	}
+	fmt.Fprintln(stderr, "pkirenewd:", err)
+	return 2
+}
+
+func newRootCmd(o *options) *cobra.Command {
+	root := &cobra.Command{
+		Use:   "pkirenewd",
+		Short: "Keep a kubeadm control-plane node's certificates alive",
+		Long: `pkirenewd renews a kubeadm node's leaf certificates and the client
+certificates embedded in its kubeconfig files from the local CAs, well
+before they expire, keeping every certificate's identity and writing
+everything as one crash-safe transaction with a backup.`,
+		SilenceUsage:      true,
+		SilenceErrors:     true,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error { return o.setup(cmd) },
+	}
+	pf := root.PersistentFlags()
+	pf.StringVar(&o.configPath, "config", config.DefaultPath, "config file")
+	pf.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	defaults := config.Defaults()
+	for _, k := range config.Keys() {
+		o.flagValues[k.Name] = pf.String(k.Flag, k.Get(&defaults), k.Usage)
+	}
+	root.AddCommand(newCheckCmd(o), newRenewCmd(o), newVersionCmd(o))
+	return root
+}
+
+// setup loads the config file and applies the flags that were given.
+func (o *options) setup(cmd *cobra.Command) error {
+	o.log = logrus.New()
+	o.log.SetOutput(o.stderr)
+	o.log.SetFormatter(&logrus.TextFormatter{DisableTimestamp: true})
+	lvl, err := logrus.ParseLevel(o.logLevel)
+	if err != nil {
+		return &exitError{code: 2, err: fmt.Errorf("--log-level: %w", err)}
+	}
+	o.log.SetLevel(lvl)
+	if cmd.Name() == "version" {
+		return nil
+	}
+	cfg, err := config.Load(o.configPath, cmd.Flags().Changed("config"))
+	if err != nil {
+		return &exitError{code: 2, err: err}
+	}
+	for _, k := range config.Keys() {
+		if cmd.Flags().Changed(k.Flag) {
+			if err := k.Set(&cfg, *o.flagValues[k.Name]); err != nil {
+				return &exitError{code: 2, err: fmt.Errorf("--%s: %w", k.Flag, err)}
+			}
+		}
+	}
+	if err := cfg.Validate(); err != nil {
+		return &exitError{code: 2, err: err}
+	}
+	if cfg.NodeName == "" {
+		cfg.NodeName, _ = os.Hostname()
+	}
+	o.cfg = cfg
+	return nil
+}
+
+// renewer builds the engine from the config, resolving the cluster's
+// algorithm and validity from the kubeadm configuration.
+func (o *options) renewer(cacheKubeadm bool) (*renew.Renewer, error) {
+	cs, src, err := renew.LoadClusterSettings(o.cfg.KubeadmConfig, o.cfg.StateDir, cacheKubeadm)
+	if err != nil {
+		return nil, err
+	}
+	validity := o.cfg.Validity
+	if !o.cfg.ValiditySet && cs.CertificateValidityPeriod > 0 {
+		validity = cs.CertificateValidityPeriod
+	}
+	if src != "" {
+		o.log.WithFields(logrus.Fields{"source": src, "algorithm": cs.EncryptionAlgorithm, "validity": validity}).Debug("kubeadm configuration")
+	}
+	return renew.New(renew.Options{
+		Dirs:         renew.Dirs{PKIDir: o.cfg.PKIDir, KubeconfigDir: o.cfg.KubeconfigDir},
+		StateDir:     o.cfg.StateDir,
+		Policy:       renew.Policy{RenewBefore: o.cfg.RenewBefore, NodeName: o.cfg.NodeName},
+		CAWarnBefore: o.cfg.CAWarnBefore,
+		Validity:     validity,
+		Algorithm:    cs.EncryptionAlgorithm,
+		Now:          o.now,
+		Log:          o.log,
+	}), nil
+}
+
+func newVersionCmd(o *options) *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the version",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			goVersion := "unknown"
+			if bi, ok := debug.ReadBuildInfo(); ok {
+				goVersion = bi.GoVersion
+			}
+			fmt.Fprintf(o.stdout, "pkirenewd %s (%s)\n", version, goVersion)
+			return nil
+		},
+	}
+}

@@ -1,0 +1,238 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	"gopkg.in/yaml.v3"
+
+	"github.com/pkirenewd/pkirenewd/renew"
+)
+
+// Exit statuses of `pkirenewd check`.
+const (
+	checkOK     = 0
+	checkDue    = 1
+	checkBroken = 2
+)
+
+func newCheckCmd(o *options) *cobra.Command {
+	var output string
+	cmd := &cobra.Command{
+		Use:   "check",
+		Short: "Show when each certificate expires and will be renewed",
+		Long: `Like 'kubeadm certs check-expiration', plus when pkirenewd will renew each
+item. Exit status: 0 all fine, 1 something is due (or a CA is within
+caWarnBefore of expiry), 2 something is expired, missing or broken.`,
+		Args: cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			if output != "table" && output != "json" && output != "yaml" {
+				return &exitError{code: 2, err: fmt.Errorf("-o: unknown format %q (table, json, yaml)", output)}
+			}
+			r, err := o.renewer(false)
+			if err != nil {
+				return &exitError{code: 2, err: err}
+			}
+			_, statuses, err := r.Inventory()
+			if err != nil {
+				return &exitError{code: 2, err: err}
+			}
+			now := o.now()
+			rep := newReport(statuses, now)
+			switch output {
+			case "json":
+				enc := json.NewEncoder(o.stdout)
+				enc.SetIndent("", "    ")
+				err = enc.Encode(rep)
+			case "yaml":
+				enc := yaml.NewEncoder(o.stdout)
+				enc.SetIndent(2)
+				err = enc.Encode(rep)
+			default:
+				err = printTable(o.stdout, rep)
+			}
+			if err != nil {
+				return &exitError{code: 2, err: err}
+			}
+			for _, s := range statuses {
+				logStatus(o, s)
+			}
+			if code := exitFor(statuses); code != checkOK {
+				return &exitError{code: code}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table, json or yaml")
+	return cmd
+}
+
+func logStatus(o *options, s renew.Status) {
+	l := o.log.WithField("CERT", s.Name)
+	for _, w := range s.Warnings {
+		l.Warn(w)
+	}
+	switch {
+	case s.Err != nil:
+		l.WithError(s.Err).Error("broken")
+	case s.Missing:
+		l.WithField("PATH", s.CertPath).Error("missing")
+	case s.Kind == renew.KindCA && s.State != renew.StateOK:
+		l.WithField("NOT_AFTER", s.Cert.NotAfter.UTC().Format(time.RFC3339)).Warn("CA expires soon; pkirenewd never renews CAs: plan a CA rotation")
+	}
+}
+
+func exitFor(statuses []renew.Status) int {
+	code := checkOK
+	for _, s := range statuses {
+		switch {
+		case s.Err != nil || s.Missing || s.State == renew.StateExpired:
+			return checkBroken
+		case s.State == renew.StateDue:
+			code = checkDue
+		}
+	}
+	return code
+}
+
+// reportCert carries kubeadm's output.kubeadm.k8s.io/v1alpha3 Certificate
+// fields, then pkirenewd's own.
+type reportCert struct {
+	Name                 string     `json:"name" yaml:"name"`
+	ExpirationDate       *time.Time `json:"expirationDate,omitempty" yaml:"expirationDate,omitempty"`
+	ResidualTime         int64      `json:"residualTime" yaml:"residualTime"`
+	ExternallyManaged    bool       `json:"externallyManaged" yaml:"externallyManaged"`
+	CertificateAuthority string     `json:"caName,omitempty" yaml:"caName,omitempty"`
+	Missing              bool       `json:"missing" yaml:"missing"`
+
+	Path      string     `json:"path" yaml:"path"`
+	RenewAt   *time.Time `json:"renewAt,omitempty" yaml:"renewAt,omitempty"`
+	State     string     `json:"state" yaml:"state"`
+	RotatedBy string     `json:"rotatedBy,omitempty" yaml:"rotatedBy,omitempty"`
+	Error     string     `json:"error,omitempty" yaml:"error,omitempty"`
+}
+
+type report struct {
+	APIVersion             string       `json:"apiVersion" yaml:"apiVersion"`
+	Kind                   string       `json:"kind" yaml:"kind"`
+	Certificates           []reportCert `json:"certificates" yaml:"certificates"`
+	CertificateAuthorities []reportCert `json:"certificateAuthorities" yaml:"certificateAuthorities"`
+}
+
+func newReport(statuses []renew.Status, now time.Time) report {
+	rep := report{APIVersion: "output.kubeadm.k8s.io/v1alpha3", Kind: "CertificateExpirationInfo",
+		Certificates: []reportCert{}, CertificateAuthorities: []reportCert{}}
+	for _, s := range statuses {
+		rc := reportCert{
+			Name: s.Name, ExternallyManaged: s.External, Missing: s.Missing,
+			CertificateAuthority: s.CAName, Path: s.CertPath, RotatedBy: s.RotatedBy, State: s.State.String(),
+		}
+		if s.Cert != nil {
+			exp := s.Cert.NotAfter.UTC()
+			rc.ExpirationDate = &exp
+			rc.ResidualTime = int64(exp.Sub(now) / time.Second)
+			if s.Kind != renew.KindCA && s.RotatedBy == "" && !s.External {
+				at := s.RenewAt.UTC().Truncate(time.Second)
+				rc.RenewAt = &at
+			}
+		}
+		switch {
+		case s.Err != nil:
+			rc.State, rc.Error = "broken", s.Err.Error()
+		case s.Missing:
+			rc.State = "missing"
+		}
+		if s.Kind == renew.KindCA {
+			rep.CertificateAuthorities = append(rep.CertificateAuthorities, rc)
+		} else {
+			rep.Certificates = append(rep.Certificates, rc)
+		}
+	}
+	return rep
+}
+
+// kubeadm's table layout and formats, so the output reads the same.
+const dateFormat = "Jan 02, 2006 15:04 MST"
+
+func printTable(w io.Writer, rep report) error {
+	tw := tabwriter.NewWriter(w, 10, 4, 3, ' ', 0)
+	fmt.Fprintln(tw, "CERTIFICATE\tEXPIRES\tRESIDUAL TIME\tCERTIFICATE AUTHORITY\tEXTERNALLY MANAGED\tRENEW AT")
+	for _, c := range rep.Certificates {
+		switch {
+		case c.Missing:
+			fmt.Fprintf(tw, "!MISSING! %s\t\t\t\t\t\n", c.Name)
+			continue
+		case c.ExpirationDate == nil:
+			fmt.Fprintf(tw, "!BROKEN! %s\t\t\t%s\t\t\n", c.Name, c.CertificateAuthority)
+			continue
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%-8v\t%s\n", c.Name, c.ExpirationDate.Format(dateFormat),
+			shortHumanDuration(time.Duration(c.ResidualTime)*time.Second), c.CertificateAuthority, yesNo(c.ExternallyManaged), renewAtText(c))
+	}
+	fmt.Fprintln(tw)
+	fmt.Fprintln(tw, "CERTIFICATE AUTHORITY\tEXPIRES\tRESIDUAL TIME\tEXTERNALLY MANAGED")
+	for _, c := range rep.CertificateAuthorities {
+		switch {
+		case c.Missing:
+			fmt.Fprintf(tw, "!MISSING! %s\t\t\t\n", c.Name)
+			continue
+		case c.ExpirationDate == nil:
+			fmt.Fprintf(tw, "!BROKEN! %s\t\t\t\n", c.Name)
+			continue
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%-8v\n", c.Name, c.ExpirationDate.Format(dateFormat),
+			shortHumanDuration(time.Duration(c.ResidualTime)*time.Second), yesNo(c.ExternallyManaged))
+	}
+	return tw.Flush()
+}
+
+func renewAtText(c reportCert) string {
+	switch {
+	case c.Error != "":
+		return "broken: see log"
+	case c.RotatedBy != "":
+		return "rotated by " + c.RotatedBy
+	case c.ExternallyManaged:
+		return "-"
+	case c.RenewAt == nil:
+		return ""
+	case c.State == "expired":
+		return "now (expired)"
+	case c.State == "due":
+		return "now (due since " + c.RenewAt.Format(dateFormat) + ")"
+	}
+	return c.RenewAt.Format(dateFormat)
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}
+
+// shortHumanDuration renders a residual time as kubeadm does (apimachinery's
+// duration.ShortHumanDuration).
+func shortHumanDuration(d time.Duration) string {
+	switch seconds := int(d.Seconds()); {
+	case seconds < -1:
+		return "<invalid>"
+	case seconds < 0:
+		return "0s"
+	case seconds < 60:
+		return fmt.Sprintf("%ds", seconds)
+	}
+	if minutes := int(d.Minutes()); minutes < 60 {
+		return fmt.Sprintf("%dm", minutes)
+	}
+	if hours := int(d.Hours()); hours < 24 {
+		return fmt.Sprintf("%dh", hours)
+	} else if hours < 24*365 {
+		return fmt.Sprintf("%dd", hours/24)
+	}
+	return fmt.Sprintf("%dy", int(d.Hours()/24/365))
+}

@@ -1,0 +1,257 @@
+// Package config holds pkirenewd's settings: the defaults that fit a stock
+// kubeadm control-plane node, the YAML file in /etc/pkirenewd/config.yaml and
+// the command-line flags that override it.
+//
+// The file is parsed strictly: an unknown key or a bad value is an error that
+// names the key and its line, because a typo in a conffile that is silently
+// ignored is how a node reaches day 366 with a "configured" renewer.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// DefaultPath is where packages install the conffile.
+const DefaultPath = "/etc/pkirenewd/config.yaml"
+
+// Day is the unit users think in for certificate lifetimes.
+const Day = 24 * time.Hour
+
+// Config is the whole set of settings. Field names match the YAML keys.
+type Config struct {
+	PKIDir        string
+	KubeconfigDir string
+	ManifestsDir  string
+	StateDir      string
+	// KubeadmConfig is a kubeadm ClusterConfiguration (or kubeadm-config
+	// ConfigMap) file to take encryptionAlgorithm and
+	// certificateValidityPeriod from. Empty: use the copy cached in StateDir.
+	KubeadmConfig string
+	RenewBefore   time.Duration
+	// Validity is used when the cluster's configuration does not say.
+	Validity     time.Duration
+	CAWarnBefore time.Duration
+	// NodeName seeds the per-node jitter; empty means the host name.
+	NodeName string
+
+	// ValiditySet records that the user chose Validity explicitly (file or
+	// flag); an explicit choice wins over the kubeadm configuration.
+	ValiditySet bool
+}
+
+// Defaults returns the settings for a stock kubeadm node.
+func Defaults() Config {
+	return Config{
+		PKIDir:        "/etc/kubernetes/pki",
+		KubeconfigDir: "/etc/kubernetes",
+		ManifestsDir:  "/etc/kubernetes/manifests",
+		StateDir:      "/var/lib/pkirenewd",
+		RenewBefore:   90 * Day,
+		Validity:      365 * Day,
+		CAWarnBefore:  180 * Day,
+	}
+}
+
+// Key describes one setting: its YAML key, its flag and how to set it from a
+// string. Flags and the file share this table so they cannot drift apart.
+type Key struct {
+	Name  string // YAML key
+	Flag  string // kebab-case flag
+	Usage string
+	set   func(c *Config, v string) error
+	get   func(c *Config) string
+}
+
+// Keys lists every setting in the order they are documented.
+func Keys() []Key {
+	return []Key{
+		pathKey("pkiDir", "pki-dir", "kubeadm certificatesDir", func(c *Config) *string { return &c.PKIDir }),
+		pathKey("kubeconfigDir", "kubeconfig-dir", "directory holding admin.conf, controller-manager.conf, ...", func(c *Config) *string { return &c.KubeconfigDir }),
+		pathKey("manifestsDir", "manifests-dir", "static pod manifests directory", func(c *Config) *string { return &c.ManifestsDir }),
+		pathKey("stateDir", "state-dir", "backups, transaction journal and cached kubeadm configuration", func(c *Config) *string { return &c.StateDir }),
+		pathKey("kubeadmConfig", "kubeadm-config", "kubeadm ClusterConfiguration file to take encryptionAlgorithm and certificateValidityPeriod from", func(c *Config) *string { return &c.KubeadmConfig }),
+		durKey("renewBefore", "renew-before", "renew this long before expiry (short-lived certificates: at 2/3 of their lifetime)", func(c *Config) *time.Duration { return &c.RenewBefore }, nil),
+		durKey("validity", "validity", "validity of renewed certificates when the kubeadm configuration does not set certificateValidityPeriod", func(c *Config) *time.Duration { return &c.Validity }, func(c *Config) { c.ValiditySet = true }),
+		durKey("caWarnBefore", "ca-warn-before", "warn this long before a CA expires", func(c *Config) *time.Duration { return &c.CAWarnBefore }, nil),
+		{
+			Name: "nodeName", Flag: "node-name", Usage: "node name that seeds the renewal jitter (default: host name)",
+			set: func(c *Config, v string) error { c.NodeName = v; return nil },
+			get: func(c *Config) string { return c.NodeName },
+		},
+	}
+}
+
+func pathKey(name, flag, usage string, field func(*Config) *string) Key {
+	return Key{
+		Name: name, Flag: flag, Usage: usage,
+		set: func(c *Config, v string) error {
+			if v != "" && !filepath.IsAbs(v) {
+				return fmt.Errorf("%q is not an absolute path", v)
+			}
+			*field(c) = filepath.Clean(v)
+			if v == "" {
+				*field(c) = ""
+			}
+			return nil
+		},
+		get: func(c *Config) string { return *field(c) },
+	}
+}
+
+func durKey(name, flag, usage string, field func(*Config) *time.Duration, mark func(*Config)) Key {
+	return Key{
+		Name: name, Flag: flag, Usage: usage,
+		set: func(c *Config, v string) error {
+			d, err := ParseDuration(v)
+			if err != nil {
+				return err
+			}
+			if d <= 0 {
+				return fmt.Errorf("%q must be positive", v)
+			}
+			*field(c) = d
+			if mark != nil {
+				mark(c)
+			}
+			return nil
+		},
+		get: func(c *Config) string { return FormatDuration(*field(c)) },
+	}
+}
+
+// Set assigns a setting from its string form; the error names the key.
+func (k Key) Set(c *Config, v string) error {
+	if err := k.set(c, v); err != nil {
+		return fmt.Errorf("%s: %w", k.Name, err)
+	}
+	return nil
+}
+
+// Get returns the setting's string form.
+func (k Key) Get(c *Config) string { return k.get(c) }
+
+// ParseDuration accepts Go duration syntax plus a "d" (day) suffix on a
+// whole or fractional number, alone or leading a Go duration ("90d",
+// "1d12h").
+func ParseDuration(s string) (time.Duration, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return 0, errors.New("empty duration")
+	}
+	var days time.Duration
+	if i := strings.IndexByte(s, 'd'); i >= 0 {
+		n, err := strconv.ParseFloat(s[:i], 64)
+		if err != nil || n < 0 {
+			return 0, fmt.Errorf("invalid duration %q", s)
+		}
+		days = time.Duration(n * float64(Day))
+		s = s[i+1:]
+		if s == "" {
+			return days, nil
+		}
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, fmt.Errorf("invalid duration %q (use e.g. 90d, 2160h, 30m)", s)
+	}
+	return days + d, nil
+}
+
+// FormatDuration prints whole days as "Nd" and anything else in Go syntax.
+func FormatDuration(d time.Duration) string {
+	if d > 0 && d%Day == 0 {
+		return strconv.FormatInt(int64(d/Day), 10) + "d"
+	}
+	return d.String()
+}
+
+// Parse reads a config file's contents over base. An empty document is valid
+// and changes nothing.
+func Parse(name string, data []byte, base Config) (Config, error) {
+	c := base
+	if len(bytes.TrimSpace(data)) == 0 {
+		return c, nil
+	}
+	var doc yaml.Node
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&doc); err != nil {
+		return base, fmt.Errorf("config %s: %w", name, err)
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); err == nil {
+		return base, fmt.Errorf("config %s: line %d: more than one YAML document", name, extra.Line)
+	}
+	if len(doc.Content) == 0 {
+		return c, nil
+	}
+	root := doc.Content[0]
+	if root.Kind == yaml.ScalarNode && root.Tag == "!!null" {
+		return c, nil
+	}
+	if root.Kind != yaml.MappingNode {
+		return base, fmt.Errorf("config %s: line %d: expected a mapping of settings", name, root.Line)
+	}
+	keys := map[string]Key{}
+	for _, k := range Keys() {
+		keys[k.Name] = k
+	}
+	seen := map[string]bool{}
+	for i := 0; i+1 < len(root.Content); i += 2 {
+		kn, vn := root.Content[i], root.Content[i+1]
+		k, ok := keys[kn.Value]
+		if !ok {
+			return base, fmt.Errorf("config %s: line %d: unknown key %q", name, kn.Line, kn.Value)
+		}
+		if seen[kn.Value] {
+			return base, fmt.Errorf("config %s: line %d: key %q given twice", name, kn.Line, kn.Value)
+		}
+		seen[kn.Value] = true
+		if vn.Kind != yaml.ScalarNode {
+			return base, fmt.Errorf("config %s: line %d: %s: expected a single value", name, vn.Line, kn.Value)
+		}
+		if vn.Tag == "!!null" {
+			continue
+		}
+		if err := k.Set(&c, vn.Value); err != nil {
+			return base, fmt.Errorf("config %s: line %d: %w", name, vn.Line, err)
+		}
+	}
+	return c, nil
+}
+
+// Load reads the file at path over the defaults. A missing file is fine only
+// when the path was not given explicitly: a stock node has no config.
+func Load(path string, explicit bool) (Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) && !explicit {
+			return Defaults(), nil
+		}
+		return Defaults(), fmt.Errorf("config %s: %w", path, err)
+	}
+	return Parse(path, data, Defaults())
+}
+
+// Validate checks the combination of settings.
+func (c Config) Validate() error {
+	for _, p := range []struct{ name, v string }{
+		{"pkiDir", c.PKIDir}, {"kubeconfigDir", c.KubeconfigDir}, {"manifestsDir", c.ManifestsDir}, {"stateDir", c.StateDir},
+	} {
+		if p.v == "" {
+			return fmt.Errorf("%s: must not be empty", p.name)
+		}
+	}
+	if c.StateDir == c.PKIDir || c.StateDir == c.KubeconfigDir {
+		return fmt.Errorf("stateDir: %s must not be the pki or kubeconfig directory (backups hold private keys)", c.StateDir)
+	}
+	return nil
+}

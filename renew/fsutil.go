@@ -1,0 +1,186 @@
+package renew
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+)
+
+// Roots are the directories pkirenewd manages. Paths are resolved once, so a
+// /etc/kubernetes/pki that is itself a symlink to a data disk still works,
+// while a symlink inside it that points elsewhere is refused.
+type Roots []string
+
+// NewRoots resolves each directory; a missing or non-directory root is an
+// error naming it.
+func NewRoots(dirs ...string) (Roots, error) {
+	var r Roots
+	for _, d := range dirs {
+		abs, err := filepath.Abs(d)
+		if err != nil {
+			return nil, err
+		}
+		real, err := filepath.EvalSymlinks(abs)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", d, err)
+		}
+		st, err := os.Stat(real)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", d, err)
+		}
+		if !st.IsDir() {
+			return nil, fmt.Errorf("%s: not a directory", d)
+		}
+		r = append(r, real)
+	}
+	return r, nil
+}
+
+func (r Roots) contains(p string) bool {
+	for _, root := range r {
+		if p == root || strings.HasPrefix(p, root+string(filepath.Separator)) {
+			return true
+		}
+	}
+	return false
+}
+
+// Resolve returns the real path of p, refusing a path whose symlinks lead
+// out of the managed directories.
+func (r Roots) Resolve(p string) (string, error) {
+	real, err := filepath.EvalSymlinks(p)
+	if err != nil {
+		return "", err
+	}
+	if !r.contains(real) {
+		return "", fmt.Errorf("%s resolves to %s, outside the managed directories %s: refusing to follow it", p, real, strings.Join(r, ", "))
+	}
+	return real, nil
+}
+
+// ReadFile reads a managed regular file without following a symlink out of
+// the managed directories.
+func (r Roots) ReadFile(p string) ([]byte, error) {
+	real, err := r.Resolve(p)
+	if err != nil {
+		return nil, err
+	}
+	st, err := os.Stat(real)
+	if err != nil {
+		return nil, err
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s: not a regular file", p)
+	}
+	return os.ReadFile(real)
+}
+
+// exists reports whether p exists (without following a final symlink); any
+// other error than "not found" is returned so that an unreadable directory
+// does not masquerade as a missing certificate.
+func exists(p string) (bool, error) {
+	_, err := os.Lstat(p)
+	if err == nil {
+		return true, nil
+	}
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	return false, err
+}
+
+// fileMeta is what must be preserved when a file is replaced.
+type fileMeta struct {
+	Mode fs.FileMode `json:"mode"`
+	UID  int         `json:"uid"`
+	GID  int         `json:"gid"`
+}
+
+func statMeta(p string) (fileMeta, error) {
+	st, err := os.Lstat(p)
+	if err != nil {
+		return fileMeta{}, err
+	}
+	if st.Mode()&fs.ModeSymlink != 0 {
+		return fileMeta{}, fmt.Errorf("%s is a symlink: refusing to replace it", p)
+	}
+	if !st.Mode().IsRegular() {
+		return fileMeta{}, fmt.Errorf("%s: not a regular file", p)
+	}
+	m := fileMeta{Mode: st.Mode().Perm(), UID: -1, GID: -1}
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok {
+		m.UID, m.GID = int(sys.Uid), int(sys.Gid)
+	}
+	return m, nil
+}
+
+// writeNew creates p exclusively with mode 0600 (whatever the umask), so
+// key material is never readable by others at any instant, writes data,
+// syncs it, and only then gives it its final owner and mode.
+func writeNew(p string, data []byte, meta fileMeta) (err error) {
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			_ = os.Remove(p)
+		}
+	}()
+	// O_CREAT honours the umask, which can only remove bits; make the
+	// 0600 explicit before the first byte in case the file pre-existed as
+	// something else we were racing with.
+	if err = f.Chmod(0o600); err != nil {
+		return err
+	}
+	if _, err = f.Write(data); err != nil {
+		return err
+	}
+	if err = f.Sync(); err != nil {
+		return err
+	}
+	if meta.UID >= 0 && (meta.UID != os.Geteuid() || meta.GID != os.Getegid()) {
+		if err = f.Chown(meta.UID, meta.GID); err != nil {
+			return err
+		}
+	}
+	if meta.Mode != 0o600 {
+		if err = f.Chmod(meta.Mode); err != nil {
+			return err
+		}
+	}
+	return f.Sync()
+}
+
+// syncDir makes a rename or create in dir durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// writeAtomic replaces p with data through a temp file in the same
+// directory: readers see the old or the new file, never a mix.
+func writeAtomic(p string, data []byte, meta fileMeta) error {
+	dir := filepath.Dir(p)
+	tmp := filepath.Join(dir, fmt.Sprintf(".%s.%d.tmp", filepath.Base(p), os.Getpid()))
+	_ = os.Remove(tmp)
+	if err := writeNew(tmp, data, meta); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, p); err != nil {
+		_ = os.Remove(tmp)
+		return err
+	}
+	return syncDir(dir)
+}

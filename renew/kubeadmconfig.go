@@ -1,0 +1,164 @@
+package renew
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rsa"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// ClusterSettings are the parts of kubeadm's ClusterConfiguration that
+// decide what a renewed certificate looks like.
+type ClusterSettings struct {
+	// EncryptionAlgorithm as kubeadm spells it (RSA-2048, ECDSA-P256 ...);
+	// empty means "keep the existing key's type and size".
+	EncryptionAlgorithm string
+	// CertificateValidityPeriod; zero means not set.
+	CertificateValidityPeriod time.Duration
+}
+
+// Algorithms kubeadm accepts for encryptionAlgorithm.
+var algorithms = map[string]bool{
+	"RSA-2048": true, "RSA-3072": true, "RSA-4096": true,
+	"ECDSA-P256": true, "ECDSA-P384": true,
+}
+
+// ParseKubeadmConfig finds the ClusterConfiguration in a kubeadm config file.
+// It accepts the multi-document file given to `kubeadm init --config` and
+// the kubeadm-config ConfigMap as `kubectl get -o yaml` prints it, because
+// those are the two forms an operator has at hand.
+func ParseKubeadmConfig(data []byte) (ClusterSettings, error) {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	for {
+		var doc map[string]any
+		err := dec.Decode(&doc)
+		if errors.Is(err, io.EOF) {
+			return ClusterSettings{}, errors.New("no ClusterConfiguration found")
+		}
+		if err != nil {
+			return ClusterSettings{}, fmt.Errorf("parse YAML: %w", err)
+		}
+		kind, _ := doc["kind"].(string)
+		switch kind {
+		case "ClusterConfiguration":
+			return clusterSettingsFrom(doc)
+		case "ConfigMap":
+			d, _ := doc["data"].(map[string]any)
+			inner, ok := d["ClusterConfiguration"].(string)
+			if !ok {
+				continue
+			}
+			return ParseKubeadmConfig([]byte(inner))
+		}
+	}
+}
+
+func clusterSettingsFrom(doc map[string]any) (ClusterSettings, error) {
+	var s ClusterSettings
+	if v, ok := doc["encryptionAlgorithm"]; ok && v != nil {
+		alg, ok := v.(string)
+		if !ok {
+			return s, fmt.Errorf("encryptionAlgorithm: expected a string, got %v", v)
+		}
+		alg = strings.ToUpper(alg)
+		if alg == "ECDSA" { // v1beta3's only EC spelling meant P-256
+			alg = "ECDSA-P256"
+		}
+		if !algorithms[alg] {
+			return s, fmt.Errorf("encryptionAlgorithm: unsupported value %q", v)
+		}
+		s.EncryptionAlgorithm = alg
+	}
+	if v, ok := doc["certificateValidityPeriod"]; ok && v != nil {
+		str, ok := v.(string)
+		if !ok {
+			return s, fmt.Errorf("certificateValidityPeriod: expected a duration string, got %v", v)
+		}
+		d, err := time.ParseDuration(str)
+		if err != nil || d <= 0 {
+			return s, fmt.Errorf("certificateValidityPeriod: invalid duration %q", str)
+		}
+		s.CertificateValidityPeriod = d
+	}
+	return s, nil
+}
+
+// generateKey makes a new private key. alg is a kubeadm encryptionAlgorithm
+// value; empty means the same type and size as old.
+func generateKey(rand io.Reader, alg string, old crypto.PublicKey) (crypto.Signer, error) {
+	if alg == "" {
+		alg = keyAlgorithm(old)
+	}
+	switch alg {
+	case "RSA-2048":
+		return rsa.GenerateKey(rand, 2048)
+	case "RSA-3072":
+		return rsa.GenerateKey(rand, 3072)
+	case "RSA-4096":
+		return rsa.GenerateKey(rand, 4096)
+	case "ECDSA-P256":
+		return ecdsa.GenerateKey(elliptic.P256(), rand)
+	case "ECDSA-P384":
+		return ecdsa.GenerateKey(elliptic.P384(), rand)
+	case "ECDSA-P521":
+		return ecdsa.GenerateKey(elliptic.P521(), rand)
+	case "ED25519":
+		_, k, err := ed25519.GenerateKey(rand)
+		return k, err
+	}
+	if strings.HasPrefix(alg, "RSA-") {
+		var bits int
+		if _, err := fmt.Sscanf(alg, "RSA-%d", &bits); err == nil && bits >= 2048 && bits <= 8192 {
+			return rsa.GenerateKey(rand, bits)
+		}
+	}
+	return nil, fmt.Errorf("unsupported key algorithm %q", alg)
+}
+
+// cachedKubeadmConfig is where the last good kubeadm configuration is kept,
+// so the cluster's algorithm and validity are followed even when neither
+// the file nor the API is at hand (kubeadm falls back to its defaults then).
+const cachedKubeadmConfig = "kubeadm-config.yaml"
+
+// LoadClusterSettings reads the kubeadm configuration from path, or, when
+// path is empty, from the copy cached in stateDir. A configuration read
+// from path is cached when cache is set. It returns where the settings came
+// from ("" when there were none).
+func LoadClusterSettings(path, stateDir string, cache bool) (ClusterSettings, string, error) {
+	src := path
+	if src == "" {
+		src = filepath.Join(stateDir, cachedKubeadmConfig)
+	}
+	data, err := os.ReadFile(src)
+	if err != nil {
+		if path == "" && errors.Is(err, fs.ErrNotExist) {
+			return ClusterSettings{}, "", nil
+		}
+		return ClusterSettings{}, "", fmt.Errorf("kubeadm config %s: %w", src, err)
+	}
+	s, err := ParseKubeadmConfig(data)
+	if err != nil {
+		return ClusterSettings{}, "", fmt.Errorf("kubeadm config %s: %w", src, err)
+	}
+	if path != "" && cache {
+		if err := os.MkdirAll(stateDir, 0o700); err != nil {
+			return s, src, fmt.Errorf("cache kubeadm config: %w", err)
+		}
+		if err := writeAtomic(filepath.Join(stateDir, cachedKubeadmConfig), data, fileMeta{Mode: 0o600, UID: -1, GID: -1}); err != nil {
+			return s, src, fmt.Errorf("cache kubeadm config: %w", err)
+		}
+	}
+	return s, src, nil
+}

@@ -1,0 +1,95 @@
+package renew
+
+import (
+	"hash/fnv"
+	"time"
+)
+
+// Policy decides when a certificate is renewed. It is plain data so the
+// decision can be table-tested and reused by the daemon's scheduler.
+type Policy struct {
+	// RenewBefore is how long before NotAfter a long-lived certificate is
+	// renewed.
+	RenewBefore time.Duration
+	// NodeName seeds the jitter so HA nodes whose certificates were issued
+	// in the same minute do not all renew in the same minute.
+	NodeName string
+	// MaxJitter bounds the per-node spread; zero means DefaultMaxJitter.
+	MaxJitter time.Duration
+}
+
+// DefaultMaxJitter spreads HA nodes over up to six hours: enough to
+// serialize restarts without eating noticeably into the renewal window.
+const DefaultMaxJitter = 6 * time.Hour
+
+// RenewAt returns when a certificate valid from notBefore to notAfter is due.
+//
+// Long-lived certificates are renewed RenewBefore ahead of expiry. A
+// certificate whose lifetime is shorter than three times RenewBefore would
+// otherwise be renewed almost as soon as it is issued, so, like cert-manager,
+// it is renewed at two thirds of its lifetime instead. The result is moved
+// earlier (never later) by a deterministic per-node, per-item jitter of at
+// most a tenth of the renewal window.
+func (p Policy) RenewAt(name string, notBefore, notAfter time.Time) time.Time {
+	lifetime := notAfter.Sub(notBefore)
+	if lifetime <= 0 {
+		return notBefore
+	}
+	window := p.RenewBefore
+	if lifetime < 3*p.RenewBefore {
+		window = lifetime / 3
+	}
+	at := notAfter.Add(-window)
+	maxJitter := p.MaxJitter
+	if maxJitter == 0 {
+		maxJitter = DefaultMaxJitter
+	}
+	if j := min(window/10, maxJitter); j > 0 && p.NodeName != "" {
+		at = at.Add(-time.Duration(jitterFraction(p.NodeName, name) * float64(j)))
+	}
+	return at
+}
+
+// jitterFraction maps (node, item) to [0, 1) stably across restarts and
+// versions, so a node's schedule does not move when the daemon restarts.
+func jitterFraction(node, item string) float64 {
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(node))
+	_, _ = h.Write([]byte{0})
+	_, _ = h.Write([]byte(item))
+	return float64(h.Sum64()>>11) / float64(1<<53)
+}
+
+// State is a certificate's standing at one instant.
+type State int
+
+// States, ordered by urgency.
+const (
+	StateOK State = iota
+	StateDue
+	StateExpired
+)
+
+func (s State) String() string {
+	switch s {
+	case StateDue:
+		return "due"
+	case StateExpired:
+		return "expired"
+	default:
+		return "ok"
+	}
+}
+
+// Decide places a certificate at now: expired certificates are renewed at
+// once (day-366 recovery), due ones at their renewal time.
+func Decide(now, renewAt, notAfter time.Time) State {
+	switch {
+	case !now.Before(notAfter):
+		return StateExpired
+	case !now.Before(renewAt):
+		return StateDue
+	default:
+		return StateOK
+	}
+}

@@ -1,0 +1,321 @@
+package renew
+
+import (
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/sirupsen/logrus"
+)
+
+// Options configure a Renewer.
+type Options struct {
+	Dirs
+	StateDir     string
+	Policy       Policy
+	CAWarnBefore time.Duration
+	// Validity of issued certificates (already resolved against the
+	// kubeadm configuration by the caller).
+	Validity time.Duration
+	// Algorithm is kubeadm's encryptionAlgorithm; empty keeps each key's
+	// type and size.
+	Algorithm string
+	Now       func() time.Time
+	Rand      io.Reader
+	Log       logrus.FieldLogger
+	// Step is the store's test hook (see Store.Step).
+	Step func(string)
+}
+
+// Renewer takes inventory, plans renewals and applies them.
+type Renewer struct {
+	opts Options
+}
+
+// New returns a Renewer; zero Now, Log and Rand get real defaults.
+func New(o Options) *Renewer {
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Log == nil {
+		l := logrus.New()
+		l.SetOutput(io.Discard)
+		o.Log = l
+	}
+	return &Renewer{opts: o}
+}
+
+func (r *Renewer) store() (*Store, error) {
+	roots, err := NewRoots(r.opts.PKIDir, r.opts.KubeconfigDir)
+	if err != nil {
+		return nil, err
+	}
+	return &Store{StateDir: r.opts.StateDir, Roots: roots, Now: r.opts.Now, Step: r.opts.Step}, nil
+}
+
+// Status is an item's schedule at one instant.
+type Status struct {
+	*Item
+	// RenewAt is when a leaf is renewed, or when a CA starts to warn.
+	RenewAt time.Time
+	State   State
+}
+
+// Inventory takes inventory and schedules every item at the current time.
+func (r *Renewer) Inventory() (*Inventory, []Status, error) {
+	inv, err := TakeInventory(r.opts.Dirs)
+	if err != nil {
+		return nil, nil, err
+	}
+	return inv, r.Assess(inv, r.opts.Now()), nil
+}
+
+// Assess schedules every item of inv at now: CAs first, then the rest.
+func (r *Renewer) Assess(inv *Inventory, now time.Time) []Status {
+	var out []Status
+	for _, ca := range inv.CAs {
+		s := Status{Item: ca}
+		if ca.Cert != nil {
+			s.RenewAt = ca.Cert.NotAfter.Add(-r.opts.CAWarnBefore)
+			s.State = Decide(now, s.RenewAt, ca.Cert.NotAfter)
+		}
+		out = append(out, s)
+	}
+	for _, it := range inv.Certs {
+		s := Status{Item: it}
+		if it.Cert != nil {
+			s.RenewAt = r.opts.Policy.RenewAt(it.Name, it.Cert.NotBefore, it.Cert.NotAfter)
+			s.State = Decide(now, s.RenewAt, it.Cert.NotAfter)
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+// Selection says which items to renew: the named ones (all renewable when
+// Force is set and none are named), else the ones that are due.
+type Selection struct {
+	Names []string
+	Force bool
+}
+
+// Planned is one renewal ready to be written.
+type Planned struct {
+	Status
+	Issued  *Issued
+	Changes []Change
+}
+
+// Plan is the set of renewals one transaction writes.
+type Plan struct {
+	Items []Planned
+}
+
+// Paths lists every file the plan changes.
+func (p *Plan) Paths() []string {
+	var out []string
+	for _, it := range p.Items {
+		for _, c := range it.Changes {
+			out = append(out, c.Path)
+		}
+	}
+	return out
+}
+
+// Plan picks the items to renew, issues their replacements in memory and
+// verifies each one. Any problem with a selected item fails the whole plan
+// with errors that name the files: nothing is written on the strength of a
+// bad input.
+func (r *Renewer) Plan(inv *Inventory, sel Selection) (*Plan, error) {
+	now := r.opts.Now()
+	statuses := r.Assess(inv, now)
+	byName := map[string]Status{}
+	for _, s := range statuses {
+		byName[s.Name] = s
+	}
+	var chosen []Status
+	var errs []error
+	if len(sel.Names) > 0 && !(len(sel.Names) == 1 && sel.Names[0] == "all") {
+		for _, n := range sel.Names {
+			s, ok := byName[n]
+			switch {
+			case !ok && slices.Contains(Names(), n):
+				errs = append(errs, fmt.Errorf("%s: not present on this node", n))
+			case !ok:
+				errs = append(errs, fmt.Errorf("%s: unknown certificate (known: %s)", n, strings.Join(Names(), ", ")))
+			case s.Kind == KindCA:
+				errs = append(errs, fmt.Errorf("%s: is a CA; pkirenewd never renews CAs", n))
+			default:
+				if err := renewable(s); err != nil {
+					errs = append(errs, err)
+					continue
+				}
+				chosen = append(chosen, s)
+			}
+		}
+	} else {
+		forceAll := sel.Force || len(sel.Names) == 1
+		for _, s := range statuses {
+			if s.Kind == KindCA || s.Missing || s.RotatedBy != "" {
+				continue
+			}
+			if !forceAll && s.State == StateOK {
+				continue
+			}
+			if s.External {
+				r.opts.Log.WithField("CERT", s.Name).Warn("signed by an external CA (no CA key on disk): not renewed")
+				continue
+			}
+			if err := renewable(s); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			chosen = append(chosen, s)
+		}
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	plan := &Plan{}
+	for _, s := range chosen {
+		p, err := r.issue(inv, s, now)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s (%s): %w", s.Name, s.CertPath, err))
+			continue
+		}
+		plan.Items = append(plan.Items, *p)
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return plan, nil
+}
+
+func renewable(s Status) error {
+	switch {
+	case s.Err != nil:
+		return s.Err
+	case s.Missing:
+		return fmt.Errorf("%s: %s is missing", s.Name, s.CertPath)
+	case s.External:
+		return fmt.Errorf("%s: signed by CA %s whose key is not on this node (external CA): renew it with that CA", s.Name, s.CAName)
+	case s.RotatedBy != "":
+		return fmt.Errorf("%s: rotated by the %s (%s), not by pkirenewd", s.Name, s.RotatedBy, s.CertPath)
+	}
+	return nil
+}
+
+func (r *Renewer) issue(inv *Inventory, s Status, now time.Time) (*Planned, error) {
+	ca := inv.CA(s.CAName)
+	if ca == nil || ca.Cert == nil || ca.key.Signer == nil {
+		return nil, fmt.Errorf("CA %s is not usable", s.CAName)
+	}
+	issued, err := Issue(IssueRequest{
+		Old: s.Cert, OldKey: s.key, CA: ca.Cert, CAKey: ca.key.Signer,
+		Now: now, Validity: r.opts.Validity, Algorithm: r.opts.Algorithm, Rand: r.opts.Rand,
+	})
+	if err != nil {
+		return nil, err
+	}
+	newKey, err := parseKeyPEM(issued.KeyPEM)
+	if err != nil {
+		return nil, err
+	}
+	if err := Verify(s.Cert, issued.Cert, newKey.Signer, ca.Cert, now); err != nil {
+		return nil, err
+	}
+	if issued.Capped {
+		r.opts.Log.WithFields(logrus.Fields{"CERT": s.Name, "NOT_AFTER": issued.Cert.NotAfter.Format(time.RFC3339), "CA": s.CAName}).
+			Warn("validity capped at the CA's expiry: renew the CA soon")
+	}
+	p := &Planned{Status: s, Issued: issued}
+	switch s.Kind {
+	case KindCert:
+		// Key first, like kubeadm, though the transaction makes the
+		// order invisible to readers.
+		p.Changes = []Change{{Path: s.KeyPath, Data: issued.KeyPEM}, {Path: s.CertPath, Data: issued.CertPEM}}
+	case KindKubeconfig:
+		data, err := s.kc.withCredentials(issued.CertPEM, issued.KeyPEM)
+		if err != nil {
+			return nil, err
+		}
+		p.Changes = []Change{{Path: s.CertPath, Data: data}}
+	}
+	return p, nil
+}
+
+// Apply writes a plan as one transaction.
+func (r *Renewer) Apply(p *Plan) (*Result, error) {
+	st, err := r.store()
+	if err != nil {
+		return nil, err
+	}
+	var changes []Change
+	for _, it := range p.Items {
+		changes = append(changes, it.Changes...)
+	}
+	res, err := st.Commit(changes)
+	if err != nil {
+		return nil, err
+	}
+	for _, it := range p.Items {
+		r.opts.Log.WithFields(logrus.Fields{
+			"CERT": it.Name, "PATH": it.CertPath, "ACTION": "renewed",
+			"NOT_AFTER": it.Issued.Cert.NotAfter.UTC().Format(time.RFC3339),
+			"SERIAL":    it.Issued.Cert.SerialNumber.Text(16),
+		}).Info("certificate renewed")
+	}
+	return res, nil
+}
+
+// Recover completes or undoes a transaction a crash interrupted.
+func (r *Renewer) Recover() error {
+	st, err := r.store()
+	if err != nil {
+		return err
+	}
+	what, id, err := st.Recover()
+	if err != nil {
+		return err
+	}
+	if what != RecoveryNone {
+		r.opts.Log.WithFields(logrus.Fields{"ACTION": "recover", "TRANSACTION": id}).Warnf("interrupted renewal found: %s", what)
+	}
+	return nil
+}
+
+// Lock takes the exclusive lock that serializes pkirenewd processes on a
+// node (the daemon and a manual `pkirenewd renew`). While another process
+// holds it, waiting is announced once with the holder's pid.
+func Lock(stateDir string, log logrus.FieldLogger) (unlock func(), err error) {
+	if err := os.MkdirAll(stateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("state dir: %w", err)
+	}
+	p := filepath.Join(stateDir, "lock")
+	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("lock: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		holder, _ := os.ReadFile(p)
+		log.Warnf("waiting for the pkirenewd process %s that holds %s", strings.TrimSpace(string(holder)), p)
+		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("lock %s: %w", p, err)
+		}
+	}
+	_ = f.Truncate(0)
+	_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	return func() { _ = f.Close() }, nil
+}
+
+// CertSerial is a short printable serial for logs and output.
+func CertSerial(c *x509.Certificate) string { return c.SerialNumber.Text(16) }

@@ -1,0 +1,440 @@
+package renew
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Change is one file a transaction replaces.
+type Change struct {
+	Path string
+	Data []byte
+}
+
+// Store writes a set of changes as one transaction: every file is backed
+// up, the new files are staged next to their targets, a commit record is
+// made durable, and only then are the staged files renamed into place. A
+// crash at any point leaves either the complete old set or, after Recover,
+// the complete new set.
+type Store struct {
+	StateDir string
+	// Roots are the managed directories; targets must lie inside them.
+	Roots Roots
+	// Now stamps backup directories.
+	Now func() time.Time
+	// KeepBackups is how many backup directories are kept (default 10).
+	KeepBackups int
+	// Step, when set, is called after each step of a transaction with the
+	// step's name: the test hook that proves crash consistency.
+	Step func(step string)
+}
+
+// Transaction states in the journal.
+const (
+	statePrepared  = "prepared"
+	stateCommitted = "committed"
+)
+
+type journalFile struct {
+	Path      string   `json:"path"`
+	Staged    string   `json:"staged"`
+	Backup    string   `json:"backup"`
+	OldSHA256 string   `json:"oldSHA256"`
+	NewSHA256 string   `json:"newSHA256"`
+	Meta      fileMeta `json:"meta"`
+}
+
+type journal struct {
+	ID        string        `json:"id"`
+	State     string        `json:"state"`
+	BackupDir string        `json:"backupDir"`
+	Files     []journalFile `json:"files"`
+}
+
+// Result describes a finished transaction.
+type Result struct {
+	ID        string
+	BackupDir string
+	Paths     []string
+}
+
+func (s *Store) journalPath() string { return filepath.Join(s.StateDir, "journal.json") }
+func (s *Store) backupsDir() string  { return filepath.Join(s.StateDir, "backups") }
+
+func (s *Store) step(name string) {
+	if s.Step != nil {
+		s.Step(name)
+	}
+}
+
+func sum(b []byte) string {
+	h := sha256.Sum256(b)
+	return hex.EncodeToString(h[:])
+}
+
+func (s *Store) ensureStateDir() error {
+	if err := os.MkdirAll(s.backupsDir(), 0o700); err != nil {
+		return fmt.Errorf("state dir: %w", err)
+	}
+	for _, d := range []string{s.StateDir, s.backupsDir()} {
+		if err := os.Chmod(d, 0o700); err != nil {
+			return fmt.Errorf("state dir: %w", err)
+		}
+	}
+	return nil
+}
+
+// Pending reports whether an unfinished transaction is recorded.
+func (s *Store) Pending() (bool, error) {
+	return exists(s.journalPath())
+}
+
+// Commit writes changes as one transaction.
+func (s *Store) Commit(changes []Change) (*Result, error) {
+	if len(changes) == 0 {
+		return &Result{}, nil
+	}
+	if pending, err := s.Pending(); err != nil || pending {
+		if err == nil {
+			err = fmt.Errorf("an unfinished transaction is recorded in %s: run recovery first", s.journalPath())
+		}
+		return nil, err
+	}
+	if err := s.ensureStateDir(); err != nil {
+		return nil, err
+	}
+	now := time.Now
+	if s.Now != nil {
+		now = s.Now
+	}
+	rnd := make([]byte, 4)
+	_, _ = rand.Read(rnd)
+	id := now().UTC().Format("20060102T150405Z") + "-" + hex.EncodeToString(rnd)
+	j := &journal{ID: id, State: statePrepared, BackupDir: filepath.Join(s.backupsDir(), id)}
+
+	// Validate every target and read what it holds before anything is
+	// written, so a bad target stops the transaction with no trace.
+	seen := map[string]bool{}
+	olds := make([][]byte, len(changes))
+	for i, c := range changes {
+		p := filepath.Clean(c.Path)
+		if seen[p] {
+			return nil, fmt.Errorf("%s: changed twice in one transaction", p)
+		}
+		seen[p] = true
+		dir, err := s.Roots.Resolve(filepath.Dir(p))
+		if err != nil {
+			return nil, err
+		}
+		p = filepath.Join(dir, filepath.Base(p))
+		meta, err := statMeta(p)
+		if err != nil {
+			return nil, err
+		}
+		if olds[i], err = os.ReadFile(p); err != nil {
+			return nil, err
+		}
+		j.Files = append(j.Files, journalFile{
+			Path:      p,
+			Staged:    filepath.Join(dir, fmt.Sprintf(".pkirenewd-%s.%s", id, filepath.Base(p))),
+			Backup:    filepath.Join(j.BackupDir, fmt.Sprintf("%02d-%s", i, filepath.Base(p))),
+			OldSHA256: sum(olds[i]),
+			NewSHA256: sum(c.Data),
+			Meta:      meta,
+		})
+	}
+
+	// The journal goes first so that recovery knows which staged files and
+	// backups belong to an interrupted transaction.
+	if err := os.Mkdir(j.BackupDir, 0o700); err != nil {
+		return nil, fmt.Errorf("backup: %w", err)
+	}
+	if err := s.writeJournal(j); err != nil {
+		_ = os.RemoveAll(j.BackupDir)
+		return nil, err
+	}
+	s.step("journal-prepared")
+
+	abort := func(err error) (*Result, error) {
+		if rerr := s.rollbackPrepared(j); rerr != nil {
+			return nil, fmt.Errorf("%w (and rolling back failed: %v; it will be retried on next start)", err, rerr)
+		}
+		return nil, err
+	}
+	for i, f := range j.Files {
+		if err := writeNew(f.Backup, olds[i], fileMeta{Mode: 0o600, UID: -1, GID: -1}); err != nil {
+			return abort(fmt.Errorf("backup of %s: %w", f.Path, err))
+		}
+	}
+	if err := writeManifest(j); err != nil {
+		return abort(err)
+	}
+	if err := syncDir(j.BackupDir); err != nil {
+		return abort(fmt.Errorf("backup: %w", err))
+	}
+	s.step("backup")
+
+	for i, f := range j.Files {
+		if err := writeNew(f.Staged, changes[i].Data, f.Meta); err != nil {
+			return abort(fmt.Errorf("stage %s: %w", f.Path, err))
+		}
+		s.step("staged:" + filepath.Base(f.Path))
+	}
+	for _, d := range j.dirs() {
+		if err := syncDir(d); err != nil {
+			return abort(fmt.Errorf("sync %s: %w", d, err))
+		}
+	}
+	s.step("staged-synced")
+
+	j.State = stateCommitted
+	if err := s.writeJournal(j); err != nil {
+		return abort(err)
+	}
+	s.step("journal-committed")
+
+	if err := s.rollForward(j); err != nil {
+		// The commit record is durable: recovery on the next start
+		// finishes the job. Try once more now before giving up.
+		if err2 := s.rollForward(j); err2 != nil {
+			return nil, fmt.Errorf("transaction %s committed but not finished: %w; it will be completed on next start", id, err)
+		}
+	}
+	res := &Result{ID: id, BackupDir: j.BackupDir}
+	for _, f := range j.Files {
+		res.Paths = append(res.Paths, f.Path)
+	}
+	s.pruneBackups()
+	return res, nil
+}
+
+func (j *journal) dirs() []string {
+	set := map[string]bool{}
+	for _, f := range j.Files {
+		set[filepath.Dir(f.Path)] = true
+	}
+	var out []string
+	for d := range set {
+		out = append(out, d)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// writeManifest records in the backup directory where each file came from,
+// so an operator can restore by hand without reading the journal.
+func writeManifest(j *journal) error {
+	var b strings.Builder
+	for _, f := range j.Files {
+		fmt.Fprintf(&b, "%s\t%s\t%04o\n", filepath.Base(f.Backup), f.Path, f.Meta.Mode)
+	}
+	return writeNew(filepath.Join(j.BackupDir, "MANIFEST"), []byte(b.String()), fileMeta{Mode: 0o600, UID: -1, GID: -1})
+}
+
+func (s *Store) writeJournal(j *journal) error {
+	data, err := json.MarshalIndent(j, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := writeAtomic(s.journalPath(), append(data, '\n'), fileMeta{Mode: 0o600, UID: -1, GID: -1}); err != nil {
+		return fmt.Errorf("journal: %w", err)
+	}
+	return nil
+}
+
+// rollForward renames every staged file into place. It is idempotent: a
+// file already renamed is recognised by its content.
+func (s *Store) rollForward(j *journal) error {
+	for _, f := range j.Files {
+		ok, err := exists(f.Staged)
+		if err != nil {
+			return err
+		}
+		if ok {
+			if err := os.Rename(f.Staged, f.Path); err != nil {
+				return fmt.Errorf("rename into %s: %w", f.Path, err)
+			}
+			s.step("renamed:" + filepath.Base(f.Path))
+			continue
+		}
+		cur, err := os.ReadFile(f.Path)
+		if err != nil {
+			return err
+		}
+		if sum(cur) != f.NewSHA256 {
+			return fmt.Errorf("%s: staged file vanished and the target does not hold the new content", f.Path)
+		}
+	}
+	for _, d := range j.dirs() {
+		if err := syncDir(d); err != nil {
+			return err
+		}
+	}
+	s.step("renamed-synced")
+	return s.finish(j)
+}
+
+// finish files the journal with its backup as the transaction's record.
+func (s *Store) finish(j *journal) error {
+	data, err := json.MarshalIndent(j, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := writeAtomic(filepath.Join(j.BackupDir, "journal.json"), data, fileMeta{Mode: 0o600, UID: -1, GID: -1}); err != nil {
+		return err
+	}
+	if err := os.Remove(s.journalPath()); err != nil {
+		return err
+	}
+	if err := syncDir(s.StateDir); err != nil {
+		return err
+	}
+	s.step("done")
+	return nil
+}
+
+// rollbackPrepared undoes a transaction that never reached its commit
+// record: the targets were not touched, so removing the staged files and
+// the backup is enough.
+func (s *Store) rollbackPrepared(j *journal) error {
+	for _, f := range j.Files {
+		if err := os.Remove(f.Staged); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+	}
+	if err := os.RemoveAll(j.BackupDir); err != nil {
+		return err
+	}
+	if err := os.Remove(s.journalPath()); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return syncDir(s.StateDir)
+}
+
+// Recovery tells what Recover did.
+type Recovery string
+
+// Recovery outcomes.
+const (
+	RecoveryNone       Recovery = ""
+	RecoveryRolledBack Recovery = "rolled back"
+	RecoveryRolledFwd  Recovery = "rolled forward"
+	RecoveryRestored   Recovery = "restored from backup"
+)
+
+// Recover completes or undoes a transaction interrupted by a crash: rolled
+// forward when its commit record was written, rolled back otherwise. If a
+// committed transaction can no longer be completed (its staged files were
+// removed by hand), the whole set is restored from the backup so the PKI is
+// all-old rather than mixed.
+func (s *Store) Recover() (Recovery, string, error) {
+	data, err := os.ReadFile(s.journalPath())
+	if errors.Is(err, fs.ErrNotExist) {
+		return RecoveryNone, "", nil
+	}
+	if err != nil {
+		return RecoveryNone, "", fmt.Errorf("journal: %w", err)
+	}
+	var j journal
+	if err := json.Unmarshal(data, &j); err != nil || j.ID == "" {
+		return RecoveryNone, "", fmt.Errorf("journal %s is corrupt (%v): refusing to touch the PKI; inspect it and the backups in %s", s.journalPath(), err, s.backupsDir())
+	}
+	switch j.State {
+	case statePrepared:
+		return RecoveryRolledBack, j.ID, s.rollbackPrepared(&j)
+	case stateCommitted:
+		if err := s.rollForward(&j); err == nil {
+			return RecoveryRolledFwd, j.ID, nil
+		}
+		if err := s.restoreJournal(&j); err != nil {
+			return RecoveryNone, j.ID, err
+		}
+		return RecoveryRestored, j.ID, nil
+	default:
+		return RecoveryNone, j.ID, fmt.Errorf("journal %s has unknown state %q", s.journalPath(), j.State)
+	}
+}
+
+func (s *Store) restoreJournal(j *journal) error {
+	for _, f := range j.Files {
+		old, err := os.ReadFile(f.Backup)
+		if err != nil {
+			return fmt.Errorf("restore %s: %w", f.Path, err)
+		}
+		if sum(old) != f.OldSHA256 {
+			return fmt.Errorf("restore %s: backup %s is damaged", f.Path, f.Backup)
+		}
+		if err := writeAtomic(f.Path, old, f.Meta); err != nil {
+			return fmt.Errorf("restore %s: %w", f.Path, err)
+		}
+		_ = os.Remove(f.Staged)
+	}
+	return s.finish(j)
+}
+
+// Restore puts back the files a finished transaction replaced, as a
+// transaction of its own (so it is itself backed up and crash-safe). It is
+// how a failed rolling restart returns to the previous certificates.
+func (s *Store) Restore(backupDir string) (*Result, error) {
+	data, err := os.ReadFile(filepath.Join(backupDir, "journal.json"))
+	if err != nil {
+		return nil, fmt.Errorf("restore: %w", err)
+	}
+	var j journal
+	if err := json.Unmarshal(data, &j); err != nil {
+		return nil, fmt.Errorf("restore: %s: %w", backupDir, err)
+	}
+	var changes []Change
+	for _, f := range j.Files {
+		old, err := os.ReadFile(f.Backup)
+		if err != nil {
+			return nil, fmt.Errorf("restore: %w", err)
+		}
+		if sum(old) != f.OldSHA256 {
+			return nil, fmt.Errorf("restore: backup %s is damaged", f.Backup)
+		}
+		changes = append(changes, Change{Path: f.Path, Data: old})
+	}
+	return s.Commit(changes)
+}
+
+// pruneBackups keeps the newest KeepBackups directories. Names start with
+// a UTC timestamp, so lexical order is age order.
+func (s *Store) pruneBackups() {
+	keep := s.KeepBackups
+	if keep <= 0 {
+		keep = 10
+	}
+	entries, err := os.ReadDir(s.backupsDir())
+	if err != nil {
+		return
+	}
+	var dirs []string
+	for _, e := range entries {
+		if e.IsDir() {
+			dirs = append(dirs, e.Name())
+		}
+	}
+	sort.Strings(dirs)
+	for len(dirs) > keep {
+		_ = os.RemoveAll(filepath.Join(s.backupsDir(), dirs[0]))
+		dirs = dirs[1:]
+	}
+}
+
+// sameContent reports whether the file at p holds data.
+func sameContent(p string, data []byte) bool {
+	cur, err := os.ReadFile(p)
+	return err == nil && bytes.Equal(cur, data)
+}

@@ -1,0 +1,186 @@
+#!/usr/bin/env bash
+# Build pinned Kubernetes (and etcd) binaries from the Go module proxy, cached
+# outside the repository.
+#
+#   bash test/tools/build-k8s.sh [COMPONENT...]
+#
+# COMPONENT is any of: kubeadm kubelet kube-apiserver kube-controller-manager
+# kube-scheduler etcd, or "all". Default: kubeadm.
+#
+# Binaries go to ${PKIRENEWD_CACHE:-$HOME/.cache/pkirenewd}/bin/k8s-v1.37.2/
+# (etcd to .../bin/etcd-v3.7.3/etcd, symlinked as k8s-v1.37.2/etcd). A binary
+# already in the cache is not rebuilt (PKIRENEWD_REBUILD=1 forces a rebuild).
+# Progress goes to stderr; the last stdout line is the k8s bin dir, so
+#
+#   BIN=$(bash test/tools/build-k8s.sh kubeadm | tail -1)
+#   "$BIN/kubeadm" version -o short
+#
+# The modules are test/tools/k8s and test/tools/etcd. GOPROXY, GOCACHE,
+# GOMODCACHE and GOFLAGS from the environment are used as they are.
+set -euo pipefail
+
+K8S_VERSION=v1.37.2
+ETCD_VERSION=v3.7.3
+# Release time of k8s.io/kubernetes@v1.37.2 on the module proxy (its .info);
+# fixed so that builds are reproducible.
+K8S_BUILD_DATE=2026-10-27T12:01:04Z
+
+K8S_COMPONENTS=(kubeadm kubelet kube-apiserver kube-controller-manager kube-scheduler)
+
+log() { printf 'build-k8s: %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+usage() {
+	sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+}
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+cache=${PKIRENEWD_CACHE:-${HOME:?HOME or PKIRENEWD_CACHE must be set}/.cache/pkirenewd}
+k8s_bin=$cache/bin/k8s-$K8S_VERSION
+etcd_bin=$cache/bin/etcd-$ETCD_VERSION
+rebuild=${PKIRENEWD_REBUILD:-0}
+
+command -v go >/dev/null 2>&1 || die "go is not on PATH"
+
+if [[ $# -eq 0 ]]; then
+	set -- kubeadm
+fi
+
+want_k8s=()
+want_etcd=0
+for c in "$@"; do
+	case $c in
+	-h | --help)
+		usage
+		exit 0
+		;;
+	all)
+		want_k8s+=("${K8S_COMPONENTS[@]}")
+		want_etcd=1
+		;;
+	etcd) want_etcd=1 ;;
+	kubeadm | kubelet | kube-apiserver | kube-controller-manager | kube-scheduler)
+		want_k8s+=("$c")
+		;;
+	*) usage; die "unknown component: $c" ;;
+	esac
+done
+
+# missing_k8s: requested k8s components not yet in the cache (deduplicated).
+missing_k8s=()
+need_etcd=0
+compute_missing() {
+	missing_k8s=()
+	need_etcd=0
+	local c m seen
+	for c in ${want_k8s[@]+"${want_k8s[@]}"}; do
+		seen=0
+		for m in ${missing_k8s[@]+"${missing_k8s[@]}"}; do
+			[[ $m == "$c" ]] && seen=1
+		done
+		if [[ $seen == 0 && ($rebuild == 1 || ! -x $k8s_bin/$c) ]]; then
+			missing_k8s+=("$c")
+		fi
+	done
+	if [[ $want_etcd == 1 && ($rebuild == 1 || ! -x $etcd_bin/etcd) ]]; then
+		need_etcd=1
+	fi
+}
+
+# go_build MODULE_DIR OUT LDFLAGS PKG... builds static binaries; OUT is passed to
+# -o (a directory ending in "/" for several packages).
+go_build() {
+	local dir=$1 out=$2 ldflags=$3
+	shift 3
+	(
+		cd "$dir"
+		# GOWORK=off: never pick up a go.work of the enclosing repository.
+		# -mod=mod: tolerate a go.sum that misses an entry (downloads it).
+		# -buildvcs=false: the module sits in pkirenewd's git tree; its VCS state
+		# must not change (or break) these builds.
+		CGO_ENABLED=0 GOWORK=off go build -mod=mod -buildvcs=false -trimpath \
+			-ldflags "$ldflags" -o "$out" "$@"
+	) >&2
+}
+
+tmpdirs=()
+cleanup() {
+	local d
+	for d in ${tmpdirs[@]+"${tmpdirs[@]}"}; do
+		rm -rf -- "$d"
+	done
+}
+trap cleanup EXIT
+
+build_k8s() {
+	local v=${K8S_VERSION#v} ldflags pkgs=() c tmp start
+	local major=${v%%.*} minor
+	minor=${v#*.}
+	minor=${minor%%.*}
+	ldflags="-s -w"
+	local p
+	for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+		ldflags+=" -X $p.gitVersion=$K8S_VERSION"
+		ldflags+=" -X $p.gitMajor=$major"
+		ldflags+=" -X $p.gitMinor=$minor"
+		ldflags+=" -X $p.gitCommit="
+		ldflags+=" -X $p.gitTreeState=clean"
+		ldflags+=" -X $p.buildDate=$K8S_BUILD_DATE"
+	done
+	for c in "${missing_k8s[@]}"; do
+		pkgs+=("k8s.io/kubernetes/cmd/$c")
+	done
+	mkdir -p "$k8s_bin"
+	tmp=$(mktemp -d "$k8s_bin/.build.XXXXXX")
+	tmpdirs+=("$tmp")
+	log "building ${missing_k8s[*]} $K8S_VERSION (cold: several minutes per binary on 2 cores)"
+	start=$SECONDS
+	go_build "$here/k8s" "$tmp/" "$ldflags" "${pkgs[@]}"
+	for c in "${missing_k8s[@]}"; do
+		mv -f -- "$tmp/$c" "$k8s_bin/$c"
+	done
+	log "built ${missing_k8s[*]} in $((SECONDS - start)) s"
+}
+
+build_etcd() {
+	local tmp start
+	mkdir -p "$etcd_bin"
+	tmp=$(mktemp -d "$etcd_bin/.build.XXXXXX")
+	tmpdirs+=("$tmp")
+	log "building etcd $ETCD_VERSION"
+	start=$SECONDS
+	go_build "$here/etcd" "$tmp/etcd" "-s -w" go.etcd.io/etcd/server/v3
+	mv -f -- "$tmp/etcd" "$etcd_bin/etcd"
+	log "built etcd in $((SECONDS - start)) s"
+}
+
+compute_missing
+if [[ ${#missing_k8s[@]} -gt 0 || $need_etcd == 1 ]]; then
+	mkdir -p "$cache/bin"
+	# Serialise concurrent builders (e.g. parallel test packages); re-check
+	# afterwards because another builder may have finished the work.
+	if command -v flock >/dev/null 2>&1; then
+		exec 9>"$cache/bin/.build.lock"
+		flock 9
+		compute_missing
+	fi
+	if [[ ${#missing_k8s[@]} -gt 0 ]]; then
+		build_k8s
+	fi
+	if [[ $need_etcd == 1 ]]; then
+		build_etcd
+	fi
+	rebuild=0
+fi
+
+mkdir -p "$k8s_bin"
+if [[ $want_etcd == 1 && ! -L $k8s_bin/etcd ]]; then
+	ln -sfn "../etcd-$ETCD_VERSION/etcd" "$k8s_bin/etcd"
+fi
+for c in ${want_k8s[@]+"${want_k8s[@]}"}; do
+	log "$k8s_bin/$c"
+done
+if [[ $want_etcd == 1 ]]; then
+	log "$etcd_bin/etcd (also $k8s_bin/etcd)"
+fi
+printf '%s\n' "$k8s_bin"

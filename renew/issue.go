@@ -145,8 +145,8 @@ func Verify(old, renewed *x509.Certificate, key crypto.Signer, ca *x509.Certific
 		return err
 	}
 	if !renewed.NotAfter.After(old.NotAfter) {
-		return fmt.Errorf("new certificate would expire %s, not later than the current one (%s): the CA expires too soon",
-			renewed.NotAfter.UTC().Format(time.RFC3339), old.NotAfter.UTC().Format(time.RFC3339))
+		return fmt.Errorf("new certificate would expire %s, not later than the current one (%s): nothing to gain (validity too short, or the CA expires %s)",
+			renewed.NotAfter.UTC().Format(time.RFC3339), old.NotAfter.UTC().Format(time.RFC3339), ca.NotAfter.UTC().Format(time.RFC3339))
 	}
 	return nil
 }

@@ -5,7 +5,6 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"strings"
 
 	"gopkg.in/yaml.v3"
 )
@@ -118,10 +117,12 @@ func parseKubeconfig(data []byte) (*kubeconfig, error) {
 }
 
 func decodeB64(n *yaml.Node) ([]byte, error) {
-	if n.Kind != yaml.ScalarNode {
-		return nil, errors.New("expected base64 text")
+	// client-go decodes these fields strictly, so a value split over lines
+	// is as broken for kubectl as it is for us.
+	if n.Kind != yaml.ScalarNode || n.Style&(yaml.LiteralStyle|yaml.FoldedStyle) != 0 {
+		return nil, fmt.Errorf("line %d: expected a single-line base64 string", n.Line)
 	}
-	b, err := base64.StdEncoding.DecodeString(strings.Join(strings.Fields(n.Value), ""))
+	b, err := base64.StdEncoding.DecodeString(n.Value)
 	if err != nil {
 		return nil, fmt.Errorf("invalid base64: %w", err)
 	}

@@ -1,7 +1,6 @@
 package renew
 
 import (
-	"bytes"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
@@ -431,10 +430,4 @@ func (s *Store) pruneBackups() {
 		_ = os.RemoveAll(filepath.Join(s.backupsDir(), dirs[0]))
 		dirs = dirs[1:]
 	}
-}
-
-// sameContent reports whether the file at p holds data.
-func sameContent(p string, data []byte) bool {
-	cur, err := os.ReadFile(p)
-	return err == nil && bytes.Equal(cur, data)
 }

@@ -11,6 +11,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -184,6 +185,9 @@ func Parse(name string, data []byte, base Config) (Config, error) {
 	var doc yaml.Node
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	if err := dec.Decode(&doc); err != nil {
+		if errors.Is(err, io.EOF) { // comments only
+			return c, nil
+		}
 		return base, fmt.Errorf("config %s: %w", name, err)
 	}
 	var extra yaml.Node

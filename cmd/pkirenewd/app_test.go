@@ -1,0 +1,313 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/pkirenewd/pkirenewd/renew/renewtest"
+)
+
+// TestMain lets a test run the command as a separate process (as another
+// user, for instance) by re-executing the test binary.
+func TestMain(m *testing.M) {
+	if os.Getenv("PKIRENEWD_TEST_MAIN") == "1" {
+		os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
+	}
+	os.Exit(m.Run())
+}
+
+type node struct {
+	root, pki, kube, state string
+}
+
+func newNode(t *testing.T, o renewtest.Options) *node {
+	t.Helper()
+	if o.Algorithm == "" {
+		o.Algorithm = "ECDSA-P256"
+	}
+	root := t.TempDir()
+	l, err := renewtest.MakePKI(filepath.Join(root, "kubernetes"), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// An empty config file: every value is a default or a flag.
+	if err := os.WriteFile(filepath.Join(root, "empty.yaml"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return &node{root: root, pki: l.PKIDir, kube: l.KubeconfigDir, state: filepath.Join(root, "state")}
+}
+
+func (n *node) args(extra ...string) []string {
+	return append([]string{"--config", filepath.Join(n.root, "empty.yaml"), "--pki-dir", n.pki, "--kubeconfig-dir", n.kube, "--state-dir", n.state}, extra...)
+}
+
+func (n *node) run(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := run(context.Background(), args, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+func TestCheckExitCodes(t *testing.T) {
+	tests := []struct {
+		name string
+		o    renewtest.Options
+		want int
+	}{
+		{"fresh", renewtest.Options{}, 0},
+		{"due", renewtest.Options{NotBefore: time.Now().Add(-300 * 24 * time.Hour)}, 1},
+		{"expired", renewtest.Options{NotBefore: time.Now().Add(-400 * 24 * time.Hour)}, 2},
+		{"CA within caWarnBefore", renewtest.Options{CAValidity: 100 * 24 * time.Hour, Validity: 30 * 24 * time.Hour}, 1},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			n := newNode(t, tc.o)
+			code, out, stderr := n.run(t, append([]string{"check"}, n.args()...)...)
+			if code != tc.want {
+				t.Fatalf("exit %d, want %d\n%s\n%s", code, tc.want, out, stderr)
+			}
+			for _, want := range []string{"CERTIFICATE   ", "RESIDUAL TIME", "EXTERNALLY MANAGED", "RENEW AT", "CERTIFICATE AUTHORITY", "apiserver-kubelet-client", "front-proxy-ca", "super-admin.conf"} {
+				if !strings.Contains(out, want) {
+					t.Errorf("table lacks %q:\n%s", want, out)
+				}
+			}
+		})
+	}
+}
+
+func TestCheckBroken(t *testing.T) {
+	n := newNode(t, renewtest.Options{})
+	if err := os.WriteFile(filepath.Join(n.pki, "apiserver.crt"), []byte("garbage"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, out, stderr := n.run(t, append([]string{"check"}, n.args()...)...)
+	if code != 2 || !strings.Contains(out, "!BROKEN! apiserver") || !strings.Contains(stderr, "apiserver.crt") {
+		t.Fatalf("exit %d\n%s\n%s", code, out, stderr)
+	}
+}
+
+func TestCheckJSONAndYAML(t *testing.T) {
+	n := newNode(t, renewtest.Options{NotBefore: time.Now().Add(-300 * 24 * time.Hour)})
+	for _, format := range []string{"json", "yaml"} {
+		code, out, stderr := n.run(t, append([]string{"check", "-o", format}, n.args()...)...)
+		if code != 1 {
+			t.Fatalf("%s: exit %d: %s", format, code, stderr)
+		}
+		var rep report
+		var err error
+		if format == "json" {
+			err = json.Unmarshal([]byte(out), &rep)
+		} else {
+			err = yaml.Unmarshal([]byte(out), &rep)
+		}
+		if err != nil {
+			t.Fatalf("%s: %v\n%s", format, err, out)
+		}
+		if rep.Kind != "CertificateExpirationInfo" || rep.APIVersion != "output.kubeadm.k8s.io/v1alpha3" {
+			t.Errorf("%s: kind %q apiVersion %q", format, rep.Kind, rep.APIVersion)
+		}
+		if len(rep.Certificates) != 12 || len(rep.CertificateAuthorities) != 3 {
+			t.Fatalf("%s: %d certs, %d CAs", format, len(rep.Certificates), len(rep.CertificateAuthorities))
+		}
+		for _, c := range rep.Certificates {
+			if c.State != "due" || c.RenewAt == nil || c.ExpirationDate == nil || c.ResidualTime <= 0 || c.CertificateAuthority == "" || c.Path == "" {
+				t.Errorf("%s: %+v", format, c)
+			}
+		}
+	}
+	if code, _, stderr := n.run(t, append([]string{"check", "-o", "xml"}, n.args()...)...); code != 2 || !strings.Contains(stderr, "xml") {
+		t.Errorf("-o xml: exit %d %s", code, stderr)
+	}
+}
+
+func TestRenewDryRunThenRenew(t *testing.T) {
+	n := newNode(t, renewtest.Options{NotBefore: time.Now().Add(-300 * 24 * time.Hour)})
+	before, _ := renewtest.HashTree(n.root)
+	code, out, stderr := n.run(t, append([]string{"renew", "--dry-run"}, n.args()...)...)
+	if code != 0 || countLines(out, "would renew") != 12 || !strings.Contains(out, "nothing was written") {
+		t.Fatalf("dry run: exit %d\n%s\n%s", code, out, stderr)
+	}
+	if after, _ := renewtest.HashTree(n.root); renewtest.DiffTrees(before, after) != "" {
+		t.Fatalf("dry run wrote:\n%s", renewtest.DiffTrees(before, after))
+	}
+	code, out, stderr = n.run(t, append([]string{"renew"}, n.args()...)...)
+	if code != 0 || countLines(out, "renewed ") != 12 || !strings.Contains(out, "backed up in "+filepath.Join(n.state, "backups")) {
+		t.Fatalf("renew: exit %d\n%s\n%s", code, out, stderr)
+	}
+	if code, out, _ := n.run(t, append([]string{"check"}, n.args()...)...); code != 0 {
+		t.Fatalf("check after renew: exit %d\n%s", code, out)
+	}
+	code, out, _ = n.run(t, append([]string{"renew"}, n.args()...)...)
+	if code != 0 || !strings.Contains(out, "Nothing is due. Next: ") {
+		t.Fatalf("second renew: exit %d\n%s", code, out)
+	}
+}
+
+func TestRenewNamedWithInterspersedFlags(t *testing.T) {
+	n := newNode(t, renewtest.Options{NotBefore: time.Now().Add(-time.Hour)})
+	args := append([]string{"renew", "apiserver"}, n.args("front-proxy-client", "--force")...)
+	code, out, stderr := n.run(t, args...)
+	if code != 0 || countLines(out, "renewed ") != 2 {
+		t.Fatalf("exit %d\n%s\n%s", code, out, stderr)
+	}
+	code, _, stderr = n.run(t, append([]string{"renew", "nosuchcert"}, n.args()...)...)
+	if code != 1 || !strings.Contains(stderr, "unknown certificate") || !strings.Contains(stderr, "nothing was written") {
+		t.Fatalf("unknown name: exit %d %s", code, stderr)
+	}
+}
+
+func TestConfigFileAndFlagPrecedence(t *testing.T) {
+	// 65 days left: due with the default 90d, not with 30d.
+	n := newNode(t, renewtest.Options{NotBefore: time.Now().Add(-300 * 24 * time.Hour)})
+	cfg := filepath.Join(n.root, "config.yaml")
+	if err := os.WriteFile(cfg, []byte("renewBefore: 30d\npkiDir: "+n.pki+"\nkubeconfigDir: "+n.kube+"\nstateDir: "+n.state+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code, out, stderr := n.run(t, "check", "--config", cfg); code != 0 {
+		t.Fatalf("config renewBefore 30d: exit %d\n%s\n%s", code, out, stderr)
+	}
+	if code, out, stderr := n.run(t, "check", "--config", cfg, "--renew-before", "90d"); code != 1 {
+		t.Fatalf("--renew-before overriding the file: exit %d\n%s\n%s", code, out, stderr)
+	}
+	if code, _, stderr := n.run(t, "check", "--config", cfg, "--renew-before", "soon"); code != 2 || !strings.Contains(stderr, "--renew-before") {
+		t.Fatalf("bad flag value: exit %d %s", code, stderr)
+	}
+	if err := os.WriteFile(cfg, []byte("renewBefor: 30d\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, stderr := n.run(t, "check", "--config", cfg); code != 2 || !strings.Contains(stderr, `unknown key "renewBefor"`) || !strings.Contains(stderr, cfg) {
+		t.Fatalf("unknown key: exit %d %s", code, stderr)
+	}
+	if code, _, stderr := n.run(t, "check", "--config", filepath.Join(n.root, "missing.yaml")); code != 2 || !strings.Contains(stderr, "missing.yaml") {
+		t.Fatalf("missing explicit config: exit %d %s", code, stderr)
+	}
+	if code, _, stderr := n.run(t, append([]string{"check"}, n.args("--pki-dir", filepath.Join(n.root, "nope"))...)...); code != 2 || !strings.Contains(stderr, "nope") {
+		t.Fatalf("missing pki dir: exit %d %s", code, stderr)
+	}
+}
+
+func TestKubeadmConfigFlag(t *testing.T) {
+	n := newNode(t, renewtest.Options{Algorithm: "ECDSA-P256", NotBefore: time.Now().Add(-300 * 24 * time.Hour)})
+	kcfg := filepath.Join(n.root, "kubeadm.yaml")
+	if err := os.WriteFile(kcfg, []byte("apiVersion: kubeadm.k8s.io/v1beta4\nkind: ClusterConfiguration\nencryptionAlgorithm: ECDSA-P384\ncertificateValidityPeriod: 2160h\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, out, stderr := n.run(t, append([]string{"renew", "apiserver"}, n.args("--kubeadm-config", kcfg)...)...)
+	if code != 0 {
+		t.Fatalf("exit %d\n%s\n%s", code, out, stderr)
+	}
+	want := time.Now().Add(2160 * time.Hour).UTC().Format("Jan 02, 2006")
+	if !strings.Contains(out, want) {
+		t.Errorf("renewed certificate does not expire on %s:\n%s", want, out)
+	}
+	if _, err := os.Stat(filepath.Join(n.state, "kubeadm-config.yaml")); err != nil {
+		t.Errorf("kubeadm config not cached: %v", err)
+	}
+	// A broken kubeadm config is an error naming it, nothing is written.
+	if err := os.WriteFile(kcfg, []byte("kind: ClusterConfiguration\nencryptionAlgorithm: DSA\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := renewtest.HashTree(n.root)
+	code, _, stderr = n.run(t, append([]string{"renew", "--force"}, n.args("--kubeadm-config", kcfg)...)...)
+	if code != 1 || !strings.Contains(stderr, kcfg) {
+		t.Fatalf("broken kubeadm config: exit %d %s", code, stderr)
+	}
+	if after, _ := renewtest.HashTree(n.root); renewtest.DiffTrees(before, after) != "" {
+		t.Fatal("files changed")
+	}
+}
+
+// An unreadable key: as root, DAC does not stop reads, so the command runs
+// as nobody in a child process.
+func TestUnreadableFile(t *testing.T) {
+	n := newNode(t, renewtest.Options{})
+	before, _ := renewtest.HashTree(n.root)
+	var cmd *exec.Cmd
+	if os.Geteuid() == 0 {
+		for p := n.root; p != "/"; p = filepath.Dir(p) {
+			st, err := os.Stat(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.Mode().Perm()&0o005 != 0o005 {
+				t.Skipf("%s is not world-traversable; cannot test as nobody", p)
+			}
+			if p == filepath.Dir(n.root) {
+				break
+			}
+		}
+		if err := os.Chmod(n.root, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Mkdir(n.state, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chown(n.state, 65534, 65534); err != nil {
+			t.Fatal(err)
+		}
+		before, _ = renewtest.HashTree(n.root)
+		cmd = exec.Command(os.Args[0], append([]string{"renew", "--force"}, n.args()...)...)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	} else {
+		if err := os.Chmod(filepath.Join(n.pki, "ca.key"), 0); err != nil {
+			t.Fatal(err)
+		}
+		before, _ = renewtest.HashTree(n.root)
+		cmd = exec.Command(os.Args[0], append([]string{"renew", "--force"}, n.args()...)...)
+	}
+	cmd.Env = append(os.Environ(), "PKIRENEWD_TEST_MAIN=1")
+	out, err := cmd.CombinedOutput()
+	if err == nil {
+		t.Fatalf("renew succeeded with unreadable keys:\n%s", out)
+	}
+	if !strings.Contains(string(out), "permission denied") || !strings.Contains(string(out), "ca.key") {
+		t.Errorf("error does not say which file could not be read:\n%s", out)
+	}
+	if after, _ := renewtest.HashTree(n.root); renewtest.DiffTrees(before, after) != "" {
+		t.Fatalf("files changed:\n%s", renewtest.DiffTrees(before, after))
+	}
+}
+
+func TestVersion(t *testing.T) {
+	var out bytes.Buffer
+	if code := run(context.Background(), []string{"version"}, &out, &out); code != 0 || !strings.HasPrefix(out.String(), "pkirenewd ") {
+		t.Fatalf("exit %d: %s", code, out.String())
+	}
+}
+
+func TestShortHumanDuration(t *testing.T) {
+	tests := map[time.Duration]string{
+		-5 * time.Second:          "<invalid>",
+		-500 * time.Millisecond:   "0s",
+		30 * time.Second:          "30s",
+		59 * time.Minute:          "59m",
+		23 * time.Hour:            "23h",
+		364 * 24 * time.Hour:      "364d",
+		10 * 365 * 24 * time.Hour: "10y",
+	}
+	for d, want := range tests {
+		if got := shortHumanDuration(d); got != want {
+			t.Errorf("shortHumanDuration(%v) = %q, want %q", d, got, want)
+		}
+	}
+}
+
+func countLines(out, prefix string) int {
+	n := 0
+	for _, l := range strings.Split(out, "\n") {
+		if strings.HasPrefix(l, prefix) {
+			n++
+		}
+	}
+	return n
+}

@@ -231,23 +231,20 @@ func TestKubeadmConfigFlag(t *testing.T) {
 // as nobody in a child process.
 func TestUnreadableFile(t *testing.T) {
 	n := newNode(t, renewtest.Options{})
-	before, _ := renewtest.HashTree(n.root)
+	before, _ := renewtest.HashTree(filepath.Join(n.root, "kubernetes"))
 	var cmd *exec.Cmd
 	if os.Geteuid() == 0 {
-		for p := n.root; p != "/"; p = filepath.Dir(p) {
-			st, err := os.Stat(p)
-			if err != nil {
+		// The test's own temp dirs are 0700; open them up, and make sure
+		// the rest of the way is traversable.
+		for _, p := range []string{n.root, filepath.Dir(n.root)} {
+			if err := os.Chmod(p, 0o755); err != nil {
 				t.Fatal(err)
 			}
-			if st.Mode().Perm()&0o005 != 0o005 {
+		}
+		for p := filepath.Dir(filepath.Dir(n.root)); p != "/"; p = filepath.Dir(p) {
+			if st, err := os.Stat(p); err != nil || st.Mode().Perm()&0o005 != 0o005 {
 				t.Skipf("%s is not world-traversable; cannot test as nobody", p)
 			}
-			if p == filepath.Dir(n.root) {
-				break
-			}
-		}
-		if err := os.Chmod(n.root, 0o755); err != nil {
-			t.Fatal(err)
 		}
 		if err := os.Mkdir(n.state, 0o700); err != nil {
 			t.Fatal(err)
@@ -255,14 +252,23 @@ func TestUnreadableFile(t *testing.T) {
 		if err := os.Chown(n.state, 65534, 65534); err != nil {
 			t.Fatal(err)
 		}
-		before, _ = renewtest.HashTree(n.root)
-		cmd = exec.Command(os.Args[0], append([]string{"renew", "--force"}, n.args()...)...)
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
-	} else {
-		if err := os.Chmod(filepath.Join(n.pki, "ca.key"), 0); err != nil {
+		// The test binary sits in a 0700 build dir: give nobody a copy.
+		self, err := os.ReadFile(os.Args[0])
+		if err != nil {
 			t.Fatal(err)
 		}
-		before, _ = renewtest.HashTree(n.root)
+		bin := filepath.Join(filepath.Dir(n.root), "pkirenewd.test")
+		if err := os.WriteFile(bin, self, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		before, _ = renewtest.HashTree(filepath.Join(n.root, "kubernetes"))
+		cmd = exec.Command(bin, append([]string{"renew", "--force"}, n.args()...)...)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	} else {
+		if err := os.Chmod(filepath.Join(n.pki, "apiserver.key"), 0); err != nil {
+			t.Fatal(err)
+		}
+		before, _ = renewtest.HashTree(filepath.Join(n.root, "kubernetes"))
 		cmd = exec.Command(os.Args[0], append([]string{"renew", "--force"}, n.args()...)...)
 	}
 	cmd.Env = append(os.Environ(), "PKIRENEWD_TEST_MAIN=1")
@@ -270,10 +276,13 @@ func TestUnreadableFile(t *testing.T) {
 	if err == nil {
 		t.Fatalf("renew succeeded with unreadable keys:\n%s", out)
 	}
-	if !strings.Contains(string(out), "permission denied") || !strings.Contains(string(out), "ca.key") {
+	if _, ok := err.(*exec.ExitError); !ok {
+		t.Fatalf("could not run the command: %v", err)
+	}
+	if !strings.Contains(string(out), "permission denied") || !strings.Contains(string(out), "pki/apiserver.key") {
 		t.Errorf("error does not say which file could not be read:\n%s", out)
 	}
-	if after, _ := renewtest.HashTree(n.root); renewtest.DiffTrees(before, after) != "" {
+	if after, _ := renewtest.HashTree(filepath.Join(n.root, "kubernetes")); renewtest.DiffTrees(before, after) != "" {
 		t.Fatalf("files changed:\n%s", renewtest.DiffTrees(before, after))
 	}
 }

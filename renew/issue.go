@@ -127,7 +127,7 @@ func subjectKeyID(pub crypto.PublicKey) ([]byte, error) {
 
 // Verify checks a renewal before anything is written: the new certificate
 // chains to the CA for its usages, the key is its key, the identity is the
-// old one, and it outlives the old one.
+// old one, and it does not expire before the old one.
 func Verify(old, renewed *x509.Certificate, key crypto.Signer, ca *x509.Certificate, now time.Time) error {
 	pool := x509.NewCertPool()
 	pool.AddCert(ca)
@@ -144,8 +144,10 @@ func Verify(old, renewed *x509.Certificate, key crypto.Signer, ca *x509.Certific
 	if err := SameIdentity(old, renewed); err != nil {
 		return err
 	}
-	if !renewed.NotAfter.After(old.NotAfter) {
-		return fmt.Errorf("new certificate would expire %s, not later than the current one (%s): nothing to gain (validity too short, or the CA expires %s)",
+	// Equal is allowed: a forced renewal (a key rotation) in the same
+	// second the old certificate was issued lands on the same NotAfter.
+	if renewed.NotAfter.Before(old.NotAfter) {
+		return fmt.Errorf("new certificate would expire %s, before the current one (%s): refusing to shorten it (validity too short, or the CA expires %s)",
 			renewed.NotAfter.UTC().Format(time.RFC3339), old.NotAfter.UTC().Format(time.RFC3339), ca.NotAfter.UTC().Format(time.RFC3339))
 	}
 	return nil

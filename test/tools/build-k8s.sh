@@ -161,7 +161,10 @@ if [[ ${#missing_k8s[@]} -gt 0 || $need_etcd == 1 ]]; then
 	# afterwards because another builder may have finished the work.
 	if command -v flock >/dev/null 2>&1; then
 		exec 9>"$cache/bin/.build.lock"
-		flock 9
+		if ! flock -n 9; then
+			log "waiting for another build-k8s.sh to finish"
+			flock 9
+		fi
 		compute_missing
 	fi
 	if [[ ${#missing_k8s[@]} -gt 0 ]]; then

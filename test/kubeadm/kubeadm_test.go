@@ -1,0 +1,331 @@
+// Package kubeadm_test proves pkirenewd against PKIs made by the real
+// kubeadm (built from pinned sources by test/tools/build-k8s.sh): after
+// `pkirenewd renew --force`, kubeadm's own check-expiration sees every
+// certificate renewed, and every certificate keeps its exact identity.
+package kubeadm_test
+
+import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/rsa"
+	"crypto/x509"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/pkirenewd/pkirenewd/renew"
+)
+
+var (
+	kubeadmBin   string
+	pkirenewdBin string
+)
+
+func TestMain(m *testing.M) {
+	kubeadmBin = os.Getenv("PKIRENEWD_KUBEADM")
+	dir, err := os.MkdirTemp("", "pkirenewd-kubeadm-test")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	pkirenewdBin = filepath.Join(dir, "pkirenewd")
+	if out, err := exec.Command("go", "build", "-o", pkirenewdBin, "github.com/pkirenewd/pkirenewd/cmd/pkirenewd").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build pkirenewd: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func requireKubeadm(t testing.TB) {
+	t.Helper()
+	if kubeadmBin != "" {
+		return
+	}
+	if os.Getenv("CI") != "" {
+		t.Fatal("PKIRENEWD_KUBEADM is not set: run `make test`, which builds kubeadm")
+	}
+	t.Skip("PKIRENEWD_KUBEADM not set (`make test` builds kubeadm and sets it)")
+}
+
+// node is a root file system with /etc/kubernetes made by kubeadm.
+type node struct {
+	root, cfg string
+}
+
+func (n *node) pki() string   { return filepath.Join(n.root, "etc/kubernetes/pki") }
+func (n *node) kube() string  { return filepath.Join(n.root, "etc/kubernetes") }
+func (n *node) state() string { return filepath.Join(n.root, "var/lib/pkirenewd") }
+
+const initCfg = `apiVersion: kubeadm.k8s.io/v1beta4
+kind: InitConfiguration
+localAPIEndpoint:
+  advertiseAddress: 192.0.2.10
+nodeRegistration:
+  name: node1
+---
+apiVersion: kubeadm.k8s.io/v1beta4
+kind: ClusterConfiguration
+kubernetesVersion: v1.37.2
+certificatesDir: /etc/kubernetes/pki
+`
+
+// kubeadmNode runs `kubeadm init phase certs all` and `kubeconfig all`
+// chrooted (--rootfs) into a temp dir, so kubeadm writes exactly where it
+// would on a node, and its check-expiration reads from there too.
+func kubeadmNode(t testing.TB, clusterCfg string, prepare func(root string)) *node {
+	t.Helper()
+	n := &node{root: t.TempDir()}
+	if err := os.MkdirAll(n.kube(), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if prepare != nil {
+		prepare(n.root)
+	}
+	// Issued for half a year; the cluster's configuration then says a
+	// year, so a renewal right away must follow it and extend every
+	// certificate.
+	n.cfg = filepath.Join(n.root, "kubeadm.yaml")
+	if err := os.WriteFile(n.cfg, []byte(initCfg+clusterCfg+"certificateValidityPeriod: 4380h0m0s\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, phase := range []string{"certs", "kubeconfig"} {
+		kubeadm(t, n, "init", "phase", phase, "all", "--config", "/kubeadm.yaml")
+	}
+	if err := os.WriteFile(n.cfg, []byte(initCfg+clusterCfg+"certificateValidityPeriod: 8760h0m0s\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func kubeadm(t testing.TB, n *node, args ...string) []byte {
+	t.Helper()
+	cmd := exec.Command(kubeadmBin, append(args, "--rootfs", n.root)...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("kubeadm %s: %v\n%s\n%s", strings.Join(args, " "), err, out, stderr.String())
+	}
+	return out
+}
+
+func pkirenewd(t testing.TB, n *node, args ...string) []byte {
+	t.Helper()
+	all := append(args, "--config", "/dev/null", "--pki-dir", n.pki(), "--kubeconfig-dir", n.kube(), "--state-dir", n.state(), "--kubeadm-config", n.cfg)
+	cmd := exec.Command(pkirenewdBin, all...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("pkirenewd %s: %v\n%s\n%s", strings.Join(args, " "), err, out, stderr.String())
+	}
+	return out
+}
+
+func inventory(t testing.TB, n *node) map[string]*renew.Item {
+	t.Helper()
+	inv, err := renew.TakeInventory(renew.Dirs{PKIDir: n.pki(), KubeconfigDir: n.kube()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := map[string]*renew.Item{}
+	for _, it := range append(inv.CAs, inv.Certs...) {
+		if it.Err != nil || it.Missing {
+			t.Fatalf("%s: err=%v missing=%v", it.Name, it.Err, it.Missing)
+		}
+		m[it.Name] = it
+	}
+	return m
+}
+
+type expirationInfo struct {
+	Certificates []struct {
+		Name              string    `yaml:"name"`
+		ExpirationDate    time.Time `yaml:"expirationDate"`
+		CAName            string    `yaml:"caName"`
+		ExternallyManaged bool      `yaml:"externallyManaged"`
+		Missing           bool      `yaml:"missing"`
+	} `yaml:"certificates"`
+	CertificateAuthorities []struct {
+		Name           string    `yaml:"name"`
+		ExpirationDate time.Time `yaml:"expirationDate"`
+		Missing        bool      `yaml:"missing"`
+	} `yaml:"certificateAuthorities"`
+}
+
+func checkExpiration(t testing.TB, n *node) expirationInfo {
+	t.Helper()
+	var info expirationInfo
+	out := kubeadm(t, n, "certs", "check-expiration", "--config", "/kubeadm.yaml", "-o", "yaml")
+	if err := yaml.Unmarshal(out, &info); err != nil {
+		t.Fatalf("check-expiration output: %v\n%s", err, out)
+	}
+	return info
+}
+
+func keyAlg(c *x509.Certificate) string {
+	switch k := c.PublicKey.(type) {
+	case *rsa.PublicKey:
+		return fmt.Sprintf("RSA-%d", k.N.BitLen())
+	case *ecdsa.PublicKey:
+		return "ECDSA-P" + strings.TrimPrefix(k.Curve.Params().Name, "P-")
+	}
+	return fmt.Sprintf("%T", c.PublicKey)
+}
+
+func TestRenewKubeadmPKI(t *testing.T) {
+	requireKubeadm(t)
+	externalEtcd := func(root string) {
+		// An external etcd's client files, which kubeadm only refers to.
+		dir := filepath.Join(root, "etc/etcd-client")
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range []string{"ca.crt", "client.crt", "client.key"} {
+			if err := os.WriteFile(filepath.Join(dir, f), []byte("external\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	tests := []struct {
+		name       string
+		clusterCfg string
+		prepare    func(root string)
+		alg        string
+		items      int
+	}{
+		{"default RSA", "", nil, "RSA-2048", 12},
+		{"ECDSA-P256", "encryptionAlgorithm: ECDSA-P256\n", nil, "ECDSA-P256", 12},
+		{"extra certSANs", "apiServer:\n  certSANs: [127.0.0.1, localhost, api.example.test, 2001:db8::10, 198.51.100.7]\netcd:\n  local:\n    serverCertSANs: [etcd.example.test, 198.51.100.8]\n    peerCertSANs: [peer.example.test]\n", nil, "RSA-2048", 12},
+		{"external etcd", "etcd:\n  external:\n    endpoints: [https://198.51.100.20:2379]\n    caFile: /etc/etcd-client/ca.crt\n    certFile: /etc/etcd-client/client.crt\n    keyFile: /etc/etcd-client/client.key\n", externalEtcd, "RSA-2048", 8},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			n := kubeadmNode(t, tc.clusterCfg, tc.prepare)
+			old := inventory(t, n)
+			before := checkExpiration(t, n)
+
+			// pkirenewd's check shows what kubeadm's shows.
+			var ours expirationInfo
+			if err := yaml.Unmarshal(pkirenewd(t, n, "check", "-o", "yaml"), &ours); err != nil {
+				t.Fatal(err)
+			}
+			compareChecks(t, before, ours)
+
+			out := pkirenewd(t, n, "renew", "--force")
+			if got := strings.Count(string(out), "\nrenewed ") + boolInt(strings.HasPrefix(string(out), "renewed ")); got != tc.items {
+				t.Fatalf("renewed %d items, want %d:\n%s", got, tc.items, out)
+			}
+			renewed := inventory(t, n)
+
+			// (a) kubeadm sees every certificate with its new expiry.
+			after := checkExpiration(t, n)
+			if len(after.Certificates) != len(before.Certificates) {
+				t.Fatalf("kubeadm lists %d certificates after, %d before", len(after.Certificates), len(before.Certificates))
+			}
+			for i, c := range after.Certificates {
+				b := before.Certificates[i]
+				it := renewed[c.Name]
+				switch {
+				case c.Missing:
+					t.Errorf("%s: kubeadm reports it missing", c.Name)
+				case it == nil:
+					t.Errorf("%s: kubeadm lists it, pkirenewd does not", c.Name)
+				case !c.ExpirationDate.Equal(it.Cert.NotAfter):
+					t.Errorf("%s: kubeadm says it expires %v, the file says %v", c.Name, c.ExpirationDate, it.Cert.NotAfter)
+				case !c.ExpirationDate.After(b.ExpirationDate):
+					t.Errorf("%s: expiry %v not later than before (%v)", c.Name, c.ExpirationDate, b.ExpirationDate)
+				}
+			}
+			// (b) same identity, new key, signed by the CA.
+			for name, it := range renewed {
+				o := old[name]
+				if it.Kind == renew.KindCA {
+					if !bytes.Equal(it.Cert.Raw, o.Cert.Raw) {
+						t.Errorf("CA %s changed", name)
+					}
+					continue
+				}
+				if err := renew.SameIdentity(o.Cert, it.Cert); err != nil {
+					t.Errorf("%s: %v", name, err)
+				}
+				if !bytes.Equal(o.Cert.RawSubject, it.Cert.RawSubject) || o.Cert.KeyUsage != it.Cert.KeyUsage {
+					t.Errorf("%s: subject or key usage differ", name)
+				}
+				if bytes.Equal(o.Cert.RawSubjectPublicKeyInfo, it.Cert.RawSubjectPublicKeyInfo) {
+					t.Errorf("%s: key not replaced", name)
+				}
+				if got := it.Cert.NotAfter.Sub(it.Cert.NotBefore); got != 8760*time.Hour+5*time.Minute {
+					t.Errorf("%s: lifetime %v, want the cluster's 8760h (+5m backdating)", name, got)
+				}
+				if got := keyAlg(it.Cert); got != tc.alg {
+					t.Errorf("%s: key %s, want %s", name, got, tc.alg)
+				}
+				ca := renewed[it.CAName]
+				pool := x509.NewCertPool()
+				pool.AddCert(ca.Cert)
+				if _, err := it.Cert.Verify(x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+					t.Errorf("%s does not verify against %s: %v", name, it.CAName, err)
+				}
+			}
+			// sa.key and sa.pub are never touched.
+			for _, f := range []string{"sa.key", "sa.pub"} {
+				if _, err := os.Stat(filepath.Join(n.pki(), f)); err != nil {
+					t.Errorf("%s: %v", f, err)
+				}
+			}
+		})
+	}
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// compareChecks: pkirenewd's check lists what kubeadm's lists, with the same
+// dates and CAs (pkirenewd adds kubelet.conf, which kubeadm leaves out).
+func compareChecks(t *testing.T, kubeadm, ours expirationInfo) {
+	t.Helper()
+	idx := map[string]int{}
+	for i, c := range ours.Certificates {
+		idx[c.Name] = i
+	}
+	var names []string
+	for _, c := range kubeadm.Certificates {
+		names = append(names, c.Name)
+		i, ok := idx[c.Name]
+		if !ok {
+			t.Errorf("pkirenewd check lacks %s", c.Name)
+			continue
+		}
+		o := ours.Certificates[i]
+		if !o.ExpirationDate.Equal(c.ExpirationDate) || o.CAName != c.CAName || o.ExternallyManaged != c.ExternallyManaged || o.Missing != c.Missing {
+			t.Errorf("%s: pkirenewd %+v, kubeadm %+v", c.Name, o, c)
+		}
+	}
+	if !sort.StringsAreSorted(names) {
+		t.Logf("kubeadm order: %v", names)
+	}
+	if len(ours.CertificateAuthorities) != len(kubeadm.CertificateAuthorities) {
+		t.Errorf("CAs: pkirenewd %d, kubeadm %d", len(ours.CertificateAuthorities), len(kubeadm.CertificateAuthorities))
+	}
+	for i := range kubeadm.CertificateAuthorities {
+		if i < len(ours.CertificateAuthorities) && (ours.CertificateAuthorities[i].Name != kubeadm.CertificateAuthorities[i].Name ||
+			!ours.CertificateAuthorities[i].ExpirationDate.Equal(kubeadm.CertificateAuthorities[i].ExpirationDate)) {
+			t.Errorf("CA %d: pkirenewd %+v, kubeadm %+v", i, ours.CertificateAuthorities[i], kubeadm.CertificateAuthorities[i])
+		}
+	}
+}

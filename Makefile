@@ -9,7 +9,7 @@ GO      ?= go
 LDFLAGS := -s -w -X main.version=$(VERSION)
 BIN     := bin/pkirenewd
 # Pinned Go tools, installed into the cache (not the repo, not GOPATH/bin).
-STATICCHECK_VERSION := 2025.1.1
+STATICCHECK_VERSION := v0.8.2
 TOOLS_BIN := $(CACHE)/tools
 
 .PHONY: help build test unit kubeadm demo bench lint clean

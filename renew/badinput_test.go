@@ -92,7 +92,9 @@ func badInputs() []struct {
 		{"CA key does not match CA", func(t *testing.T, f *fixture) {
 			write(t, pki(f, "ca.key"), read(t, filepath.Join(other(t).PKIDir, "ca.key")))
 		}, "ca.key"},
-		{"corrupt CA certificate", func(t *testing.T, f *fixture) { write(t, pki(f, "etcd/ca.crt"), []byte("-----BEGIN CERTIFICATE-----\nAAAA\n")) }, "etcd/ca.crt"},
+		{"corrupt CA certificate", func(t *testing.T, f *fixture) {
+			write(t, pki(f, "etcd/ca.crt"), []byte("-----BEGIN CERTIFICATE-----\nAAAA\n"))
+		}, "etcd/ca.crt"},
 		{"CA certificate is a leaf", func(t *testing.T, f *fixture) {
 			write(t, pki(f, "front-proxy-ca.crt"), read(t, pki(f, "front-proxy-client.crt")))
 			write(t, pki(f, "front-proxy-ca.key"), read(t, pki(f, "front-proxy-client.key")))
@@ -256,4 +258,3 @@ func TestBadInputsChangeNothing(t *testing.T) {
 		})
 	}
 }
-

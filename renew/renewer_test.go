@@ -231,7 +231,10 @@ certificateValidityPeriod: 2160h0m0s
 	if err != nil || cached != cs || !strings.HasPrefix(src, f.stateDir) {
 		t.Fatalf("cached settings %+v from %q: %v", cached, src, err)
 	}
-	r := f.renewer(func(o *renew.Options) { o.Algorithm = cs.EncryptionAlgorithm; o.Validity = cs.CertificateValidityPeriod })
+	r := f.renewer(func(o *renew.Options) {
+		o.Algorithm = cs.EncryptionAlgorithm
+		o.Validity = cs.CertificateValidityPeriod
+	})
 	if _, err := f.renew(t, r, renew.Selection{Force: true}); err != nil {
 		t.Fatal(err)
 	}

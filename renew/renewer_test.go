@@ -6,6 +6,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/rsa"
 	"crypto/x509"
+	"encoding/base64"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -462,5 +463,33 @@ func TestExpiredLeavesAreRenewed(t *testing.T) {
 		if s.State != renew.StateOK {
 			t.Errorf("after renewal %s: %v", s.Name, s.State)
 		}
+	}
+}
+
+func TestCADataMismatchIsAWarning(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, renewtest.Options{})
+	other, err := renewtest.MakePKI(t.TempDir(), renewtest.Options{Algorithm: "ECDSA-P256"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherCA, _ := os.ReadFile(filepath.Join(other.PKIDir, "ca.crt"))
+	p := filepath.Join(f.layout.KubeconfigDir, "admin.conf")
+	data, _ := os.ReadFile(p)
+	re := regexp.MustCompile(`certificate-authority-data: \S+`)
+	data = re.ReplaceAll(data, []byte("certificate-authority-data: "+base64.StdEncoding.EncodeToString(otherCA)))
+	if err := os.WriteFile(p, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	it := f.inventory(t).Find("admin.conf")
+	if it.Err != nil || len(it.Warnings) != 1 || !strings.Contains(it.Warnings[0], "certificate-authority-data differs") {
+		t.Fatalf("err %v warnings %v", it.Err, it.Warnings)
+	}
+	if _, err := f.renew(t, f.renewer(nil), renew.Selection{Names: []string{"admin.conf"}}); err != nil {
+		t.Fatal(err)
+	}
+	after, _ := os.ReadFile(p)
+	if !bytes.Equal(re.Find(after), re.Find(data)) {
+		t.Error("certificate-authority-data was re-pointed")
 	}
 }

@@ -43,6 +43,11 @@ type Config struct {
 	CAWarnBefore time.Duration
 	// NodeName seeds the per-node jitter; empty means the host name.
 	NodeName string
+	// CRIEndpoint is the container runtime's socket; empty means
+	// /etc/crictl.yaml, CONTAINER_RUNTIME_ENDPOINT, then the defaults.
+	CRIEndpoint string
+	// RestartTimeout bounds one component's restart, stop to healthy.
+	RestartTimeout time.Duration
 
 	// ValiditySet records that the user chose Validity explicitly (file or
 	// flag); an explicit choice wins over the kubeadm configuration.
@@ -59,6 +64,9 @@ func Defaults() Config {
 		RenewBefore:   90 * Day,
 		Validity:      365 * Day,
 		CAWarnBefore:  180 * Day,
+		// The kubelet's CrashLoopBackOff can hold a recreated container
+		// back for up to 5 minutes.
+		RestartTimeout: 6 * time.Minute,
 	}
 }
 
@@ -88,6 +96,18 @@ func Keys() []Key {
 			set: func(c *Config, v string) error { c.NodeName = v; return nil },
 			get: func(c *Config) string { return c.NodeName },
 		},
+		{
+			Name: "criEndpoint", Flag: "cri-endpoint", Usage: "container runtime endpoint (default: /etc/crictl.yaml, CONTAINER_RUNTIME_ENDPOINT, then containerd's, CRI-O's and cri-dockerd's sockets)",
+			set: func(c *Config, v string) error {
+				if v != "" && !strings.HasPrefix(v, "unix://") && !filepath.IsAbs(v) {
+					return fmt.Errorf("%q is not a unix socket (unix:///path or /path)", v)
+				}
+				c.CRIEndpoint = v
+				return nil
+			},
+			get: func(c *Config) string { return c.CRIEndpoint },
+		},
+		durKey("restartTimeout", "restart-timeout", "how long one component may take from StopPodSandbox to healthy", func(c *Config) *time.Duration { return &c.RestartTimeout }, nil),
 	}
 }
 

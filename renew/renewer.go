@@ -276,6 +276,21 @@ func (r *Renewer) Apply(p *Plan) (*Result, error) {
 	return res, nil
 }
 
+// Restore puts back the files of a finished renewal from its backup, as a
+// transaction of its own.
+func (r *Renewer) Restore(backupDir string) (*Result, error) {
+	st, err := r.store()
+	if err != nil {
+		return nil, err
+	}
+	res, err := st.Restore(backupDir)
+	if err != nil {
+		return nil, err
+	}
+	r.opts.Log.WithFields(logrus.Fields{"ACTION": "restore", "BACKUP": backupDir}).Warn("previous files restored")
+	return res, nil
+}
+
 // Recover completes or undoes a transaction a crash interrupted.
 func (r *Renewer) Recover() error {
 	st, err := r.store()

@@ -85,7 +85,7 @@ everything as one crash-safe transaction with a backup.`,
 	for _, k := range config.Keys() {
 		o.flagValues[k.Name] = pf.String(k.Flag, k.Get(&defaults), k.Usage)
 	}
-	root.AddCommand(newCheckCmd(o), newRenewCmd(o), newVersionCmd(o))
+	root.AddCommand(newCheckCmd(o), newRenewCmd(o), newRestartCmd(o), newVersionCmd(o))
 	return root
 }
 

@@ -320,3 +320,42 @@ func countLines(out, prefix string) int {
 	}
 	return n
 }
+
+// renew --restart checks the runtime and the manifests before it writes.
+func TestRenewRestartPreconditions(t *testing.T) {
+	n := newNode(t, renewtest.Options{NotBefore: time.Now().Add(-300 * 24 * time.Hour)})
+	manifests := filepath.Join(n.root, "manifests")
+	if err := os.MkdirAll(manifests, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	good, err := os.ReadFile("../../cri/testdata/kubeadm-v1.37.2/kube-scheduler.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(manifests, "kube-scheduler.yaml"), good, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := renewtest.HashTree(n.root)
+	code, _, stderr := n.run(t, append([]string{"renew", "--restart"}, n.args("--manifests-dir", manifests, "--cri-endpoint", "unix://"+filepath.Join(n.root, "no.sock"))...)...)
+	if code != 1 || !strings.Contains(stderr, "unreachable") || !strings.Contains(stderr, "nothing was written") {
+		t.Fatalf("unreachable runtime: exit %d %s", code, stderr)
+	}
+	if after, _ := renewtest.HashTree(n.root); renewtest.DiffTrees(before, after) != "" {
+		t.Fatalf("files changed:\n%s", renewtest.DiffTrees(before, after))
+	}
+	if err := os.WriteFile(filepath.Join(manifests, "etcd.yaml"), []byte("kind: Pod\nspec: [\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	before, _ = renewtest.HashTree(n.root)
+	code, _, stderr = n.run(t, append([]string{"renew", "--restart"}, n.args("--manifests-dir", manifests)...)...)
+	if code != 1 || !strings.Contains(stderr, "etcd.yaml") {
+		t.Fatalf("malformed manifest: exit %d %s", code, stderr)
+	}
+	if after, _ := renewtest.HashTree(n.root); renewtest.DiffTrees(before, after) != "" {
+		t.Fatalf("files changed:\n%s", renewtest.DiffTrees(before, after))
+	}
+	code, _, stderr = n.run(t, append([]string{"restart", "kube-nothing"}, n.args("--manifests-dir", manifests)...)...)
+	if code != 1 || !strings.Contains(stderr, "etcd.yaml") {
+		t.Fatalf("restart with a malformed manifest: exit %d %s", code, stderr)
+	}
+}

@@ -7,11 +7,12 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/pkirenewd/pkirenewd/cri"
 	"github.com/pkirenewd/pkirenewd/renew"
 )
 
 func newRenewCmd(o *options) *cobra.Command {
-	var dryRun, force bool
+	var dryRun, force, restart bool
 	cmd := &cobra.Command{
 		Use:   "renew [--dry-run] [--force] [NAME...]",
 		Short: "Renew the certificates that are due, or the named ones",
@@ -25,13 +26,30 @@ Names: ` + strings.Join(renew.Names(), ", ") + `.
 
 Exit status: 0 success (or nothing to do), 1 failure (nothing was written).`,
 		ValidArgs: renew.Names(),
-		RunE: func(_ *cobra.Command, names []string) error {
+		RunE: func(cmd *cobra.Command, names []string) error {
 			if len(names) > 0 && force {
 				o.log.Debug("--force with names: the named certificates are renewed whether due or not")
 			}
 			r, err := o.renewer(!dryRun)
 			if err != nil {
 				return &exitError{code: 1, err: err}
+			}
+			// The runtime and the manifests are checked before anything is
+			// written: a renewal that cannot be followed by its restart
+			// is not started.
+			var (
+				rst       *cri.Restarter
+				manifests []*cri.Manifest
+			)
+			if restart && !dryRun {
+				if manifests, err = cri.LoadManifests(o.cfg.ManifestsDir); err != nil {
+					return &exitError{code: 1, err: fmt.Errorf("nothing was written: %w", err)}
+				}
+				var done func()
+				if rst, done, err = o.restarter(cmd.Context()); err != nil {
+					return &exitError{code: 1, err: fmt.Errorf("nothing was written: %w", err)}
+				}
+				defer done()
 			}
 			if !dryRun {
 				unlock, err := renew.Lock(o.cfg.StateDir, o.log)
@@ -77,12 +95,19 @@ Exit status: 0 success (or nothing to do), 1 failure (nothing was written).`,
 					p.Issued.Cert.NotAfter.UTC().Format(dateFormat), renew.CertSerial(p.Issued.Cert))
 			}
 			fmt.Fprintf(o.stdout, "Previous files backed up in %s\n", res.BackupDir)
-			fmt.Fprintln(o.stdout, "Restart the control-plane components that use the renewed files so they load them.")
+			if rst == nil {
+				fmt.Fprintln(o.stdout, "Restart the control-plane components that use the renewed files so they load them (pkirenewd restart, or renew --restart).")
+				return nil
+			}
+			if err := restartAfterRenewal(cmd.Context(), o, rst, r, manifests, plan, res); err != nil {
+				return &exitError{code: 1, err: err}
+			}
 			return nil
 		},
 	}
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "prepare and verify the renewals, print the plan, write nothing")
 	cmd.Flags().BoolVar(&force, "force", false, "renew even what is not due (all when no NAME is given)")
+	cmd.Flags().BoolVar(&restart, "restart", false, "then restart, one at a time and health-checked, the static pods that use the renewed files (restoring the previous files if one fails)")
 	return cmd
 }
 

@@ -1,0 +1,59 @@
+package kubeadm_test
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"testing"
+
+	"github.com/pkirenewd/pkirenewd/cri"
+)
+
+// The affected-component mapping, on manifests the real kubeadm writes now
+// (`init phase control-plane all` and `etcd local`, dry-run into a dir).
+func TestAffectedFromKubeadmManifests(t *testing.T) {
+	requireKubeadm(t)
+	n := kubeadmNode(t, "", nil)
+	dir := filepath.Join(n.root, "manifests")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, phase := range [][]string{{"control-plane", "all"}, {"etcd", "local"}} {
+		args := append([]string{"init", "phase"}, phase...)
+		args = append(args, "--config", n.cfg, "--dry-run")
+		cmd := exec.Command(kubeadmBin, args...)
+		cmd.Env = append(os.Environ(), "KUBEADM_INIT_DRYRUN_DIR="+dir)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("kubeadm %v: %v\n%s", args, err, out)
+		}
+	}
+	ms, err := cri.LoadManifests(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ms) != 4 {
+		t.Fatalf("%d manifests", len(ms))
+	}
+	pki := "/etc/kubernetes/pki/"
+	tests := []struct {
+		changed []string
+		want    []string
+	}{
+		{[]string{pki + "apiserver.crt", pki + "apiserver.key", pki + "etcd/server.crt", pki + "etcd/peer.key", "/etc/kubernetes/controller-manager.conf", "/etc/kubernetes/scheduler.conf", "/etc/kubernetes/admin.conf"},
+			[]string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"}},
+		{[]string{pki + "etcd/server.crt"}, []string{"etcd"}},
+		{[]string{pki + "front-proxy-client.crt"}, []string{"kube-apiserver", "kube-controller-manager"}},
+		{[]string{"/etc/kubernetes/scheduler.conf"}, []string{"kube-scheduler"}},
+	}
+	for _, tc := range tests {
+		if got := cri.Affected(ms, tc.changed); !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("Affected(%v) = %v, want %v", tc.changed, got, tc.want)
+		}
+	}
+	for _, m := range ms {
+		if m.Probe.Port == 0 || m.Probe.Path == "" {
+			t.Errorf("%s: probe %+v", m.Component, m.Probe)
+		}
+	}
+}

@@ -364,7 +364,12 @@ func (r *Restarter) Roll(ctx context.Context, ms []*Manifest, restore func() err
 	r.defaults()
 	var results []Result
 	for _, m := range ms {
-		res := r.Restart(ctx, m)
+		// A stop request (SIGTERM) ends the roll between components;
+		// the component in hand is always finished.
+		if err := ctx.Err(); err != nil {
+			return results, fmt.Errorf("rolling restart stopped before %s: %w", m.Component, err)
+		}
+		res := r.Restart(context.WithoutCancel(ctx), m)
 		results = append(results, res)
 		if res.Err == nil {
 			continue
@@ -380,7 +385,7 @@ func (r *Restarter) Roll(ctx context.Context, ms []*Manifest, restore func() err
 			return results, rerr
 		}
 		r.Log.WithFields(logrus.Fields{"COMPONENT": m.Component, "ACTION": "rollback"}).Warn("previous files restored; restarting the component on them")
-		again := r.Restart(ctx, m)
+		again := r.Restart(context.WithoutCancel(ctx), m)
 		rerr.Retried = &again
 		results = append(results, again)
 		return results, rerr

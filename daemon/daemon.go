@@ -1,0 +1,348 @@
+package daemon
+
+import (
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"k8s.io/utils/clock"
+
+	"github.com/pkirenewd/pkirenewd/renew"
+)
+
+// Engine is what the loop drives: the renewal engine and the rolling
+// restart behind one small interface.
+type Engine interface {
+	// Recover completes or undoes a transaction a crash interrupted.
+	Recover() error
+	// Inventory schedules every item at the current time.
+	Inventory() ([]renew.Status, error)
+	// Renew renews the named items as one transaction and restarts the
+	// components that use them. It returns the files it wrote, so the
+	// loop can tell its own writes from anyone else's.
+	Renew(ctx context.Context, names []string) (written []string, err error)
+}
+
+// Notifier tells the service manager how the daemon is doing (sd_notify).
+type Notifier interface {
+	Notify(states ...string)
+}
+
+// Metrics records what the loop sees; nil is allowed.
+type Metrics interface {
+	Observe(statuses []renew.Status, next time.Time)
+	Renewal(err error, at time.Time)
+}
+
+// Options configure Run.
+type Options struct {
+	Engine Engine
+	Clock  clock.WithTicker
+	Notify Notifier
+	// Metrics may be nil.
+	Metrics Metrics
+	Log     logrus.FieldLogger
+
+	// Events are paths that changed in the watched directories.
+	Events <-chan string
+	// WatchErrors report a broken watch; the loop then relies on the
+	// hourly re-check.
+	WatchErrors <-chan error
+	// Reload asks for the configuration to be read again (SIGHUP);
+	// Reconfigure builds the engine from it.
+	Reload      <-chan struct{}
+	Reconfigure func() (Engine, error)
+
+	// WatchdogInterval is how often WATCHDOG=1 is sent (half of
+	// WatchdogSec); zero: never.
+	WatchdogInterval time.Duration
+	// MaxSleep bounds every sleep (default MaxSleep).
+	MaxSleep time.Duration
+	// Debounce gathers a burst of file events into one re-check (default 2s).
+	Debounce time.Duration
+	// BackoffBase and BackoffMax bound the retry delay after failures
+	// (default 30s and 1h).
+	BackoffBase, BackoffMax time.Duration
+}
+
+func (o *Options) defaults() {
+	if o.Clock == nil {
+		o.Clock = clock.RealClock{}
+	}
+	if o.MaxSleep == 0 {
+		o.MaxSleep = MaxSleep
+	}
+	if o.Debounce == 0 {
+		o.Debounce = 2 * time.Second
+	}
+	if o.BackoffBase == 0 {
+		o.BackoffBase = 30 * time.Second
+	}
+	if o.BackoffMax == 0 {
+		o.BackoffMax = time.Hour
+	}
+}
+
+type loop struct {
+	Options
+	engine   Engine
+	plan     Plan
+	statuses []renew.Status
+	failures int
+	retryAt  time.Time
+	// own maps files we wrote to the hash of what we wrote, so their
+	// events do not trigger a re-check.
+	own map[string][32]byte
+}
+
+// Run is the daemon's main loop; it returns when ctx is done (nil) or when
+// the first inventory fails (an error: the unit's Restart= takes over).
+func Run(ctx context.Context, o Options) error {
+	o.defaults()
+	l := &loop{Options: o, engine: o.Engine, own: map[string][32]byte{}}
+	if err := l.engine.Recover(); err != nil {
+		return fmt.Errorf("recovering an interrupted renewal: %w", err)
+	}
+	if err := l.check(true); err != nil {
+		return err
+	}
+	l.Notify.Notify("READY=1", "STATUS="+l.status())
+
+	var watchdog <-chan time.Time
+	if o.WatchdogInterval > 0 {
+		t := o.Clock.NewTicker(o.WatchdogInterval)
+		defer t.Stop()
+		watchdog = t.C()
+		l.Notify.Notify("WATCHDOG=1")
+	}
+	var debounce clock.Timer
+	var debounceC <-chan time.Time
+	events, watchErrors := o.Events, o.WatchErrors
+	for {
+		now := o.Clock.Now()
+		if len(l.plan.Due) > 0 && !now.Before(l.retryAt) {
+			l.renew(ctx)
+			if ctx.Err() != nil {
+				break
+			}
+			continue
+		}
+		wake := l.plan.Wake
+		if len(l.plan.Due) > 0 {
+			wake = l.retryAt
+		}
+		timer := o.Clock.NewTimer(wake.Sub(now))
+		select {
+		case <-ctx.Done():
+		case <-timer.C():
+			_ = l.check(false)
+		case p, ok := <-events:
+			if !ok {
+				events = nil
+				l.Log.Warn("file watch closed: falling back to the hourly re-check")
+				break
+			}
+			if l.ours(p) {
+				break
+			}
+			l.Log.WithField("PATH", p).Debug("file changed")
+			if debounce == nil {
+				debounce = o.Clock.NewTimer(o.Debounce)
+				debounceC = debounce.C()
+			}
+		case <-debounceC:
+			debounce, debounceC = nil, nil
+			l.Log.WithField("ACTION", "rescan").Info("files changed: taking inventory again")
+			_ = l.check(false)
+		case err, ok := <-watchErrors:
+			if !ok {
+				watchErrors = nil
+				break
+			}
+			l.Log.WithError(err).Warn("file watch error: relying on the hourly re-check")
+		case <-o.Reload:
+			l.reload()
+		case <-watchdog:
+			l.Notify.Notify("WATCHDOG=1")
+		}
+		timer.Stop()
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	l.Notify.Notify("STOPPING=1")
+	l.Log.Info("stopping")
+	return nil
+}
+
+// check takes inventory and plans; the first one logs a line per item.
+func (l *loop) check(first bool) error {
+	statuses, err := l.engine.Inventory()
+	if err != nil {
+		l.Log.WithError(err).Error("inventory failed")
+		if first {
+			return err
+		}
+		return err
+	}
+	now := l.Clock.Now()
+	l.statuses = statuses
+	l.plan = NextWake(now, statuses, l.MaxSleep)
+	for _, s := range statuses {
+		logItem(l.Log, s, first)
+	}
+	if l.Metrics != nil {
+		l.Metrics.Observe(statuses, l.plan.NextAt)
+	}
+	if !first {
+		l.Notify.Notify("STATUS=" + l.status())
+	}
+	l.Log.WithFields(logrus.Fields{"NEXT": l.plan.Next, "RENEW_AT": fmtTime(l.plan.NextAt), "DUE": strings.Join(l.plan.Due, ",")}).Debug("scheduled")
+	return nil
+}
+
+func logItem(log logrus.FieldLogger, s renew.Status, verbose bool) {
+	f := logrus.Fields{"CERT": s.Name, "PATH": s.CertPath}
+	if s.Cert != nil {
+		f["NOT_AFTER"] = fmtTime(s.Cert.NotAfter)
+		f["RENEW_AT"] = fmtTime(s.RenewAt)
+	}
+	e := log.WithFields(f)
+	for _, w := range s.Warnings {
+		e.Warn(w)
+	}
+	switch {
+	case s.Err != nil:
+		e.WithError(s.Err).Error("broken: will not renew it")
+	case s.Missing:
+		e.Error("missing")
+	case s.Kind == renew.KindCA && s.State != renew.StateOK:
+		e.Warn("CA expires soon; pkirenewd never renews CAs: plan a CA rotation")
+	case s.External:
+		if verbose {
+			e.Info("signed by an external CA: reported only")
+		}
+	case s.RotatedBy != "":
+		if verbose {
+			e.Infof("rotated by the %s: reported only", s.RotatedBy)
+		}
+	case s.State == renew.StateExpired:
+		e.Error("expired: renewing now")
+	case verbose:
+		e.Infof("%s", s.State)
+	}
+}
+
+func fmtTime(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format(time.RFC3339)
+}
+
+func (l *loop) renew(ctx context.Context) {
+	due := l.plan.Due
+	log := l.Log.WithFields(logrus.Fields{"ACTION": "renew", "CERT": strings.Join(due, ",")})
+	log.Info("renewing")
+	l.Notify.Notify("STATUS=renewing " + strings.Join(due, ", "))
+	written, err := l.engine.Renew(ctx, due)
+	now := l.Clock.Now()
+	for _, p := range written {
+		if data, rerr := os.ReadFile(p); rerr == nil {
+			l.own[p] = sha256.Sum256(data)
+		}
+	}
+	if l.Metrics != nil {
+		l.Metrics.Renewal(err, now)
+	}
+	if err != nil {
+		l.failures++
+		until := l.MaxSleep
+		if t, ok := SoonestExpiry(l.statuses); ok {
+			until = t.Sub(now)
+		}
+		wait := Backoff(l.failures, l.BackoffBase, l.BackoffMax, until)
+		l.retryAt = now.Add(wait)
+		log.WithError(err).WithFields(logrus.Fields{"ATTEMPT": l.failures, "RETRY_IN": wait.String()}).Error("renewal failed")
+	} else {
+		l.failures, l.retryAt = 0, time.Time{}
+	}
+	_ = l.check(false)
+}
+
+// ours reports whether an event is for a file we wrote (with the content
+// we wrote) or for one of our temp files.
+func (l *loop) ours(p string) bool {
+	base := filepath.Base(p)
+	if strings.HasPrefix(base, ".") {
+		return true
+	}
+	want, ok := l.own[p]
+	if !ok {
+		return false
+	}
+	data, err := os.ReadFile(p)
+	return err == nil && sha256.Sum256(data) == want
+}
+
+func (l *loop) reload() {
+	l.Notify.Notify("RELOADING=1")
+	e, err := l.Reconfigure()
+	if err != nil {
+		l.Log.WithError(err).Error("reload failed: keeping the previous configuration")
+	} else {
+		l.engine = e
+		l.Log.WithField("ACTION", "reload").Info("configuration reloaded")
+		_ = l.check(false)
+	}
+	l.Notify.Notify("READY=1", "STATUS="+l.status())
+}
+
+// status is the one-line summary systemd shows.
+func (l *loop) status() string {
+	ok, total, broken := 0, 0, 0
+	for _, s := range l.statuses {
+		if s.Kind == renew.KindCA {
+			continue
+		}
+		total++
+		switch {
+		case s.Err != nil || s.Missing:
+			broken++
+		case s.State == renew.StateOK:
+			ok++
+		}
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d/%d certs ok", ok, total)
+	if broken > 0 {
+		fmt.Fprintf(&b, ", %d broken", broken)
+	}
+	switch {
+	case len(l.plan.Due) > 0 && !l.retryAt.IsZero():
+		fmt.Fprintf(&b, "; renewal failed %d times, retry at %s", l.failures, l.retryAt.UTC().Format(time.RFC3339))
+	case len(l.plan.Due) > 0:
+		fmt.Fprintf(&b, "; due: %s", strings.Join(l.plan.Due, ", "))
+	case l.plan.Next != "":
+		fmt.Fprintf(&b, "; next: %s in %s", l.plan.Next, humanDuration(l.plan.NextAt.Sub(l.Clock.Now())))
+	}
+	return b.String()
+}
+
+func humanDuration(d time.Duration) string {
+	switch {
+	case d >= 48*time.Hour:
+		return fmt.Sprintf("%dd", int(d.Hours()/24))
+	case d >= time.Hour:
+		return fmt.Sprintf("%dh", int(d.Hours()))
+	case d >= time.Minute:
+		return fmt.Sprintf("%dm", int(d.Minutes()))
+	default:
+		return fmt.Sprintf("%ds", int(d.Seconds()))
+	}
+}

@@ -1,0 +1,123 @@
+// Package daemontest has fakes of the daemon's interfaces for unit tests of
+// the loop.
+package daemontest
+
+import (
+	"context"
+	"crypto/x509"
+	"sync"
+	"time"
+
+	"github.com/pkirenewd/pkirenewd/daemon"
+	"github.com/pkirenewd/pkirenewd/renew"
+)
+
+// Engine is a node whose certificates are plain data: one item per name
+// with a NotAfter and a renewAt; Renew moves them a lifetime ahead.
+type Engine struct {
+	mu sync.Mutex
+	// Now tells the engine the time (the test's fake clock).
+	Now      func() time.Time
+	Items    map[string]*Item
+	Renewals [][]string
+	// Fail makes the next N Renew calls fail.
+	Fail int
+	// Inventories counts Inventory calls.
+	Inventories int
+	// OnRenew runs inside Renew (e.g. to cancel a context mid-renewal).
+	OnRenew func()
+	// Written is what Renew reports as written.
+	Written []string
+}
+
+// Item is one fake certificate.
+type Item struct {
+	NotBefore, NotAfter time.Time
+	// RenewBefore decides renewAt.
+	RenewBefore time.Duration
+}
+
+var _ daemon.Engine = (*Engine)(nil)
+
+// Recover implements daemon.Engine.
+func (e *Engine) Recover() error { return nil }
+
+// Inventory implements daemon.Engine.
+func (e *Engine) Inventory() ([]renew.Status, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.Inventories++
+	now := e.Now()
+	var out []renew.Status
+	for name, it := range e.Items {
+		at := it.NotAfter.Add(-it.RenewBefore)
+		out = append(out, renew.Status{
+			Item:    &renew.Item{Name: name, Kind: renew.KindCert, Cert: &x509.Certificate{NotBefore: it.NotBefore, NotAfter: it.NotAfter}},
+			RenewAt: at, State: renew.Decide(now, at, it.NotAfter),
+		})
+	}
+	return out, nil
+}
+
+// Renew implements daemon.Engine.
+func (e *Engine) Renew(_ context.Context, names []string) ([]string, error) {
+	if e.OnRenew != nil {
+		e.OnRenew()
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.Renewals = append(e.Renewals, names)
+	if e.Fail > 0 {
+		e.Fail--
+		return nil, context.DeadlineExceeded
+	}
+	now := e.Now()
+	for _, n := range names {
+		it := e.Items[n]
+		life := it.NotAfter.Sub(it.NotBefore)
+		it.NotBefore, it.NotAfter = now, now.Add(life)
+	}
+	return e.Written, nil
+}
+
+// RenewalCount is how many times Renew was called.
+func (e *Engine) RenewalCount() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return len(e.Renewals)
+}
+
+// InventoryCount is how many times Inventory was called.
+func (e *Engine) InventoryCount() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.Inventories
+}
+
+// Notifier records sd_notify states.
+type Notifier struct {
+	mu     sync.Mutex
+	States []string
+}
+
+var _ daemon.Notifier = (*Notifier)(nil)
+
+// Notify implements daemon.Notifier.
+func (n *Notifier) Notify(states ...string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.States = append(n.States, states...)
+}
+
+// Count is how many states start with prefix.
+func (n *Notifier) Count(prefix string) int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	c := 0
+	for _, s := range n.States {
+		if len(s) >= len(prefix) && s[:len(prefix)] == prefix {
+			c++
+		}
+	}
+	return c
+}

@@ -1,0 +1,90 @@
+// Package daemon is `pkirenewd run`: the loop that keeps a node's
+// certificates alive for years without a human. It sleeps until the
+// earliest renewal is due (re-checking at least hourly), renews what is due
+// as one transaction, restarts what uses the renewed files, re-takes
+// inventory when the files change under it, backs off on failure, and
+// reports to systemd and Prometheus.
+//
+// The decisions (when to wake, how long to back off) are pure functions;
+// the engine, the notifier, the file watcher and the clock are interfaces.
+package daemon
+
+import (
+	"time"
+
+	"github.com/pkirenewd/pkirenewd/renew"
+)
+
+// MaxSleep is the longest the loop sleeps without re-checking, so clock
+// jumps, suspend and drift cannot make it miss a deadline.
+const MaxSleep = time.Hour
+
+// Plan is what the loop should do next.
+type Plan struct {
+	// Due are the items to renew now.
+	Due []string
+	// Wake is when to look again when nothing is due.
+	Wake time.Time
+	// Next is the item whose renewal is next (empty when none).
+	Next   string
+	NextAt time.Time
+}
+
+// NextWake decides, from the items' schedule at now, what is due and when
+// to wake up next. Only items pkirenewd may renew count; the wake time is
+// never further away than maxSleep.
+func NextWake(now time.Time, statuses []renew.Status, maxSleep time.Duration) Plan {
+	p := Plan{Wake: now.Add(maxSleep)}
+	for _, s := range statuses {
+		if !s.Renewable() {
+			continue
+		}
+		if s.State != renew.StateOK {
+			p.Due = append(p.Due, s.Name)
+			continue
+		}
+		if p.Next == "" || s.RenewAt.Before(p.NextAt) {
+			p.Next, p.NextAt = s.Name, s.RenewAt
+		}
+	}
+	if p.Next != "" && p.NextAt.Before(p.Wake) {
+		p.Wake = p.NextAt
+	}
+	if len(p.Due) > 0 {
+		p.Wake = now
+	}
+	return p
+}
+
+// Backoff is the wait before retrying after the given number of
+// consecutive failures: exponential from base, capped at max, and never
+// longer than half the time left before the soonest expiry, so a
+// certificate about to lapse is retried more often (but not more often
+// than base: never a tight loop).
+func Backoff(failures int, base, max time.Duration, untilExpiry time.Duration) time.Duration {
+	d := base
+	for i := 1; i < failures && d < max; i++ {
+		d *= 2
+	}
+	if d > max {
+		d = max
+	}
+	if half := untilExpiry / 2; half < d {
+		d = half
+	}
+	if d < base {
+		d = base
+	}
+	return d
+}
+
+// SoonestExpiry is the earliest NotAfter among the renewable items.
+func SoonestExpiry(statuses []renew.Status) (time.Time, bool) {
+	var t time.Time
+	for _, s := range statuses {
+		if s.Renewable() && (t.IsZero() || s.Cert.NotAfter.Before(t)) {
+			t = s.Cert.NotAfter
+		}
+	}
+	return t, !t.IsZero()
+}

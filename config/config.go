@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -48,6 +49,10 @@ type Config struct {
 	CRIEndpoint string
 	// RestartTimeout bounds one component's restart, stop to healthy.
 	RestartTimeout time.Duration
+	// RestartComponents makes the daemon restart what uses renewed files.
+	RestartComponents bool
+	// MetricsAddress is where `run` serves Prometheus metrics; empty: off.
+	MetricsAddress string
 
 	// ValiditySet records that the user chose Validity explicitly (file or
 	// flag); an explicit choice wins over the kubeadm configuration.
@@ -66,7 +71,9 @@ func Defaults() Config {
 		CAWarnBefore:  180 * Day,
 		// The kubelet's CrashLoopBackOff can hold a recreated container
 		// back for up to 5 minutes.
-		RestartTimeout: 6 * time.Minute,
+		RestartTimeout:    6 * time.Minute,
+		RestartComponents: true,
+		MetricsAddress:    "127.0.0.1:9795",
 	}
 }
 
@@ -108,6 +115,31 @@ func Keys() []Key {
 			get: func(c *Config) string { return c.CRIEndpoint },
 		},
 		durKey("restartTimeout", "restart-timeout", "how long one component may take from StopPodSandbox to healthy", func(c *Config) *time.Duration { return &c.RestartTimeout }, nil),
+		{
+			Name: "restartComponents", Flag: "restart-components", Usage: "run: restart the static pods that use renewed files (false: renew files only)",
+			set: func(c *Config, v string) error {
+				b, err := strconv.ParseBool(v)
+				if err != nil {
+					return fmt.Errorf("%q is not true or false", v)
+				}
+				c.RestartComponents = b
+				return nil
+			},
+			get: func(c *Config) string { return strconv.FormatBool(c.RestartComponents) },
+		},
+		{
+			Name: "metricsAddress", Flag: "metrics-address", Usage: "run: serve Prometheus metrics on this host:port (empty: off)",
+			set: func(c *Config, v string) error {
+				if v != "" {
+					if _, port, err := net.SplitHostPort(v); err != nil || port == "" {
+						return fmt.Errorf("%q is not host:port", v)
+					}
+				}
+				c.MetricsAddress = v
+				return nil
+			},
+			get: func(c *Config) string { return c.MetricsAddress },
+		},
 	}
 }
 

@@ -28,8 +28,10 @@ const DefaultMaxJitter = 6 * time.Hour
 // certificate whose lifetime is shorter than three times RenewBefore would
 // otherwise be renewed almost as soon as it is issued, so, like cert-manager,
 // it is renewed at two thirds of its lifetime instead. The result is moved
-// earlier (never later) by a deterministic per-node, per-item jitter of at
-// most a tenth of the renewal window.
+// earlier (never later) by a deterministic per-node jitter of at most a
+// tenth of the renewal window. The jitter depends on the node only, so the
+// certificates kubeadm issued together stay due together and are renewed in
+// one transaction with one rolling restart.
 func (p Policy) RenewAt(name string, notBefore, notAfter time.Time) time.Time {
 	lifetime := notAfter.Sub(notBefore)
 	if lifetime <= 0 {
@@ -45,18 +47,16 @@ func (p Policy) RenewAt(name string, notBefore, notAfter time.Time) time.Time {
 		maxJitter = DefaultMaxJitter
 	}
 	if j := min(window/10, maxJitter); j > 0 && p.NodeName != "" {
-		at = at.Add(-time.Duration(jitterFraction(p.NodeName, name) * float64(j)))
+		at = at.Add(-time.Duration(jitterFraction(p.NodeName) * float64(j)))
 	}
 	return at
 }
 
-// jitterFraction maps (node, item) to [0, 1) stably across restarts and
+// jitterFraction maps a node name to [0, 1) stably across restarts and
 // versions, so a node's schedule does not move when the daemon restarts.
-func jitterFraction(node, item string) float64 {
+func jitterFraction(node string) float64 {
 	h := fnv.New64a()
 	_, _ = h.Write([]byte(node))
-	_, _ = h.Write([]byte{0})
-	_, _ = h.Write([]byte(item))
 	return float64(h.Sum64()>>11) / float64(1<<53)
 }
 

@@ -62,6 +62,11 @@ func TestRenewAtJitter(t *testing.T) {
 	if d := t0.Add(4 * time.Minute).Sub(got); d < 0 || d > 12*time.Second {
 		t.Errorf("short-lived jitter %v out of [0, 12s]", d)
 	}
+	// Items of one node move together, so they renew in one transaction.
+	p1 := Policy{RenewBefore: 90 * day, NodeName: "cp-1"}
+	if a, b := p1.RenewAt("apiserver", nb, na), p1.RenewAt("admin.conf", nb, na); !a.Equal(b) {
+		t.Errorf("items issued together renew apart: %v and %v", a, b)
+	}
 	// A custom maximum is honoured.
 	p := Policy{RenewBefore: 90 * day, NodeName: "cp-2", MaxJitter: time.Minute}
 	if d := base.Sub(p.RenewAt("apiserver", nb, na)); d < 0 || d > time.Minute {

@@ -85,7 +85,7 @@ everything as one crash-safe transaction with a backup.`,
 	for _, k := range config.Keys() {
 		o.flagValues[k.Name] = pf.String(k.Flag, k.Get(&defaults), k.Usage)
 	}
-	root.AddCommand(newCheckCmd(o), newRenewCmd(o), newRestartCmd(o), newVersionCmd(o))
+	root.AddCommand(newCheckCmd(o), newRenewCmd(o), newRestartCmd(o), newRunCmd(o), newVersionCmd(o))
 	return root
 }
 
@@ -102,25 +102,35 @@ func (o *options) setup(cmd *cobra.Command) error {
 	if cmd.Name() == "version" {
 		return nil
 	}
-	cfg, err := config.Load(o.configPath, cmd.Flags().Changed("config"))
+	cfg, err := o.loadConfig(cmd)
 	if err != nil {
 		return &exitError{code: 2, err: err}
+	}
+	o.cfg = cfg
+	return nil
+}
+
+// loadConfig reads the config file and applies the flags that were given
+// (again on SIGHUP: the flags keep overriding the file).
+func (o *options) loadConfig(cmd *cobra.Command) (config.Config, error) {
+	cfg, err := config.Load(o.configPath, cmd.Flags().Changed("config"))
+	if err != nil {
+		return cfg, err
 	}
 	for _, k := range config.Keys() {
 		if cmd.Flags().Changed(k.Flag) {
 			if err := k.Set(&cfg, *o.flagValues[k.Name]); err != nil {
-				return &exitError{code: 2, err: fmt.Errorf("--%s: %w", k.Flag, err)}
+				return cfg, fmt.Errorf("--%s: %w", k.Flag, err)
 			}
 		}
 	}
 	if err := cfg.Validate(); err != nil {
-		return &exitError{code: 2, err: err}
+		return cfg, err
 	}
 	if cfg.NodeName == "" {
 		cfg.NodeName, _ = os.Hostname()
 	}
-	o.cfg = cfg
-	return nil
+	return cfg, nil
 }
 
 // renewer builds the engine from the config, resolving the cluster's

@@ -1,0 +1,138 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/pkirenewd/pkirenewd/config"
+	"github.com/pkirenewd/pkirenewd/cri"
+	"github.com/pkirenewd/pkirenewd/daemon"
+	"github.com/pkirenewd/pkirenewd/systemd"
+)
+
+func newRunCmd(o *options) *cobra.Command {
+	var logFormat string
+	cmd := &cobra.Command{
+		Use:   "run",
+		Short: "Run the daemon (what the systemd unit starts)",
+		Long: `Keep the node's certificates renewed: sleep until the earliest renewal is
+due (re-checking at least hourly), renew what is due as one transaction,
+restart the static pods that use the renewed files, and take inventory
+again whenever the pki, kubeconfig or manifests directories change.
+
+Under systemd (Type=notify) it reports READY, STATUS and WATCHDOG and logs
+to the journal with fields (CERT, PATH, NOT_AFTER, COMPONENT, ACTION ...).
+SIGHUP reloads the configuration; SIGTERM finishes the work in hand.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := systemd.SetupLogging(o.log, logFormat, o.stderr); err != nil {
+				return &exitError{code: 2, err: err}
+			}
+			return runDaemon(cmd, o)
+		},
+	}
+	cmd.Flags().StringVar(&logFormat, "log-format", "auto", "auto (the journal under systemd, else text), text or json")
+	return cmd
+}
+
+// nodeEngine builds the daemon's engine from a configuration.
+func (o *options) nodeEngine(cfg config.Config, metrics *daemon.PromMetrics) (daemon.Engine, error) {
+	saved := o.cfg
+	o.cfg = cfg
+	defer func() { o.cfg = saved }()
+	r, err := o.renewer(true)
+	if err != nil {
+		return nil, err
+	}
+	e := &daemon.NodeEngine{Renewer: r, StateDir: cfg.StateDir, ManifestsDir: cfg.ManifestsDir, Log: o.log}
+	if metrics != nil {
+		e.Restarts = metrics
+	}
+	if cfg.RestartComponents {
+		timeout := cfg.RestartTimeout
+		endpoint := cfg.CRIEndpoint
+		e.Connect = func(ctx context.Context) (*cri.Restarter, func(), error) {
+			ep, err := cri.ResolveEndpoint(endpoint, crictlConfig)
+			if err != nil {
+				return nil, nil, err
+			}
+			client, err := cri.Dial(ctx, ep)
+			if err != nil {
+				return nil, nil, err
+			}
+			return &cri.Restarter{Runtime: client, Prober: cri.HTTPProber{}, Log: o.log, Timeout: timeout}, func() { _ = client.Close() }, nil
+		}
+	}
+	return e, nil
+}
+
+func runDaemon(cmd *cobra.Command, o *options) error {
+	ctx := cmd.Context()
+	log := o.log
+	var metrics *daemon.PromMetrics
+	if o.cfg.MetricsAddress != "" {
+		metrics = daemon.NewPromMetrics()
+		addr, err := metrics.Serve(ctx, o.cfg.MetricsAddress)
+		if err != nil {
+			return &exitError{code: 1, err: fmt.Errorf("metrics listener %s: %w", o.cfg.MetricsAddress, err)}
+		}
+		log.WithField("ADDRESS", addr.String()).Info("serving metrics")
+	}
+	engine, err := o.nodeEngine(o.cfg, metrics)
+	if err != nil {
+		return &exitError{code: 1, err: err}
+	}
+	opts := daemon.Options{
+		Engine: engine, Notify: systemd.Notifier{Log: log}, Log: log,
+		WatchdogInterval: systemd.WatchdogInterval(),
+	}
+	if metrics != nil {
+		opts.Metrics = metrics
+	}
+	if w, err := daemon.Watch(o.cfg.PKIDir, filepath.Join(o.cfg.PKIDir, "etcd"), o.cfg.KubeconfigDir, o.cfg.ManifestsDir); err != nil {
+		log.WithError(err).Warn("cannot watch the directories: relying on the hourly re-check")
+	} else {
+		defer w.Close()
+		opts.Events, opts.WatchErrors = w.Events, w.Errors
+	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	reload := make(chan struct{}, 1)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				select {
+				case reload <- struct{}{}:
+				default:
+				}
+			}
+		}
+	}()
+	opts.Reload = reload
+	opts.Reconfigure = func() (daemon.Engine, error) {
+		cfg, err := o.loadConfig(cmd)
+		if err != nil {
+			return nil, err
+		}
+		e, err := o.nodeEngine(cfg, metrics)
+		if err != nil {
+			return nil, err
+		}
+		o.cfg = cfg
+		return e, nil
+	}
+	if err := daemon.Run(ctx, opts); err != nil {
+		return &exitError{code: 1, err: err}
+	}
+	return nil
+}

@@ -1,0 +1,142 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/pkirenewd/pkirenewd/renew"
+)
+
+// PromMetrics exports certificates with x509-certificate-exporter's names
+// and labels, plus pkirenewd's own counters. It shows no key material:
+// only what any TLS client of the component can see.
+type PromMetrics struct {
+	Registry     *prometheus.Registry
+	notAfter     *prometheus.GaugeVec
+	notBefore    *prometheus.GaugeVec
+	expired      *prometheus.GaugeVec
+	renewals     *prometheus.CounterVec
+	restarts     *prometheus.CounterVec
+	lastSuccess  prometheus.Gauge
+	nextRenewal  prometheus.Gauge
+	brokenCerts  prometheus.Gauge
+	certLabelSet []string
+}
+
+var (
+	_ Metrics         = (*PromMetrics)(nil)
+	_ RestartRecorder = (*PromMetrics)(nil)
+)
+
+// NewPromMetrics registers the metrics in a registry of their own.
+func NewPromMetrics() *PromMetrics {
+	labels := []string{"filepath", "filename", "embedded_kind", "subject_CN", "subject_O", "issuer_CN", "serial_number", "cert"}
+	m := &PromMetrics{
+		Registry:     prometheus.NewRegistry(),
+		certLabelSet: labels,
+		notAfter:     prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "x509_cert_not_after", Help: "Certificate expiry as a Unix timestamp."}, labels),
+		notBefore:    prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "x509_cert_not_before", Help: "Certificate start of validity as a Unix timestamp."}, labels),
+		expired:      prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "x509_cert_expired", Help: "1 when the certificate has expired."}, labels),
+		renewals:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "pkirenewd_renewals_total", Help: "Renewal transactions by result."}, []string{"result"}),
+		restarts:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "pkirenewd_restarts_total", Help: "Component restarts by component and result."}, []string{"component", "result"}),
+		lastSuccess:  prometheus.NewGauge(prometheus.GaugeOpts{Name: "pkirenewd_last_success_timestamp_seconds", Help: "When the last renewal succeeded."}),
+		nextRenewal:  prometheus.NewGauge(prometheus.GaugeOpts{Name: "pkirenewd_next_renewal_timestamp_seconds", Help: "When the next renewal is due (0: none scheduled)."}),
+		brokenCerts:  prometheus.NewGauge(prometheus.GaugeOpts{Name: "pkirenewd_broken_certificates", Help: "Items that are missing or cannot be read, parsed or verified."}),
+	}
+	m.Registry.MustRegister(m.notAfter, m.notBefore, m.expired, m.renewals, m.restarts, m.lastSuccess, m.nextRenewal, m.brokenCerts,
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), collectors.NewGoCollector())
+	for _, r := range []string{"success", "failure"} {
+		m.renewals.WithLabelValues(r)
+	}
+	return m
+}
+
+// Observe implements Metrics.
+func (m *PromMetrics) Observe(statuses []renew.Status, next time.Time) {
+	m.notAfter.Reset()
+	m.notBefore.Reset()
+	m.expired.Reset()
+	broken := 0
+	now := time.Now()
+	for _, s := range statuses {
+		if s.Err != nil || s.Missing {
+			broken++
+		}
+		if s.Cert == nil {
+			continue
+		}
+		kind := ""
+		if s.Kind == renew.KindKubeconfig && s.RotatedBy == "" {
+			kind = "user"
+		}
+		l := prometheus.Labels{
+			"filepath": s.CertPath, "filename": filepath.Base(s.CertPath), "embedded_kind": kind,
+			"subject_CN": s.Cert.Subject.CommonName, "subject_O": strings.Join(s.Cert.Subject.Organization, ","),
+			"issuer_CN": s.Cert.Issuer.CommonName, "serial_number": s.Cert.SerialNumber.String(), "cert": s.Name,
+		}
+		m.notAfter.With(l).Set(float64(s.Cert.NotAfter.Unix()))
+		m.notBefore.With(l).Set(float64(s.Cert.NotBefore.Unix()))
+		exp := 0.0
+		if !now.Before(s.Cert.NotAfter) {
+			exp = 1
+		}
+		m.expired.With(l).Set(exp)
+	}
+	m.brokenCerts.Set(float64(broken))
+	if next.IsZero() {
+		m.nextRenewal.Set(0)
+	} else {
+		m.nextRenewal.Set(float64(next.Unix()))
+	}
+}
+
+// Renewal implements Metrics.
+func (m *PromMetrics) Renewal(err error, at time.Time) {
+	if err != nil {
+		m.renewals.WithLabelValues("failure").Inc()
+		return
+	}
+	m.renewals.WithLabelValues("success").Inc()
+	m.lastSuccess.Set(float64(at.Unix()))
+}
+
+// Restart implements RestartRecorder.
+func (m *PromMetrics) Restart(component string, err error) {
+	r := "success"
+	if err != nil {
+		r = "failure"
+	}
+	m.restarts.WithLabelValues(component, r).Inc()
+}
+
+// Serve exposes /metrics on addr until ctx is done.
+func (m *PromMetrics) Serve(ctx context.Context, addr string) (net.Addr, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+	}()
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			_ = err
+		}
+	}()
+	return ln.Addr(), nil
+}

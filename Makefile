@@ -12,7 +12,7 @@ BIN     := bin/pkirenewd
 STATICCHECK_VERSION := v0.8.2
 TOOLS_BIN := $(CACHE)/tools
 
-.PHONY: help build test unit kubeadm demo bench lint clean
+.PHONY: help build test unit kubeadm containerd demo bench lint clean
 
 help: ## Show this help
 	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z_-]+:.*## /{printf "  \033[1m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -26,17 +26,21 @@ kubeadm: ## Build the pinned kubeadm into the cache (minutes cold, instant warm)
 unit: ## Unit tests only (no kubeadm)
 	$(GO) test -count=1 ./...
 
-test: kubeadm ## Full test suite: unit tests plus compatibility tests against real kubeadm
+containerd: ## Install containerd and runc from Debian if missing (for the CRI tests)
+	@bash test/cririg/ensure-containerd.sh
+
+test: kubeadm containerd ## Full test suite: unit tests, real kubeadm, real containerd
 	PKIRENEWD_KUBEADM=$$(bash test/tools/build-k8s.sh kubeadm | tail -1)/kubeadm \
 		$(GO) test -count=1 -timeout 20m ./...
 
 demo: build ## Make a throwaway PKI about to expire, check it, renew it, check again
 	@bash test/demo.sh $(BIN)
 
-bench: build kubeadm ## Time renewing a real kubeadm PKI: pkirenewd vs `kubeadm certs renew all`
+bench: build kubeadm containerd ## Benchmarks: renewal vs `kubeadm certs renew all`, restart stop-to-healthy on containerd
 	PKIRENEWD_KUBEADM=$$(bash test/tools/build-k8s.sh kubeadm | tail -1)/kubeadm \
 		$(GO) test -count=1 -run '^$$' -bench . -benchtime 5x ./test/kubeadm/ | tee /tmp/pkirenewd-bench.txt
 	@bash test/bench-ratio.sh /tmp/pkirenewd-bench.txt
+	$(GO) test -count=1 -run '^$$' -bench Restart -benchtime 10x ./test/restart/
 
 lint: ## go vet, gofmt and staticcheck (pinned)
 	$(GO) vet ./...

@@ -41,6 +41,7 @@ bench: build kubeadm containerd ## Benchmarks: renewal vs `kubeadm certs renew a
 		$(GO) test -count=1 -run '^$$' -bench . -benchtime 5x ./test/kubeadm/ | tee /tmp/pkirenewd-bench.txt
 	@bash test/bench-ratio.sh /tmp/pkirenewd-bench.txt
 	$(GO) test -count=1 -run '^$$' -bench Restart -benchtime 10x ./test/restart/
+	bash test/idle-cost.sh $(BIN) 60
 
 lint: ## go vet, gofmt and staticcheck (pinned)
 	$(GO) vet ./...

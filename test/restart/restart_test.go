@@ -73,12 +73,17 @@ func manifest(component string, port int, scheme string, command []string, hostP
 
 func newNode(t *testing.T, rig *cririg.Rig, override func(string, int) *cririg.StaticPod) *node {
 	t.Helper()
+	return newNodeWith(t, rig, override, renewtest.Options{Algorithm: "ECDSA-P256", NotBefore: time.Now().Add(-300 * 24 * time.Hour)})
+}
+
+func newNodeWith(t *testing.T, rig *cririg.Rig, override func(string, int) *cririg.StaticPod, o renewtest.Options) *node {
+	t.Helper()
 	root, err := os.MkdirTemp("/tmp", "restart-node")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(root) })
-	l, err := renewtest.MakePKI(filepath.Join(root, "kubernetes"), renewtest.Options{Algorithm: "ECDSA-P256", NotBefore: time.Now().Add(-300 * 24 * time.Hour)})
+	l, err := renewtest.MakePKI(filepath.Join(root, "kubernetes"), o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -237,13 +242,23 @@ func TestRenewRestartOnRealContainerd(t *testing.T) {
 	if out, code := n.pkirenewd(t, "check"); code != 0 {
 		t.Errorf("check after the rollback: exit %d\n%s", code, out)
 	}
-	// 3. The restart command alone, for one component.
+	// 3. The restart command alone, for one component: the others are
+	// not touched.
+	others := map[string]int{}
+	for _, c := range order[:3] {
+		others[c] = len(n.kubelet.Sandboxes(c))
+	}
 	out, code = n.pkirenewd(t, "restart", "kube-scheduler")
 	if code != 0 || !strings.Contains(out, "restarted kube-scheduler") {
 		t.Fatalf("restart: exit %d\n%s", code, out)
 	}
 	if got := n.kubelet.Sandboxes("kube-scheduler"); len(got) != len(schedBefore)+1 {
 		t.Errorf("scheduler sandboxes %v", got)
+	}
+	for c, k := range others {
+		if got := len(n.kubelet.Sandboxes(c)); got != k {
+			t.Errorf("restart kube-scheduler touched %s (%d -> %d sandboxes)", c, k, got)
+		}
 	}
 }
 
@@ -276,5 +291,55 @@ func BenchmarkRestart(b *testing.B) {
 			b.Fatal(res.Err)
 		}
 		b.ReportMetric(res.Took.Seconds(), "s-stop-to-healthy")
+	}
+}
+
+// The daemon renews 40-second certificates on its own and rolls the four
+// components through the real containerd after each renewal.
+func TestDaemonRestartsAfterRenewal(t *testing.T) {
+	rig := cririg.Start(t)
+	// Leaves valid for 40 s (plus the 5 min backdating): due 20 s in.
+	n := newNodeWith(t, rig, nil, renewtest.Options{Algorithm: "ECDSA-P256", Validity: 40 * time.Second})
+	before := map[string]int{}
+	for _, c := range order {
+		before[c] = len(n.kubelet.Sandboxes(c))
+	}
+	cmd := exec.Command(pkirenewdBin, "run", "--config", "/dev/null", "--pki-dir", n.pki, "--kubeconfig-dir", n.kube,
+		"--manifests-dir", n.manifests, "--state-dir", n.state, "--cri-endpoint", rig.Endpoint(), "--restart-timeout", "30s",
+		"--renew-before", "20s", "--validity", "40s", "--metrics-address", "")
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		done := true
+		for _, c := range order {
+			done = done && len(n.kubelet.Sandboxes(c)) > before[c]
+		}
+		if done {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the daemon did not restart all four components:\n%s", out.String())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	var created []time.Time
+	for _, c := range order {
+		times := n.kubelet.CreationTimes(c)
+		created = append(created, times[before[c]])
+	}
+	for i := 1; i < len(created); i++ {
+		if !created[i].After(created[i-1]) {
+			t.Errorf("%s recreated before %s", order[i], order[i-1])
+		}
+	}
+	_ = cmd.Process.Signal(os.Interrupt)
+	_ = cmd.Wait()
+	if !strings.Contains(out.String(), "component healthy") {
+		t.Errorf("no health-checked restart in the log:\n%s", out.String())
 	}
 }

@@ -27,7 +27,7 @@ unit: ## Unit tests only (no kubeadm)
 	$(GO) test -count=1 ./...
 
 containerd: ## Install containerd and runc from Debian if missing (for the CRI tests)
-	@bash test/cririg/ensure-containerd.sh
+	@bash test/containerdrig/ensure-containerd.sh
 
 test: kubeadm containerd ## Full test suite: unit tests, real kubeadm, real containerd
 	PKIRENEWD_KUBEADM=$$(bash test/tools/build-k8s.sh kubeadm | tail -1)/kubeadm \

@@ -39,3 +39,11 @@ done
 
 say "Backups of the previous files"
 cat "$backup/MANIFEST"
+
+if [ "$(id -u)" = 0 ] && command -v containerd >/dev/null 2>&1; then
+	say "The restart step, on a throwaway containerd (stand-in components, kubelet stand-in)"
+	go test -count=1 -run TestRenewRestartOnRealContainerd -v ./test/restart/ 2>&1 |
+		grep -E '^\s+(Restarting|restarted|FAILED|All [0-9]|The previous)|--- (PASS|FAIL)' | sed 's/^ *//'
+else
+	say "No containerd here (or not root): skipping the restart step (make containerd installs it)"
+fi

@@ -17,7 +17,7 @@ import (
 
 	"github.com/pkirenewd/pkirenewd/cri"
 	"github.com/pkirenewd/pkirenewd/renew/renewtest"
-	"github.com/pkirenewd/pkirenewd/test/cririg"
+	"github.com/pkirenewd/pkirenewd/test/containerdrig"
 )
 
 var pkirenewdBin string
@@ -42,9 +42,9 @@ func TestMain(m *testing.M) {
 // healthservers run as static pods in the rig's containerd.
 type node struct {
 	root, pki, kube, manifests, state string
-	rig                               *cririg.Rig
-	kubelet                           *cririg.Kubelet
-	pods                              map[string]cririg.StaticPod
+	rig                               *containerdrig.Rig
+	kubelet                           *containerdrig.Kubelet
+	pods                              map[string]containerdrig.StaticPod
 }
 
 // Ports of the stand-in components (not kubeadm's, so the test cannot
@@ -62,7 +62,7 @@ func manifest(component string, port int, scheme string, command []string, hostP
 	for _, c := range command {
 		fmt.Fprintf(&b, "    - %s\n", c)
 	}
-	fmt.Fprintf(&b, "    image: %s\n    name: %s\n    ports:\n    - containerPort: %d\n      name: probe-port\n", cririg.HealthImage, component, port)
+	fmt.Fprintf(&b, "    image: %s\n    name: %s\n    ports:\n    - containerPort: %d\n      name: probe-port\n", containerdrig.HealthImage, component, port)
 	fmt.Fprintf(&b, "    startupProbe:\n      httpGet:\n        host: 127.0.0.1\n        path: /livez\n        port: probe-port\n        scheme: %s\n", scheme)
 	b.WriteString("  hostNetwork: true\n  volumes:\n")
 	for name, p := range hostPaths {
@@ -71,12 +71,12 @@ func manifest(component string, port int, scheme string, command []string, hostP
 	return b.String()
 }
 
-func newNode(t *testing.T, rig *cririg.Rig, override func(string, int) *cririg.StaticPod) *node {
+func newNode(t *testing.T, rig *containerdrig.Rig, override func(string, int) *containerdrig.StaticPod) *node {
 	t.Helper()
 	return newNodeWith(t, rig, override, renewtest.Options{Algorithm: "ECDSA-P256", NotBefore: time.Now().Add(-300 * 24 * time.Hour)})
 }
 
-func newNodeWith(t *testing.T, rig *cririg.Rig, override func(string, int) *cririg.StaticPod, o renewtest.Options) *node {
+func newNodeWith(t *testing.T, rig *containerdrig.Rig, override func(string, int) *containerdrig.StaticPod, o renewtest.Options) *node {
 	t.Helper()
 	root, err := os.MkdirTemp("/tmp", "restart-node")
 	if err != nil {
@@ -113,10 +113,10 @@ func newNodeWith(t *testing.T, rig *cririg.Rig, override func(string, int) *crir
 	if err != nil {
 		t.Fatal(err)
 	}
-	n.pods = map[string]cririg.StaticPod{}
-	var pods []cririg.StaticPod
+	n.pods = map[string]containerdrig.StaticPod{}
+	var pods []containerdrig.StaticPod
 	for _, m := range ms {
-		p := cririg.StaticPod{Component: m.Component, Node: "node1", Image: cririg.HealthImage, Command: m.Args, HostPaths: m.HostPaths}
+		p := containerdrig.StaticPod{Component: m.Component, Node: "node1", Image: containerdrig.HealthImage, Command: m.Args, HostPaths: m.HostPaths}
 		n.pods[m.Component] = p
 		pods = append(pods, p)
 	}
@@ -162,11 +162,11 @@ func (n *node) pkirenewd(t *testing.T, args ...string) (string, int) {
 var order = []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"}
 
 func TestRenewRestartOnRealContainerd(t *testing.T) {
-	rig := cririg.Start(t)
+	rig := containerdrig.Start(t)
 	// The controller-manager's third pod (the second restart) fails.
-	n := newNode(t, rig, func(component string, attempt int) *cririg.StaticPod {
+	n := newNode(t, rig, func(component string, attempt int) *containerdrig.StaticPod {
 		if component == "kube-controller-manager" && attempt == 2 {
-			p := cririg.StaticPod{Component: component, Node: "node1", Image: cririg.HealthImage,
+			p := containerdrig.StaticPod{Component: component, Node: "node1", Image: containerdrig.HealthImage,
 				Command: []string{"healthserver", fmt.Sprintf("--addr=127.0.0.1:%d", cmPort), "--fail"}}
 			return &p
 		}
@@ -265,11 +265,11 @@ func TestRenewRestartOnRealContainerd(t *testing.T) {
 // BenchmarkRestart measures StopPodSandbox to healthy for one component
 // on the real containerd with the kubelet stand-in (0.5 s reaction).
 func BenchmarkRestart(b *testing.B) {
-	rig := cririg.Start(b)
+	rig := containerdrig.Start(b)
 	root := b.TempDir()
-	pod := cririg.StaticPod{Component: "kube-scheduler", Node: "node1", Image: cririg.HealthImage,
+	pod := containerdrig.StaticPod{Component: "kube-scheduler", Node: "node1", Image: containerdrig.HealthImage,
 		Command: []string{"healthserver", fmt.Sprintf("--addr=127.0.0.1:%d", schedPort)}}
-	rig.StartKubelet([]cririg.StaticPod{pod}, 500*time.Millisecond, nil)
+	rig.StartKubelet([]containerdrig.StaticPod{pod}, 500*time.Millisecond, nil)
 	m := &cri.Manifest{Path: filepath.Join(root, "x.yaml"), Component: "kube-scheduler", Probe: cri.Probe{Scheme: "HTTP", Host: "127.0.0.1", Port: schedPort, Path: "/livez"}}
 	client, err := cri.Dial(context.Background(), rig.Endpoint())
 	if err != nil {
@@ -297,7 +297,7 @@ func BenchmarkRestart(b *testing.B) {
 // The daemon renews 40-second certificates on its own and rolls the four
 // components through the real containerd after each renewal.
 func TestDaemonRestartsAfterRenewal(t *testing.T) {
-	rig := cririg.Start(t)
+	rig := containerdrig.Start(t)
 	// Leaves valid for 40 s (plus the 5 min backdating): due 20 s in.
 	n := newNodeWith(t, rig, nil, renewtest.Options{Algorithm: "ECDSA-P256", Validity: 40 * time.Second})
 	before := map[string]int{}

@@ -1,4 +1,4 @@
-package cririg_test
+package containerdrig_test
 
 import (
 	"context"
@@ -12,7 +12,7 @@ import (
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
-	"github.com/pkirenewd/pkirenewd/test/cririg"
+	"github.com/pkirenewd/pkirenewd/test/containerdrig"
 )
 
 func get(url string) error {
@@ -42,10 +42,10 @@ func waitOK(t *testing.T, url string) time.Duration {
 }
 
 func TestRigRunsAndRecreatesStaticPods(t *testing.T) {
-	r := cririg.Start(t)
-	pod := cririg.StaticPod{Component: "kube-scheduler", Node: "node1", Image: cririg.HealthImage,
+	r := containerdrig.Start(t)
+	pod := containerdrig.StaticPod{Component: "kube-scheduler", Node: "node1", Image: containerdrig.HealthImage,
 		Command: []string{"healthserver", "--addr=127.0.0.1:18259"}}
-	k := r.StartKubelet([]cririg.StaticPod{pod}, 500*time.Millisecond, nil)
+	k := r.StartKubelet([]containerdrig.StaticPod{pod}, 500*time.Millisecond, nil)
 	waitOK(t, "http://127.0.0.1:18259/livez")
 
 	ctx := context.Background()
@@ -71,11 +71,11 @@ func TestRigRunsAndRecreatesStaticPods(t *testing.T) {
 // After a rig is gone nothing of it remains: no containerd, no mounts, no
 // cgroups, no directory.
 func TestRigLeavesNothing(t *testing.T) {
-	var dir string
+	var dir, cgroup string
 	t.Run("rig", func(t *testing.T) {
-		r := cririg.Start(t)
-		dir = r.Dir
-		r.StartKubelet([]cririg.StaticPod{{Component: "etcd", Node: "node1", Image: cririg.HealthImage,
+		r := containerdrig.Start(t)
+		dir, cgroup = r.Dir, r.CgroupParent()
+		r.StartKubelet([]containerdrig.StaticPod{{Component: "etcd", Node: "node1", Image: containerdrig.HealthImage,
 			Command: []string{"healthserver", "--addr=127.0.0.1:18381"}}}, 0, nil)
 		waitOK(t, "http://127.0.0.1:18381/readyz")
 	})
@@ -86,7 +86,7 @@ func TestRigLeavesNothing(t *testing.T) {
 	if _, err := os.Stat(dir); !os.IsNotExist(err) {
 		t.Errorf("%s left: %v", dir, err)
 	}
-	if cg, _ := filepath.Glob("/sys/fs/cgroup/*/cririg-*"); len(cg) > 0 {
+	if cg, _ := filepath.Glob("/sys/fs/cgroup/*" + cgroup); len(cg) > 0 {
 		t.Errorf("cgroups left: %v", cg)
 	}
 	if out, _ := exec.Command("pgrep", "-f", "containerd --config "+dir).Output(); len(out) > 0 {

@@ -7,8 +7,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sirupsen/logrus"
 	"github.com/spf13/cobra"
 
+	"github.com/pkirenewd/pkirenewd/config"
 	"github.com/pkirenewd/pkirenewd/cri"
 	"github.com/pkirenewd/pkirenewd/renew"
 )
@@ -16,19 +18,26 @@ import (
 // crictlConfig is where crictl keeps its runtime endpoint.
 const crictlConfig = "/etc/crictl.yaml"
 
-// restarter connects to the container runtime. Done before anything is
-// written, so an unreachable runtime stops `renew --restart` early.
+// connector returns how to reach the container runtime of cfg. It is
+// called before anything is written, so an unreachable runtime stops a
+// renewal that would need it.
+func connector(cfg config.Config, log logrus.FieldLogger) func(ctx context.Context) (*cri.Restarter, func(), error) {
+	return func(ctx context.Context) (*cri.Restarter, func(), error) {
+		ep, err := cri.ResolveEndpoint(cfg.CRIEndpoint, crictlConfig)
+		if err != nil {
+			return nil, nil, err
+		}
+		client, err := cri.Dial(ctx, ep)
+		if err != nil {
+			return nil, nil, err
+		}
+		r := &cri.Restarter{Runtime: client, Prober: cri.HTTPProber{}, Log: log, Timeout: cfg.RestartTimeout}
+		return r, func() { _ = client.Close() }, nil
+	}
+}
+
 func (o *options) restarter(ctx context.Context) (*cri.Restarter, func(), error) {
-	ep, err := cri.ResolveEndpoint(o.cfg.CRIEndpoint, crictlConfig)
-	if err != nil {
-		return nil, nil, err
-	}
-	client, err := cri.Dial(ctx, ep)
-	if err != nil {
-		return nil, nil, err
-	}
-	r := &cri.Restarter{Runtime: client, Prober: cri.HTTPProber{}, Log: o.log, Timeout: o.cfg.RestartTimeout}
-	return r, func() { _ = client.Close() }, nil
+	return connector(o.cfg, o.log)(ctx)
 }
 
 // selectManifests picks the named components (all when none) in restart

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"os/signal"
@@ -11,7 +10,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/pkirenewd/pkirenewd/config"
-	"github.com/pkirenewd/pkirenewd/cri"
 	"github.com/pkirenewd/pkirenewd/daemon"
 	"github.com/pkirenewd/pkirenewd/systemd"
 )
@@ -55,19 +53,7 @@ func (o *options) nodeEngine(cfg config.Config, metrics *daemon.PromMetrics) (da
 		e.Restarts = metrics
 	}
 	if cfg.RestartComponents {
-		timeout := cfg.RestartTimeout
-		endpoint := cfg.CRIEndpoint
-		e.Connect = func(ctx context.Context) (*cri.Restarter, func(), error) {
-			ep, err := cri.ResolveEndpoint(endpoint, crictlConfig)
-			if err != nil {
-				return nil, nil, err
-			}
-			client, err := cri.Dial(ctx, ep)
-			if err != nil {
-				return nil, nil, err
-			}
-			return &cri.Restarter{Runtime: client, Prober: cri.HTTPProber{}, Log: o.log, Timeout: timeout}, func() { _ = client.Close() }, nil
-		}
+		e.Connect = connector(cfg, o.log)
 	}
 	return e, nil
 }

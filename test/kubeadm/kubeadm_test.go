@@ -21,6 +21,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/pkirenewd/pkirenewd/renew"
+	"github.com/pkirenewd/pkirenewd/test/testbin"
 )
 
 var (
@@ -30,19 +31,7 @@ var (
 
 func TestMain(m *testing.M) {
 	kubeadmBin = os.Getenv("PKIRENEWD_KUBEADM")
-	dir, err := os.MkdirTemp("", "pkirenewd-kubeadm-test")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	pkirenewdBin = filepath.Join(dir, "pkirenewd")
-	if out, err := exec.Command("go", "build", "-o", pkirenewdBin, "github.com/pkirenewd/pkirenewd/cmd/pkirenewd").CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build pkirenewd: %v\n%s", err, out)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	testbin.Main(m, &pkirenewdBin)
 }
 
 func requireKubeadm(t testing.TB) {

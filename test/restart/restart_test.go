@@ -18,25 +18,12 @@ import (
 	"github.com/pkirenewd/pkirenewd/cri"
 	"github.com/pkirenewd/pkirenewd/renew/renewtest"
 	"github.com/pkirenewd/pkirenewd/test/containerdrig"
+	"github.com/pkirenewd/pkirenewd/test/testbin"
 )
 
 var pkirenewdBin string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "pkirenewd-restart-test")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	pkirenewdBin = filepath.Join(dir, "pkirenewd")
-	if out, err := exec.Command("go", "build", "-o", pkirenewdBin, "github.com/pkirenewd/pkirenewd/cmd/pkirenewd").CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build: %v\n%s", err, out)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testbin.Main(m, &pkirenewdBin) }
 
 // node is a kubeadm-shaped node whose four control-plane components are
 // healthservers run as static pods in the rig's containerd.

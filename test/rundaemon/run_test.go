@@ -23,26 +23,13 @@ import (
 	"time"
 
 	"github.com/pkirenewd/pkirenewd/renew"
+	"github.com/pkirenewd/pkirenewd/test/testbin"
 	"github.com/pkirenewd/pkirenewd/renew/renewtest"
 )
 
 var pkirenewdBin string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "pkirenewd-run-test")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	pkirenewdBin = filepath.Join(dir, "pkirenewd")
-	if out, err := exec.Command("go", "build", "-o", pkirenewdBin, "github.com/pkirenewd/pkirenewd/cmd/pkirenewd").CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build: %v\n%s", err, out)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testbin.Main(m, &pkirenewdBin) }
 
 // notifySocket collects sd_notify datagrams.
 type notifySocket struct {

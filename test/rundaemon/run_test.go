@@ -23,8 +23,8 @@ import (
 	"time"
 
 	"github.com/pkirenewd/pkirenewd/renew"
-	"github.com/pkirenewd/pkirenewd/test/testbin"
 	"github.com/pkirenewd/pkirenewd/renew/renewtest"
+	"github.com/pkirenewd/pkirenewd/test/testbin"
 )
 
 var pkirenewdBin string

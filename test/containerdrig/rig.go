@@ -48,6 +48,18 @@ type Rig struct {
 	Bin string
 }
 
+// FreePort returns a loopback TCP port nobody listens on now, so tests on
+// a shared machine do not collide on fixed ports.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
 // CgroupParent is the cgroup every pod of this rig lives under.
 func (r *Rig) CgroupParent() string { return r.cgroup }
 

@@ -2,6 +2,7 @@ package containerdrig_test
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
@@ -43,10 +44,12 @@ func waitOK(t *testing.T, url string) time.Duration {
 
 func TestRigRunsAndRecreatesStaticPods(t *testing.T) {
 	r := containerdrig.Start(t)
+	port := containerdrig.FreePort(t)
+	url := fmt.Sprintf("http://127.0.0.1:%d/livez", port)
 	pod := containerdrig.StaticPod{Component: "kube-scheduler", Node: "node1", Image: containerdrig.HealthImage,
-		Command: []string{"healthserver", "--addr=127.0.0.1:18259"}}
+		Command: []string{"healthserver", fmt.Sprintf("--addr=127.0.0.1:%d", port)}}
 	k := r.StartKubelet([]containerdrig.StaticPod{pod}, 500*time.Millisecond, nil)
-	waitOK(t, "http://127.0.0.1:18259/livez")
+	waitOK(t, url)
 
 	ctx := context.Background()
 	id := k.Sandboxes("kube-scheduler")[0]
@@ -57,7 +60,7 @@ func TestRigRunsAndRecreatesStaticPods(t *testing.T) {
 	if _, err := r.RT.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: id}); err != nil {
 		t.Fatal(err)
 	}
-	waitOK(t, "http://127.0.0.1:18259/livez")
+	waitOK(t, url)
 	t.Logf("stop -> healthy again: %v", time.Since(start))
 	if got := k.Sandboxes("kube-scheduler"); len(got) != 2 || got[1] == id {
 		t.Fatalf("sandboxes %v", got)
@@ -75,9 +78,10 @@ func TestRigLeavesNothing(t *testing.T) {
 	t.Run("rig", func(t *testing.T) {
 		r := containerdrig.Start(t)
 		dir, cgroup = r.Dir, r.CgroupParent()
+		port := containerdrig.FreePort(t)
 		r.StartKubelet([]containerdrig.StaticPod{{Component: "etcd", Node: "node1", Image: containerdrig.HealthImage,
-			Command: []string{"healthserver", "--addr=127.0.0.1:18381"}}}, 0, nil)
-		waitOK(t, "http://127.0.0.1:18381/readyz")
+			Command: []string{"healthserver", fmt.Sprintf("--addr=127.0.0.1:%d", port)}}}, 0, nil)
+		waitOK(t, fmt.Sprintf("http://127.0.0.1:%d/readyz", port))
 	})
 	mounts, _ := os.ReadFile("/proc/self/mounts")
 	if strings.Contains(string(mounts), dir) {

@@ -34,14 +34,9 @@ type node struct {
 	pods                              map[string]containerdrig.StaticPod
 }
 
-// Ports of the stand-in components (not kubeadm's, so the test cannot
-// collide with a real control plane).
-const (
-	etcdPort      = 12379
-	apiserverPort = 16443
-	cmPort        = 20257
-	schedPort     = 20259
-)
+// Ports of the stand-in components: free ones, not kubeadm's, so the test
+// cannot collide with a real control plane or another test.
+var etcdPort, apiserverPort, cmPort, schedPort int
 
 func manifest(component string, port int, scheme string, command []string, hostPaths map[string]string) string {
 	var b strings.Builder
@@ -65,6 +60,7 @@ func newNode(t *testing.T, rig *containerdrig.Rig, override func(string, int) *c
 
 func newNodeWith(t *testing.T, rig *containerdrig.Rig, override func(string, int) *containerdrig.StaticPod, o renewtest.Options) *node {
 	t.Helper()
+	etcdPort, apiserverPort, cmPort, schedPort = containerdrig.FreePort(t), containerdrig.FreePort(t), containerdrig.FreePort(t), containerdrig.FreePort(t)
 	root, err := os.MkdirTemp("/tmp", "restart-node")
 	if err != nil {
 		t.Fatal(err)
@@ -254,6 +250,7 @@ func TestRenewRestartOnRealContainerd(t *testing.T) {
 func BenchmarkRestart(b *testing.B) {
 	rig := containerdrig.Start(b)
 	root := b.TempDir()
+	schedPort := containerdrig.FreePort(b)
 	pod := containerdrig.StaticPod{Component: "kube-scheduler", Node: "node1", Image: containerdrig.HealthImage,
 		Command: []string{"healthserver", fmt.Sprintf("--addr=127.0.0.1:%d", schedPort)}}
 	rig.StartKubelet([]containerdrig.StaticPod{pod}, 500*time.Millisecond, nil)

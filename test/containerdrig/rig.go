@@ -5,23 +5,31 @@
 // plays the kubelet's part of recreating a static pod whose sandbox was
 // removed. It is test-only: pkirenewd itself reaches the runtime through
 // its CRI socket like crictl.
+//
+// Start needs root and containerd, ctr and runc on PATH
+// (test/containerdrig/ensure-containerd.sh installs them). Without them the test
+// is skipped, or fails when the CI environment variable is set. Only
+// hostNetwork pods are supported (no CNI); control-plane pods are
+// hostNetwork anyway.
 package containerdrig
 
 import (
-	"archive/tar"
-	"bytes"
+	"bufio"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -34,19 +42,44 @@ import (
 // containerd never tries to pull.
 const PauseImage = "registry.k8s.io/pause:3.10.2"
 
+// HealthImage runs test/containerdrig/healthserver (at /usr/local/bin/healthserver).
+const HealthImage = "pkirenewd.test/healthserver:1"
+
+// criNamespace is the containerd namespace of the CRI plugin.
+const criNamespace = "k8s.io"
+
+// shimSocketDir is where containerd 1.6 shims put their sockets, whatever
+// the configured state dir.
+const shimSocketDir = "/run/containerd/s"
+
 // Rig is a running containerd.
 type Rig struct {
-	t      testing.TB
-	Dir    string
-	sock   string
-	cmd    *exec.Cmd
-	conn   *grpc.ClientConn
-	RT     runtimeapi.RuntimeServiceClient
-	cgroup string
-	logf   *os.File
+	t testing.TB
+	// Dir is the rig's temp dir: containerd's root and state, its socket
+	// and log, pod logs, and the built binaries.
+	Dir string
+	// RT is a CRI runtime client connected to the rig.
+	RT runtimeapi.RuntimeServiceClient
 	// Bin holds the static binaries the rig built (pause, healthserver).
 	Bin string
+
+	sock        string
+	cmd         *exec.Cmd
+	exited      chan struct{}
+	conn        *grpc.ClientConn
+	cgroup      string // "/ctrdrig-<random>": cgroup parent of every pod
+	snapshotter string
+
+	mu        sync.Mutex
+	sandboxes map[string]bool // every sandbox ID seen, for shim sockets
 }
+
+// Endpoint is the CRI endpoint, "unix:///tmp/ctrdrigNNN/c.sock", as crictl
+// and pkirenewd take it.
+func (r *Rig) Endpoint() string { return "unix://" + r.sock }
+
+// Socket is the path of containerd's GRPC socket (ctr -a takes it).
+func (r *Rig) Socket() string { return r.sock }
 
 // FreePort returns a loopback TCP port nobody listens on now, so tests on
 // a shared machine do not collide on fixed ports.
@@ -60,76 +93,112 @@ func FreePort(t testing.TB) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-// CgroupParent is the cgroup every pod of this rig lives under.
+// CgroupParent is the cgroup (in every hierarchy) under which the rig's pods
+// run, "/ctrdrig-<random>".
 func (r *Rig) CgroupParent() string { return r.cgroup }
 
-// Endpoint is the CRI endpoint, as crictl and pkirenewd take it.
-func (r *Rig) Endpoint() string { return "unix://" + r.sock }
+// ContainerdLog is the path of containerd's log file.
+func (r *Rig) ContainerdLog() string { return filepath.Join(r.Dir, "containerd.log") }
 
 func requireRoot(t testing.TB) {
 	t.Helper()
-	if os.Geteuid() == 0 {
-		if _, err := exec.LookPath("containerd"); err == nil {
-			return
-		}
-		if os.Getenv("CI") != "" {
-			t.Fatal("containerd is not installed (test/containerdrig/ensure-containerd.sh installs it)")
-		}
-		t.Skip("containerd is not installed (run test/containerdrig/ensure-containerd.sh)")
-	}
+	skip := t.Skip
 	if os.Getenv("CI") != "" {
-		t.Fatal("the containerd rig needs root")
+		skip = t.Fatal
 	}
-	t.Skip("the containerd rig needs root")
+	if os.Geteuid() != 0 {
+		skip("the containerd rig needs root")
+	}
+	for _, b := range []string{"containerd", "ctr", "runc", "containerd-shim-runc-v2"} {
+		if _, err := exec.LookPath(b); err != nil {
+			skip(b + " is not installed (test/containerdrig/ensure-containerd.sh installs it)")
+		}
+	}
 }
 
-// Start starts containerd and builds and imports the pause and
-// healthserver images. Everything is removed again by t.Cleanup.
+// Start starts containerd and builds and imports the pause image
+// (PauseImage) and the healthserver image (HealthImage). A t.Cleanup stops
+// and removes every pod, stops containerd and removes what it left: shim
+// sockets of its sandboxes, its cgroups, mounts under Dir, Dir itself. When
+// the test failed, the cleanup logs the tail of the containerd log and of
+// each container log.
 func Start(t testing.TB) *Rig {
+	t.Helper()
 	requireRoot(t)
-	// Unix socket paths are limited to 108 bytes: keep the dir short.
+	t0 := time.Now()
+	// Unix socket paths are limited to 108 bytes: keep the dir short
+	// (t.TempDir() paths are too long).
 	dir, err := os.MkdirTemp("/tmp", "ctrdrig")
 	if err != nil {
 		t.Fatal(err)
 	}
 	suffix := make([]byte, 4)
 	_, _ = rand.Read(suffix)
-	r := &Rig{t: t, Dir: dir, sock: filepath.Join(dir, "c.sock"), cgroup: "/ctrdrig-" + hex.EncodeToString(suffix), Bin: filepath.Join(dir, "bin")}
+	r := &Rig{t: t, Dir: dir, sock: filepath.Join(dir, "c.sock"), cgroup: "/ctrdrig-" + hex.EncodeToString(suffix),
+		Bin: filepath.Join(dir, "bin"), exited: make(chan struct{}), sandboxes: map[string]bool{}}
 	t.Cleanup(r.stop)
-	if err := os.MkdirAll(r.Bin, 0o755); err != nil {
-		t.Fatal(err)
+	for _, d := range []string{r.Bin, "root", "state", "opt", "runc", "cni/bin", "cni/net.d", "logs"} {
+		if !filepath.IsAbs(d) {
+			d = filepath.Join(dir, d)
+		}
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
 	}
+	r.snapshotter = "overlayfs"
+	if err := checkOverlay(dir); err != nil {
+		t.Logf("containerdrig: overlay mounts fail here (%v): using the native snapshotter", err)
+		r.snapshotter = "native"
+	}
+	// runc's state goes under Dir too (Root), and CNI config is looked
+	// for there (none: hostNetwork only), so nothing of the host's is used.
 	cfg := fmt.Sprintf(`version = 2
 root = %[1]q
 state = %[2]q
+disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper"]
 [grpc]
   address = %[3]q
 [ttrpc]
   address = %[4]q
+[plugins."io.containerd.internal.v1.opt"]
+  path = %[7]q
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = %[5]q
   restrict_oom_score_adj = true
   enable_cdi = false
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = %[8]q
+    conf_dir = %[9]q
   [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "overlayfs"
+    snapshotter = %[6]q
     default_runtime_name = "runc"
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
       runtime_type = "io.containerd.runc.v2"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
         SystemdCgroup = false
-`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), r.sock, r.sock+".ttrpc", PauseImage)
+        Root = %[10]q
+`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), r.sock, r.sock+".ttrpc", PauseImage, r.snapshotter,
+		filepath.Join(dir, "opt"), filepath.Join(dir, "cni/bin"), filepath.Join(dir, "cni/net.d"), filepath.Join(dir, "runc"))
 	cfgPath := filepath.Join(dir, "config.toml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if r.logf, err = os.Create(filepath.Join(dir, "containerd.log")); err != nil {
+	logf, err := os.Create(r.ContainerdLog())
+	if err != nil {
 		t.Fatal(err)
 	}
+	defer logf.Close()
 	r.cmd = exec.Command("containerd", "--config", cfgPath)
-	r.cmd.Stdout, r.cmd.Stderr = r.logf, r.logf
+	r.cmd.Stdout, r.cmd.Stderr = logf, logf
+	// containerd dies with the test binary if that is killed; shims
+	// outlive it by design (cleanup handles them).
+	r.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := r.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	go func() { _ = r.cmd.Wait(); close(r.exited) }()
 	r.conn, err = grpc.NewClient("passthrough:///"+r.sock,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) {
@@ -142,6 +211,11 @@ state = %[2]q
 	r.RT = runtimeapi.NewRuntimeServiceClient(r.conn)
 	deadline := time.Now().Add(30 * time.Second)
 	for {
+		select {
+		case <-r.exited:
+			r.fail("containerd exited at startup: %v", r.cmd.ProcessState)
+		default:
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		_, err := r.RT.Version(ctx, &runtimeapi.VersionRequest{})
 		cancel()
@@ -151,29 +225,55 @@ state = %[2]q
 		if time.Now().After(deadline) {
 			r.fail("containerd did not answer: %v", err)
 		}
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(50 * time.Millisecond)
 	}
-	r.build("pause", "./test/containerdrig/pause")
-	r.build("healthserver", "./test/containerdrig/healthserver")
+	tUp := time.Now()
+	r.build()
+	tBuilt := time.Now()
 	r.ImportImage(PauseImage, map[string]string{"/pause": filepath.Join(r.Bin, "pause")}, []string{"/pause"})
 	r.ImportImage(HealthImage, map[string]string{"/usr/local/bin/healthserver": filepath.Join(r.Bin, "healthserver")}, nil)
+	t.Logf("containerdrig: %s: containerd up in %v, binaries built in %v, images imported in %v (snapshotter %s)",
+		dir, tUp.Sub(t0).Round(time.Millisecond), tBuilt.Sub(tUp).Round(time.Millisecond),
+		time.Since(tBuilt).Round(time.Millisecond), r.snapshotter)
 	return r
 }
 
-// HealthImage runs test/containerdrig/healthserver.
-const HealthImage = "pkirenewd.test/healthserver:1"
+// checkOverlay tries an overlay mount inside dir, as the overlayfs
+// snapshotter would make.
+func checkOverlay(dir string) error {
+	base := filepath.Join(dir, "overlay-check")
+	defer os.RemoveAll(base)
+	var ds []string
+	for _, d := range []string{"lower", "upper", "work", "merged"} {
+		p := filepath.Join(base, d)
+		if err := os.MkdirAll(p, 0o700); err != nil {
+			return err
+		}
+		ds = append(ds, p)
+	}
+	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", ds[0], ds[1], ds[2])
+	if err := syscall.Mount("overlay", ds[3], "overlay", 0, opts); err != nil {
+		return err
+	}
+	return syscall.Unmount(ds[3], 0)
+}
 
 func (r *Rig) fail(format string, args ...any) {
 	r.t.Helper()
-	if r.logf != nil {
-		if data, err := os.ReadFile(r.logf.Name()); err == nil {
-			if len(data) > 4000 {
-				data = data[len(data)-4000:]
-			}
-			r.t.Logf("containerd log (tail):\n%s", data)
-		}
-	}
+	r.t.Logf("containerd log (tail):\n%s", tailFile(r.ContainerdLog(), 40))
 	r.t.Fatalf(format, args...)
+}
+
+func tailFile(path string, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Sprintf("(%v)", err)
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
 }
 
 // moduleRoot finds the repository root (where go.mod is).
@@ -187,359 +287,161 @@ func moduleRoot() string {
 	return dir
 }
 
-func (r *Rig) build(name, pkg string) {
+// build builds the static pause and healthserver binaries into Bin.
+func (r *Rig) build() {
 	r.t.Helper()
-	cmd := exec.Command("go", "build", "-trimpath", "-o", filepath.Join(r.Bin, name), pkg)
+	cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", r.Bin+"/",
+		"./test/containerdrig/pause", "./test/containerdrig/healthserver")
 	cmd.Dir = moduleRoot()
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
-		r.t.Fatalf("build %s: %v\n%s", pkg, err, out)
+		r.t.Fatalf("containerdrig: build pause, healthserver: %v\n%s", err, out)
 	}
 }
 
-// ImportImage builds a single-layer OCI image holding the given files
-// (path in image -> host file) and imports it under ref.
-func (r *Rig) ImportImage(ref string, files map[string]string, entrypoint []string) {
-	r.t.Helper()
-	var layer bytes.Buffer
-	tw := tar.NewWriter(&layer)
-	dirs := map[string]bool{}
-	addDir := func(d string, mode int64) {
-		if d == "/" || d == "." || dirs[d] {
-			return
-		}
-		dirs[d] = true
-		_ = tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: strings.TrimPrefix(d, "/") + "/", Mode: mode})
-	}
-	write := func(p string, data []byte, mode int64) {
-		var parents []string
-		for d := filepath.Dir(p); d != "/" && d != "."; d = filepath.Dir(d) {
-			parents = append([]string{d}, parents...)
-		}
-		for _, d := range parents {
-			addDir(d, 0o755)
-		}
-		_ = tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: strings.TrimPrefix(p, "/"), Mode: mode, Size: int64(len(data))})
-		_, _ = tw.Write(data)
-	}
-	addDir("/tmp", 0o1777)
-	write("/etc/passwd", []byte("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"), 0o644)
-	write("/etc/group", []byte("root:x:0:\nnogroup:x:65534:\n"), 0o644)
-	write("/etc/nsswitch.conf", []byte("hosts: files dns\n"), 0o644)
-	for p, host := range files {
-		data, err := os.ReadFile(host)
-		if err != nil {
-			r.t.Fatal(err)
-		}
-		write(p, data, 0o755)
-	}
-	if err := tw.Close(); err != nil {
-		r.t.Fatal(err)
-	}
-	blobs := map[string][]byte{}
-	put := func(b []byte) (string, int) {
-		d := sha256.Sum256(b)
-		h := hex.EncodeToString(d[:])
-		blobs[h] = b
-		return "sha256:" + h, len(b)
-	}
-	layerDigest, layerSize := put(layer.Bytes())
-	cfg, _ := json.Marshal(map[string]any{
-		"architecture": "amd64", "os": "linux",
-		"config": map[string]any{
-			"Env":        []string{"PATH=/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin"},
-			"Entrypoint": entrypoint,
-		},
-		"rootfs": map[string]any{"type": "layers", "diff_ids": []string{layerDigest}},
-	})
-	cfgDigest, cfgSize := put(cfg)
-	manifest, _ := json.Marshal(map[string]any{
-		"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-		"config": map[string]any{"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cfgDigest, "size": cfgSize},
-		"layers": []any{map[string]any{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layerDigest, "size": layerSize}},
-	})
-	mDigest, mSize := put(manifest)
-	index, _ := json.Marshal(map[string]any{
-		"schemaVersion": 2,
-		"manifests": []any{map[string]any{
-			"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": mDigest, "size": mSize,
-			"platform":    map[string]string{"architecture": "amd64", "os": "linux"},
-			"annotations": map[string]string{"io.containerd.image.name": ref, "org.opencontainers.image.ref.name": ref},
-		}},
-	})
-	var archive bytes.Buffer
-	aw := tar.NewWriter(&archive)
-	add := func(name string, data []byte) {
-		_ = aw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(data)), Typeflag: tar.TypeReg})
-		_, _ = aw.Write(data)
-	}
-	add("oci-layout", []byte(`{"imageLayoutVersion":"1.0.0"}`))
-	add("index.json", index)
-	for h, b := range blobs {
-		add("blobs/sha256/"+h, b)
-	}
-	if err := aw.Close(); err != nil {
-		r.t.Fatal(err)
-	}
-	tarPath := filepath.Join(r.Dir, strings.NewReplacer("/", "_", ":", "_").Replace(ref)+".tar")
-	if err := os.WriteFile(tarPath, archive.Bytes(), 0o600); err != nil {
-		r.t.Fatal(err)
-	}
-	if out, err := exec.Command("ctr", "-a", r.sock, "-n", "k8s.io", "images", "import", "--platform", "linux/amd64", tarPath).CombinedOutput(); err != nil {
-		r.fail("ctr import %s: %v\n%s", ref, err, out)
-	}
+func (r *Rig) noteSandbox(id string) {
+	r.mu.Lock()
+	r.sandboxes[id] = true
+	r.mu.Unlock()
 }
 
-// StaticPod is a control-plane static pod as the kubelet runs it.
-type StaticPod struct {
-	Component string
-	Node      string
-	Image     string
-	Command   []string
-	// HostPaths are mounted read-only at the same path.
-	HostPaths []string
-}
-
-// RunStaticPod creates and starts a pod sandbox and its container the way
-// the kubelet does for a static pod.
-func (r *Rig) RunStaticPod(ctx context.Context, p StaticPod, attempt uint32) (string, error) {
-	uid := make([]byte, 8)
-	_, _ = rand.Read(uid)
-	name := p.Component + "-" + p.Node
-	labels := map[string]string{
-		"io.kubernetes.pod.name": name, "io.kubernetes.pod.namespace": "kube-system",
-		"io.kubernetes.pod.uid": hex.EncodeToString(uid), "component": p.Component, "tier": "control-plane",
-	}
-	sbCfg := &runtimeapi.PodSandboxConfig{
-		Metadata: &runtimeapi.PodSandboxMetadata{Name: name, Namespace: "kube-system", Uid: hex.EncodeToString(uid), Attempt: attempt},
-		Labels:   labels,
-		Annotations: map[string]string{
-			"kubernetes.io/config.source": "file", "kubernetes.io/config.seen": time.Now().UTC().Format(time.RFC3339Nano),
-			"kubernetes.io/config.hash": hex.EncodeToString(uid[:4]),
-		},
-		LogDirectory: filepath.Join(r.Dir, "logs", name+"-"+hex.EncodeToString(uid[:4])),
-		Linux: &runtimeapi.LinuxPodSandboxConfig{
-			CgroupParent: r.cgroup,
-			SecurityContext: &runtimeapi.LinuxSandboxSecurityContext{
-				NamespaceOptions: &runtimeapi.NamespaceOption{Network: runtimeapi.NamespaceMode_NODE, Pid: runtimeapi.NamespaceMode_CONTAINER, Ipc: runtimeapi.NamespaceMode_POD},
-			},
-		},
-	}
-	if err := os.MkdirAll(sbCfg.LogDirectory, 0o755); err != nil {
-		return "", err
-	}
-	sb, err := r.RT.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: sbCfg})
-	if err != nil {
-		return "", fmt.Errorf("RunPodSandbox %s: %w", name, err)
-	}
-	var mounts []*runtimeapi.Mount
-	for _, h := range p.HostPaths {
-		mounts = append(mounts, &runtimeapi.Mount{HostPath: h, ContainerPath: h, Readonly: true})
-	}
-	ct, err := r.RT.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{
-		PodSandboxId: sb.PodSandboxId,
-		Config: &runtimeapi.ContainerConfig{
-			Metadata: &runtimeapi.ContainerMetadata{Name: p.Component, Attempt: attempt},
-			Image:    &runtimeapi.ImageSpec{Image: p.Image},
-			Command:  p.Command,
-			Labels: map[string]string{
-				"io.kubernetes.container.name": p.Component, "io.kubernetes.pod.name": name,
-				"io.kubernetes.pod.namespace": "kube-system", "io.kubernetes.pod.uid": hex.EncodeToString(uid),
-			},
-			LogPath: p.Component + ".log",
-			Mounts:  mounts,
-			Linux: &runtimeapi.LinuxContainerConfig{SecurityContext: &runtimeapi.LinuxContainerSecurityContext{
-				NamespaceOptions: &runtimeapi.NamespaceOption{Network: runtimeapi.NamespaceMode_NODE, Pid: runtimeapi.NamespaceMode_CONTAINER, Ipc: runtimeapi.NamespaceMode_POD},
-			}},
-		},
-		SandboxConfig: sbCfg,
-	})
-	if err != nil {
-		return sb.PodSandboxId, fmt.Errorf("CreateContainer %s: %w", name, err)
-	}
-	if _, err := r.RT.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: ct.ContainerId}); err != nil {
-		return sb.PodSandboxId, fmt.Errorf("StartContainer %s: %w", name, err)
-	}
-	return sb.PodSandboxId, nil
-}
-
-// Kubelet recreates static pods whose sandbox is gone or not ready, like
-// the kubelet's pod workers do for a static pod whose manifest is still in
-// place.
-type Kubelet struct {
-	r      *Rig
-	pods   []StaticPod
-	cancel context.CancelFunc
-	done   chan struct{}
-	mu     sync.Mutex
-	// Created records every sandbox the stand-in made, per component,
-	// and CreatedAt when.
-	Created   map[string][]string
-	CreatedAt map[string][]time.Time
-	// Override, when set, may replace the pod for a recreation (attempt
-	// counts from 1) — e.g. to make a component fail after its restart.
-	Override func(component string, attempt int) *StaticPod
-	// Delay mimics the kubelet's 0.4-1.3 s reaction.
-	Delay time.Duration
-}
-
-// StartKubelet runs the pods and keeps them running until Stop.
-func (r *Rig) StartKubelet(pods []StaticPod, delay time.Duration, override func(string, int) *StaticPod) *Kubelet {
-	r.t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	k := &Kubelet{r: r, pods: pods, cancel: cancel, done: make(chan struct{}), Created: map[string][]string{}, CreatedAt: map[string][]time.Time{}, Override: override, Delay: delay}
-	for _, p := range pods {
-		id, err := r.RunStaticPod(ctx, p, 0)
-		if err != nil {
-			cancel()
-			r.fail("%v", err)
-		}
-		k.Created[p.Component] = append(k.Created[p.Component], id)
-		k.CreatedAt[p.Component] = append(k.CreatedAt[p.Component], time.Now())
-	}
-	go k.loop(ctx)
-	r.t.Cleanup(k.Stop)
-	return k
-}
-
-func (k *Kubelet) loop(ctx context.Context) {
-	defer close(k.done)
-	missingSince := map[string]time.Time{}
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(100 * time.Millisecond):
-		}
-		for _, p := range k.pods {
-			resp, err := k.r.RT.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{Filter: &runtimeapi.PodSandboxFilter{
-				LabelSelector: map[string]string{"component": p.Component, "io.kubernetes.pod.namespace": "kube-system"},
-				State:         &runtimeapi.PodSandboxStateValue{State: runtimeapi.PodSandboxState_SANDBOX_READY},
-			}})
-			if err != nil || len(resp.Items) > 0 {
-				delete(missingSince, p.Component)
-				continue
-			}
-			since, ok := missingSince[p.Component]
-			if !ok {
-				missingSince[p.Component] = time.Now()
-				continue
-			}
-			if time.Since(since) < k.Delay {
-				continue
-			}
-			delete(missingSince, p.Component)
-			k.mu.Lock()
-			attempt := len(k.Created[p.Component])
-			k.mu.Unlock()
-			pod := p
-			if k.Override != nil {
-				if o := k.Override(p.Component, attempt); o != nil {
-					pod = *o
+// RemoveAllPods stops and removes every pod sandbox, retrying for a few
+// seconds: a removal right after a stop can race with a container start.
+func (r *Rig) RemoveAllPods(ctx context.Context) error {
+	var last error
+	for i := 0; i < 20; i++ {
+		resp, err := r.RT.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{})
+		switch {
+		case err != nil:
+			last = err
+		case len(resp.Items) == 0:
+			return nil
+		default:
+			last = fmt.Errorf("%d sandboxes left", len(resp.Items))
+			for _, sb := range resp.Items {
+				r.noteSandbox(sb.Id)
+				if _, err := r.RT.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: sb.Id}); err != nil {
+					last = fmt.Errorf("stop %s: %w", sb.Id, err)
+				}
+				if _, err := r.RT.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: sb.Id}); err != nil {
+					last = fmt.Errorf("remove %s: %w", sb.Id, err)
 				}
 			}
-			id, err := k.r.RunStaticPod(ctx, pod, uint32(attempt))
-			if id != "" {
-				k.mu.Lock()
-				k.Created[p.Component] = append(k.Created[p.Component], id)
-				k.CreatedAt[p.Component] = append(k.CreatedAt[p.Component], time.Now())
-				k.mu.Unlock()
-			}
-			if err != nil && ctx.Err() == nil {
-				k.r.t.Logf("kubelet stand-in: %v", err)
-			}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(250 * time.Millisecond):
 		}
 	}
+	return fmt.Errorf("containerdrig: removing pods: %w", last)
 }
 
-// Sandboxes returns the sandboxes created for a component so far.
-func (k *Kubelet) Sandboxes(component string) []string {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	return append([]string{}, k.Created[component]...)
-}
-
-// CreationTimes returns when the component's sandboxes were created.
-func (k *Kubelet) CreationTimes(component string) []time.Time {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	return append([]time.Time{}, k.CreatedAt[component]...)
-}
-
-// Stop stops recreating pods.
-func (k *Kubelet) Stop() {
-	k.cancel()
-	<-k.done
-}
-
-// stop removes every pod, stops containerd and removes what it left.
+// stop removes every pod, stops containerd and removes what it left. Kubelet
+// stand-ins have stopped before (their cleanups were registered later).
 func (r *Rig) stop() {
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	if r.RT != nil {
-		for i := 0; i < 5; i++ {
-			resp, err := r.RT.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{})
-			if err != nil || len(resp.Items) == 0 {
-				break
-			}
-			for _, sb := range resp.Items {
-				_, _ = r.RT.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: sb.Id})
-				_, _ = r.RT.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: sb.Id})
-			}
+	t := r.t
+	if t.Failed() {
+		t.Logf("containerdrig: containerd log (tail):\n%s", tailFile(r.ContainerdLog(), 60))
+		logs, _ := filepath.Glob(filepath.Join(r.Dir, "logs", "*", "*", "*.log"))
+		for _, l := range logs {
+			t.Logf("containerdrig: container log %s (tail):\n%s", l, tailFile(l, 15))
 		}
+	}
+	running := r.cmd != nil && r.cmd.Process != nil
+	if running {
+		select {
+		case <-r.exited:
+			running = false
+			t.Errorf("containerdrig: containerd had exited: %v", r.cmd.ProcessState)
+		default:
+		}
+	}
+	if running && r.RT != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		if err := r.RemoveAllPods(ctx); err != nil {
+			t.Errorf("containerdrig: cleanup: %v", err)
+		}
+		cancel()
 	}
 	if r.conn != nil {
 		r.conn.Close()
 	}
-	if r.cmd != nil && r.cmd.Process != nil {
-		_ = r.cmd.Process.Signal(os.Interrupt)
-		done := make(chan struct{})
-		go func() { _ = r.cmd.Wait(); close(done) }()
+	if running {
+		_ = r.cmd.Process.Signal(syscall.SIGTERM)
 		select {
-		case <-done:
+		case <-r.exited:
 		case <-time.After(10 * time.Second):
 			_ = r.cmd.Process.Kill()
-			<-done
+			<-r.exited
 		}
 	}
-	if r.t.Failed() && r.logf != nil {
-		if data, err := os.ReadFile(r.logf.Name()); err == nil {
-			if len(data) > 3000 {
-				data = data[len(data)-3000:]
+	// Normally nothing below finds anything: it is for pods that could
+	// not be removed (or a containerd that died).
+	r.killShims()
+	r.removeCgroups()
+	r.removeShimSockets()
+	for _, m := range mountsUnder(r.Dir) {
+		if err := syscall.Unmount(m, syscall.MNT_DETACH); err != nil {
+			t.Errorf("containerdrig: cleanup: unmount %s: %v", m, err)
+		}
+	}
+	if err := os.RemoveAll(r.Dir); err != nil {
+		t.Errorf("containerdrig: cleanup: %v", err)
+	}
+}
+
+// killShims kills the containerd-shim processes serving this rig's
+// containerd (they carry "-address <socket>").
+func (r *Rig) killShims() {
+	for _, pid := range r.shimPIDs() {
+		r.t.Logf("containerdrig: cleanup: killing leftover shim %d", pid)
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
+}
+
+func (r *Rig) shimPIDs() []int {
+	var pids []int
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		args := strings.Split(string(b), "\x00")
+		if !strings.Contains(filepath.Base(args[0]), "containerd-shim") {
+			continue
+		}
+		for i := 0; i+1 < len(args); i++ {
+			if args[i] == "-address" && args[i+1] == r.sock {
+				if pid, err := strconv.Atoi(filepath.Base(filepath.Dir(p))); err == nil {
+					pids = append(pids, pid)
+				}
 			}
-			r.t.Logf("containerd log (tail):\n%s", data)
 		}
 	}
-	if r.logf != nil {
-		r.logf.Close()
-	}
-	// Mounts left under the rig dir (snapshots, shm), deepest first.
-	if data, err := os.ReadFile("/proc/self/mounts"); err == nil {
-		var ms []string
-		for _, line := range strings.Split(string(data), "\n") {
-			f := strings.Fields(line)
-			if len(f) > 1 && strings.HasPrefix(f[1], r.Dir+"/") {
-				ms = append(ms, f[1])
-			}
-		}
-		for i := len(ms) - 1; i >= 0; i-- {
-			_ = exec.Command("umount", "-l", ms[i]).Run()
+	return pids
+}
+
+// cgroupDirs lists the rig's cgroup parent in every mounted hierarchy.
+func (r *Rig) cgroupDirs() []string {
+	roots, _ := filepath.Glob("/sys/fs/cgroup/*")
+	roots = append(roots, "/sys/fs/cgroup")
+	var out []string
+	for _, root := range roots {
+		d := filepath.Join(root, r.cgroup)
+		if fi, err := os.Stat(d); err == nil && fi.IsDir() {
+			out = append(out, d)
 		}
 	}
-	removeCgroups(r.cgroup)
-	_ = os.RemoveAll(r.Dir)
+	return out
 }
 
 // removeCgroups removes the rig's cgroup parent in every hierarchy,
-// depth-first (cgroup directories must be removed leaf to root).
-func removeCgroups(parent string) {
-	roots, _ := filepath.Glob("/sys/fs/cgroup/*")
-	roots = append(roots, "/sys/fs/cgroup")
-	for _, root := range roots {
-		base := filepath.Join(root, parent)
-		if _, err := os.Stat(base); err != nil {
-			continue
-		}
+// depth-first (cgroup dirs must be removed leaf to root), killing any
+// process still in one.
+func (r *Rig) removeCgroups() {
+	for _, base := range r.cgroupDirs() {
 		var dirs []string
 		_ = filepath.WalkDir(base, func(p string, d os.DirEntry, err error) error {
 			if err == nil && d.IsDir() {
@@ -548,7 +450,132 @@ func removeCgroups(parent string) {
 			return nil
 		})
 		for i := len(dirs) - 1; i >= 0; i-- {
-			_ = os.Remove(dirs[i])
+			var err error
+			for try := 0; try < 100; try++ {
+				if err = syscall.Rmdir(dirs[i]); err == nil || errors.Is(err, syscall.ENOENT) {
+					err = nil
+					break
+				}
+				killCgroupProcs(dirs[i])
+				time.Sleep(20 * time.Millisecond)
+			}
+			if err != nil {
+				r.t.Errorf("containerdrig: cleanup: rmdir %s: %v", dirs[i], err)
+			}
 		}
 	}
+}
+
+func killCgroupProcs(dir string) {
+	b, _ := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
+	for _, f := range strings.Fields(string(b)) {
+		if pid, err := strconv.Atoi(f); err == nil && pid > 0 {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+}
+
+// ShimSocket is the socket containerd 1.6 gives the shim of a pod sandbox:
+// /run/containerd/s/<sha256 of "<containerd address>/k8s.io/<sandbox ID>">.
+// It is the same for every container of the pod.
+func (r *Rig) ShimSocket(sandboxID string) string {
+	d := sha256.Sum256([]byte(filepath.Join(r.sock, criNamespace, sandboxID)))
+	return filepath.Join(shimSocketDir, hex.EncodeToString(d[:]))
+}
+
+// removeShimSockets removes leftover shim sockets of the sandboxes the rig
+// saw. The names hash the rig's own socket path, so no other containerd's
+// sockets are touched.
+func (r *Rig) removeShimSockets() {
+	for _, s := range r.shimSockets() {
+		if err := os.Remove(s); err == nil {
+			r.t.Logf("containerdrig: cleanup: removed leftover shim socket %s", s)
+		}
+	}
+}
+
+func (r *Rig) shimSockets() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []string
+	for id := range r.sandboxes {
+		if s := r.ShimSocket(id); exists(s) {
+			out = append(out, s)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+func exists(p string) bool { _, err := os.Lstat(p); return err == nil }
+
+// mountsUnder lists mount points at or below dir, deepest first.
+func mountsUnder(dir string) []string {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	var out []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 5 {
+			continue
+		}
+		mp := unescapeOctal(fields[4])
+		if mp == dir || strings.HasPrefix(mp, dir+"/") {
+			out = append(out, mp)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return len(out[i]) > len(out[j]) })
+	return out
+}
+
+// unescapeOctal undoes mountinfo's \040-style escapes.
+func unescapeOctal(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(v))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// Leftovers lists whatever of the rig still exists: mounts under Dir, Dir
+// itself, shim sockets of its sandboxes, its cgroups, its containerd or
+// shim processes. After the rig's cleanup it should be empty; a test checks
+// that from a t.Cleanup registered before Start (cleanups run last-in
+// first-out) or after the subtest that started the rig.
+func (r *Rig) Leftovers() []string {
+	var out []string
+	for _, m := range mountsUnder(r.Dir) {
+		out = append(out, "mount "+m)
+	}
+	if exists(r.Dir) {
+		out = append(out, "dir "+r.Dir)
+	}
+	for _, s := range r.shimSockets() {
+		out = append(out, "shim socket "+s)
+	}
+	for _, d := range r.cgroupDirs() {
+		out = append(out, "cgroup "+d)
+	}
+	for _, pid := range r.shimPIDs() {
+		out = append(out, fmt.Sprintf("shim process %d", pid))
+	}
+	if r.cmd != nil && r.cmd.Process != nil {
+		select {
+		case <-r.exited:
+		default:
+			out = append(out, fmt.Sprintf("containerd process %d", r.cmd.Process.Pid))
+		}
+	}
+	return out
 }

@@ -53,6 +53,10 @@ type Config struct {
 	RestartComponents bool
 	// MetricsAddress is where `run` serves Prometheus metrics; empty: off.
 	MetricsAddress string
+	// KubeletRestartCommand restarts the kubelet after its embedded
+	// kubelet.conf credentials were renewed; empty: systemd's D-Bus API
+	// (kubelet.service) when systemd runs.
+	KubeletRestartCommand string
 
 	// ValiditySet records that the user chose Validity explicitly (file or
 	// flag); an explicit choice wins over the kubeadm configuration.
@@ -139,6 +143,11 @@ func Keys() []Key {
 				return nil
 			},
 			get: func(c *Config) string { return c.MetricsAddress },
+		},
+		{
+			Name: "kubeletRestartCommand", Flag: "kubelet-restart-command", Usage: "shell command that restarts the kubelet after kubelet.conf was renewed (default: restart kubelet.service through systemd's D-Bus API)",
+			set:  func(c *Config, v string) error { c.KubeletRestartCommand = v; return nil },
+			get:  func(c *Config) string { return c.KubeletRestartCommand },
 		},
 	}
 }

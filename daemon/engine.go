@@ -24,9 +24,45 @@ type NodeEngine struct {
 	ManifestsDir string
 	// Connect reaches the container runtime; nil disables restarts
 	// (the renewed files are then picked up at the next restart).
-	Connect  func(ctx context.Context) (*cri.Restarter, func(), error)
-	Log      logrus.FieldLogger
-	Restarts RestartRecorder
+	Connect func(ctx context.Context) (*cri.Restarter, func(), error)
+	// RestartKubelet restarts the kubelet after its embedded kubelet.conf
+	// credentials were renewed (it reads them only at start); nil: the
+	// need is logged.
+	RestartKubelet func(ctx context.Context) error
+	Log            logrus.FieldLogger
+	Restarts       RestartRecorder
+}
+
+// RenewsKubeletConf reports whether a plan replaces kubelet.conf.
+func RenewsKubeletConf(p *renew.Plan) bool {
+	for _, it := range p.Items {
+		if it.Name == "kubelet.conf" {
+			return true
+		}
+	}
+	return false
+}
+
+// KubeletAfterRenewal restarts the kubelet when its kubeconfig was
+// renewed, and records the outcome.
+func KubeletAfterRenewal(ctx context.Context, p *renew.Plan, restart func(context.Context) error, log logrus.FieldLogger, rec RestartRecorder) error {
+	if !RenewsKubeletConf(p) {
+		return nil
+	}
+	if restart == nil {
+		log.WithFields(logrus.Fields{"COMPONENT": "kubelet", "CERT": "kubelet.conf"}).Warn("kubelet.conf renewed: the kubelet reads it only at start; restart the kubelet (set kubeletRestartCommand to let pkirenewd do it)")
+		return nil
+	}
+	log.WithFields(logrus.Fields{"COMPONENT": "kubelet", "ACTION": "restart"}).Info("restarting the kubelet for its renewed kubelet.conf")
+	err := restart(ctx)
+	if rec != nil {
+		rec.Restart("kubelet", err)
+	}
+	if err != nil {
+		return fmt.Errorf("kubelet.conf was renewed but restarting the kubelet failed: %w", err)
+	}
+	log.WithFields(logrus.Fields{"COMPONENT": "kubelet", "ACTION": "restarted"}).Info("kubelet restarted")
+	return nil
 }
 
 var _ Engine = (*NodeEngine)(nil)
@@ -85,7 +121,7 @@ func (e *NodeEngine) Renew(ctx context.Context, names []string) ([]string, error
 	// The configured paths, as the file watcher reports them.
 	written := plan.Paths()
 	if rst == nil {
-		return written, nil
+		return written, KubeletAfterRenewal(ctx, plan, e.RestartKubelet, e.Log, e.Restarts)
 	}
 	affected := cri.Affected(manifests, plan.Paths())
 	var sel []*cri.Manifest
@@ -112,5 +148,5 @@ func (e *NodeEngine) Renew(ctx context.Context, names []string) ([]string, error
 		}
 		return written, err
 	}
-	return written, nil
+	return written, KubeletAfterRenewal(ctx, plan, e.RestartKubelet, e.Log, e.Restarts)
 }

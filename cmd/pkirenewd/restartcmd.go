@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os/exec"
 	"strings"
 	"time"
 
@@ -12,7 +13,9 @@ import (
 
 	"github.com/pkirenewd/pkirenewd/config"
 	"github.com/pkirenewd/pkirenewd/cri"
+	"github.com/pkirenewd/pkirenewd/daemon"
 	"github.com/pkirenewd/pkirenewd/renew"
+	"github.com/pkirenewd/pkirenewd/systemd"
 )
 
 // crictlConfig is where crictl keeps its runtime endpoint.
@@ -34,6 +37,30 @@ func connector(cfg config.Config, log logrus.FieldLogger) func(ctx context.Conte
 		r := &cri.Restarter{Runtime: client, Prober: cri.HTTPProber{}, Log: log, Timeout: cfg.RestartTimeout}
 		return r, func() { _ = client.Close() }, nil
 	}
+}
+
+// kubeletRestarter restarts the kubelet: the configured command, else
+// kubelet.service through systemd's D-Bus API when systemd runs, else nil.
+func kubeletRestarter(cfg config.Config) func(ctx context.Context) error {
+	if cmd := cfg.KubeletRestartCommand; cmd != "" {
+		return func(ctx context.Context) error {
+			ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+			defer cancel()
+			out, err := exec.CommandContext(ctx, "/bin/sh", "-c", cmd).CombinedOutput()
+			if err != nil {
+				return fmt.Errorf("kubeletRestartCommand %q: %w: %s", cmd, err, strings.TrimSpace(string(out)))
+			}
+			return nil
+		}
+	}
+	if systemd.Running() {
+		return func(ctx context.Context) error {
+			ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+			defer cancel()
+			return systemd.RestartUnit(ctx, "kubelet.service")
+		}
+	}
+	return nil
 }
 
 func (o *options) restarter(ctx context.Context) (*cri.Restarter, func(), error) {
@@ -125,14 +152,18 @@ Exit status: 0 all healthy, 1 failed.`,
 // component is restarted on them.
 func restartAfterRenewal(ctx context.Context, o *options, r *cri.Restarter, rn *renew.Renewer, manifests []*cri.Manifest, plan *renew.Plan, res *renew.Result) error {
 	affected := cri.Affected(manifests, plan.Paths())
-	for _, p := range plan.Items {
-		if p.Name == "kubelet.conf" {
-			fmt.Fprintln(o.stdout, "kubelet.conf was renewed: the kubelet reads it only at start; restart it (systemctl restart kubelet).")
+	kubelet := func() error {
+		if err := daemon.KubeletAfterRenewal(ctx, plan, kubeletRestarter(o.cfg), o.log, nil); err != nil {
+			return err
 		}
+		if daemon.RenewsKubeletConf(plan) && kubeletRestarter(o.cfg) != nil {
+			fmt.Fprintln(o.stdout, "restarted kubelet                  for its renewed kubelet.conf")
+		}
+		return nil
 	}
 	if len(affected) == 0 {
-		fmt.Fprintln(o.stdout, "No static pod uses the renewed files: nothing to restart.")
-		return nil
+		fmt.Fprintln(o.stdout, "No static pod uses the renewed files.")
+		return kubelet()
 	}
 	sel, err := selectManifests(manifests, affected)
 	if err != nil {
@@ -153,5 +184,5 @@ func restartAfterRenewal(ctx context.Context, o *options, r *cri.Restarter, rn *
 		return err
 	}
 	fmt.Fprintf(o.stdout, "All %d restarted components are healthy (%.1fs).\n", len(affected), time.Since(start).Seconds())
-	return nil
+	return kubelet()
 }

@@ -54,6 +54,7 @@ func (o *options) nodeEngine(cfg config.Config, metrics *daemon.PromMetrics) (da
 	}
 	if cfg.RestartComponents {
 		e.Connect = connector(cfg, o.log)
+		e.RestartKubelet = kubeletRestarter(cfg)
 	}
 	return e, nil
 }

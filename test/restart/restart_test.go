@@ -156,13 +156,19 @@ func TestRenewRestartOnRealContainerd(t *testing.T) {
 		return nil
 	})
 
-	// 1. Everything is due: renew and restart all four, in order.
+	// 1. Everything is due: renew and restart all four, in order, then
+	// the kubelet for its renewed kubelet.conf (here a command that leaves
+	// a mark).
+	mark := filepath.Join(n.root, "kubelet-restarted")
 	start := time.Now()
-	out, code := n.pkirenewd(t, "renew", "--restart")
+	out, code := n.pkirenewd(t, "renew", "--restart", "--kubelet-restart-command", "touch "+mark)
 	if code != 0 {
 		t.Fatalf("renew --restart: exit %d\n%s", code, out)
 	}
 	t.Logf("renew --restart of 4 components took %v\n%s", time.Since(start).Round(time.Millisecond), out)
+	if _, err := os.Stat(mark); err != nil || !strings.Contains(out, "restarted kubelet") {
+		t.Errorf("the kubelet was not restarted for its renewed kubelet.conf: %v", err)
+	}
 	var created []time.Time
 	for _, c := range order {
 		times := n.kubelet.CreationTimes(c)

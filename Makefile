@@ -12,7 +12,7 @@ BIN     := bin/pkirenewd
 STATICCHECK_VERSION := v0.8.2
 TOOLS_BIN := $(CACHE)/tools
 
-.PHONY: help build test unit kubeadm containerd demo bench lint clean
+.PHONY: help build test unit kubeadm containerd demo bench lint clean deb rpm stage
 
 help: ## Show this help
 	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z_-]+:.*## /{printf "  \033[1m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -48,6 +48,23 @@ lint: ## go vet, gofmt and staticcheck (pinned)
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
 	@test -x $(TOOLS_BIN)/staticcheck || GOBIN=$(TOOLS_BIN) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 	$(TOOLS_BIN)/staticcheck ./...
+
+# Package version from git: v1.2.3 -> 1.2.3; untagged -> 0.0.0~git<date>.<sha>.
+PKG_VERSION ?= $(shell v=$$(git describe --tags --exact-match 2>/dev/null) && echo $${v\#v} || echo 0.0.0~git$$(git log -1 --format=%cd --date=format:%Y%m%d%H%M%S).$$(git rev-parse --short HEAD))
+
+stage: build
+	rm -rf dist/stage && mkdir -p dist/stage
+	cp $(BIN) dist/stage/pkirenewd
+	gzip -9n < packaging/man/pkirenewd.8 > dist/stage/pkirenewd.8.gz
+	$(BIN) completion bash > dist/stage/pkirenewd.bash
+	$(BIN) completion zsh > dist/stage/_pkirenewd
+	printf 'pkirenewd ($(PKG_VERSION)-1) unstable; urgency=medium\n\n  * Built from git $(VERSION).\n\n -- pkirenewd developers <pkirenewd@example.org>  %s\n' "$$(date -R -d @$$(git log -1 --format=%ct))" | gzip -9n > dist/stage/changelog.Debian.gz
+
+deb: stage ## Build dist/pkirenewd_<version>_amd64.deb (nfpm, pinned)
+	VERSION=$(PKG_VERSION) $$(bash test/tools/build-nfpm.sh | tail -1) package -f packaging/nfpm.yaml -p deb -t dist/
+
+rpm: stage ## Build dist/pkirenewd-<version>.x86_64.rpm (nfpm, pinned)
+	VERSION=$(PKG_VERSION) $$(bash test/tools/build-nfpm.sh | tail -1) package -f packaging/nfpm.yaml -p rpm -t dist/
 
 clean: ## Remove build output (the tool cache stays)
 	rm -rf bin dist

@@ -12,7 +12,7 @@ BIN     := bin/pkirenewd
 STATICCHECK_VERSION := v0.8.2
 TOOLS_BIN := $(CACHE)/tools
 
-.PHONY: help build test unit kubeadm containerd demo bench lint clean deb rpm stage
+.PHONY: help build test unit kubeadm containerd demo bench lint clean deb rpm stage package-test
 
 help: ## Show this help
 	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z_-]+:.*## /{printf "  \033[1m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -29,9 +29,14 @@ unit: ## Unit tests only (no kubeadm)
 containerd: ## Install containerd and runc from Debian if missing (for the CRI tests)
 	@bash test/containerdrig/ensure-containerd.sh
 
-test: kubeadm containerd ## Full test suite: unit tests, real kubeadm, real containerd
+test: kubeadm containerd ## Full test suite: unit tests, real kubeadm, real containerd, packages under a real systemd
 	PKIRENEWD_KUBEADM=$$(bash test/tools/build-k8s.sh kubeadm | tail -1)/kubeadm \
 		$(GO) test -count=1 -timeout 20m ./...
+	$(MAKE) --no-print-directory package-test
+
+package-test: deb rpm ## Unit and package checks (systemd-analyze, lintian, rpm) and the .deb under systemd-nspawn
+	bash test/packaging/check.sh
+	bash test/packaging/nspawn.sh dist/pkirenewd_*.deb
 
 demo: build ## Make a throwaway PKI about to expire, check it, renew it, check again
 	@bash test/demo.sh $(BIN)
@@ -61,9 +66,11 @@ stage: build
 	printf 'pkirenewd ($(PKG_VERSION)-1) unstable; urgency=medium\n\n  * Built from git $(VERSION).\n\n -- pkirenewd developers <pkirenewd@example.org>  %s\n' "$$(date -R -d @$$(git log -1 --format=%ct))" | gzip -9n > dist/stage/changelog.Debian.gz
 
 deb: stage ## Build dist/pkirenewd_<version>_amd64.deb (nfpm, pinned)
+	rm -f dist/*.deb
 	VERSION=$(PKG_VERSION) $$(bash test/tools/build-nfpm.sh | tail -1) package -f packaging/nfpm.yaml -p deb -t dist/
 
 rpm: stage ## Build dist/pkirenewd-<version>.x86_64.rpm (nfpm, pinned)
+	rm -f dist/*.rpm
 	VERSION=$(PKG_VERSION) $$(bash test/tools/build-nfpm.sh | tail -1) package -f packaging/nfpm.yaml -p rpm -t dist/
 
 clean: ## Remove build output (the tool cache stays)

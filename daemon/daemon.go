@@ -218,23 +218,25 @@ func logItem(log logrus.FieldLogger, s renew.Status, verbose bool) {
 	}
 	switch {
 	case s.Err != nil:
-		e.WithError(s.Err).Error("broken: will not renew it")
+		e.WithError(s.Err).Errorf("%s: broken, will not renew it", s.Name)
 	case s.Missing:
-		e.Error("missing")
+		e.Errorf("%s: missing", s.Name)
 	case s.Kind == renew.KindCA && s.State != renew.StateOK:
-		e.Warn("CA expires soon; pkirenewd never renews CAs: plan a CA rotation")
+		e.Warnf("%s: CA expires %s; pkirenewd never renews CAs: plan a CA rotation", s.Name, fmtTime(s.Cert.NotAfter))
 	case s.External:
 		if verbose {
-			e.Info("signed by an external CA: reported only")
+			e.Infof("%s: signed by an external CA, reported only", s.Name)
 		}
 	case s.RotatedBy != "":
 		if verbose {
-			e.Infof("rotated by the %s: reported only", s.RotatedBy)
+			e.Infof("%s: rotated by the %s, reported only", s.Name, s.RotatedBy)
 		}
 	case s.State == renew.StateExpired:
-		e.Error("expired: renewing now")
+		e.Errorf("%s: expired, renewing now", s.Name)
+	case verbose && s.Kind == renew.KindCA:
+		e.Infof("%s: CA, expires %s (never renewed by pkirenewd)", s.Name, fmtTime(s.Cert.NotAfter))
 	case verbose:
-		e.Infof("%s", s.State)
+		e.Infof("%s: %s, expires %s, renewal at %s", s.Name, s.State, fmtTime(s.Cert.NotAfter), fmtTime(s.RenewAt))
 	}
 }
 

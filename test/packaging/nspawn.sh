@@ -1,0 +1,157 @@
+#!/usr/bin/env bash
+# Installs the .deb into a Debian bookworm booted under a real systemd
+# (systemd-nspawn) and proves the unit works there: active with Type=notify
+# honoured, no restarts, structured journal fields, reload, a config edit
+# taking effect, remove stops it, purge removes its state.
+#
+#   bash test/packaging/nspawn.sh dist/pkirenewd_*.deb
+#
+# The bookworm rootfs (debootstrap minbase + systemd, dbus) is cached as a
+# tarball in ${PKIRENEWD_CACHE:-~/.cache/pkirenewd}/rootfs.
+set -euo pipefail
+deb=$(readlink -f "$1")
+cd "$(dirname "$0")/../.."
+cache=${PKIRENEWD_CACHE:-$HOME/.cache/pkirenewd}/rootfs
+tarball=$cache/bookworm-minbase-systemd.tar
+say() { printf 'nspawn: %s\n' "$*"; }
+fail() { printf 'nspawn: FAIL: %s\n' "$*"; exit 1; }
+
+need=()
+command -v systemd-nspawn >/dev/null || need+=(systemd-container)
+command -v debootstrap >/dev/null || need+=(debootstrap)
+if ((${#need[@]})); then
+	say "installing ${need[*]} from Debian"
+	DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+if [[ ! -s $tarball ]]; then
+	mirror=$(grep -rhoE '^(URIs:|deb) +https?://[^ ]+' /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null | awk '{print $2}' | grep -v security | head -1)
+	mirror=${mirror:-http://deb.debian.org/debian}
+	say "debootstrap bookworm from $mirror (once; cached)"
+	build=$(mktemp -d /var/tmp/pkr-debootstrap.XXXXXX)
+	start=$SECONDS
+	debootstrap --variant=minbase --include=systemd,systemd-sysv,dbus bookworm "$build/root" "$mirror" >"$build/log" 2>&1 ||
+		{ tail -20 "$build/log"; fail "debootstrap"; }
+	mkdir -p "$cache"
+	tar -C "$build/root" -cf "$tarball.tmp" . && mv "$tarball.tmp" "$tarball"
+	rm -rf "$build"
+	say "rootfs built in $((SECONDS - start)) s"
+fi
+
+work=$(mktemp -d /var/tmp/pkr-nspawn.XXXXXX)
+root=$work/root
+name=pkr-$$
+cg=pkr-nspawn-$$
+nspawn_pid=
+cleanup() {
+	set +e
+	if [[ -n $nspawn_pid ]] && kill -0 "$nspawn_pid" 2>/dev/null; then
+		[[ -n ${pid1:-} ]] && nsenter -t "$pid1" -a systemctl poweroff >/dev/null 2>&1
+		for _ in $(seq 100); do kill -0 "$nspawn_pid" 2>/dev/null || break; sleep 0.2; done
+		kill -9 "$nspawn_pid" 2>/dev/null
+		wait "$nspawn_pid" 2>/dev/null
+	fi
+	# Back to the root cgroups; kill whatever of the container outlived
+	# nspawn; then remove our cgroups depth-first.
+	for h in systemd unified; do
+		[[ -d /sys/fs/cgroup/$h/$cg ]] && echo $$ >"/sys/fs/cgroup/$h/cgroup.procs" 2>/dev/null
+	done
+	for _ in 1 2 3 4 5; do
+		pids=$(find /sys/fs/cgroup/systemd/$cg /sys/fs/cgroup/unified/$cg -name cgroup.procs -exec cat {} + 2>/dev/null | sort -u)
+		[[ -z $pids ]] && break
+		kill -9 $pids 2>/dev/null
+		sleep 0.3
+	done
+	for h in systemd unified; do
+		[[ -d /sys/fs/cgroup/$h/$cg ]] && find "/sys/fs/cgroup/$h/$cg" -depth -type d -exec rmdir {} \; 2>/dev/null
+		[[ -d /sys/fs/cgroup/$h/$cg ]] && echo "nspawn: warning: could not remove /sys/fs/cgroup/$h/$cg" >&2
+	done
+	for m in $(awk -v r="$root" '$2 ~ "^"r {print $2}' /proc/self/mounts | sort -r); do umount -l "$m" 2>/dev/null; done
+	rm -rf "$work"
+}
+trap cleanup EXIT
+
+mkdir -p "$root"
+tar -C "$root" -xf "$tarball"
+# A node to look after: a kubeadm-shaped PKI, an empty manifests dir.
+go run ./test/pkigen -node-name "$name" "$root/etc/kubernetes" >/dev/null
+mkdir -p "$root/etc/kubernetes/manifests"
+cp "$deb" "$root/root/pkirenewd.deb"
+
+# systemd-nspawn --keep-unit runs the container in our own cgroup: make it
+# a private one in both the named systemd and the unified hierarchy (cgroup
+# v1 hybrid here).
+for h in systemd unified; do
+	if [[ -d /sys/fs/cgroup/$h ]]; then
+		mkdir -p "/sys/fs/cgroup/$h/$cg"
+		echo $$ >"/sys/fs/cgroup/$h/$cg/cgroup.procs"
+	fi
+done
+start=$SECONDS
+systemd-nspawn -q -D "$root" -M "$name" --boot --register=no --keep-unit --console=read-only >"$work/console.log" 2>&1 &
+nspawn_pid=$!
+pid1=
+for _ in $(seq 100); do
+	pid1=$(pgrep -P "$nspawn_pid" | head -1 || true)
+	[[ -n $pid1 ]] && break
+	sleep 0.1
+done
+[[ -n $pid1 ]] || { cat "$work/console.log"; fail "no container PID 1"; }
+ct() { nsenter -t "$pid1" -a "$@"; }
+state=
+for _ in $(seq 150); do
+	state=$(ct systemctl is-system-running 2>/dev/null || true)
+	[[ $state == running || $state == degraded ]] && break
+	sleep 0.2
+done
+[[ $state == running || $state == degraded ]] || { tail -30 "$work/console.log"; fail "systemd did not come up ($state)"; }
+say "container booted ($state) in $((SECONDS - start)) s"
+
+ct env DEBIAN_FRONTEND=noninteractive apt-get install -y -q /root/pkirenewd.deb >"$work/apt.log" 2>&1 || { cat "$work/apt.log"; fail "apt install"; }
+say "installed with apt"
+for _ in $(seq 50); do
+	[[ $(ct systemctl is-active pkirenewd 2>/dev/null) == active ]] && break
+	sleep 0.2
+done
+show() { ct systemctl show pkirenewd -p "$1" --value; }
+[[ $(show ActiveState) == active ]] || { ct journalctl -u pkirenewd --no-pager | tail -20; fail "pkirenewd is $(show ActiveState)"; }
+[[ $(show Type) == notify ]] || fail "Type=$(show Type)"
+[[ $(show NRestarts) == 0 ]] || fail "NRestarts=$(show NRestarts)"
+[[ $(ct systemctl is-enabled pkirenewd) == enabled ]] || fail "not enabled"
+status=$(show StatusText)
+[[ $status == *"certs ok"* ]] || fail "StatusText=$status"
+say "active (Type=notify, READY seen: status \"$status\"), enabled, 0 restarts"
+
+ct journalctl -u pkirenewd -o json --no-pager >"$work/journal.json"
+for field in '"CERT":"apiserver"' '"NOT_AFTER":' '"RENEW_AT":' '"PATH":"/etc/kubernetes/pki/apiserver.crt"' '"PRIORITY":"6"' '"SYSLOG_IDENTIFIER":"pkirenewd"'; do
+	grep -qF "$field" "$work/journal.json" || fail "journal lacks $field"
+done
+ct journalctl -u pkirenewd CERT=apiserver --no-pager -o cat | grep -q . || fail "journalctl CERT=apiserver finds nothing"
+say "journal carries the structured fields (journalctl -u pkirenewd CERT=apiserver works)"
+
+reload() {
+	ct systemctl reload pkirenewd || {
+		ct systemctl status pkirenewd --no-pager -l | tail -20
+		fail "systemctl reload"
+	}
+	sleep 1
+}
+reload
+ct journalctl -u pkirenewd --no-pager -o cat | grep -q "configuration reloaded" || fail "reload not logged"
+[[ $(show ActiveState) == active && $(show NRestarts) == 0 ]] || fail "not active after reload"
+# A config edit: renew 180 days ahead instead of 90 — the next renewal
+# moves 90 days closer.
+echo "renewBefore: 180d" >>"$root/etc/pkirenewd/config.yaml"
+reload
+after=$(show StatusText)
+[[ $after != "$status" && $after == *"certs ok"* ]] || fail "config edit had no effect: \"$status\" -> \"$after\""
+say "reload logged; config edit took effect: \"$after\""
+
+ct env DEBIAN_FRONTEND=noninteractive apt-get remove -y -q pkirenewd >"$work/apt.log" 2>&1 || { cat "$work/apt.log"; fail "apt remove"; }
+[[ $(ct systemctl is-active pkirenewd 2>/dev/null || true) != active ]] || fail "still active after apt remove"
+[[ -d $root/var/lib/pkirenewd ]] || fail "state removed by apt remove"
+ct env DEBIAN_FRONTEND=noninteractive apt-get purge -y -q pkirenewd >"$work/apt.log" 2>&1 || { cat "$work/apt.log"; fail "apt purge"; }
+[[ ! -e $root/var/lib/pkirenewd ]] || fail "state kept after apt purge"
+say "apt remove stopped it and kept its state; apt purge removed the state"
+say "PASS in $((SECONDS - start)) s"

@@ -146,8 +146,8 @@ func Keys() []Key {
 		},
 		{
 			Name: "kubeletRestartCommand", Flag: "kubelet-restart-command", Usage: "shell command that restarts the kubelet after kubelet.conf was renewed (default: restart kubelet.service through systemd's D-Bus API)",
-			set:  func(c *Config, v string) error { c.KubeletRestartCommand = v; return nil },
-			get:  func(c *Config) string { return c.KubeletRestartCommand },
+			set: func(c *Config, v string) error { c.KubeletRestartCommand = v; return nil },
+			get: func(c *Config) string { return c.KubeletRestartCommand },
 		},
 	}
 }

@@ -29,10 +29,10 @@ unit: ## Unit tests only (no kubeadm)
 containerd: ## Install containerd and runc from Debian if missing (for the CRI tests)
 	@bash test/containerdrig/ensure-containerd.sh
 
-test: kubeadm containerd ## Full test suite: unit tests, real kubeadm, real containerd, packages under a real systemd
+test: kubeadm containerd ## Full test suite: packages under a real systemd, unit tests, real kubeadm, real containerd
+	$(MAKE) --no-print-directory package-test
 	PKIRENEWD_KUBEADM=$$(bash test/tools/build-k8s.sh kubeadm | tail -1)/kubeadm \
 		$(GO) test -count=1 -timeout 20m ./...
-	$(MAKE) --no-print-directory package-test
 
 package-test: deb rpm ## Unit and package checks (systemd-analyze, lintian, rpm) and the .deb under systemd-nspawn
 	bash test/packaging/check.sh

@@ -299,6 +299,9 @@ func (l *loop) reload() {
 		l.Log.WithError(err).Error("reload failed: keeping the previous configuration")
 	} else {
 		l.engine = e
+		// A new configuration deserves a fresh attempt, not the rest of
+		// the old one's backoff.
+		l.failures, l.retryAt = 0, time.Time{}
 		l.Log.WithField("ACTION", "reload").Info("configuration reloaded")
 		_ = l.check(false)
 	}

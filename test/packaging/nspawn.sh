@@ -74,8 +74,10 @@ trap cleanup EXIT
 
 mkdir -p "$root"
 tar -C "$root" -xf "$tarball"
-# A node to look after: a kubeadm-shaped PKI, an empty manifests dir.
-go run ./test/pkigen -node-name "$name" "$root/etc/kubernetes" >/dev/null
+# A node to look after: a kubeadm-shaped PKI issued 300 days ago (so due),
+# an empty manifests dir, and no container runtime.
+go run ./test/pkigen -age 7200h -node-name "$name" "$root/etc/kubernetes" >/dev/null
+apiserver_before=$(sha256sum "$root/etc/kubernetes/pki/apiserver.crt")
 mkdir -p "$root/etc/kubernetes/manifests"
 cp "$deb" "$root/root/pkirenewd.deb"
 
@@ -120,8 +122,16 @@ show() { ct systemctl show pkirenewd -p "$1" --value; }
 [[ $(show NRestarts) == 0 ]] || fail "NRestarts=$(show NRestarts)"
 [[ $(ct systemctl is-enabled pkirenewd) == enabled ]] || fail "not enabled"
 status=$(show StatusText)
-[[ $status == *"certs ok"* ]] || fail "StatusText=$status"
-say "active (Type=notify, READY seen: status \"$status\"), enabled, 0 restarts"
+[[ $status == *"renewal failed"* ]] || fail "StatusText=$status"
+say "active (Type=notify, READY seen), enabled, 0 restarts: \"$status\""
+# Due, but no container runtime to restart anything with: nothing written.
+for _ in $(seq 50); do
+	ct journalctl -u pkirenewd --no-pager -o cat | grep -q "renewal failed" && break
+	sleep 0.2
+done
+ct journalctl -u pkirenewd --no-pager -o cat | grep -q "container runtime" || fail "no runtime error logged"
+[[ $(sha256sum "$root/etc/kubernetes/pki/apiserver.crt") == "$apiserver_before" ]] || fail "files written without a runtime"
+say "due, no container runtime: the error is logged and nothing was written"
 
 ct journalctl -u pkirenewd -o json --no-pager >"$work/journal.json"
 for field in '"CERT":"apiserver"' '"NOT_AFTER":' '"RENEW_AT":' '"PATH":"/etc/kubernetes/pki/apiserver.crt"' '"PRIORITY":"6"' '"SYSLOG_IDENTIFIER":"pkirenewd"'; do
@@ -140,13 +150,23 @@ reload() {
 reload
 ct journalctl -u pkirenewd --no-pager -o cat | grep -q "configuration reloaded" || fail "reload not logged"
 [[ $(show ActiveState) == active && $(show NRestarts) == 0 ]] || fail "not active after reload"
-# A config edit: renew 180 days ahead instead of 90 — the next renewal
-# moves 90 days closer.
-echo "renewBefore: 180d" >>"$root/etc/pkirenewd/config.yaml"
+# A config edit: renew files only (no runtime here). The reload takes it,
+# the renewal goes through under the hardened unit (ProtectSystem=strict,
+# ReadWritePaths), and the node is fine again.
+echo "restartComponents: false" >>"$root/etc/pkirenewd/config.yaml"
 reload
-after=$(show StatusText)
-[[ $after != "$status" && $after == *"certs ok"* ]] || fail "config edit had no effect: \"$status\" -> \"$after\""
-say "reload logged; config edit took effect: \"$after\""
+after=
+for _ in $(seq 50); do
+	after=$(show StatusText)
+	[[ $after == "12/12 certs ok"* ]] && break
+	sleep 0.2
+done
+[[ $after == "12/12 certs ok"* ]] || { ct journalctl -u pkirenewd --no-pager -o cat | tail; fail "config edit had no effect: \"$after\""; }
+[[ $(sha256sum "$root/etc/kubernetes/pki/apiserver.crt") != "$apiserver_before" ]] || fail "apiserver.crt not renewed"
+ls "$root"/var/lib/pkirenewd/backups/*/MANIFEST >/dev/null || fail "no backup in /var/lib/pkirenewd"
+[[ $(stat -c %a "$root/etc/kubernetes/pki/apiserver.key") == 600 ]] || fail "key mode changed"
+ct /usr/bin/pkirenewd check >/dev/null || fail "pkirenewd check after the renewal"
+say "reload logged; config edit took effect; 12 certificates renewed under the hardened unit: \"$after\""
 
 ct env DEBIAN_FRONTEND=noninteractive apt-get remove -y -q pkirenewd >"$work/apt.log" 2>&1 || { cat "$work/apt.log"; fail "apt remove"; }
 [[ $(ct systemctl is-active pkirenewd 2>/dev/null || true) != active ]] || fail "still active after apt remove"

@@ -12,7 +12,7 @@ BIN     := bin/pkirenewd
 STATICCHECK_VERSION := v0.8.2
 TOOLS_BIN := $(CACHE)/tools
 
-.PHONY: help build test unit kubeadm containerd demo bench lint clean deb rpm stage package-test
+.PHONY: help build test unit kubeadm containerd demo bench lint clean deb rpm stage package-test fuzz
 
 help: ## Show this help
 	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z_-]+:.*## /{printf "  \033[1m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -47,6 +47,14 @@ bench: build kubeadm containerd ## Benchmarks: renewal vs `kubeadm certs renew a
 	@bash test/bench-ratio.sh /tmp/pkirenewd-bench.txt
 	$(GO) test -count=1 -run '^$$' -bench Restart -benchtime 10x ./test/restart/
 	bash test/idle-cost.sh $(BIN) 60
+
+FUZZTIME ?= 10m
+FUZZ_TARGETS := renew:FuzzParseCertPEM renew:FuzzParseKeyPEM renew:FuzzKubeconfig renew:FuzzParseKubeadmConfig \
+	config:FuzzParse config:FuzzParseDuration cri:FuzzParseManifest cri:FuzzCrictlYAML
+
+fuzz: ## Run every fuzz target for FUZZTIME (default 10m) each; `make test` runs their seed corpora
+	@for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; echo "== $$pkg $$fn ($(FUZZTIME))"; \
+		$(GO) test ./$$pkg/ -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) || exit 1; done
 
 lint: ## go vet, gofmt and staticcheck (pinned)
 	$(GO) vet ./...

@@ -1,11 +1,13 @@
 package renew_test
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -203,5 +205,52 @@ func TestBackupsAndRestore(t *testing.T) {
 	entries, _ = os.ReadDir(filepath.Join(f.stateDir, "backups"))
 	if len(entries) != 10 {
 		t.Errorf("%d backups kept, want 10", len(entries))
+	}
+}
+
+// Private keys are never readable by group or others at any step of a
+// transaction, whatever the umask; backups are 0700/0600.
+func TestKeysNeverReadableByOthers(t *testing.T) {
+	old := syscall.Umask(0)
+	defer syscall.Umask(old)
+	f := newFixture(t, renewtest.Options{Algorithm: "ECDSA-P256"})
+	checked := 0
+	check := func(step string) {
+		for _, dir := range []string{f.layout.KubeconfigDir, f.stateDir} {
+			_ = filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+				if err != nil || d.IsDir() {
+					if err == nil && strings.HasPrefix(p, filepath.Join(f.stateDir, "backups")) {
+						if st, _ := os.Stat(p); st.Mode().Perm() != 0o700 {
+							t.Errorf("at %s: backup dir %s mode %o", step, p, st.Mode().Perm())
+						}
+					}
+					return nil
+				}
+				data, rerr := os.ReadFile(p)
+				st, serr := os.Stat(p)
+				if rerr != nil || serr != nil {
+					return nil
+				}
+				if bytes.Contains(data, []byte("PRIVATE KEY")) || bytes.Contains(data, []byte("client-key-data")) || strings.HasPrefix(p, filepath.Join(f.stateDir, "backups")) {
+					checked++
+					if st.Mode().Perm()&0o077 != 0 {
+						t.Errorf("at %s: %s holds key material with mode %o", step, p, st.Mode().Perm())
+					}
+				}
+				return nil
+			})
+		}
+	}
+	r := f.renewer(func(o *renew.Options) { o.Step = check })
+	inv, _, _ := r.Inventory()
+	plan, err := r.Plan(inv, renew.Selection{Force: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Apply(plan); err != nil {
+		t.Fatal(err)
+	}
+	if checked < 100 {
+		t.Fatalf("only %d key-file checks", checked)
 	}
 }

@@ -140,12 +140,19 @@ func writeNew(p string, data []byte, meta fileMeta) (err error) {
 	if err = f.Chmod(0o600); err != nil {
 		return err
 	}
-	if _, err = f.Write(data); err != nil {
+	half := len(data) / 2
+	if _, err = f.Write(data[:half]); err != nil {
 		return err
 	}
+	hit("mid-write:" + filepath.Base(p))
+	if _, err = f.Write(data[half:]); err != nil {
+		return err
+	}
+	hit("before-fsync:" + filepath.Base(p))
 	if err = f.Sync(); err != nil {
 		return err
 	}
+	hit("after-fsync:" + filepath.Base(p))
 	if meta.UID >= 0 && (meta.UID != os.Geteuid() || meta.GID != os.Getegid()) {
 		if err = f.Chown(meta.UID, meta.GID); err != nil {
 			return err

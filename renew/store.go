@@ -72,6 +72,7 @@ func (s *Store) journalPath() string { return filepath.Join(s.StateDir, "journal
 func (s *Store) backupsDir() string  { return filepath.Join(s.StateDir, "backups") }
 
 func (s *Store) step(name string) {
+	hit(name)
 	if s.Step != nil {
 		s.Step(name)
 	}

@@ -1,0 +1,13 @@
+package renew
+
+// failpoint is called at every step of a transaction, including in the
+// middle of writing a file. Release builds leave it nil; a build with the
+// "failpoints" tag sets it to kill the process at a chosen step (see
+// failpoint_on.go), to prove crash consistency with a real SIGKILL.
+var failpoint func(step string)
+
+func hit(step string) {
+	if failpoint != nil {
+		failpoint(step)
+	}
+}

@@ -12,7 +12,7 @@ BIN     := bin/pkirenewd
 STATICCHECK_VERSION := v0.8.2
 TOOLS_BIN := $(CACHE)/tools
 
-.PHONY: help build test unit kubeadm containerd demo bench lint clean deb rpm stage package-test fuzz
+.PHONY: help build test unit kubeadm containerd demo bench lint clean deb rpm stage package-test fuzz e2e
 
 help: ## Show this help
 	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z_-]+:.*## /{printf "  \033[1m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -33,6 +33,14 @@ test: kubeadm containerd ## Full test suite: packages under a real systemd, unit
 	$(MAKE) --no-print-directory package-test
 	PKIRENEWD_KUBEADM=$$(bash test/tools/build-k8s.sh kubeadm | tail -1)/kubeadm \
 		$(GO) test -count=1 -timeout 20m ./...
+
+E2E_LOGS ?= /tmp/pkirenewd-e2e-logs
+
+e2e: containerd ## End to end on a real control plane (kubelet, etcd, apiserver, cm, scheduler on containerd); owns /etc/kubernetes
+	bash test/tools/build-k8s.sh all >/dev/null
+	rm -rf $(E2E_LOGS) && mkdir -p $(E2E_LOGS)
+	PKIRENEWD_E2E_LOGS=$(E2E_LOGS) $(GO) test -tags e2e -count=1 -timeout 30m -v ./test/e2e/ || \
+		{ echo "e2e failed; log tails from $(E2E_LOGS):"; find $(E2E_LOGS) -type f -name '*.log' -exec sh -c 'echo "== $$1"; tail -20 "$$1"' _ {} \; ; exit 1; }
 
 package-test: deb rpm ## Unit and package checks (systemd-analyze, lintian, rpm) and the .deb under systemd-nspawn
 	bash test/packaging/check.sh

@@ -45,6 +45,8 @@ func TestNextWake(t *testing.T) {
 		{"due now", []renew.Status{status("a", t0.Add(-h), t0.Add(h), t0), status("b", t0.Add(10*h), t0.Add(20*h), t0)}, []string{"a"}, t0, "b"},
 		{"expired is due", []renew.Status{status("a", t0.Add(-2*h), t0.Add(-h), t0)}, []string{"a"}, t0, ""},
 		{"CAs and external items never due", []renew.Status{ca, external}, nil, t0.Add(h), ""},
+		// Issued seconds apart (kubeadm: PKI, then kubeconfigs): renewed together.
+		{"soon-due items join the due ones", []renew.Status{status("apiserver", t0.Add(-time.Second), t0.Add(90*24*h), t0), status("admin.conf", t0.Add(2*time.Second), t0.Add(90*24*h), t0), status("later", t0.Add(30*24*h), t0.Add(90*24*h), t0)}, []string{"apiserver", "admin.conf"}, t0, "later"},
 	}
 	for _, tc := range tests {
 		p := daemon.NextWake(t0, tc.statuses, h)

@@ -47,11 +47,27 @@ func NextWake(now time.Time, statuses []renew.Status, maxSleep time.Duration) Pl
 			p.Next, p.NextAt = s.Name, s.RenewAt
 		}
 	}
+	if len(p.Due) > 0 {
+		// kubeadm issues the PKI a second or two before the kubeconfigs:
+		// renew what falls due within a tenth of its own renewal window
+		// together with what is due, so one issuance means one
+		// transaction and one rolling restart, not two.
+		p.Next, p.NextAt = "", time.Time{}
+		for _, s := range statuses {
+			if !s.Renewable() || s.State != renew.StateOK {
+				continue
+			}
+			if batch := s.Cert.NotAfter.Sub(s.RenewAt) / 10; !s.RenewAt.After(now.Add(batch)) {
+				p.Due = append(p.Due, s.Name)
+			} else if p.Next == "" || s.RenewAt.Before(p.NextAt) {
+				p.Next, p.NextAt = s.Name, s.RenewAt
+			}
+		}
+		p.Wake = now
+		return p
+	}
 	if p.Next != "" && p.NextAt.Before(p.Wake) {
 		p.Wake = p.NextAt
-	}
-	if len(p.Due) > 0 {
-		p.Wake = now
 	}
 	return p
 }

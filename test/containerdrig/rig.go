@@ -194,7 +194,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 	r.cmd.Stdout, r.cmd.Stderr = logf, logf
 	// containerd dies with the test binary if that is killed; shims
 	// outlive it by design (cleanup handles them).
-	r.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	r.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true} // Ctrl-C of the test must not stop it before the pods are removed
 	if err := r.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

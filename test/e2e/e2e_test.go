@@ -1,0 +1,461 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/pkirenewd/pkirenewd/cri"
+	"github.com/pkirenewd/pkirenewd/test/testbin"
+)
+
+var pkirenewdBin string
+
+func TestMain(m *testing.M) { testbin.Main(m, &pkirenewdBin) }
+
+// TestControlPlane brings the control plane up, checks it works end to end
+// (health, the CRI's view, an API write) and tears it down.
+func TestControlPlane(t *testing.T) {
+	cp := StartControlPlane(t, Options{})
+	ctx := cp.Context()
+	if err := cp.Healthy(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range Components {
+		p, err := cp.ReadyPod(ctx, c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("%s: sandbox %.13s attempt %d, container %.13s", c, p.SandboxID, p.Attempt, p.ContainerID)
+	}
+	createConfigMap(t, cp, "e2e-smoke")
+	// The kubelet registered the node and the mirror pods.
+	if err := cp.Poll(time.Minute, time.Second, "mirror pods", func(ctx context.Context) error {
+		b, err := cp.Admin.Get(ctx, "/api/v1/namespaces/kube-system/pods")
+		if err != nil {
+			return err
+		}
+		for _, c := range Components {
+			if !bytes.Contains(b, []byte(`"`+c+`-`+cp.Opts.NodeName+`"`)) {
+				return fmt.Errorf("no mirror pod %s-%s yet", c, cp.Opts.NodeName)
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func createConfigMap(t *testing.T, cp *ControlPlane, name string) {
+	t.Helper()
+	cm := map[string]any{
+		"apiVersion": "v1", "kind": "ConfigMap",
+		"metadata": map[string]any{"name": name},
+		"data":     map[string]string{"at": time.Now().UTC().Format(time.RFC3339Nano)},
+	}
+	if _, err := cp.Admin.Create(cp.Context(), "/api/v1/namespaces/default/configmaps", cm); err != nil {
+		t.Fatalf("create ConfigMap %s with admin.conf: %v", name, err)
+	}
+}
+
+// logEvent is one line of pkirenewd's JSON log.
+type logEvent struct {
+	At     time.Time // when the test read it
+	Fields map[string]any
+}
+
+func (e logEvent) str(k string) string {
+	v, _ := e.Fields[k].(string)
+	return v
+}
+
+// daemon is a running `pkirenewd run`.
+type daemon struct {
+	cmd    *exec.Cmd
+	done   chan struct{}
+	mu     sync.Mutex
+	events []logEvent
+}
+
+func (d *daemon) Events() []logEvent {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return append([]logEvent{}, d.events...)
+}
+
+func (d *daemon) exited() bool {
+	select {
+	case <-d.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// stop sends SIGTERM and waits for the exit (the daemon finishes the
+// component in hand first).
+func (d *daemon) stop(t *testing.T) error {
+	t.Helper()
+	if d.exited() {
+		return fmt.Errorf("pkirenewd had exited: %v", d.cmd.ProcessState)
+	}
+	_ = d.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-d.done:
+	case <-time.After(7 * time.Minute):
+		_ = d.cmd.Process.Kill()
+		<-d.done
+		return errors.New("pkirenewd did not stop within 7m of SIGTERM")
+	}
+	if code := d.cmd.ProcessState.ExitCode(); code != 0 {
+		return fmt.Errorf("pkirenewd exited with %d after SIGTERM", code)
+	}
+	return nil
+}
+
+// startDaemon runs `pkirenewd run` against the control plane, its log in
+// LogDir/pkirenewd.log (JSON lines) and parsed into events.
+func startDaemon(t *testing.T, cp *ControlPlane, args ...string) *daemon {
+	t.Helper()
+	logf, err := os.Create(filepath.Join(cp.LogDir, "pkirenewd.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	all := append([]string{"run", "--log-format", "json", "--log-level", "debug",
+		"--config", "/dev/null",
+		"--pki-dir", PKIDir, "--kubeconfig-dir", KubernetesDir, "--manifests-dir", ManifestsDir,
+		"--state-dir", t.TempDir(), "--cri-endpoint", cp.Rig.Endpoint(),
+		"--metrics-address", ""}, args...)
+	d := &daemon{cmd: exec.Command(pkirenewdBin, all...), done: make(chan struct{})}
+	pr, pw := io.Pipe()
+	d.cmd.Stdout, d.cmd.Stderr = pw, pw
+	// Own process group: a Ctrl-C reaches the test, which stops the
+	// daemon through its cleanup.
+	d.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("started %s %s", pkirenewdBin, strings.Join(all, " "))
+	go func() {
+		_ = d.cmd.Wait()
+		pw.Close()
+		close(d.done)
+	}()
+	go func() {
+		defer logf.Close()
+		sc := bufio.NewScanner(pr)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			line := sc.Bytes()
+			fmt.Fprintf(logf, "%s\n", line)
+			var f map[string]any
+			if json.Unmarshal(line, &f) != nil {
+				f = map[string]any{"msg": string(line), "level": "raw"}
+			}
+			d.mu.Lock()
+			d.events = append(d.events, logEvent{At: time.Now(), Fields: f})
+			d.mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		if !d.exited() {
+			_ = d.cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-d.done:
+			case <-time.After(30 * time.Second):
+				_ = d.cmd.Process.Kill()
+				<-d.done
+			}
+		}
+	})
+	return d
+}
+
+// leafSerials reads the serial of every renewable item: the leaf
+// certificates in the PKI and the client certificates embedded in the
+// kubeconfigs.
+func leafSerials(t *testing.T) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	for _, name := range []string{"apiserver", "apiserver-kubelet-client", "apiserver-etcd-client", "front-proxy-client",
+		"etcd/server", "etcd/peer", "etcd/healthcheck-client"} {
+		s, err := cri.SerialOnDisk(filepath.Join(PKIDir, name+".crt"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[name] = s
+	}
+	for _, name := range []string{"admin.conf", "super-admin.conf", "controller-manager.conf", "scheduler.conf", "kubelet.conf"} {
+		c, err := (&Client{Kubeconfig: filepath.Join(KubernetesDir, name)}).ClientCert()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[name] = c.SerialNumber.Text(16)
+	}
+	return out
+}
+
+func notAfter(t *testing.T, path string) time.Time {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := pem.Decode(data)
+	if b == nil {
+		t.Fatalf("%s: no PEM", path)
+	}
+	c, err := x509.ParseCertificate(b.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c.NotAfter
+}
+
+// restart is one "component healthy" of pkirenewd's log.
+type restart struct {
+	component, sandbox, took string
+	at                       time.Time
+}
+
+// restartedTwice lists the components restarted in more than one round.
+func restartedTwice(rounds [][]restart) []string {
+	n := map[string]int{}
+	var out []string
+	for _, round := range rounds {
+		for _, r := range round {
+			if n[r.component]++; n[r.component] == 2 {
+				out = append(out, r.component)
+			}
+		}
+	}
+	return out
+}
+
+// TestRenewalRollsTheRealControlPlane is scenario 1: kubeadm issued every
+// certificate for a few minutes; `pkirenewd run` renews them when due and
+// restarts etcd, kube-apiserver, kube-controller-manager and kube-scheduler
+// through the CRI, in that order, each recreated by the real kubelet and
+// healthy; afterwards the components serve and use the renewed
+// certificates and the API works with the renewed admin.conf.
+func TestRenewalRollsTheRealControlPlane(t *testing.T) {
+	const (
+		// kubeadm backdates NotBefore by 5 min, so a certificate lives
+		// 8 min and is due 2 min before expiry: 1 min after kubeadm
+		// issued it (minus pkirenewd's jitter of up to 12 s). The roll
+		// then has 2 min before the old certificates expire.
+		validity    = 3 * time.Minute
+		renewBefore = 2 * time.Minute
+	)
+	cp := StartControlPlane(t, Options{Validity: validity})
+	ctx := cp.Context()
+
+	before := map[string]Pod{}
+	for _, c := range Components {
+		p, err := cp.ReadyPod(ctx, c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		before[c] = p
+	}
+	oldSerials := leafSerials(t)
+	expiry := notAfter(t, filepath.Join(PKIDir, "apiserver.crt"))
+	t.Logf("certificates valid until %s (%v from now)", expiry.UTC().Format(time.RFC3339), time.Until(expiry).Round(time.Second))
+
+	daemonStart := time.Now()
+	d := startDaemon(t, cp, "--renew-before", renewBefore.String(), "--validity", validity.String(), "--restart-timeout", "6m")
+
+	// Wait until every item has been renewed and the daemon has finished
+	// the round(s) (it takes inventory — "scheduled" — after each).
+	// Give up before the original certificates expire.
+	var renewedAt time.Time
+	err := cp.Poll(time.Until(expiry)+time.Minute, time.Second, "renewal of every certificate", func(ctx context.Context) error {
+		if d.exited() {
+			return fmt.Errorf("pkirenewd exited: %v", d.cmd.ProcessState)
+		}
+		evs := d.Events()
+		for _, e := range evs {
+			if e.str("level") == "error" || e.str("level") == "fatal" {
+				return fmt.Errorf("pkirenewd logged an error: %v", e.Fields)
+			}
+		}
+		now := leafSerials(t)
+		var pending []string
+		for k, v := range now {
+			if v == oldSerials[k] {
+				pending = append(pending, k)
+			}
+		}
+		if len(pending) > 0 {
+			return fmt.Errorf("not renewed yet: %s", strings.Join(pending, " "))
+		}
+		if renewedAt.IsZero() {
+			renewedAt = time.Now()
+		}
+		lastRenew, lastScheduled := -1, -1
+		for i, e := range evs {
+			switch {
+			case e.str("msg") == "renewing":
+				lastRenew = i
+			case e.str("msg") == "scheduled":
+				lastScheduled = i
+			}
+		}
+		if lastScheduled < lastRenew {
+			return errors.New("the renewal round has not finished")
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.stop(t); err != nil {
+		t.Error(err)
+	}
+	evs := d.Events()
+
+	// The rounds: what was renewed, which components were restarted in
+	// which order, how long each took.
+	var rounds [][]restart
+	var firstRenew time.Time
+	for _, e := range evs {
+		switch {
+		case e.str("msg") == "renewing":
+			if firstRenew.IsZero() {
+				firstRenew = e.At
+			}
+			t.Logf("round %d: renewing %s (%v after the daemon started)", len(rounds)+1, e.str("CERT"), e.At.Sub(daemonStart).Round(time.Millisecond))
+			rounds = append(rounds, nil)
+		case e.str("msg") == "component healthy" && len(rounds) > 0:
+			r := restart{component: e.str("COMPONENT"), sandbox: e.str("SANDBOX"), took: e.str("TOOK"), at: e.At}
+			rounds[len(rounds)-1] = append(rounds[len(rounds)-1], r)
+			t.Logf("round %d: %s restarted and healthy in %s (new sandbox %s)", len(rounds), r.component, r.took, r.sandbox)
+		}
+	}
+	if len(rounds) == 0 {
+		t.Fatal("pkirenewd never logged a renewal")
+	}
+	// Each round restarted what it renewed in pkirenewd's order.
+	first, last := map[string]restart{}, map[string]restart{}
+	for i, round := range rounds {
+		var got []string
+		for _, r := range round {
+			got = append(got, r.component)
+			if _, ok := first[r.component]; !ok {
+				first[r.component] = r
+			}
+			last[r.component] = r
+		}
+		if want := cri.Order(got); strings.Join(got, ",") != strings.Join(want, ",") {
+			t.Errorf("round %d restarted %v, not in the order %v", i+1, got, want)
+		}
+	}
+	if len(rounds) > 1 {
+		// kubeadm issues the PKI (certs phase) a few seconds before the
+		// kubeconfigs (kubeconfig phase); pkirenewd renews what is due
+		// when it wakes, so the kubeconfigs come due in a second round.
+		t.Logf("NOTE: %d renewal rounds; components restarted more than once: %v", len(rounds), restartedTwice(rounds))
+	}
+
+	// The CRI: each component now runs in the sandbox of its last
+	// restart, made by the kubelet after the daemon started; the four
+	// sandboxes were made in the restart order.
+	var prev time.Time
+	for _, c := range Components {
+		if _, ok := first[c]; !ok {
+			t.Errorf("%s was never restarted", c)
+			continue
+		}
+		p, err := cp.ReadyPod(ctx, c)
+		if err != nil {
+			t.Error(err)
+			continue
+		}
+		if p.SandboxID == before[c].SandboxID {
+			t.Errorf("%s: still the sandbox from before the renewal (%.13s)", c, p.SandboxID)
+		}
+		if !strings.HasPrefix(p.SandboxID, last[c].sandbox) {
+			t.Errorf("%s runs in sandbox %.13s, pkirenewd saw %s healthy last", c, p.SandboxID, last[c].sandbox)
+		}
+		if !p.CreatedAt.After(daemonStart) {
+			t.Errorf("%s: sandbox %.13s created %s, before the daemon started", c, p.SandboxID, p.CreatedAt)
+		}
+		if !p.CreatedAt.After(prev) {
+			t.Errorf("%s: sandbox created %s, not after the previous component's (%s)", c, p.CreatedAt, prev)
+		}
+		prev = p.CreatedAt
+		t.Logf("%s: sandbox %.13s -> %.13s (created %v after the daemon started)", c, before[c].SandboxID,
+			p.SandboxID, p.CreatedAt.Sub(daemonStart).Round(time.Millisecond))
+	}
+
+	// Served certificates are the renewed files.
+	for _, x := range []struct{ addr, file string }{
+		{"127.0.0.1:6443", filepath.Join(PKIDir, "apiserver.crt")},
+		{"127.0.0.1:2379", filepath.Join(PKIDir, "etcd/server.crt")},
+	} {
+		onDisk, err := cri.SerialOnDisk(x.file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		served, err := cri.HTTPProber{}.ServedSerial(ctx, x.addr)
+		if err != nil {
+			t.Error(err)
+			continue
+		}
+		if served != onDisk {
+			t.Errorf("%s serves serial %s, %s has %s", x.addr, served, x.file, onDisk)
+		}
+		t.Logf("%s serves the renewed %s (serial %s)", x.addr, filepath.Base(x.file), served)
+	}
+
+	// The renewed admin.conf works: /readyz, the others' health, a write.
+	if c, err := cp.Admin.ClientCert(); err != nil || c.SerialNumber.Text(16) == oldSerials["admin.conf"] {
+		t.Fatalf("admin.conf was not renewed (%v)", err)
+	}
+	if err := cp.Healthy(ctx); err != nil {
+		t.Error(err)
+	}
+	createConfigMap(t, cp, "e2e-after-renewal")
+
+	// kubelet.conf embeds the kubelet's certificate (the init phases put
+	// it there): it was renewed, and without kubeletRestartCommand the
+	// daemon only says the kubelet must be restarted.
+	// TODO(issue 5): once kubeletRestartCommand is in, run the daemon with
+	// a command that restarts this kubelet (cp.RestartKubelet through a
+	// signal or a small helper) and check the kubelet uses the new
+	// certificate (its node lease keeps being renewed after the old one
+	// expired).
+	warned := false
+	for _, e := range evs {
+		if e.str("COMPONENT") == "kubelet" {
+			warned = true
+			t.Logf("pkirenewd about the kubelet: %s", e.str("msg"))
+		}
+	}
+	if !warned {
+		t.Error("kubelet.conf was renewed but pkirenewd said nothing about the kubelet")
+	}
+
+	var roll time.Duration
+	if n := len(rounds); n > 0 && len(rounds[n-1]) > 0 {
+		roll = rounds[n-1][len(rounds[n-1])-1].at.Sub(firstRenew)
+	}
+	t.Logf("timings: bring-up %v; daemon start to first renewal %v; first renewal to last component healthy %v",
+		cp.BringUp.Round(time.Millisecond), firstRenew.Sub(daemonStart).Round(time.Millisecond), roll.Round(time.Millisecond))
+}

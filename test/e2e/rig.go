@@ -1,0 +1,1254 @@
+//go:build e2e
+
+// Package e2e brings up a real single-node Kubernetes control plane —
+// kubeadm's PKI, kubeconfigs and static pod manifests, run by a real
+// kubelet on a real containerd (test/containerdrig) — and tears it down
+// completely, so that pkirenewd can be proven against the real thing.
+//
+// The package is built only with the e2e tag:
+//
+//	go test -tags e2e -timeout 30m -v ./test/e2e/
+//
+// It needs root, containerd and runc (test/containerdrig/ensure-containerd.sh)
+// and the pinned Kubernetes binaries (test/tools/build-k8s.sh all, cached).
+// It owns /etc/kubernetes for the duration of a test (kubeadm's manifests
+// folder is fixed): it refuses to run when that exists and was not made by
+// it. See README.md.
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/pkirenewd/pkirenewd/cri"
+	"github.com/pkirenewd/pkirenewd/test/containerdrig"
+)
+
+// Fixed locations of a kubeadm node.
+const (
+	KubernetesVersion = "v1.37.2"
+	KubernetesDir     = "/etc/kubernetes"
+	PKIDir            = "/etc/kubernetes/pki"
+	ManifestsDir      = "/etc/kubernetes/manifests"
+	// MarkerFile says /etc/kubernetes was made by this harness (it holds
+	// the owning process's PID).
+	MarkerFile = "/etc/kubernetes/.pkirenewd-e2e"
+	// AdvertiseAddress is the node's (non-loopback) address, on an
+	// interface of its own (a documentation address: traffic never leaves
+	// the machine).
+	AdvertiseAddress = "192.0.2.10"
+	// Interface carries AdvertiseAddress.
+	Interface = "pkre2e0"
+	// APIServer is where the tests reach the apiserver (certSANs has
+	// 127.0.0.1).
+	APIServer = "https://127.0.0.1:6443"
+)
+
+// Components are kubeadm's control-plane static pods, in pkirenewd's
+// restart order.
+var Components = []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"}
+
+// ports the control plane and the kubelet listen on; all must be free.
+var ports = []int{6443, 2379, 2380, 2381, 10257, 10259, 10250, 10248}
+
+// kubeletTunables are the sysctls the kubelet sets when
+// protectKernelDefaults is false; they are put back on teardown.
+var kubeletTunables = []string{"vm/overcommit_memory", "vm/panic_on_oom", "kernel/panic", "kernel/panic_on_oops",
+	"kernel/keys/root_maxkeys", "kernel/keys/root_maxbytes"}
+
+// hostPathsKubeletMakes are made on the host by the kubelet whatever its
+// root dir (device plugins, container log symlinks, flexvolume).
+var hostPathsKubeletMakes = []string{"/var/lib/kubelet/device-plugins", "/var/log/containers", "/var/log/pods",
+	"/usr/libexec/kubernetes/kubelet-plugins/volume/exec"}
+
+// Options shape a control plane.
+type Options struct {
+	// Validity is kubeadm's certificateValidityPeriod for every leaf
+	// certificate and kubeconfig (0: kubeadm's default, 8760h).
+	Validity time.Duration
+	// EncryptionAlgorithm is kubeadm's encryptionAlgorithm (empty: RSA-2048).
+	EncryptionAlgorithm string
+	// NodeName is nodeRegistration.name (default "node1").
+	NodeName string
+	// MaxContainerRestartPeriod caps the kubelet's CrashLoopBackOff
+	// (crashLoopBackOff.maxContainerRestartPeriod; default 1s, the
+	// minimum), so back-to-back restarts are not held back.
+	MaxContainerRestartPeriod time.Duration
+	// ReadyTimeout bounds the bring-up's wait for all four components
+	// (default 4m).
+	ReadyTimeout time.Duration
+}
+
+// ControlPlane is a running single-node control plane.
+type ControlPlane struct {
+	t    *testing.T
+	Opts Options
+	// Rig is the containerd the kubelet uses.
+	Rig *containerdrig.Rig
+	// Bin holds kubeadm, kubelet, the components and etcd.
+	Bin string
+	// Dir is the run's own temp dir: kubeadm config, dry-run manifests,
+	// kubelet root dir and config, etcd data.
+	Dir string
+	// LogDir gathers every log: kubeadm.log, kubelet.log, containerd.log,
+	// pods/ (the component containers' logs, the kubelet's podLogsDir),
+	// and whatever a test adds (e.g. pkirenewd.log).
+	LogDir string
+	// KubeadmConfig is the kubeadm configuration used for every phase.
+	KubeadmConfig string
+	// KubeletRoot is the kubelet's --root-dir.
+	KubeletRoot string
+	// Images maps each component to the image kubeadm's manifest names.
+	Images map[string]string
+	// Admin uses admin.conf, SuperAdmin super-admin.conf, both against
+	// APIServer.
+	Admin, SuperAdmin *Client
+	// CertsIssued is when kubeadm issued the certificates (just before the
+	// certs phase); BringUp how long the whole start took.
+	CertsIssued time.Time
+	BringUp     time.Duration
+
+	ctx         context.Context
+	cancel      context.CancelCauseFunc
+	signalsDone chan struct{}
+
+	logDirIsTemp bool
+	markerOurs   bool
+	ifaceOurs    bool
+	created      []string          // host paths that did not exist before
+	tunables     map[string]string // sysctl -> value before the kubelet ran
+
+	mu          sync.Mutex
+	kubelet     *exec.Cmd
+	kubeletDone chan struct{}
+	kubeletArgs []string
+	sandboxes   map[string]bool // every sandbox ID seen (for shim sockets)
+}
+
+// Context is cancelled on SIGINT/SIGTERM and shortly before the test's
+// deadline (leaving time for the teardown); every wait in a test should use
+// it so that an interrupted run still tears down.
+func (cp *ControlPlane) Context() context.Context { return cp.ctx }
+
+func requireRoot(t *testing.T) {
+	t.Helper()
+	skip := t.Skip
+	if os.Getenv("CI") != "" {
+		skip = t.Fatal
+	}
+	if os.Geteuid() != 0 {
+		skip("the e2e control plane needs root")
+	}
+	for _, b := range []string{"ip", "containerd", "runc", "ctr"} {
+		if _, err := exec.LookPath(b); err != nil {
+			skip(b + " is not installed (test/containerdrig/ensure-containerd.sh installs containerd and runc)")
+		}
+	}
+}
+
+// StartControlPlane brings up kubeadm's control plane for v1.37.2 from
+// nothing and returns once etcd, kube-apiserver, kube-controller-manager and
+// kube-scheduler are healthy and each runs as a static pod made by the
+// kubelet. Everything is torn down by t.Cleanup (also when the test fails
+// or is interrupted with Ctrl-C): the kubelet first, then every pod,
+// containerd, the kubelet's mounts and cgroups, what the kubelet made on
+// the host, /etc/kubernetes, the interface; a leftover fails the test.
+func StartControlPlane(t *testing.T, opts Options) *ControlPlane {
+	t.Helper()
+	requireRoot(t)
+	t0 := time.Now()
+	if opts.NodeName == "" {
+		opts.NodeName = "node1"
+	}
+	if opts.MaxContainerRestartPeriod == 0 {
+		opts.MaxContainerRestartPeriod = time.Second
+	}
+	if opts.ReadyTimeout == 0 {
+		opts.ReadyTimeout = 4 * time.Minute
+	}
+	cp := &ControlPlane{t: t, Opts: opts, sandboxes: map[string]bool{}, tunables: map[string]string{}}
+	cp.ctx, cp.cancel = context.WithCancelCause(context.Background())
+	cp.watchSignals()
+	// Registered first, so it runs after every other cleanup: signals are
+	// caught until the teardown is complete.
+	t.Cleanup(func() {
+		cp.cancel(errors.New("control plane torn down"))
+		close(cp.signalsDone)
+	})
+
+	// Binaries (cached: instant warm).
+	cp.Bin = buildK8s(t)
+
+	// Logs.
+	// One folder per test under PKIRENEWD_E2E_LOGS (kept), else a temp
+	// dir (kept only when the test fails).
+	if base := os.Getenv("PKIRENEWD_E2E_LOGS"); base != "" {
+		cp.LogDir = filepath.Join(base, strings.NewReplacer("/", "_", " ", "_").Replace(t.Name()))
+	}
+	if cp.LogDir == "" {
+		d, err := os.MkdirTemp("", "pkirenewd-e2e-logs")
+		if err != nil {
+			t.Fatal(err)
+		}
+		cp.LogDir, cp.logDirIsTemp = d, true
+	} else if err := os.MkdirAll(cp.LogDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("e2e: logs in %s", cp.LogDir)
+
+	cp.preflight()
+	// From here on everything made is undone by the host teardown, which
+	// runs last (cleanups run last-in first-out).
+	t.Cleanup(cp.teardownHost)
+
+	d, err := os.MkdirTemp("/tmp", "pkre2e")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp.Dir = d
+	cp.KubeletRoot = filepath.Join(d, "kubelet")
+	for _, sub := range []string{"kubelet", "dryrun", "etcd", "volume-plugins"} {
+		if err := os.MkdirAll(filepath.Join(d, sub), 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	cp.addInterface()
+	if err := os.MkdirAll(KubernetesDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(MarkerFile, []byte(fmt.Sprintf("pid=%d\n", os.Getpid())), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cp.markerOurs = true
+
+	// PKI, kubeconfigs, manifests.
+	cp.kubeadmPhases()
+	tPhases := time.Now()
+
+	// containerd with kubeadm's images.
+	cp.Rig = containerdrig.Start(t)
+	t.Cleanup(cp.teardownPods) // before the rig's own cleanup
+	cp.importImages()
+	tImages := time.Now()
+
+	// What the kubelet will make on the host, to be removed again.
+	cp.noteCreated()
+	cp.saveTunables()
+	cp.writeKubeletConfig()
+	cp.startKubelet()
+
+	cp.Admin = &Client{Kubeconfig: filepath.Join(KubernetesDir, "admin.conf"), Server: APIServer}
+	cp.SuperAdmin = &Client{Kubeconfig: filepath.Join(KubernetesDir, "super-admin.conf"), Server: APIServer}
+	if err := cp.waitAPIServer(opts.ReadyTimeout); err != nil {
+		t.Fatalf("e2e: kube-apiserver not ready: %v", err)
+	}
+	tAPI := time.Now()
+	if err := cp.bindClusterAdmins(); err != nil {
+		t.Fatalf("e2e: %v", err)
+	}
+	if err := cp.WaitHealthy(opts.ReadyTimeout - time.Since(tImages)); err != nil {
+		t.Fatalf("e2e: control plane not healthy: %v", err)
+	}
+	for _, c := range Components {
+		if _, err := cp.ReadyPod(cp.ctx, c); err != nil {
+			t.Fatalf("e2e: %v", err)
+		}
+	}
+	cp.BringUp = time.Since(t0)
+	t.Logf("e2e: control plane up in %v (kubeadm phases %v, containerd + images %v, kubelet to apiserver ready %v, to all healthy %v)",
+		cp.BringUp.Round(time.Millisecond), tPhases.Sub(t0).Round(time.Millisecond), tImages.Sub(tPhases).Round(time.Millisecond),
+		tAPI.Sub(tImages).Round(time.Millisecond), time.Since(tAPI).Round(time.Millisecond))
+	return cp
+}
+
+// watchSignals turns SIGINT/SIGTERM and the approaching test deadline into
+// a cancelled Context, so the test returns and the cleanups run. Signals
+// are caught until the teardown is over.
+func (cp *ControlPlane) watchSignals() {
+	sig := make(chan os.Signal, 2)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	cp.signalsDone = make(chan struct{})
+	var deadline <-chan time.Time
+	if d, ok := cp.t.Deadline(); ok {
+		// Leave the teardown two minutes.
+		deadline = time.After(time.Until(d) - 2*time.Minute)
+	}
+	go func() {
+		defer signal.Stop(sig)
+		for {
+			select {
+			case s := <-sig:
+				if cp.ctx.Err() == nil {
+					fmt.Fprintf(os.Stderr, "e2e: %v: stopping the test and tearing the control plane down\n", s)
+				} else {
+					fmt.Fprintf(os.Stderr, "e2e: %v: teardown in progress, please wait\n", s)
+				}
+				cp.cancel(fmt.Errorf("interrupted by %v", s))
+			case <-deadline:
+				fmt.Fprintln(os.Stderr, "e2e: the test deadline is near: stopping the test and tearing the control plane down")
+				cp.cancel(errors.New("test deadline near (run with -timeout 30m)"))
+			case <-cp.signalsDone:
+				return
+			}
+		}
+	}()
+}
+
+// buildK8s returns the dir with the pinned binaries (built once, cached).
+func buildK8s(t *testing.T) string {
+	t.Helper()
+	cmd := exec.Command("bash", filepath.Join(moduleRoot(), "test/tools/build-k8s.sh"), "all")
+	cmd.Stderr = os.Stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("e2e: test/tools/build-k8s.sh all: %v", err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	return lines[len(lines)-1]
+}
+
+func moduleRoot() string {
+	dir, _ := os.Getwd()
+	for d := dir; d != "/"; d = filepath.Dir(d) {
+		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
+			return d
+		}
+	}
+	return dir
+}
+
+// preflight refuses to run over anything that is not the harness's own.
+func (cp *ControlPlane) preflight() {
+	t := cp.t
+	t.Helper()
+	if _, err := os.Lstat(KubernetesDir); err == nil {
+		data, err := os.ReadFile(MarkerFile)
+		if err != nil {
+			t.Fatalf("e2e: %s exists and was not made by this harness (no %s): refusing to touch it", KubernetesDir, MarkerFile)
+		}
+		if pid, err := strconv.Atoi(strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(string(data)), "pid="))); err == nil && pid != os.Getpid() {
+			if syscall.Kill(pid, 0) == nil {
+				t.Fatalf("e2e: %s belongs to another e2e run (pid %d, still running)", KubernetesDir, pid)
+			}
+		}
+		t.Logf("e2e: removing %s left by an earlier e2e run", KubernetesDir)
+		if err := os.RemoveAll(KubernetesDir); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if linkExists(Interface) {
+		t.Logf("e2e: removing interface %s left by an earlier e2e run", Interface)
+		_ = exec.Command("ip", "link", "del", Interface).Run()
+	}
+	if out, _ := exec.Command("ip", "-o", "addr", "show").Output(); strings.Contains(string(out), " "+AdvertiseAddress+"/") {
+		t.Fatalf("e2e: %s is already assigned to an interface here", AdvertiseAddress)
+	}
+	for _, p := range ports {
+		l, err := net.Listen("tcp", fmt.Sprintf(":%d", p))
+		if err != nil {
+			t.Fatalf("e2e: port %d is in use (a control plane or kubelet runs here?): %v", p, err)
+		}
+		l.Close()
+	}
+	// Empty kubepods cgroups of an earlier run are removed; ones with
+	// processes mean another kubelet.
+	for _, d := range kubepodsCgroups() {
+		if err := removeCgroupTree(d, false); err != nil {
+			t.Fatalf("e2e: %s exists and cannot be removed (another kubelet runs here?): %v", d, err)
+		}
+	}
+}
+
+func linkExists(name string) bool {
+	_, err := net.InterfaceByName(name)
+	return err == nil
+}
+
+// addInterface puts AdvertiseAddress on an interface of its own: a dummy
+// interface, or (kernels without the dummy driver) an empty bridge.
+func (cp *ControlPlane) addInterface() {
+	t := cp.t
+	t.Helper()
+	kind := "dummy"
+	if out, err := exec.Command("ip", "link", "add", Interface, "type", "dummy").CombinedOutput(); err != nil {
+		kind = "bridge"
+		if out2, err2 := exec.Command("ip", "link", "add", Interface, "type", "bridge").CombinedOutput(); err2 != nil {
+			t.Fatalf("e2e: ip link add %s: dummy: %v %s; bridge: %v %s", Interface, err, out, err2, out2)
+		}
+	}
+	cp.ifaceOurs = true
+	for _, args := range [][]string{{"addr", "add", AdvertiseAddress + "/32", "dev", Interface}, {"link", "set", Interface, "up"}} {
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			t.Fatalf("e2e: ip %s: %v %s", strings.Join(args, " "), err, out)
+		}
+	}
+	t.Logf("e2e: %s on %s (%s)", AdvertiseAddress, Interface, kind)
+}
+
+// kubeadmConfig is kubeadm's v1beta4 InitConfiguration and
+// ClusterConfiguration for this node.
+func (cp *ControlPlane) kubeadmConfig() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, `apiVersion: kubeadm.k8s.io/v1beta4
+kind: InitConfiguration
+localAPIEndpoint:
+  advertiseAddress: %s
+  bindPort: 6443
+nodeRegistration:
+  name: %s
+  criSocket: %s
+---
+apiVersion: kubeadm.k8s.io/v1beta4
+kind: ClusterConfiguration
+kubernetesVersion: %s
+certificatesDir: %s
+apiServer:
+  certSANs: ["127.0.0.1", "localhost"]
+etcd:
+  local:
+    dataDir: %s
+`, AdvertiseAddress, cp.Opts.NodeName, "unix:///run/containerd/containerd.sock", KubernetesVersion, PKIDir, filepath.Join(cp.Dir, "etcd"))
+	if cp.Opts.Validity > 0 {
+		fmt.Fprintf(&b, "certificateValidityPeriod: %s\n", cp.Opts.Validity)
+	}
+	if cp.Opts.EncryptionAlgorithm != "" {
+		fmt.Fprintf(&b, "encryptionAlgorithm: %s\n", cp.Opts.EncryptionAlgorithm)
+	}
+	return b.String()
+}
+
+// kubeadm runs the pinned kubeadm, its output appended to kubeadm.log.
+func (cp *ControlPlane) kubeadm(env []string, args ...string) string {
+	t := cp.t
+	t.Helper()
+	cmd := exec.CommandContext(cp.ctx, filepath.Join(cp.Bin, "kubeadm"), args...)
+	cmd.Env = append(os.Environ(), env...)
+	out, err := cmd.CombinedOutput()
+	if f, ferr := os.OpenFile(filepath.Join(cp.LogDir, "kubeadm.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644); ferr == nil {
+		fmt.Fprintf(f, "### %s kubeadm %s\n%s\n", strings.Join(env, " "), strings.Join(args, " "), out)
+		f.Close()
+	}
+	if err != nil {
+		t.Fatalf("e2e: kubeadm %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// kubeadmPhases lays down the PKI and kubeconfigs in /etc/kubernetes and the
+// static pod manifests in /etc/kubernetes/manifests, as `kubeadm init`
+// would, and finds the image of each component.
+func (cp *ControlPlane) kubeadmPhases() {
+	t := cp.t
+	t.Helper()
+	cp.KubeadmConfig = filepath.Join(cp.Dir, "kubeadm.yaml")
+	if err := os.WriteFile(cp.KubeadmConfig, []byte(cp.kubeadmConfig()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if v := strings.TrimSpace(cp.kubeadm(nil, "version", "-o", "short")); v != KubernetesVersion {
+		t.Fatalf("e2e: kubeadm is %s, want %s", v, KubernetesVersion)
+	}
+	cp.Images = map[string]string{}
+	for _, line := range strings.Fields(cp.kubeadm(nil, "config", "images", "list", "--config", cp.KubeadmConfig)) {
+		for _, c := range Components {
+			if strings.Contains(line, "/"+c+":") {
+				cp.Images[c] = line
+			}
+		}
+		if strings.Contains(line, "/pause:") && line != containerdrig.PauseImage {
+			t.Fatalf("e2e: kubeadm wants %s, the rig's sandbox image is %s", line, containerdrig.PauseImage)
+		}
+	}
+	if len(cp.Images) != len(Components) {
+		t.Fatalf("e2e: kubeadm config images list: found %v", cp.Images)
+	}
+	cp.CertsIssued = time.Now()
+	cp.kubeadm(nil, "init", "phase", "certs", "all", "--config", cp.KubeadmConfig)
+	cp.kubeadm(nil, "init", "phase", "kubeconfig", "all", "--config", cp.KubeadmConfig)
+	dry := filepath.Join(cp.Dir, "dryrun")
+	env := []string{"KUBEADM_INIT_DRYRUN_DIR=" + dry}
+	cp.kubeadm(env, "init", "phase", "etcd", "local", "--config", cp.KubeadmConfig, "--dry-run")
+	cp.kubeadm(env, "init", "phase", "control-plane", "all", "--config", cp.KubeadmConfig, "--dry-run")
+	if err := os.MkdirAll(ManifestsDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range Components {
+		data, err := os.ReadFile(filepath.Join(dry, c+".yaml"))
+		if err != nil {
+			t.Fatalf("e2e: kubeadm's dry run made no manifest for %s: %v", c, err)
+		}
+		if !strings.Contains(string(data), "image: "+cp.Images[c]) {
+			t.Fatalf("e2e: manifest of %s does not use %s", c, cp.Images[c])
+		}
+		if err := os.WriteFile(filepath.Join(ManifestsDir, c+".yaml"), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// importImages builds one image per component (the static binary in
+// /usr/local/bin, on PATH) tagged as kubeadm's manifests name it.
+func (cp *ControlPlane) importImages() {
+	for _, c := range Components {
+		cp.Rig.ImportImage(cp.Images[c], map[string]string{"/usr/local/bin/" + c: filepath.Join(cp.Bin, c)}, nil)
+	}
+}
+
+// noteCreated records which of the paths the kubelet (or a DirectoryOrCreate
+// hostPath in the manifests) may make do not exist yet; the teardown removes
+// exactly those.
+func (cp *ControlPlane) noteCreated() {
+	paths := append([]string{}, hostPathsKubeletMakes...)
+	ms, err := cri.LoadManifests(ManifestsDir)
+	if err != nil {
+		cp.t.Fatalf("e2e: %v", err)
+	}
+	for _, m := range ms {
+		paths = append(paths, m.HostPaths...)
+	}
+	seen := map[string]bool{}
+	for _, p := range paths {
+		p = filepath.Clean(p)
+		if strings.HasPrefix(p, KubernetesDir+"/") || strings.HasPrefix(p, cp.Dir+"/") {
+			continue
+		}
+		// The top-most ancestor that does not exist.
+		top := ""
+		for d := p; d != "/"; d = filepath.Dir(d) {
+			if _, err := os.Lstat(d); err == nil {
+				break
+			}
+			top = d
+		}
+		if top != "" && !seen[top] {
+			seen[top] = true
+			cp.created = append(cp.created, top)
+		}
+	}
+	sort.Strings(cp.created)
+	cp.t.Logf("e2e: the kubelet may create (removed on teardown): %s", strings.Join(cp.created, " "))
+}
+
+func (cp *ControlPlane) saveTunables() {
+	for _, k := range kubeletTunables {
+		if b, err := os.ReadFile("/proc/sys/" + k); err == nil {
+			cp.tunables[k] = strings.TrimSpace(string(b))
+		}
+	}
+}
+
+func (cp *ControlPlane) restoreTunables() {
+	for _, k := range kubeletTunables {
+		want, ok := cp.tunables[k]
+		if !ok {
+			continue
+		}
+		if b, err := os.ReadFile("/proc/sys/" + k); err == nil && strings.TrimSpace(string(b)) == want {
+			continue
+		}
+		if err := os.WriteFile("/proc/sys/"+k, []byte(want), 0o644); err != nil {
+			cp.t.Errorf("e2e: teardown: restore sysctl %s=%s: %v", k, want, err)
+		}
+	}
+}
+
+func (cp *ControlPlane) kubeletConfigPath() string { return filepath.Join(cp.Dir, "kubelet.yaml") }
+
+func (cp *ControlPlane) writeKubeletConfig() {
+	cfg := fmt.Sprintf(`apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+staticPodPath: %[1]s
+podLogsDir: %[2]s
+containerRuntimeEndpoint: %[3]s
+imageServiceEndpoint: %[3]s
+cgroupDriver: cgroupfs
+failSwapOn: false
+failCgroupV1: false
+protectKernelDefaults: false
+makeIPTablesUtilChains: false
+address: 127.0.0.1
+port: 10250
+readOnlyPort: 0
+healthzBindAddress: 127.0.0.1
+healthzPort: 10248
+authentication:
+  anonymous:
+    enabled: true
+  webhook:
+    enabled: false
+authorization:
+  mode: AlwaysAllow
+crashLoopBackOff:
+  maxContainerRestartPeriod: %[4]s
+volumePluginDir: %[5]s
+rotateCertificates: false
+serverTLSBootstrap: false
+imageGCHighThresholdPercent: 100
+imageGCLowThresholdPercent: 99
+evictionHard:
+  memory.available: "1Mi"
+  nodefs.available: "1%%"
+  nodefs.inodesFree: "1%%"
+  imagefs.available: "1%%"
+resolvConf: /etc/resolv.conf
+`, ManifestsDir, filepath.Join(cp.LogDir, "pods"), cp.Rig.Endpoint(), cp.Opts.MaxContainerRestartPeriod,
+		filepath.Join(cp.Dir, "volume-plugins"))
+	if err := os.MkdirAll(filepath.Join(cp.LogDir, "pods"), 0o755); err != nil {
+		cp.t.Fatal(err)
+	}
+	if err := os.WriteFile(cp.kubeletConfigPath(), []byte(cfg), 0o600); err != nil {
+		cp.t.Fatal(err)
+	}
+	cp.kubeletArgs = []string{
+		"--config=" + cp.kubeletConfigPath(),
+		"--kubeconfig=" + filepath.Join(KubernetesDir, "kubelet.conf"),
+		"--root-dir=" + cp.KubeletRoot,
+		"--cert-dir=" + filepath.Join(cp.KubeletRoot, "pki"),
+		"--hostname-override=" + cp.Opts.NodeName,
+		"--node-ip=" + AdvertiseAddress,
+		"--v=2",
+	}
+}
+
+// startKubelet starts the kubelet as a child process in its own process
+// group (a Ctrl-C does not reach it: the teardown stops it first), logging
+// to LogDir/kubelet.log.
+func (cp *ControlPlane) startKubelet() {
+	t := cp.t
+	t.Helper()
+	logf, err := os.OpenFile(filepath.Join(cp.LogDir, "kubelet.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	fmt.Fprintf(logf, "### %s kubelet %s\n", time.Now().UTC().Format(time.RFC3339Nano), strings.Join(cp.kubeletArgs, " "))
+	cmd := exec.Command(filepath.Join(cp.Bin, "kubelet"), cp.kubeletArgs...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("e2e: start kubelet: %v", err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	cp.mu.Lock()
+	cp.kubelet, cp.kubeletDone = cmd, done
+	cp.mu.Unlock()
+}
+
+// KubeletRunning reports whether the kubelet process is alive.
+func (cp *ControlPlane) KubeletRunning() bool {
+	cp.mu.Lock()
+	defer cp.mu.Unlock()
+	if cp.kubelet == nil {
+		return false
+	}
+	select {
+	case <-cp.kubeletDone:
+		return false
+	default:
+		return true
+	}
+}
+
+// kubeletExited reports whether a started kubelet has exited.
+func (cp *ControlPlane) kubeletExited() bool {
+	cp.mu.Lock()
+	defer cp.mu.Unlock()
+	if cp.kubelet == nil {
+		return false
+	}
+	select {
+	case <-cp.kubeletDone:
+		return true
+	default:
+		return false
+	}
+}
+
+// StopKubelet stops the kubelet (SIGTERM, then SIGKILL after 15 s). The
+// static pods keep running. Idempotent.
+func (cp *ControlPlane) StopKubelet() {
+	cp.mu.Lock()
+	cmd, done := cp.kubelet, cp.kubeletDone
+	cp.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	select {
+	case <-done:
+		return
+	default:
+	}
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-done:
+	case <-time.After(15 * time.Second):
+		_ = cmd.Process.Kill()
+		<-done
+	}
+}
+
+// RestartKubelet stops and starts the kubelet, e.g. so it reads a renewed
+// kubelet.conf. The static pods keep running and are adopted.
+func (cp *ControlPlane) RestartKubelet() {
+	cp.t.Helper()
+	cp.StopKubelet()
+	cp.startKubelet()
+}
+
+// poll calls f every interval until it returns nil, the timeout passes or
+// the Context is cancelled; the error says what was last seen.
+func (cp *ControlPlane) poll(timeout, interval time.Duration, what string, f func(ctx context.Context) error) error {
+	ctx, cancel := context.WithTimeout(cp.ctx, timeout)
+	defer cancel()
+	var last error
+	for {
+		if cp.kubeletExited() {
+			return fmt.Errorf("%s: the kubelet exited (see %s)", what, filepath.Join(cp.LogDir, "kubelet.log"))
+		}
+		if last = f(ctx); last == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			cause := context.Cause(cp.ctx)
+			if cause == nil {
+				cause = fmt.Errorf("not within %v", timeout)
+			}
+			return fmt.Errorf("%s: %w (last: %v)", what, cause, last)
+		case <-time.After(interval):
+		}
+	}
+}
+
+// Poll is poll for tests.
+func (cp *ControlPlane) Poll(timeout, interval time.Duration, what string, f func(ctx context.Context) error) error {
+	return cp.poll(timeout, interval, what, f)
+}
+
+func (cp *ControlPlane) waitAPIServer(timeout time.Duration) error {
+	return cp.poll(timeout, 250*time.Millisecond, "kube-apiserver /readyz", cp.apiserverReady)
+}
+
+func (cp *ControlPlane) apiserverReady(ctx context.Context) error {
+	b, err := cp.Admin.Get(ctx, "/readyz")
+	if err != nil {
+		return err
+	}
+	if strings.TrimSpace(string(b)) != "ok" {
+		return fmt.Errorf("/readyz: %s", b)
+	}
+	return nil
+}
+
+// bindClusterAdmins makes the ClusterRoleBinding kubeadm:cluster-admins ->
+// cluster-admin that a full `kubeadm init` makes (admin.conf's group has no
+// rights without it), with super-admin.conf (system:masters).
+func (cp *ControlPlane) bindClusterAdmins() error {
+	crb := map[string]any{
+		"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+		"metadata": map[string]any{"name": "kubeadm:cluster-admins"},
+		"roleRef":  map[string]any{"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+		"subjects": []any{map[string]any{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "kubeadm:cluster-admins"}},
+	}
+	return cp.poll(time.Minute, 500*time.Millisecond, "ClusterRoleBinding kubeadm:cluster-admins", func(ctx context.Context) error {
+		_, err := cp.SuperAdmin.Create(ctx, "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", crb)
+		if err == nil || IsStatus(err, http.StatusConflict) {
+			return nil
+		}
+		return err
+	})
+}
+
+// Healthy checks the four components once: kube-apiserver's /readyz with
+// admin.conf's credentials (verified against the CA), etcd's /health on
+// 2379 with the healthcheck-client certificate (verified against the etcd
+// CA), kube-controller-manager's and kube-scheduler's /healthz (10257,
+// 10259; their self-signed serving certificates are not verified).
+func (cp *ControlPlane) Healthy(ctx context.Context) error {
+	var errs []error
+	if err := cp.apiserverReady(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("kube-apiserver: %w", err))
+	}
+	if err := etcdHealthy(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("etcd: %w", err))
+	}
+	for _, x := range []struct{ name, url string }{
+		{"kube-controller-manager", "https://127.0.0.1:10257/healthz"},
+		{"kube-scheduler", "https://127.0.0.1:10259/healthz"},
+	} {
+		if err := insecureGetOK(ctx, x.url); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", x.name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// WaitHealthy waits until Healthy passes.
+func (cp *ControlPlane) WaitHealthy(timeout time.Duration) error {
+	return cp.poll(timeout, 250*time.Millisecond, "control plane healthy", cp.Healthy)
+}
+
+func etcdHealthy(ctx context.Context) error {
+	pair, err := tls.LoadX509KeyPair(filepath.Join(PKIDir, "etcd/healthcheck-client.crt"), filepath.Join(PKIDir, "etcd/healthcheck-client.key"))
+	if err != nil {
+		return err
+	}
+	caPEM, err := os.ReadFile(filepath.Join(PKIDir, "etcd/ca.crt"))
+	if err != nil {
+		return err
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	body, err := getOK(ctx, &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}, "https://127.0.0.1:2379/health")
+	if err != nil {
+		return err
+	}
+	var h struct {
+		Health string `json:"health"`
+	}
+	if err := json.Unmarshal(body, &h); err != nil || h.Health != "true" {
+		return fmt.Errorf("/health: %s", body)
+	}
+	return nil
+}
+
+func insecureGetOK(ctx context.Context, url string) error {
+	_, err := getOK(ctx, &tls.Config{InsecureSkipVerify: true}, url) //nolint:gosec // self-signed serving certs
+	return err
+}
+
+func getOK(ctx context.Context, cfg *tls.Config, url string) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	tr := &http.Transport{TLSClientConfig: cfg, DisableKeepAlives: true}
+	defer tr.CloseIdleConnections()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := (&http.Client{Transport: tr}).Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	if resp.StatusCode != http.StatusOK {
+		return body, fmt.Errorf("%s: %d %s", url, resp.StatusCode, strings.TrimSpace(string(body)))
+	}
+	return body, nil
+}
+
+// Pod is one pod sandbox of a component as the CRI reports it, with its
+// (latest) container.
+type Pod struct {
+	SandboxID string
+	Ready     bool
+	Attempt   uint32
+	CreatedAt time.Time
+	// Annotations of the sandbox (the kubelet copies the pod's:
+	// kubernetes.io/config.source=file for a static pod).
+	Annotations map[string]string
+	// ContainerID is the newest container of the sandbox ("" if none).
+	ContainerID      string
+	ContainerRunning bool
+	ContainerCreated time.Time
+}
+
+// Sandboxes lists every pod sandbox of a control-plane component (labels
+// io.kubernetes.pod.namespace=kube-system, component=<component>), oldest
+// first.
+func (cp *ControlPlane) Sandboxes(ctx context.Context, component string) ([]Pod, error) {
+	resp, err := cp.Rig.RT.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{Filter: &runtimeapi.PodSandboxFilter{
+		LabelSelector: map[string]string{"io.kubernetes.pod.namespace": "kube-system", "component": component},
+	}})
+	if err != nil {
+		return nil, fmt.Errorf("ListPodSandbox %s: %w", component, err)
+	}
+	var out []Pod
+	for _, s := range resp.Items {
+		cp.noteSandbox(s.Id)
+		p := Pod{SandboxID: s.Id, Ready: s.State == runtimeapi.PodSandboxState_SANDBOX_READY, CreatedAt: time.Unix(0, s.CreatedAt),
+			Annotations: s.Annotations}
+		if s.Metadata != nil {
+			p.Attempt = s.Metadata.Attempt
+		}
+		cs, err := cp.Rig.RT.ListContainers(ctx, &runtimeapi.ListContainersRequest{Filter: &runtimeapi.ContainerFilter{PodSandboxId: s.Id}})
+		if err != nil {
+			return nil, fmt.Errorf("ListContainers %s: %w", component, err)
+		}
+		for _, c := range cs.Containers {
+			if created := time.Unix(0, c.CreatedAt); p.ContainerID == "" || created.After(p.ContainerCreated) {
+				p.ContainerID, p.ContainerCreated = c.Id, created
+				p.ContainerRunning = c.State == runtimeapi.ContainerState_CONTAINER_RUNNING
+			}
+		}
+		out = append(out, p)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].CreatedAt.Before(out[j].CreatedAt) })
+	return out, nil
+}
+
+// ReadyPod returns the component's one ready sandbox with a running
+// container; none or several is an error.
+func (cp *ControlPlane) ReadyPod(ctx context.Context, component string) (Pod, error) {
+	all, err := cp.Sandboxes(ctx, component)
+	if err != nil {
+		return Pod{}, err
+	}
+	var ready []Pod
+	for _, p := range all {
+		if p.Ready {
+			ready = append(ready, p)
+		}
+	}
+	if len(ready) != 1 {
+		return Pod{}, fmt.Errorf("%s: %d ready sandboxes (of %d)", component, len(ready), len(all))
+	}
+	if !ready[0].ContainerRunning {
+		return Pod{}, fmt.Errorf("%s: sandbox %.13s has no running container", component, ready[0].SandboxID)
+	}
+	if src := ready[0].Annotations["kubernetes.io/config.source"]; src != "file" {
+		return Pod{}, fmt.Errorf("%s: sandbox %.13s is not a static pod (config.source %q)", component, ready[0].SandboxID, src)
+	}
+	return ready[0], nil
+}
+
+func (cp *ControlPlane) noteSandbox(id string) {
+	cp.mu.Lock()
+	cp.sandboxes[id] = true
+	cp.mu.Unlock()
+}
+
+// ---- teardown ----
+
+// teardownPods runs before the rig's own cleanup: it stops the kubelet
+// (else it recreates what is removed), records every sandbox, removes
+// every pod and keeps containerd's log.
+func (cp *ControlPlane) teardownPods() {
+	t := cp.t
+	start := time.Now()
+	cp.StopKubelet()
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	if resp, err := cp.Rig.RT.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{}); err == nil {
+		var b strings.Builder
+		for _, s := range resp.Items {
+			cp.noteSandbox(s.Id)
+			name := ""
+			if s.Metadata != nil {
+				name = s.Metadata.Name
+			}
+			fmt.Fprintf(&b, "%s %s %s attempt=%d created=%s\n", s.Id, name, s.State, s.GetMetadata().GetAttempt(),
+				time.Unix(0, s.CreatedAt).UTC().Format(time.RFC3339Nano))
+		}
+		_ = os.WriteFile(filepath.Join(cp.LogDir, "sandboxes-at-teardown.txt"), []byte(b.String()), 0o644)
+	}
+	for _, id := range cp.shimSandboxIDs() {
+		cp.noteSandbox(id)
+	}
+	if err := cp.Rig.RemoveAllPods(ctx); err != nil {
+		t.Errorf("e2e: teardown: %v", err)
+	}
+	copyFile(cp.Rig.ContainerdLog(), filepath.Join(cp.LogDir, "containerd.log"))
+	t.Logf("e2e: teardown: kubelet stopped and pods removed in %v", time.Since(start).Round(time.Millisecond))
+}
+
+// shimSandboxIDs reads the sandbox IDs of the rig's shims from their
+// command lines (… -id <ID> -address <rig socket>).
+func (cp *ControlPlane) shimSandboxIDs() []string {
+	var ids []string
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		args := strings.Split(string(b), "\x00")
+		if !strings.Contains(filepath.Base(args[0]), "containerd-shim") {
+			continue
+		}
+		var id, addr string
+		for i := 0; i+1 < len(args); i++ {
+			switch args[i] {
+			case "-id":
+				id = args[i+1]
+			case "-address":
+				addr = args[i+1]
+			}
+		}
+		if id != "" && cp.Rig != nil && addr == cp.Rig.Socket() {
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}
+
+func copyFile(from, to string) {
+	in, err := os.Open(from)
+	if err != nil {
+		return
+	}
+	defer in.Close()
+	out, err := os.Create(to)
+	if err != nil {
+		return
+	}
+	defer out.Close()
+	_, _ = io.Copy(out, in)
+}
+
+// teardownHost runs last, after containerd has gone: it removes what the
+// kubelet left on the host, /etc/kubernetes and the interface, restores
+// the sysctls the kubelet changed, and fails the test on any leftover.
+func (cp *ControlPlane) teardownHost() {
+	t := cp.t
+	start := time.Now()
+	cp.StopKubelet() // in case the rig never started
+	for _, d := range kubepodsCgroups() {
+		if err := removeCgroupTree(d, true); err != nil {
+			t.Errorf("e2e: teardown: %v", err)
+		}
+	}
+	if cp.Dir != "" {
+		for _, m := range mountsUnder(cp.Dir) {
+			if err := syscall.Unmount(m, syscall.MNT_DETACH); err != nil {
+				t.Errorf("e2e: teardown: unmount %s: %v", m, err)
+			}
+		}
+		if err := os.RemoveAll(cp.Dir); err != nil {
+			t.Errorf("e2e: teardown: %v", err)
+		}
+	}
+	if cp.Rig != nil {
+		cp.mu.Lock()
+		for id := range cp.sandboxes {
+			if err := os.Remove(cp.Rig.ShimSocket(id)); err == nil {
+				t.Logf("e2e: teardown: removed leftover shim socket of %.13s", id)
+			}
+		}
+		cp.mu.Unlock()
+	}
+	for _, p := range cp.created {
+		for _, m := range mountsUnder(p) {
+			_ = syscall.Unmount(m, syscall.MNT_DETACH)
+		}
+		if err := os.RemoveAll(p); err != nil {
+			t.Errorf("e2e: teardown: %v", err)
+		}
+	}
+	if cp.markerOurs {
+		if data, err := os.ReadFile(MarkerFile); err == nil && strings.TrimSpace(string(data)) == fmt.Sprintf("pid=%d", os.Getpid()) {
+			if err := os.RemoveAll(KubernetesDir); err != nil {
+				t.Errorf("e2e: teardown: %v", err)
+			}
+		} else {
+			t.Errorf("e2e: teardown: %s no longer carries our marker: left alone", KubernetesDir)
+		}
+	}
+	if cp.ifaceOurs {
+		if out, err := exec.Command("ip", "link", "del", Interface).CombinedOutput(); err != nil {
+			t.Errorf("e2e: teardown: ip link del %s: %v %s", Interface, err, out)
+		}
+	}
+	cp.restoreTunables()
+	if left := cp.Leftovers(); len(left) > 0 {
+		t.Errorf("e2e: teardown left: %s", strings.Join(left, "; "))
+	}
+	t.Logf("e2e: teardown (host) in %v", time.Since(start).Round(time.Millisecond))
+	if t.Failed() {
+		cp.logTails()
+	}
+	if cp.logDirIsTemp && !t.Failed() {
+		os.RemoveAll(cp.LogDir)
+	} else {
+		t.Logf("e2e: logs kept in %s", cp.LogDir)
+	}
+}
+
+// logTails puts the end of the kubelet's and each component's log into the
+// test output.
+func (cp *ControlPlane) logTails() {
+	t := cp.t
+	t.Logf("e2e: kubelet.log (tail):\n%s", tailFile(filepath.Join(cp.LogDir, "kubelet.log"), 15))
+	logs, _ := filepath.Glob(filepath.Join(cp.LogDir, "pods", "*", "*", "*.log"))
+	for _, l := range logs {
+		t.Logf("e2e: %s (tail):\n%s", strings.TrimPrefix(l, cp.LogDir+"/"), tailFile(l, 5))
+	}
+}
+
+// tailFile returns the last n lines of a file, each cut to 300 bytes.
+func tailFile(path string, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Sprintf("(%v)", err)
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	for i, l := range lines {
+		if len(l) > 300 {
+			lines[i] = l[:300] + "..."
+		}
+	}
+	return strings.Join(lines, "\n")
+}
+
+// Leftovers lists whatever of the control plane still exists on the host.
+// After the teardown it must be empty.
+func (cp *ControlPlane) Leftovers() []string {
+	var out []string
+	if _, err := os.Lstat(KubernetesDir); err == nil && cp.markerOurs {
+		out = append(out, "dir "+KubernetesDir)
+	}
+	if cp.Dir != "" {
+		if _, err := os.Lstat(cp.Dir); err == nil {
+			out = append(out, "dir "+cp.Dir)
+		}
+		for _, m := range mountsUnder(cp.Dir) {
+			out = append(out, "mount "+m)
+		}
+	}
+	for _, p := range cp.created {
+		if _, err := os.Lstat(p); err == nil {
+			out = append(out, "path "+p)
+		}
+	}
+	for _, d := range kubepodsCgroups() {
+		out = append(out, "cgroup "+d)
+	}
+	if cp.ifaceOurs && linkExists(Interface) {
+		out = append(out, "interface "+Interface)
+	}
+	if cp.KubeletRunning() {
+		out = append(out, fmt.Sprintf("kubelet process %d", cp.kubelet.Process.Pid))
+	}
+	if cp.Rig != nil {
+		out = append(out, cp.Rig.Leftovers()...)
+	}
+	for _, k := range kubeletTunables {
+		want, ok := cp.tunables[k]
+		if b, err := os.ReadFile("/proc/sys/" + k); ok && err == nil && strings.TrimSpace(string(b)) != want {
+			out = append(out, fmt.Sprintf("sysctl %s=%s (was %s)", k, strings.TrimSpace(string(b)), want))
+		}
+	}
+	return out
+}
+
+// kubepodsCgroups lists the kubelet's /kubepods cgroup in every mounted
+// hierarchy (cgroup v1 hybrid: /sys/fs/cgroup/<controller>/kubepods, and
+// the unified one).
+func kubepodsCgroups() []string {
+	roots, _ := filepath.Glob("/sys/fs/cgroup/*")
+	roots = append(roots, "/sys/fs/cgroup")
+	var out []string
+	seen := map[string]bool{}
+	for _, r := range roots {
+		d := filepath.Join(r, "kubepods")
+		real, err := filepath.EvalSymlinks(d)
+		if err != nil || seen[real] {
+			continue
+		}
+		if fi, err := os.Stat(real); err == nil && fi.IsDir() {
+			seen[real] = true
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+// removeCgroupTree removes a cgroup and its children depth-first; with
+// kill, processes still in one are killed (they can only be containers of
+// this run's kubelet).
+func removeCgroupTree(base string, kill bool) error {
+	var dirs []string
+	_ = filepath.WalkDir(base, func(p string, d os.DirEntry, err error) error {
+		if err == nil && d.IsDir() {
+			dirs = append(dirs, p)
+		}
+		return nil
+	})
+	for i := len(dirs) - 1; i >= 0; i-- {
+		var err error
+		for try := 0; try < 100; try++ {
+			if err = syscall.Rmdir(dirs[i]); err == nil || errors.Is(err, syscall.ENOENT) {
+				err = nil
+				break
+			}
+			if !kill {
+				break
+			}
+			b, _ := os.ReadFile(filepath.Join(dirs[i], "cgroup.procs"))
+			for _, f := range strings.Fields(string(b)) {
+				if pid, perr := strconv.Atoi(f); perr == nil && pid > 0 {
+					_ = syscall.Kill(pid, syscall.SIGKILL)
+				}
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if err != nil {
+			return fmt.Errorf("rmdir %s: %w", dirs[i], err)
+		}
+	}
+	return nil
+}
+
+// mountsUnder lists mount points at or below dir, deepest first.
+func mountsUnder(dir string) []string {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	var out []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 5 {
+			continue
+		}
+		mp := unescapeOctal(fields[4])
+		if mp == dir || strings.HasPrefix(mp, dir+"/") {
+			out = append(out, mp)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return len(out[i]) > len(out[j]) })
+	return out
+}
+
+func unescapeOctal(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(v))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}

@@ -297,3 +297,23 @@ func TestWatchdogFromTheLoop(t *testing.T) {
 		t.Fatalf("%d watchdog pings in 60s at 15s", got)
 	}
 }
+
+// A reload is a fresh start for a failing renewal: it does not wait out the
+// backoff earned under the previous configuration.
+func TestReloadResetsTheBackoff(t *testing.T) {
+	h := start(t, map[string]*daemontest.Item{"a": item(time.Hour, 100*time.Hour)}, nil)
+	h.engine.Fail = 5
+	h.step(time.Hour) // due: fails, backoff 30 s
+	h.step(30 * time.Second)
+	h.step(time.Minute) // third failure, next retry in 2 min
+	if n := h.engine.RenewalCount(); n != 3 {
+		t.Fatalf("attempts %d", n)
+	}
+	h.engine.Fail = 0
+	h.reconf = func() (daemon.Engine, error) { return h.engine, nil }
+	h.reload <- struct{}{}
+	h.settle()
+	if n := h.engine.RenewalCount(); n != 4 {
+		t.Fatalf("no attempt right after the reload (%d attempts)", n)
+	}
+}

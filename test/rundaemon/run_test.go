@@ -24,6 +24,7 @@ import (
 
 	"github.com/pkirenewd/pkirenewd/renew"
 	"github.com/pkirenewd/pkirenewd/renew/renewtest"
+	"github.com/pkirenewd/pkirenewd/test/containerdrig"
 	"github.com/pkirenewd/pkirenewd/test/testbin"
 )
 
@@ -73,16 +74,6 @@ func (n *notifySocket) has(prefix string) int {
 		}
 	}
 	return c
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 var sampleRE = regexp.MustCompile(`^(\w+)(?:\{(.*)\})? (\S+)$`)
@@ -142,7 +133,7 @@ func TestRunKeepsShortLivedPKIValid(t *testing.T) {
 	}
 	state := filepath.Join(dir, "state")
 	notify := listenNotify(t, dir)
-	port := freePort(t)
+	port := containerdrig.FreePort(t)
 	metricsURL := fmt.Sprintf("http://127.0.0.1:%d/metrics", port)
 	var logs bytes.Buffer
 	var logMu sync.Mutex

@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -133,15 +134,28 @@ func (d *daemon) stop(t *testing.T) error {
 // LogDir/pkirenewd.log (JSON lines) and parsed into events.
 func startDaemon(t *testing.T, cp *ControlPlane, args ...string) *daemon {
 	t.Helper()
-	logf, err := os.Create(filepath.Join(cp.LogDir, "pkirenewd.log"))
+	return startPkirenewd(t, cp, "pkirenewd.log", "run", args...)
+}
+
+// startPkirenewd runs `pkirenewd SUBCOMMAND` with the node's paths, its
+// JSON log in LogDir/logName and parsed into events.
+func startPkirenewd(t *testing.T, cp *ControlPlane, logName, sub string, args ...string) *daemon {
+	t.Helper()
+	logf, err := os.Create(filepath.Join(cp.LogDir, logName))
 	if err != nil {
 		t.Fatal(err)
 	}
-	all := append([]string{"run", "--log-format", "json", "--log-level", "debug",
+	// Only `run` has --log-format; the one-shot commands log logfmt text.
+	all := []string{sub}
+	if sub == "run" {
+		all = append(all, "--log-format", "json")
+	}
+	all = append(all, []string{"--log-level", "debug",
 		"--config", "/dev/null",
 		"--pki-dir", PKIDir, "--kubeconfig-dir", KubernetesDir, "--manifests-dir", ManifestsDir,
 		"--state-dir", t.TempDir(), "--cri-endpoint", cp.Rig.Endpoint(),
-		"--metrics-address", ""}, args...)
+		"--metrics-address", ""}...)
+	all = append(all, args...)
 	d := &daemon{cmd: exec.Command(pkirenewdBin, all...), done: make(chan struct{})}
 	pr, pw := io.Pipe()
 	d.cmd.Stdout, d.cmd.Stderr = pw, pw
@@ -166,7 +180,9 @@ func startDaemon(t *testing.T, cp *ControlPlane, args ...string) *daemon {
 			fmt.Fprintf(logf, "%s\n", line)
 			var f map[string]any
 			if json.Unmarshal(line, &f) != nil {
-				f = map[string]any{"msg": string(line), "level": "raw"}
+				if f = parseLogfmt(string(line)); f == nil {
+					f = map[string]any{"msg": string(line), "level": "raw"}
+				}
 			}
 			d.mu.Lock()
 			d.events = append(d.events, logEvent{At: time.Now(), Fields: f})
@@ -279,7 +295,8 @@ func TestRenewalRollsTheRealControlPlane(t *testing.T) {
 	t.Logf("certificates valid until %s (%v from now)", expiry.UTC().Format(time.RFC3339), time.Until(expiry).Round(time.Second))
 
 	daemonStart := time.Now()
-	d := startDaemon(t, cp, "--renew-before", renewBefore.String(), "--validity", validity.String(), "--restart-timeout", "6m")
+	d := startDaemon(t, cp, "--renew-before", renewBefore.String(), "--validity", validity.String(), "--restart-timeout", "6m",
+		"--kubelet-restart-command", cp.KubeletRestartCommand())
 
 	// Wait until every item has been renewed and the daemon has finished
 	// the round(s) (it takes inventory — "scheduled" — after each).
@@ -319,6 +336,9 @@ func TestRenewalRollsTheRealControlPlane(t *testing.T) {
 		}
 		if lastScheduled < lastRenew {
 			return errors.New("the renewal round has not finished")
+		}
+		if !kubeletRestartLogged(evs) {
+			return errors.New("pkirenewd has not restarted the kubelet yet")
 		}
 		return nil
 	})
@@ -434,23 +454,9 @@ func TestRenewalRollsTheRealControlPlane(t *testing.T) {
 	createConfigMap(t, cp, "e2e-after-renewal")
 
 	// kubelet.conf embeds the kubelet's certificate (the init phases put
-	// it there): it was renewed, and without kubeletRestartCommand the
-	// daemon only says the kubelet must be restarted.
-	// TODO(issue 5): once kubeletRestartCommand is in, run the daemon with
-	// a command that restarts this kubelet (cp.RestartKubelet through a
-	// signal or a small helper) and check the kubelet uses the new
-	// certificate (its node lease keeps being renewed after the old one
-	// expired).
-	warned := false
-	for _, e := range evs {
-		if e.str("COMPONENT") == "kubelet" {
-			warned = true
-			t.Logf("pkirenewd about the kubelet: %s", e.str("msg"))
-		}
-	}
-	if !warned {
-		t.Error("kubelet.conf was renewed but pkirenewd said nothing about the kubelet")
-	}
+	// it there): it was renewed, and pkirenewd ran its
+	// kubeletRestartCommand, which made the harness restart the kubelet.
+	checkKubeletRestarted(t, cp, evs, oldSerials["kubelet.conf"])
 
 	var roll time.Duration
 	if n := len(rounds); n > 0 && len(rounds[n-1]) > 0 {
@@ -458,4 +464,140 @@ func TestRenewalRollsTheRealControlPlane(t *testing.T) {
 	}
 	t.Logf("timings: bring-up %v; daemon start to first renewal %v; first renewal to last component healthy %v",
 		cp.BringUp.Round(time.Millisecond), firstRenew.Sub(daemonStart).Round(time.Millisecond), roll.Round(time.Millisecond))
+}
+
+func kubeletRestartLogged(evs []logEvent) bool {
+	for _, e := range evs {
+		if e.str("COMPONENT") == "kubelet" && e.str("msg") == "kubelet restarted" {
+			return true
+		}
+	}
+	return false
+}
+
+// leaseRenewTime is spec.renewTime of the node's Lease in kube-node-lease
+// (the kubelet's heartbeat, renewed every 10 s with its own credentials).
+func leaseRenewTime(ctx context.Context, cp *ControlPlane) (time.Time, error) {
+	b, err := cp.Admin.Get(ctx, "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/"+cp.Opts.NodeName)
+	if err != nil {
+		return time.Time{}, err
+	}
+	var l struct {
+		Spec struct {
+			RenewTime      string `json:"renewTime"`
+			HolderIdentity string `json:"holderIdentity"`
+		} `json:"spec"`
+	}
+	if err := json.Unmarshal(b, &l); err != nil {
+		return time.Time{}, err
+	}
+	return time.Parse(time.RFC3339Nano, l.Spec.RenewTime)
+}
+
+// checkKubeletRestarted proves the kubelet was restarted through
+// pkirenewd's kubeletRestartCommand after kubelet.conf was renewed, and that
+// the new kubelet works with the renewed credentials: its node Lease is
+// renewed after the restart.
+func checkKubeletRestarted(t *testing.T, cp *ControlPlane, evs []logEvent, oldSerial string) {
+	t.Helper()
+	kc, err := (&Client{Kubeconfig: filepath.Join(KubernetesDir, "kubelet.conf")}).ClientCert()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if kc.SerialNumber.Text(16) == oldSerial {
+		t.Fatalf("kubelet.conf was not renewed (serial %s)", oldSerial)
+	}
+	st, err := os.Stat(filepath.Join(KubernetesDir, "kubelet.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var asked, done time.Time
+	for _, e := range evs {
+		if e.str("COMPONENT") != "kubelet" {
+			continue
+		}
+		t.Logf("pkirenewd about the kubelet: %s", e.str("msg"))
+		switch e.str("msg") {
+		case "restarting the kubelet for its renewed kubelet.conf":
+			asked = e.At
+		case "kubelet restarted":
+			done = e.At
+		}
+	}
+	restarts := cp.KubeletRestarts()
+	if asked.IsZero() || done.IsZero() || len(restarts) == 0 {
+		t.Fatalf("kubelet.conf was renewed but the kubelet was not restarted (pkirenewd asked %v, finished %v; harness restarts %v)",
+			!asked.IsZero(), !done.IsZero(), restarts)
+	}
+	restarted := restarts[len(restarts)-1]
+	if !restarted.After(st.ModTime()) {
+		t.Errorf("the kubelet was last restarted at %s, before kubelet.conf was last written (%s)", restarted, st.ModTime())
+	}
+	if restarted.Before(asked) || restarted.After(done) {
+		t.Errorf("the harness restarted the kubelet at %s, outside pkirenewd's restart (%s .. %s)", restarted, asked, done)
+	}
+	var renewed time.Time
+	if err := cp.Poll(time.Minute, time.Second, "the node Lease renewed by the restarted kubelet", func(ctx context.Context) error {
+		rt, err := leaseRenewTime(ctx, cp)
+		if err != nil {
+			return err
+		}
+		// renewTime has microsecond precision; the new kubelet
+		// renews on start and every 10 s.
+		if !rt.After(restarted) {
+			return fmt.Errorf("Lease renewTime %s is not after the restart (%s)", rt.UTC().Format(time.RFC3339Nano), restarted.UTC().Format(time.RFC3339Nano))
+		}
+		renewed = rt
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("kubelet: kubelet.conf serial %s -> %s; restarted %d time(s) by pkirenewd's kubeletRestartCommand (%v after kubelet.conf was written), its Lease renewed %v after the restart",
+		oldSerial, kc.SerialNumber.Text(16), len(restarts), restarted.Sub(st.ModTime()).Round(time.Millisecond), renewed.Sub(restarted).Round(time.Millisecond))
+}
+
+// parseLogfmt parses logrus's text format (key=value, values quoted when
+// needed); nil when the line is not that.
+func parseLogfmt(line string) map[string]any {
+	out := map[string]any{}
+	for i := 0; i < len(line); {
+		for i < len(line) && line[i] == ' ' {
+			i++
+		}
+		eq := strings.IndexByte(line[i:], '=')
+		if eq <= 0 || strings.ContainsAny(line[i:i+eq], " \"") {
+			return nil
+		}
+		key := line[i : i+eq]
+		i += eq + 1
+		var val string
+		if i < len(line) && line[i] == '"' {
+			j := i + 1
+			for j < len(line) && line[j] != '"' {
+				if line[j] == '\\' {
+					j++
+				}
+				j++
+			}
+			if j >= len(line) {
+				return nil
+			}
+			uq, err := strconv.Unquote(line[i : j+1])
+			if err != nil {
+				return nil
+			}
+			val, i = uq, j+1
+		} else {
+			j := strings.IndexByte(line[i:], ' ')
+			if j < 0 {
+				j = len(line) - i
+			}
+			val, i = line[i:i+j], i+j
+		}
+		out[key] = val
+	}
+	if _, ok := out["level"]; !ok {
+		return nil
+	}
+	return out
 }

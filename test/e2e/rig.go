@@ -144,6 +144,14 @@ type ControlPlane struct {
 	kubeletDone chan struct{}
 	kubeletArgs []string
 	sandboxes   map[string]bool // every sandbox ID seen (for shim sockets)
+
+	// restartMu serialises kubelet restarts asked for through
+	// KubeletRestartCommand with the teardown (which sets noRestart).
+	restartMu       sync.Mutex
+	noRestart       bool
+	kubeletRestarts []time.Time // when each such restart completed
+	triggerOnce     sync.Once
+	restarting      bool // under mu: a stopped kubelet is about to be started again
 }
 
 // Context is cancelled on SIGINT/SIGTERM and shortly before the test's
@@ -635,11 +643,16 @@ resolvConf: /etc/resolv.conf
 // group (a Ctrl-C does not reach it: the teardown stops it first), logging
 // to LogDir/kubelet.log.
 func (cp *ControlPlane) startKubelet() {
-	t := cp.t
-	t.Helper()
+	cp.t.Helper()
+	if err := cp.startKubeletErr(); err != nil {
+		cp.t.Fatalf("e2e: start kubelet: %v", err)
+	}
+}
+
+func (cp *ControlPlane) startKubeletErr() error {
 	logf, err := os.OpenFile(filepath.Join(cp.LogDir, "kubelet.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	defer logf.Close()
 	fmt.Fprintf(logf, "### %s kubelet %s\n", time.Now().UTC().Format(time.RFC3339Nano), strings.Join(cp.kubeletArgs, " "))
@@ -647,13 +660,68 @@ func (cp *ControlPlane) startKubelet() {
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
-		t.Fatalf("e2e: start kubelet: %v", err)
+		return err
 	}
 	done := make(chan struct{})
 	go func() { _ = cmd.Wait(); close(done) }()
 	cp.mu.Lock()
 	cp.kubelet, cp.kubeletDone = cmd, done
 	cp.mu.Unlock()
+	return nil
+}
+
+// KubeletRestartCommand returns a shell command (for pkirenewd's
+// --kubelet-restart-command) that makes the harness restart its kubelet
+// child process and returns once the new kubelet has been started: it
+// creates a trigger file that the harness watches, and waits until the
+// harness removes it again (at most 60 s, else it fails).
+func (cp *ControlPlane) KubeletRestartCommand() string {
+	trigger := filepath.Join(cp.Dir, "restart-kubelet")
+	cp.triggerOnce.Do(func() { go cp.watchKubeletTrigger(trigger) })
+	return fmt.Sprintf(`touch %[1]s && i=0; while [ -e %[1]s ]; do i=$((i+1)); [ $i -gt 600 ] && { echo "the e2e harness did not restart the kubelet" >&2; exit 1; }; sleep 0.1; done`, trigger)
+}
+
+// KubeletRestarts lists when each restart asked for through
+// KubeletRestartCommand completed (the new kubelet started).
+func (cp *ControlPlane) KubeletRestarts() []time.Time {
+	cp.restartMu.Lock()
+	defer cp.restartMu.Unlock()
+	return append([]time.Time{}, cp.kubeletRestarts...)
+}
+
+func (cp *ControlPlane) watchKubeletTrigger(trigger string) {
+	for {
+		select {
+		case <-cp.ctx.Done():
+			return
+		case <-time.After(100 * time.Millisecond):
+		}
+		if _, err := os.Stat(trigger); err != nil {
+			continue
+		}
+		cp.restartMu.Lock()
+		if cp.noRestart {
+			cp.restartMu.Unlock()
+			return
+		}
+		cp.mu.Lock()
+		cp.restarting = true
+		cp.mu.Unlock()
+		cp.StopKubelet()
+		err := cp.startKubeletErr()
+		cp.mu.Lock()
+		cp.restarting = false
+		cp.mu.Unlock()
+		if err == nil {
+			cp.kubeletRestarts = append(cp.kubeletRestarts, time.Now())
+		}
+		cp.restartMu.Unlock()
+		if err != nil {
+			cp.t.Errorf("e2e: restart kubelet on request: %v", err)
+			continue // the trigger stays: the command fails
+		}
+		_ = os.Remove(trigger)
+	}
 }
 
 // KubeletRunning reports whether the kubelet process is alive.
@@ -675,7 +743,7 @@ func (cp *ControlPlane) KubeletRunning() bool {
 func (cp *ControlPlane) kubeletExited() bool {
 	cp.mu.Lock()
 	defer cp.mu.Unlock()
-	if cp.kubelet == nil {
+	if cp.kubelet == nil || cp.restarting {
 		return false
 	}
 	select {
@@ -949,6 +1017,9 @@ func (cp *ControlPlane) noteSandbox(id string) {
 func (cp *ControlPlane) teardownPods() {
 	t := cp.t
 	start := time.Now()
+	cp.restartMu.Lock()
+	cp.noRestart = true
+	cp.restartMu.Unlock()
 	cp.StopKubelet()
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()

@@ -288,3 +288,97 @@ func TestRollWithoutARunningPodTouchesNothing(t *testing.T) {
 		t.Fatalf("err %v restored %v calls %v", err, restored, rt.Calls)
 	}
 }
+
+// Three nodes' etcd pods in one runtime: the restart picks this node's by
+// the kubelet's pod name, and waits for its own replacement, never taking
+// another node's ready pod for it.
+func TestRestartPicksThisNodesPod(t *testing.T) {
+	ms := kubeadmManifests(t)
+	rt := critest.NewRuntime()
+	rt.RecreateAfter = 4
+	ids := map[string]string{}
+	for _, n := range []string{"node1", "node2", "node3"} {
+		ids[n] = rt.AddNodePod("etcd", n)
+	}
+	r, _ := restarter(rt, &critest.Prober{Serials: map[string]string{"127.0.0.1:2379": "abc"}})
+	r.Node = "node2"
+	res := r.Restart(context.Background(), ms["etcd"])
+	if res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	if res.OldSandbox != ids["node2"] || res.NewSandbox == ids["node1"] || res.NewSandbox == ids["node3"] || res.NewSandbox == "" {
+		t.Fatalf("restarted %s -> %s; pods %v", res.OldSandbox, res.NewSandbox, ids)
+	}
+	for _, c := range rt.Calls {
+		if strings.Contains(c, ids["node1"]) || strings.Contains(c, ids["node3"]) {
+			t.Errorf("another node's pod touched: %s", c)
+		}
+	}
+	// Without the node name three ready pods are ambiguous: nothing stopped.
+	r.Node = ""
+	calls := len(rt.Calls)
+	if res := r.Restart(context.Background(), ms["etcd"]); res.Err == nil || !strings.Contains(res.Err.Error(), "3 ready pod sandboxes") {
+		t.Fatalf("no node name: %v", res.Err)
+	}
+	if len(rt.Calls) != calls {
+		t.Errorf("calls after the refusal: %v", rt.Calls[calls:])
+	}
+}
+
+// The gate is asked before each component; its refusal stops the roll
+// there, untouched and without a restore.
+func TestRollGate(t *testing.T) {
+	ms := kubeadmManifests(t)
+	order := []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"}
+	tests := []struct {
+		refuse    string
+		restarted []string
+	}{
+		{"", order},
+		{"etcd", nil},
+		{"kube-controller-manager", []string{"etcd", "kube-apiserver"}},
+	}
+	for _, tc := range tests {
+		t.Run("refuse "+tc.refuse, func(t *testing.T) {
+			rt := critest.NewRuntime()
+			for _, c := range order {
+				rt.AddStaticPod(c)
+			}
+			r, _ := restarter(rt, &critest.Prober{Serials: map[string]string{"127.0.0.1:2379": "abc", "192.0.2.10:6443": "abc"}})
+			var asked []string
+			r.Gate = func(_ context.Context, c string) error {
+				asked = append(asked, c)
+				if c == tc.refuse {
+					return errors.New("member etcd-node3 unhealthy")
+				}
+				return nil
+			}
+			var list []*cri.Manifest
+			for _, c := range order {
+				list = append(list, ms[c])
+			}
+			restored := false
+			results, err := r.Roll(context.Background(), list, func() error { restored = true; return nil })
+			var got []string
+			for _, res := range results {
+				got = append(got, res.Component)
+			}
+			if !reflect.DeepEqual(got, tc.restarted) {
+				t.Errorf("restarted %v, want %v", got, tc.restarted)
+			}
+			var rerr *cri.RollError
+			switch {
+			case tc.refuse == "" && err != nil:
+				t.Fatal(err)
+			case tc.refuse != "" && (!errors.As(err, &rerr) || !rerr.Gated || rerr.Component != tc.refuse || !strings.Contains(err.Error(), "etcd-node3 unhealthy")):
+				t.Fatalf("error %v", err)
+			}
+			if restored {
+				t.Error("a gate refusal restored the backup")
+			}
+			if want := len(tc.restarted) + map[bool]int{true: 1}[tc.refuse != ""]; len(asked) != want {
+				t.Errorf("gate asked %v", asked)
+			}
+		})
+	}
+}

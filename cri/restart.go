@@ -132,6 +132,21 @@ type Restarter struct {
 	// SerialOnDisk reads the serial of a certificate file (default
 	// SerialOnDisk); a test can fake it.
 	SerialOnDisk func(path string) (string, error)
+	// Node is the kubelet's node name. The kubelet names a static pod
+	// "<name>-<node>"; where several nodes' pods share one runtime (a
+	// test rig, or kubelets sharing a containerd) that tells ours apart.
+	// Empty, or no pod of that name: the component label alone.
+	Node string
+	// Gate, when set, is asked before each component of a roll is
+	// restarted (the cluster lease, the etcd quorum guard); an error
+	// stops the roll there without touching that component.
+	Gate func(ctx context.Context, component string) error
+	// Restarted, when set, is told of each component of a roll that came
+	// back healthy (the record of owed restarts shrinks).
+	Restarted func(component string)
+	// Heartbeat, when set, is called while waiting, so a supervisor can
+	// tell a long wait from a hang (the systemd watchdog).
+	Heartbeat func()
 }
 
 // Result is the outcome of one component's restart.
@@ -180,7 +195,13 @@ func staticPodLabels(component string) map[string]string {
 // this node. None, several, or one not made from a manifest file is an
 // error: a restart must never guess.
 func FindStaticPod(ctx context.Context, rt Runtime, component string) (Sandbox, error) {
-	all, err := rt.PodSandboxes(ctx, staticPodLabels(component))
+	return FindStaticPodOn(ctx, rt, component, "")
+}
+
+// FindStaticPodOn is FindStaticPod preferring the pod the kubelet of node
+// made ("<component>-<node>"); with no such pod, the label alone decides.
+func FindStaticPodOn(ctx context.Context, rt Runtime, component, node string) (Sandbox, error) {
+	all, err := sandboxesOf(ctx, rt, component, node, false)
 	if err != nil {
 		return Sandbox{}, fmt.Errorf("%s: %w", component, err)
 	}
@@ -207,6 +228,31 @@ func FindStaticPod(ctx context.Context, rt Runtime, component string) (Sandbox, 
 	return ready[0], nil
 }
 
+// sandboxesOf lists the component's sandboxes, narrowed to the node's pod
+// name when the node has any.
+// strict: no fallback (after our pod was seen under its name, another
+// node's pod must never pass for its replacement).
+func sandboxesOf(ctx context.Context, rt Runtime, component, node string, strict bool) ([]Sandbox, error) {
+	all, err := rt.PodSandboxes(ctx, staticPodLabels(component))
+	if err != nil || node == "" {
+		return all, err
+	}
+	var mine []Sandbox
+	for _, s := range all {
+		if named(s, component, node) {
+			mine = append(mine, s)
+		}
+	}
+	if len(mine) == 0 && !strict {
+		return all, nil
+	}
+	return mine, nil
+}
+
+func named(s Sandbox, component, node string) bool {
+	return s.Labels["io.kubernetes.pod.name"] == component+"-"+node
+}
+
 func short(id string) string {
 	if len(id) > 13 {
 		return id[:13]
@@ -222,7 +268,7 @@ func (r *Restarter) Restart(ctx context.Context, m *Manifest) Result {
 	r.defaults()
 	res := Result{Component: m.Component}
 	log := r.Log.WithField("COMPONENT", m.Component)
-	old, err := FindStaticPod(ctx, r.Runtime, m.Component)
+	old, err := FindStaticPodOn(ctx, r.Runtime, m.Component, r.Node)
 	if err != nil {
 		res.Err = err
 		return res
@@ -242,7 +288,7 @@ func (r *Restarter) Restart(ctx context.Context, m *Manifest) Result {
 
 	// The kubelet notices the missing sandbox and makes a new one.
 	for {
-		if id, ok := r.newRunning(ctx, m.Component, old.ID); ok {
+		if id, ok := r.newRunning(ctx, m.Component, old); ok {
 			res.NewSandbox = id
 			break
 		}
@@ -300,6 +346,9 @@ func (r *Restarter) pause(ctx context.Context, deadline time.Time) error {
 	if !r.Clock.Now().Before(deadline) {
 		return errTimeout
 	}
+	if r.Heartbeat != nil {
+		r.Heartbeat()
+	}
 	r.Clock.Sleep(r.PollInterval)
 	return ctx.Err()
 }
@@ -320,14 +369,15 @@ func (r *Restarter) remove(ctx context.Context, id string) error {
 
 // newRunning finds a ready sandbox of component other than old with a
 // running container.
-func (r *Restarter) newRunning(ctx context.Context, component, old string) (string, bool) {
-	sbs, err := r.Runtime.PodSandboxes(ctx, staticPodLabels(component))
+func (r *Restarter) newRunning(ctx context.Context, component string, old Sandbox) (string, bool) {
+	strict := r.Node != "" && named(old, component, r.Node)
+	sbs, err := sandboxesOf(ctx, r.Runtime, component, r.Node, strict)
 	if err != nil {
 		r.Log.WithError(err).Debug("listing sandboxes")
 		return "", false
 	}
 	for _, s := range sbs {
-		if !s.Ready || s.ID == old {
+		if !s.Ready || s.ID == old.ID {
 			continue
 		}
 		cs, err := r.Runtime.Containers(ctx, s.ID)
@@ -351,6 +401,8 @@ type RollError struct {
 	// Retried is the result of restarting the failed component again
 	// after the previous files were restored (nil without a restore).
 	Retried *Result
+	// Gated: the Gate refused the component; it was not touched.
+	Gated bool
 }
 
 func (e *RollError) Error() string { return e.Err.Error() }
@@ -369,9 +421,17 @@ func (r *Restarter) Roll(ctx context.Context, ms []*Manifest, restore func() err
 		if err := ctx.Err(); err != nil {
 			return results, fmt.Errorf("rolling restart stopped before %s: %w", m.Component, err)
 		}
+		if r.Gate != nil {
+			if err := r.Gate(ctx, m.Component); err != nil {
+				return results, &RollError{Component: m.Component, Err: fmt.Errorf("%s not restarted: %w", m.Component, err), Gated: true}
+			}
+		}
 		res := r.Restart(context.WithoutCancel(ctx), m)
 		results = append(results, res)
 		if res.Err == nil {
+			if r.Restarted != nil {
+				r.Restarted(m.Component)
+			}
 			continue
 		}
 		r.Log.WithFields(logrus.Fields{"COMPONENT": m.Component, "ACTION": "restart-failed", "LAST_PROBE": res.LastProbe}).

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -21,7 +22,8 @@ type Runtime struct {
 	seq        int
 	sandboxes  []*cri.Sandbox
 	containers map[string][]cri.Container
-	listings   map[string]int // per component, listings since removal
+	listings   map[string]int    // per component, listings since removal
+	nodes      map[string]string // per component, the node of the removed pod
 
 	// Calls records StopPodSandbox/RemovePodSandbox as "stop ID"/"remove ID".
 	Calls []string
@@ -39,7 +41,7 @@ var _ cri.Runtime = (*Runtime)(nil)
 
 // NewRuntime returns an empty runtime.
 func NewRuntime() *Runtime {
-	return &Runtime{containers: map[string][]cri.Container{}, listings: map[string]int{}}
+	return &Runtime{containers: map[string][]cri.Container{}, listings: map[string]int{}, nodes: map[string]string{}}
 }
 
 // AddStaticPod adds a ready static pod sandbox with a running container.
@@ -47,6 +49,16 @@ func (f *Runtime) AddStaticPod(component string) string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.addLocked(component, "file")
+}
+
+// AddNodePod adds a ready static pod as the kubelet of node names it
+// ("<component>-<node>"); it comes back under the same name.
+func (f *Runtime) AddNodePod(component, node string) string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	id := f.addLocked(component, "file")
+	f.sandboxes[len(f.sandboxes)-1].Labels["io.kubernetes.pod.name"] = component + "-" + node
+	return id
 }
 
 // AddPod adds a ready sandbox with a config source other than a file.
@@ -90,6 +102,9 @@ func (f *Runtime) PodSandboxes(_ context.Context, labels map[string]string) ([]c
 			if n+1 >= f.RecreateAfter && !f.NoRecreate[c] {
 				delete(f.listings, c)
 				f.addLocked(c, "file")
+				if n := f.nodes[c]; n != "" {
+					f.sandboxes[len(f.sandboxes)-1].Labels["io.kubernetes.pod.name"] = c + "-" + n
+				}
 			} else {
 				f.listings[c] = n + 1
 			}
@@ -145,7 +160,9 @@ func (f *Runtime) RemovePodSandbox(_ context.Context, id string) error {
 		if s.ID == id {
 			f.sandboxes = append(f.sandboxes[:i], f.sandboxes[i+1:]...)
 			delete(f.containers, id)
-			f.listings[s.Labels["component"]] = 0
+			c := s.Labels["component"]
+			f.listings[c] = 0
+			f.nodes[c] = strings.TrimPrefix(s.Labels["io.kubernetes.pod.name"], c+"-")
 			return nil
 		}
 	}

@@ -44,7 +44,14 @@ func (JournalHook) Fire(e *logrus.Entry) error {
 	if err, ok := e.Data[logrus.ErrorKey].(error); ok {
 		msg += ": " + err.Error()
 	}
-	return journal.Send(msg, priority(e.Level), vars)
+	prio := priority(e.Level)
+	// An entry may raise its own priority above what logrus levels
+	// express (crit for an expired control plane): field PRIORITY.
+	if p, ok := e.Data["PRIORITY"].(int); ok && p >= int(journal.PriEmerg) && p <= int(journal.PriDebug) {
+		prio = journal.Priority(p)
+		delete(vars, "PRIORITY")
+	}
+	return journal.Send(msg, prio, vars)
 }
 
 // fieldName turns a logrus key into a journal field name: upper case,

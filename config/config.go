@@ -57,6 +57,19 @@ type Config struct {
 	// kubelet.conf credentials were renewed; empty: systemd's D-Bus API
 	// (kubelet.service) when systemd runs.
 	KubeletRestartCommand string
+	// Lease ("namespace/name") serializes restarts across control-plane
+	// nodes; empty: no coordination (a node alone, or restarts by hand).
+	Lease string
+	// LeaseDuration: how long a crashed holder blocks the other nodes.
+	LeaseDuration time.Duration
+	// CoordinationTimeout bounds a wait for the lease or for healthy
+	// etcd peers; the restarts are then retried later.
+	CoordinationTimeout time.Duration
+	// EtcdQuorumGuard restarts etcd only when every other member is healthy.
+	EtcdQuorumGuard bool
+	// AdminKubeconfigCopy is the usual copy of admin.conf; when it holds
+	// the same credentials it is updated with admin.conf. Empty: none.
+	AdminKubeconfigCopy string
 
 	// ValiditySet records that the user chose Validity explicitly (file or
 	// flag); an explicit choice wins over the kubeadm configuration.
@@ -78,6 +91,14 @@ func Defaults() Config {
 		RestartTimeout:    6 * time.Minute,
 		RestartComponents: true,
 		MetricsAddress:    "127.0.0.1:9795",
+		Lease:             "kube-system/pkirenewd",
+		// Longer than an apiserver restart (its own node's apiserver
+		// carries the lease's renewals), short enough that a crashed
+		// holder blocks the other nodes briefly.
+		LeaseDuration:       2 * time.Minute,
+		CoordinationTimeout: 10 * time.Minute,
+		EtcdQuorumGuard:     true,
+		AdminKubeconfigCopy: "/root/.kube/config",
 	}
 }
 
@@ -149,6 +170,39 @@ func Keys() []Key {
 			set: func(c *Config, v string) error { c.KubeletRestartCommand = v; return nil },
 			get: func(c *Config) string { return c.KubeletRestartCommand },
 		},
+		{
+			Name: "lease", Flag: "lease", Usage: "coordination.k8s.io Lease (namespace/name) that lets one control-plane node restart at a time; empty: no coordination",
+			set: func(c *Config, v string) error {
+				if v != "" {
+					ns, name, ok := strings.Cut(v, "/")
+					if !ok || ns == "" || name == "" || strings.Contains(name, "/") {
+						return fmt.Errorf("%q is not namespace/name", v)
+					}
+				}
+				c.Lease = v
+				return nil
+			},
+			get: func(c *Config) string { return c.Lease },
+		},
+		durKey("leaseDuration", "lease-duration", "how long the lease lasts without renewal (a crashed holder blocks the other nodes this long)", func(c *Config) *time.Duration { return &c.LeaseDuration }, nil),
+		durKey("coordinationTimeout", "coordination-timeout", "how long to wait for the lease or for healthy etcd peers before retrying later", func(c *Config) *time.Duration { return &c.CoordinationTimeout }, nil),
+		boolKey("etcdQuorumGuard", "etcd-quorum-guard", "restart the local etcd only when every other member is healthy", func(c *Config) *bool { return &c.EtcdQuorumGuard }),
+		pathKey("adminKubeconfigCopy", "admin-kubeconfig-copy", "copy of admin.conf updated along with it when it holds the same credentials (empty: none)", func(c *Config) *string { return &c.AdminKubeconfigCopy }),
+	}
+}
+
+func boolKey(name, flag, usage string, field func(*Config) *bool) Key {
+	return Key{
+		Name: name, Flag: flag, Usage: usage,
+		set: func(c *Config, v string) error {
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				return fmt.Errorf("%q is not true or false", v)
+			}
+			*field(c) = b
+			return nil
+		},
+		get: func(c *Config) string { return strconv.FormatBool(*field(c)) },
 	}
 }
 

@@ -26,6 +26,9 @@ type Engine interface {
 	// components that use them. It returns the files it wrote, so the
 	// loop can tell its own writes from anyone else's.
 	Renew(ctx context.Context, names []string) (written []string, err error)
+	// Pending lists the restarts a renewal still owes (components, and
+	// "kubelet"); the loop calls Renew with no names to do them.
+	Pending() []string
 }
 
 // Notifier tells the service manager how the daemon is doing (sd_notify).
@@ -95,6 +98,8 @@ type loop struct {
 	statuses []renew.Status
 	failures int
 	retryAt  time.Time
+	// pending are restarts owed by an earlier renewal.
+	pending []string
 	// own maps files we wrote to the hash of what we wrote, so their
 	// events do not trigger a re-check.
 	own map[string][32]byte
@@ -125,7 +130,7 @@ func Run(ctx context.Context, o Options) error {
 	events, watchErrors := o.Events, o.WatchErrors
 	for {
 		now := o.Clock.Now()
-		if len(l.plan.Due) > 0 && !now.Before(l.retryAt) {
+		if l.work() && !now.Before(l.retryAt) {
 			l.renew(ctx)
 			if ctx.Err() != nil {
 				break
@@ -133,7 +138,7 @@ func Run(ctx context.Context, o Options) error {
 			continue
 		}
 		wake := l.plan.Wake
-		if len(l.plan.Due) > 0 {
+		if l.work() {
 			wake = l.retryAt
 		}
 		timer := o.Clock.NewTimer(wake.Sub(now))
@@ -191,6 +196,7 @@ func (l *loop) check(first bool) error {
 		return err
 	}
 	now := l.Clock.Now()
+	l.pending = l.engine.Pending()
 	l.statuses = statuses
 	l.plan = NextWake(now, statuses, l.MaxSleep)
 	for _, s := range statuses {
@@ -247,11 +253,20 @@ func fmtTime(t time.Time) string {
 	return t.UTC().Format(time.RFC3339)
 }
 
+// work reports whether there is something to renew or restarts owed.
+func (l *loop) work() bool { return len(l.plan.Due) > 0 || len(l.pending) > 0 }
+
 func (l *loop) renew(ctx context.Context) {
 	due := l.plan.Due
 	log := l.Log.WithFields(logrus.Fields{"ACTION": "renew", "CERT": strings.Join(due, ",")})
-	log.Info("renewing")
-	l.Notify.Notify("STATUS=renewing " + strings.Join(due, ", "))
+	if len(due) > 0 {
+		log.Info("renewing")
+		l.Notify.Notify("STATUS=renewing " + strings.Join(due, ", "))
+	} else {
+		log = l.Log.WithFields(logrus.Fields{"ACTION": "restart", "COMPONENT": strings.Join(l.pending, ",")})
+		log.Info("restarts owed by an earlier renewal: doing them")
+		l.Notify.Notify("STATUS=restarting " + strings.Join(l.pending, ", "))
+	}
 	written, err := l.engine.Renew(ctx, due)
 	now := l.Clock.Now()
 	for _, p := range written {

@@ -317,3 +317,29 @@ func TestReloadResetsTheBackoff(t *testing.T) {
 		t.Fatalf("no attempt right after the reload (%d attempts)", n)
 	}
 }
+
+// Restarts owed by an earlier run (a crash mid-roll, a lease held
+// elsewhere) are done at start with no renewal, retried with the backoff
+// until done, and then never again.
+func TestOwedRestartsAreDone(t *testing.T) {
+	h := start(t, map[string]*daemontest.Item{"a": item(10*time.Hour, 30*time.Hour)}, func(o *daemon.Options) {
+		e := o.Engine.(*daemontest.Engine)
+		e.Owed = []string{"kube-apiserver", "kube-scheduler"}
+		e.Fail = 1 // the lease is held elsewhere the first time
+	})
+	if got := h.engine.Renewals; len(got) != 1 || len(got[0]) != 0 {
+		t.Fatalf("at start: renewals %v, want one call with no names", got)
+	}
+	h.step(29 * time.Second)
+	if n := h.engine.RenewalCount(); n != 1 {
+		t.Fatalf("retried before the backoff: %d", n)
+	}
+	h.step(time.Second)
+	if got := h.engine.Renewals; len(got) != 2 || len(got[1]) != 0 || len(h.engine.Pending()) != 0 {
+		t.Fatalf("after the backoff: renewals %v, owed %v", got, h.engine.Pending())
+	}
+	h.step(time.Hour)
+	if n := h.engine.RenewalCount(); n != 2 {
+		t.Fatalf("called again with nothing owed: %v", h.engine.Renewals)
+	}
+}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
+	"time"
 
 	"github.com/sirupsen/logrus"
 
@@ -29,8 +31,17 @@ type NodeEngine struct {
 	// credentials were renewed (it reads them only at start); nil: the
 	// need is logged.
 	RestartKubelet func(ctx context.Context) error
-	Log            logrus.FieldLogger
-	Restarts       RestartRecorder
+	// Coordinate, when set, is called before restarting anything: it
+	// waits for the cluster lease (recovering: the renewal replaced
+	// expired certificates) and returns the gate each component passes
+	// and the release.
+	Coordinate func(ctx context.Context, recovering bool) (gate func(context.Context, string) error, release func(), err error)
+	Log        logrus.FieldLogger
+	// Heartbeat is called during long waits (the systemd watchdog).
+	Heartbeat func()
+	// Now stamps the record of owed restarts (default time.Now).
+	Now      func() time.Time
+	Restarts RestartRecorder
 }
 
 // RenewsKubeletConf reports whether a plan replaces kubelet.conf.
@@ -49,6 +60,10 @@ func KubeletAfterRenewal(ctx context.Context, p *renew.Plan, restart func(contex
 	if !RenewsKubeletConf(p) {
 		return nil
 	}
+	return kubeletRestart(ctx, restart, log, rec)
+}
+
+func kubeletRestart(ctx context.Context, restart func(context.Context) error, log logrus.FieldLogger, rec RestartRecorder) error {
 	if restart == nil {
 		log.WithFields(logrus.Fields{"COMPONENT": "kubelet", "CERT": "kubelet.conf"}).Warn("kubelet.conf renewed: the kubelet reads it only at start; restart the kubelet (set kubeletRestartCommand to let pkirenewd do it)")
 		return nil
@@ -83,8 +98,48 @@ func (e *NodeEngine) Inventory() ([]renew.Status, error) {
 	return st, err
 }
 
+func (e *NodeEngine) now() time.Time {
+	if e.Now != nil {
+		return e.Now()
+	}
+	return time.Now()
+}
+
+// Pending implements Engine: restarts a renewal still owes (cut short by
+// a crash, a stop, the lease or the etcd guard).
+func (e *NodeEngine) Pending() []string {
+	if e.Connect == nil {
+		return nil
+	}
+	p, err := renew.LoadPending(e.StateDir)
+	if err != nil {
+		e.Log.WithError(err).Error("reading the owed restarts")
+		return nil
+	}
+	if p.Empty() {
+		return nil
+	}
+	out := append([]string{}, p.Components...)
+	if p.Kubelet {
+		out = append(out, "kubelet")
+	}
+	return out
+}
+
+// Expired reports whether a plan replaces certificates that had already
+// expired: the control plane may be down (day 366).
+func Expired(p *renew.Plan) bool {
+	for _, it := range p.Items {
+		if it.State == renew.StateExpired {
+			return true
+		}
+	}
+	return false
+}
+
 // Renew implements Engine. Everything that can be checked (the
-// manifests, the runtime) is checked before a byte is written.
+// manifests, the runtime) is checked before a byte is written. Restarts
+// owed by an earlier run are done too, and with no names only they are.
 func (e *NodeEngine) Renew(ctx context.Context, names []string) ([]string, error) {
 	var (
 		manifests []*cri.Manifest
@@ -106,36 +161,91 @@ func (e *NodeEngine) Renew(ctx context.Context, names []string) ([]string, error
 		return nil, err
 	}
 	defer unlock()
-	inv, _, err := e.Renewer.Inventory()
-	if err != nil {
-		return nil, err
+	var owed *renew.PendingRestart
+	if rst != nil {
+		if owed, err = renew.LoadPending(e.StateDir); err != nil {
+			return nil, fmt.Errorf("nothing was written: %w", err)
+		}
 	}
-	plan, err := e.Renewer.Plan(inv, renew.Selection{Names: names})
-	if err != nil {
-		return nil, fmt.Errorf("nothing was written: %w", err)
+	var written []string
+	if len(names) > 0 {
+		inv, _, err := e.Renewer.Inventory()
+		if err != nil {
+			return nil, err
+		}
+		plan, err := e.Renewer.Plan(inv, renew.Selection{Names: names})
+		if err != nil {
+			return nil, fmt.Errorf("nothing was written: %w", err)
+		}
+		res, err := e.Renewer.Apply(plan)
+		if err != nil {
+			return nil, err
+		}
+		// The configured paths, as the file watcher reports them.
+		written = plan.Paths()
+		if rst == nil {
+			return written, KubeletAfterRenewal(ctx, plan, e.RestartKubelet, e.Log, e.Restarts)
+		}
+		owed = owed.Merge(&renew.PendingRestart{
+			Components: cri.Affected(manifests, plan.Paths()), Kubelet: RenewsKubeletConf(plan),
+			BackupDir: res.BackupDir, Recovering: Expired(plan), Since: e.now(),
+		}, cri.Order)
 	}
-	res, err := e.Renewer.Apply(plan)
-	if err != nil {
-		return nil, err
+	if owed.Empty() {
+		return written, nil
 	}
-	// The configured paths, as the file watcher reports them.
-	written := plan.Paths()
-	if rst == nil {
-		return written, KubeletAfterRenewal(ctx, plan, e.RestartKubelet, e.Log, e.Restarts)
+	if err := renew.SavePending(e.StateDir, owed); err != nil {
+		return written, fmt.Errorf("recording the restarts owed: %w", err)
 	}
-	affected := cri.Affected(manifests, plan.Paths())
+	_, err = e.RollOwed(ctx, rst, manifests, owed)
+	return written, err
+}
+
+// RollOwed does the restarts owed (already recorded in the state dir),
+// shrinking the record as each component comes back healthy: under the
+// cluster lease, each component through the gate, then the kubelet. The
+// caller holds the state dir lock.
+func (e *NodeEngine) RollOwed(ctx context.Context, rst *cri.Restarter, manifests []*cri.Manifest, owed *renew.PendingRestart) ([]cri.Result, error) {
 	var sel []*cri.Manifest
-	for _, c := range affected {
+	for _, c := range owed.Components {
+		found := false
 		for _, m := range manifests {
 			if m.Component == c {
 				sel = append(sel, m)
+				found = true
 			}
 		}
+		if !found {
+			e.Log.WithField("COMPONENT", c).Warn("no static pod manifest any more: not restarting it")
+			owed = owed.Done(c)
+		}
 	}
-	results, err := rst.Roll(ctx, sel, func() error {
-		_, err := e.Renewer.Restore(res.BackupDir)
-		return err
-	})
+	save := func(p *renew.PendingRestart) {
+		owed = p
+		if err := renew.SavePending(e.StateDir, p); err != nil {
+			e.Log.WithError(err).Error("recording the restarts owed")
+		}
+	}
+	if len(sel) > 0 && e.Coordinate != nil {
+		gate, release, err := e.Coordinate(ctx, owed.Recovering)
+		if err != nil {
+			return nil, fmt.Errorf("restart of %s postponed: %w", strings.Join(owed.Components, ", "), err)
+		}
+		defer release()
+		rst.Gate = gate
+	}
+	rst.Restarted = func(c string) { save(owed.Done(c)) }
+	if e.Heartbeat != nil {
+		rst.Heartbeat = e.Heartbeat
+	}
+	var restore func() error
+	if owed.BackupDir != "" {
+		restore = func() error {
+			_, err := e.Renewer.Restore(owed.BackupDir)
+			return err
+		}
+	}
+	results, err := rst.Roll(ctx, sel, restore)
 	if e.Restarts != nil {
 		for _, r := range results {
 			e.Restarts.Restart(r.Component, r.Err)
@@ -144,9 +254,18 @@ func (e *NodeEngine) Renew(ctx context.Context, names []string) ([]string, error
 	if err != nil {
 		var rerr *cri.RollError
 		if errors.As(err, &rerr) && rerr.Retried != nil {
-			return written, fmt.Errorf("%w (previous files restored from %s)", err, res.BackupDir)
+			// The previous files are back: nothing is owed for them.
+			backup := owed.BackupDir
+			save(nil)
+			return results, fmt.Errorf("%w (previous files restored from %s)", err, backup)
 		}
-		return written, err
+		return results, err
 	}
-	return written, KubeletAfterRenewal(ctx, plan, e.RestartKubelet, e.Log, e.Restarts)
+	if owed.Kubelet {
+		if err := kubeletRestart(ctx, e.RestartKubelet, e.Log, e.Restarts); err != nil {
+			return results, err
+		}
+	}
+	save(nil)
+	return results, nil
 }

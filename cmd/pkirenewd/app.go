@@ -43,6 +43,8 @@ type options struct {
 	now            func() time.Time
 	log            *logrus.Logger
 	cfg            config.Config
+	// heartbeat feeds the systemd watchdog during long waits (run only).
+	heartbeat func()
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {

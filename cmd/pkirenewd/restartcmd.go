@@ -34,7 +34,7 @@ func connector(cfg config.Config, log logrus.FieldLogger) func(ctx context.Conte
 		if err != nil {
 			return nil, nil, err
 		}
-		r := &cri.Restarter{Runtime: client, Prober: cri.HTTPProber{}, Log: log, Timeout: cfg.RestartTimeout}
+		r := &cri.Restarter{Runtime: client, Prober: cri.HTTPProber{}, Log: log, Timeout: cfg.RestartTimeout, Node: cfg.NodeName}
 		return r, func() { _ = client.Close() }, nil
 	}
 }
@@ -137,6 +137,14 @@ Exit status: 0 all healthy, 1 failed.`,
 				return &exitError{code: 1, err: err}
 			}
 			defer unlock()
+			if coord := coordination(o.cfg, o.log, nil); coord != nil {
+				gate, release, err := coord(ctx, false)
+				if err != nil {
+					return &exitError{code: 1, err: err}
+				}
+				defer release()
+				r.Gate = gate
+			}
 			results, err := r.Roll(ctx, sel, nil)
 			printRoll(o, results)
 			if err != nil {
@@ -147,42 +155,53 @@ Exit status: 0 all healthy, 1 failed.`,
 	}
 }
 
-// restartAfterRenewal rolls the components that use the renewed files; on
-// failure the previous files come back from the backup and the failed
-// component is restarted on them.
+// restartAfterRenewal rolls the components that use the renewed files,
+// under the cluster lease; on failure the previous files come back from
+// the backup and the failed component is restarted on them. What is owed
+// is recorded first, so a roll cut short is finished by the daemon.
 func restartAfterRenewal(ctx context.Context, o *options, r *cri.Restarter, rn *renew.Renewer, manifests []*cri.Manifest, plan *renew.Plan, res *renew.Result) error {
 	affected := cri.Affected(manifests, plan.Paths())
-	kubelet := func() error {
+	kubelet := daemon.RenewsKubeletConf(plan)
+	if len(affected) == 0 {
+		fmt.Fprintln(o.stdout, "No static pod uses the renewed files.")
 		if err := daemon.KubeletAfterRenewal(ctx, plan, kubeletRestarter(o.cfg), o.log, nil); err != nil {
 			return err
 		}
-		if daemon.RenewsKubeletConf(plan) && kubeletRestarter(o.cfg) != nil {
+		if kubelet && kubeletRestarter(o.cfg) != nil {
 			fmt.Fprintln(o.stdout, "restarted kubelet                  for its renewed kubelet.conf")
 		}
 		return nil
 	}
-	if len(affected) == 0 {
-		fmt.Fprintln(o.stdout, "No static pod uses the renewed files.")
-		return kubelet()
-	}
-	sel, err := selectManifests(manifests, affected)
+	owed := &renew.PendingRestart{Components: affected, Kubelet: kubelet, BackupDir: res.BackupDir, Recovering: daemon.Expired(plan), Since: o.now()}
+	prev, err := renew.LoadPending(o.cfg.StateDir)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(o.stdout, "Restarting %s ...\n", strings.Join(affected, ", "))
+	owed = prev.Merge(owed, cri.Order)
+	if err := renew.SavePending(o.cfg.StateDir, owed); err != nil {
+		return fmt.Errorf("recording the restarts owed: %w", err)
+	}
+	e := &daemon.NodeEngine{
+		Renewer: rn, StateDir: o.cfg.StateDir, ManifestsDir: o.cfg.ManifestsDir, Log: o.log,
+		RestartKubelet: kubeletRestarter(o.cfg), Coordinate: coordination(o.cfg, o.log, nil), Now: o.now,
+	}
+	fmt.Fprintf(o.stdout, "Restarting %s ...\n", strings.Join(owed.Components, ", "))
 	start := time.Now()
-	results, err := r.Roll(ctx, sel, func() error {
-		_, err := rn.Restore(res.BackupDir)
-		return err
-	})
+	results, err := e.RollOwed(ctx, r, manifests, owed)
 	printRoll(o, results)
 	if err != nil {
 		var rerr *cri.RollError
-		if errors.As(err, &rerr) && rerr.Retried != nil {
+		switch {
+		case errors.As(err, &rerr) && rerr.Retried != nil:
 			fmt.Fprintf(o.stdout, "The previous files were restored from %s and %s restarted on them.\n", res.BackupDir, rerr.Component)
+		default:
+			fmt.Fprintf(o.stdout, "The restarts still owed are recorded in %s; `pkirenewd run` (or renew --restart) finishes them.\n", o.cfg.StateDir)
 		}
 		return err
 	}
-	fmt.Fprintf(o.stdout, "All %d restarted components are healthy (%.1fs).\n", len(affected), time.Since(start).Seconds())
-	return kubelet()
+	fmt.Fprintf(o.stdout, "All %d restarted components are healthy (%.1fs).\n", len(results), time.Since(start).Seconds())
+	if owed.Kubelet && kubeletRestarter(o.cfg) != nil {
+		fmt.Fprintln(o.stdout, "restarted kubelet                  for its renewed kubelet.conf")
+	}
+	return nil
 }

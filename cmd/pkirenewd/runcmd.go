@@ -5,7 +5,9 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"sync"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -55,6 +57,8 @@ func (o *options) nodeEngine(cfg config.Config, metrics *daemon.PromMetrics) (da
 	if cfg.RestartComponents {
 		e.Connect = connector(cfg, o.log)
 		e.RestartKubelet = kubeletRestarter(cfg)
+		e.Coordinate = coordination(cfg, o.log, o.heartbeat)
+		e.Heartbeat = o.heartbeat
 	}
 	return e, nil
 }
@@ -70,6 +74,22 @@ func runDaemon(cmd *cobra.Command, o *options) error {
 			return &exitError{code: 1, err: fmt.Errorf("metrics listener %s: %w", o.cfg.MetricsAddress, err)}
 		}
 		log.WithField("ADDRESS", addr.String()).Info("serving metrics")
+	}
+	if wd := systemd.WatchdogInterval(); wd > 0 {
+		// A roll can wait minutes for the lease, healthy etcd peers or
+		// a component in CrashLoopBackOff: those waits are progress,
+		// not a hung loop, so they keep the watchdog fed.
+		n := systemd.Notifier{Log: log}
+		var mu sync.Mutex
+		var last time.Time
+		o.heartbeat = func() {
+			mu.Lock()
+			defer mu.Unlock()
+			if time.Since(last) >= wd {
+				last = time.Now()
+				n.Notify("WATCHDOG=1")
+			}
+		}
 	}
 	engine, err := o.nodeEngine(o.cfg, metrics)
 	if err != nil {

@@ -28,6 +28,8 @@ type Engine struct {
 	OnRenew func()
 	// Written is what Renew reports as written.
 	Written []string
+	// Owed are restarts owed (Pending); a successful Renew does them.
+	Owed []string
 }
 
 // Item is one fake certificate.
@@ -59,6 +61,13 @@ func (e *Engine) Inventory() ([]renew.Status, error) {
 	return out, nil
 }
 
+// Pending implements daemon.Engine.
+func (e *Engine) Pending() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return append([]string(nil), e.Owed...)
+}
+
 // Renew implements daemon.Engine.
 func (e *Engine) Renew(_ context.Context, names []string) ([]string, error) {
 	if e.OnRenew != nil {
@@ -71,6 +80,7 @@ func (e *Engine) Renew(_ context.Context, names []string) ([]string, error) {
 		e.Fail--
 		return nil, context.DeadlineExceeded
 	}
+	e.Owed = nil
 	now := e.Now()
 	for _, n := range names {
 		it := e.Items[n]

@@ -128,7 +128,9 @@ func (n *node) pkirenewd(t *testing.T, args ...string) (string, int) {
 	// The subcommand, the node's settings, then the test's own flags
 	// (which win).
 	all := append([]string{args[0], "--config", "/dev/null", "--pki-dir", n.pki, "--kubeconfig-dir", n.kube, "--manifests-dir", n.manifests,
-		"--state-dir", n.state, "--cri-endpoint", n.rig.Endpoint(), "--restart-timeout", "30s", "--validity", "365d"}, args[1:]...)
+		"--state-dir", n.state, "--cri-endpoint", n.rig.Endpoint(), "--restart-timeout", "30s", "--validity", "365d",
+		// The stand-in has no apiserver and its etcd is a health server.
+		"--lease=", "--etcd-quorum-guard=false"}, args[1:]...)
 	cmd := exec.Command(pkirenewdBin, all...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
@@ -296,7 +298,7 @@ func TestDaemonRestartsAfterRenewal(t *testing.T) {
 	}
 	cmd := exec.Command(pkirenewdBin, "run", "--config", "/dev/null", "--pki-dir", n.pki, "--kubeconfig-dir", n.kube,
 		"--manifests-dir", n.manifests, "--state-dir", n.state, "--cri-endpoint", rig.Endpoint(), "--restart-timeout", "30s",
-		"--renew-before", "20s", "--validity", "40s", "--metrics-address", "")
+		"--renew-before", "20s", "--validity", "40s", "--metrics-address", "", "--lease=", "--etcd-quorum-guard=false")
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {

@@ -33,6 +33,10 @@ type Options struct {
 	Log       logrus.FieldLogger
 	// Step is the store's test hook (see Store.Step).
 	Step func(string)
+	// AdminCopy is a copy of admin.conf updated along with it when it
+	// carries the same credentials; AdminCopyGlob finds copies that are
+	// only reported. Empty: none.
+	AdminCopy, AdminCopyGlob string
 }
 
 // Renewer takes inventory, plans renewals and applies them.
@@ -273,6 +277,7 @@ func (r *Renewer) Apply(p *Plan) (*Result, error) {
 			"SERIAL":    it.Issued.Cert.SerialNumber.Text(16),
 		}).Info("certificate renewed")
 	}
+	r.updateAdminCopies(p)
 	return res, nil
 }
 

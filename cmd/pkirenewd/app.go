@@ -149,7 +149,13 @@ func (o *options) renewer(cacheKubeadm bool) (*renew.Renewer, error) {
 	if src != "" {
 		o.log.WithFields(logrus.Fields{"source": src, "algorithm": cs.EncryptionAlgorithm, "validity": validity}).Debug("kubeadm configuration")
 	}
+	glob := ""
+	if o.cfg.AdminKubeconfigCopy != "" {
+		// Other admins' copies are reported, never written.
+		glob = "/home/*/.kube/config"
+	}
 	return renew.New(renew.Options{
+		AdminCopy: o.cfg.AdminKubeconfigCopy, AdminCopyGlob: glob,
 		Dirs:         renew.Dirs{PKIDir: o.cfg.PKIDir, KubeconfigDir: o.cfg.KubeconfigDir},
 		StateDir:     o.cfg.StateDir,
 		Policy:       renew.Policy{RenewBefore: o.cfg.RenewBefore, NodeName: o.cfg.NodeName},

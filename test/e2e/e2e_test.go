@@ -88,7 +88,9 @@ func (e logEvent) str(k string) string {
 
 // daemon is a running `pkirenewd run`.
 type daemon struct {
-	cmd    *exec.Cmd
+	// stateDir is the daemon's --state-dir.
+	stateDir string
+	cmd      *exec.Cmd
 	done   chan struct{}
 	mu     sync.Mutex
 	events []logEvent
@@ -150,13 +152,15 @@ func startPkirenewd(t *testing.T, cp *ControlPlane, logName, sub string, args ..
 	if sub == "run" {
 		all = append(all, "--log-format", "json")
 	}
+	state := t.TempDir()
 	all = append(all, []string{"--log-level", "debug",
 		"--config", "/dev/null",
 		"--pki-dir", PKIDir, "--kubeconfig-dir", KubernetesDir, "--manifests-dir", ManifestsDir,
-		"--state-dir", t.TempDir(), "--cri-endpoint", cp.Rig.Endpoint(),
+		"--state-dir", state, "--cri-endpoint", cp.Rig.Endpoint(),
+		"--node-name", cp.Opts.NodeName, "--admin-kubeconfig-copy", "",
 		"--metrics-address", ""}...)
 	all = append(all, args...)
-	d := &daemon{cmd: exec.Command(pkirenewdBin, all...), done: make(chan struct{})}
+	d := &daemon{stateDir: state, cmd: exec.Command(pkirenewdBin, all...), done: make(chan struct{})}
 	pr, pw := io.Pipe()
 	d.cmd.Stdout, d.cmd.Stderr = pw, pw
 	// Own process group: a Ctrl-C reaches the test, which stops the
@@ -453,6 +457,24 @@ func TestRenewalRollsTheRealControlPlane(t *testing.T) {
 	}
 	createConfigMap(t, cp, "e2e-after-renewal")
 
+	// Every roll ran under the cluster lease, taken through the local
+	// apiserver and released at the end.
+	var took, released int
+	for _, e := range evs {
+		switch e.str("msg") {
+		case "holding the restart lease":
+			took++
+		case "restart lease released":
+			released++
+		}
+	}
+	if took == 0 || took != released {
+		t.Errorf("lease taken %d times, released %d times, in %d rounds", took, released, len(rounds))
+	}
+	if h, err := restartLeaseHolder(ctx, cp); err != nil || h != "" {
+		t.Errorf("restart lease after the roll: holder %q (%v)", h, err)
+	}
+
 	// kubelet.conf embeds the kubelet's certificate (the init phases put
 	// it there): it was renewed, and pkirenewd ran its
 	// kubeletRestartCommand, which made the harness restart the kubelet.
@@ -464,6 +486,23 @@ func TestRenewalRollsTheRealControlPlane(t *testing.T) {
 	}
 	t.Logf("timings: bring-up %v; daemon start to first renewal %v; first renewal to last component healthy %v",
 		cp.BringUp.Round(time.Millisecond), firstRenew.Sub(daemonStart).Round(time.Millisecond), roll.Round(time.Millisecond))
+}
+
+// restartLeaseHolder reads pkirenewd's Lease (it must exist).
+func restartLeaseHolder(ctx context.Context, cp *ControlPlane) (string, error) {
+	b, err := cp.Admin.Get(ctx, "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/pkirenewd")
+	if err != nil {
+		return "", err
+	}
+	var l struct {
+		Spec struct {
+			HolderIdentity string `json:"holderIdentity"`
+		} `json:"spec"`
+	}
+	if err := json.Unmarshal(b, &l); err != nil {
+		return "", err
+	}
+	return l.Spec.HolderIdentity, nil
 }
 
 func kubeletRestartLogged(evs []logEvent) bool {

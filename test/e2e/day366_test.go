@@ -1,0 +1,123 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pkirenewd/pkirenewd/renew"
+)
+
+// maxNotAfter is the latest expiry of the renewable items.
+func maxNotAfter(t *testing.T) time.Time {
+	t.Helper()
+	inv, err := renew.TakeInventory(renew.Dirs{PKIDir: PKIDir, KubeconfigDir: KubernetesDir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var latest time.Time
+	for _, it := range inv.Certs {
+		if it.Cert != nil && it.CAName != "" && it.Cert.NotAfter.After(latest) {
+			latest = it.Cert.NotAfter
+		}
+	}
+	return latest
+}
+
+// Day 366: every leaf certificate of the control plane has expired — the
+// apiserver cannot reach etcd, no client gets through — and pkirenewd
+// alone brings it back: it renews, finds the API unable to answer, says
+// loudly that it is recovering without the lease, restarts etcd and the
+// apiserver, takes the lease once the API answers, and finishes the roll.
+func TestDay366ExpiredControlPlaneIsHealed(t *testing.T) {
+	// Long enough for the bring-up, short enough to wait out.
+	const validity = 2 * time.Minute
+	cp := StartControlPlane(t, Options{Validity: validity})
+	ctx := cp.Context()
+	old := leafSerials(t)
+	expiry := maxNotAfter(t)
+	t.Logf("every leaf certificate expires by %s (%v from now)", expiry.UTC().Format(time.RFC3339), time.Until(expiry).Round(time.Second))
+	select {
+	case <-ctx.Done():
+		t.Fatal(ctx.Err())
+	case <-time.After(time.Until(expiry) + 5*time.Second):
+	}
+	// The cluster is down: admin.conf's expired credentials get nowhere.
+	if err := cp.apiserverReady(ctx); err == nil {
+		t.Fatal("/readyz answers ok with expired certificates: the scenario did not set in")
+	} else {
+		t.Logf("expired: /readyz: %v", err)
+	}
+
+	start := time.Now()
+	d := startDaemon(t, cp, "--validity", "24h", "--restart-timeout", "6m",
+		"--kubelet-restart-command", cp.KubeletRestartCommand())
+	var healedAt time.Time
+	err := cp.Poll(12*time.Minute, time.Second, "the expired control plane healed", func(ctx context.Context) error {
+		if d.exited() {
+			return fmt.Errorf("pkirenewd exited: %v", d.cmd.ProcessState)
+		}
+		if err := cp.Healthy(ctx); err != nil {
+			return err
+		}
+		if healedAt.IsZero() {
+			healedAt = time.Now()
+		}
+		if !kubeletRestartLogged(d.Events()) {
+			return errors.New("pkirenewd has not restarted the kubelet yet")
+		}
+		if _, err := os.Stat(filepath.Join(d.stateDir, "pending-restart.json")); err == nil {
+			return errors.New("restarts still owed")
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.stop(t); err != nil {
+		t.Error(err)
+	}
+	evs := d.Events()
+	var loud, leased, released bool
+	var order []string
+	for _, e := range evs {
+		switch {
+		case strings.Contains(e.str("msg"), "RECOVERING AN EXPIRED CONTROL PLANE") && e.str("level") == "error" && fmt.Sprint(e.Fields["PRIORITY"]) == "2":
+			loud = true
+		case e.str("msg") == "the API answers again: holding the restart lease for the rest of the recovery":
+			leased = true
+		case e.str("msg") == "restart lease released":
+			released = true
+		case e.str("msg") == "component healthy":
+			order = append(order, e.str("COMPONENT"))
+		}
+	}
+	if !loud {
+		t.Error("no critical-priority message that an expired control plane is being recovered")
+	}
+	if !leased || !released {
+		t.Errorf("the lease was not taken once the API answered (taken %v, released %v)", leased, released)
+	}
+	if want := "etcd,kube-apiserver,kube-controller-manager,kube-scheduler"; strings.Join(order, ",") != want {
+		t.Errorf("restarted %v, want %s", order, want)
+	}
+	for k, v := range leafSerials(t) {
+		if v == old[k] {
+			t.Errorf("%s not renewed", k)
+		}
+	}
+	createConfigMap(t, cp, "e2e-day-366")
+	checkKubeletRestarted(t, cp, evs, old["kubelet.conf"])
+	if h, err := restartLeaseHolder(ctx, cp); err != nil || h != "" {
+		t.Errorf("restart lease after the recovery: holder %q (%v)", h, err)
+	}
+	t.Logf("day 366: pkirenewd healed the expired control plane in %v (daemon start to all healthy with the renewed admin.conf); roll finished %v after start",
+		healedAt.Sub(start).Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
+}

@@ -382,3 +382,34 @@ func TestRollGate(t *testing.T) {
 		})
 	}
 }
+
+// A component whose sandbox is already stopped (pkirenewd was killed
+// between StopPodSandbox and the health check) is not an error: the
+// restart waits for the kubelet's new sandbox and checks it.
+func TestRestartOfAnAlreadyStoppedPod(t *testing.T) {
+	ms := kubeadmManifests(t)
+	rt := critest.NewRuntime()
+	rt.RecreateAfter = 2
+	old := rt.AddStaticPod("kube-scheduler")
+	if err := rt.StopPodSandbox(context.Background(), old); err != nil {
+		t.Fatal(err)
+	}
+	rt.Calls = nil
+	r, _ := restarter(rt, &critest.Prober{})
+	res := r.Restart(context.Background(), ms["kube-scheduler"])
+	if res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	if res.OldSandbox != old || res.NewSandbox == "" || res.NewSandbox == old {
+		t.Fatalf("result %+v", res)
+	}
+	for _, c := range rt.Calls {
+		if strings.HasPrefix(c, "stop ") {
+			t.Errorf("stopped again: %v", rt.Calls)
+		}
+	}
+	// With no sandbox at all, nothing is waited for.
+	if res := r.Restart(context.Background(), ms["etcd"]); !errors.Is(res.Err, cri.ErrNoReadySandbox) {
+		t.Fatalf("no pod at all: %v", res.Err)
+	}
+}

@@ -129,6 +129,9 @@ type Restarter struct {
 	// kubelet sometimes races to start a container in the stopped sandbox
 	// ("container is in starting state"). Default 10s.
 	RemoveRetry time.Duration
+	// AppearWait is how long a component with no ready sandbox is given
+	// to get one from the kubelet before that is an error. Default 30s.
+	AppearWait time.Duration
 	// SerialOnDisk reads the serial of a certificate file (default
 	// SerialOnDisk); a test can fake it.
 	SerialOnDisk func(path string) (string, error)
@@ -173,6 +176,9 @@ func (r *Restarter) defaults() {
 	if r.PollInterval == 0 {
 		r.PollInterval = 250 * time.Millisecond
 	}
+	if r.AppearWait == 0 {
+		r.AppearWait = 30 * time.Second
+	}
 	if r.RemoveRetry == 0 {
 		r.RemoveRetry = 10 * time.Second
 	}
@@ -185,6 +191,9 @@ func (r *Restarter) defaults() {
 		r.Log = l
 	}
 }
+
+// ErrNoReadySandbox: the component has no ready pod sandbox.
+var ErrNoReadySandbox = errors.New("no ready pod sandbox")
 
 // staticPodLabels select a control-plane static pod as the kubelet labels it.
 func staticPodLabels(component string) map[string]string {
@@ -213,7 +222,7 @@ func FindStaticPodOn(ctx context.Context, rt Runtime, component, node string) (S
 	}
 	switch len(ready) {
 	case 0:
-		return Sandbox{}, fmt.Errorf("%s: no ready pod sandbox in kube-system with label component=%s", component, component)
+		return Sandbox{}, fmt.Errorf("%s: %w in kube-system with label component=%s", component, ErrNoReadySandbox, component)
 	case 1:
 	default:
 		ids := make([]string, len(ready))
@@ -249,6 +258,25 @@ func sandboxesOf(ctx context.Context, rt Runtime, component, node string, strict
 	return mine, nil
 }
 
+// stoppedSandbox finds the newest not-ready static sandbox of the
+// component, when it has no ready one.
+func (r *Restarter) stoppedSandbox(ctx context.Context, component string) (Sandbox, bool) {
+	all, err := sandboxesOf(ctx, r.Runtime, component, r.Node, false)
+	if err != nil {
+		return Sandbox{}, false
+	}
+	var newest Sandbox
+	for _, s := range all {
+		if s.Ready {
+			return Sandbox{}, false
+		}
+		if s.Annotations["kubernetes.io/config.source"] == "file" && (newest.ID == "" || s.CreatedAt.After(newest.CreatedAt)) {
+			newest = s
+		}
+	}
+	return newest, newest.ID != ""
+}
+
 func named(s Sandbox, component, node string) bool {
 	return s.Labels["io.kubernetes.pod.name"] == component+"-"+node
 }
@@ -269,6 +297,28 @@ func (r *Restarter) Restart(ctx context.Context, m *Manifest) Result {
 	res := Result{Component: m.Component}
 	log := r.Log.WithField("COMPONENT", m.Component)
 	old, err := FindStaticPodOn(ctx, r.Runtime, m.Component, r.Node)
+	// No ready sandbox: the kubelet may be between two (a restart cut
+	// short by a crash, or its own): give it its reaction time.
+	for appear := r.Clock.Now().Add(r.AppearWait); errors.Is(err, ErrNoReadySandbox) && r.Clock.Now().Before(appear); {
+		if _, ok := r.stoppedSandbox(ctx, m.Component); ok {
+			break
+		}
+		if perr := r.pause(ctx, appear); perr != nil {
+			break
+		}
+		old, err = FindStaticPodOn(ctx, r.Runtime, m.Component, r.Node)
+	}
+	stopped := false
+	if errors.Is(err, ErrNoReadySandbox) {
+		// Its sandbox is stopped but still there: a restart was cut
+		// short (pkirenewd killed after StopPodSandbox) or the kubelet
+		// is recreating it. The kubelet's next sandbox reads the files
+		// on disk, so waiting for it and checking it is the restart.
+		if sb, ok := r.stoppedSandbox(ctx, m.Component); ok {
+			old, err, stopped = sb, nil, true
+			log.WithFields(logrus.Fields{"ACTION": "restart", "SANDBOX": short(old.ID)}).Warn("the static pod is already stopped (an interrupted restart?): waiting for the kubelet's new one")
+		}
+	}
 	if err != nil {
 		res.Err = err
 		return res
@@ -276,10 +326,12 @@ func (r *Restarter) Restart(ctx context.Context, m *Manifest) Result {
 	res.OldSandbox = old.ID
 	start := r.Clock.Now()
 	deadline := start.Add(r.Timeout)
-	log.WithFields(logrus.Fields{"ACTION": "restart", "SANDBOX": short(old.ID)}).Info("stopping static pod")
-	if err := r.Runtime.StopPodSandbox(ctx, old.ID); err != nil {
-		res.Err = fmt.Errorf("%s: StopPodSandbox %s: %w", m.Component, short(old.ID), err)
-		return res
+	if !stopped {
+		log.WithFields(logrus.Fields{"ACTION": "restart", "SANDBOX": short(old.ID)}).Info("stopping static pod")
+		if err := r.Runtime.StopPodSandbox(ctx, old.ID); err != nil {
+			res.Err = fmt.Errorf("%s: StopPodSandbox %s: %w", m.Component, short(old.ID), err)
+			return res
+		}
 	}
 	if err := r.remove(ctx, old.ID); err != nil {
 		res.Err = fmt.Errorf("%s: RemovePodSandbox %s: %w", m.Component, short(old.ID), err)

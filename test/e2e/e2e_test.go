@@ -91,9 +91,9 @@ type daemon struct {
 	// stateDir is the daemon's --state-dir.
 	stateDir string
 	cmd      *exec.Cmd
-	done   chan struct{}
-	mu     sync.Mutex
-	events []logEvent
+	done     chan struct{}
+	mu       sync.Mutex
+	events   []logEvent
 }
 
 func (d *daemon) Events() []logEvent {

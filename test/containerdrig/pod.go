@@ -23,6 +23,9 @@ type StaticPod struct {
 	Args      []string
 	// HostPaths are mounted read-only at the same path.
 	HostPaths []string
+	// WritableHostPaths are mounted read-write at the same path (e.g.
+	// etcd's data dir).
+	WritableHostPaths []string
 	// Annotations are added to the sandbox's (e.g. kubeadm's
 	// kubeadm.kubernetes.io/kube-apiserver.advertise-address.endpoint).
 	Annotations map[string]string
@@ -77,6 +80,9 @@ func (r *Rig) runStaticPod(ctx context.Context, p StaticPod, attempt uint32) (sa
 	var mounts []*runtimeapi.Mount
 	for _, h := range p.HostPaths {
 		mounts = append(mounts, &runtimeapi.Mount{HostPath: h, ContainerPath: h, Readonly: true})
+	}
+	for _, h := range p.WritableHostPaths {
+		mounts = append(mounts, &runtimeapi.Mount{HostPath: h, ContainerPath: h})
 	}
 	ct, err := r.RT.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{
 		PodSandboxId: sb.PodSandboxId,
@@ -159,8 +165,10 @@ type Kubelet struct {
 
 // StartKubelet runs the pods (attempt 0; the test fails if one cannot
 // start) and then, every 100 ms until Stop or the end of the test, recreates
-// any whose component has no READY sandbox left (label
-// component=<Component> in kube-system), after delay. override may be nil.
+// any that has no READY sandbox left (labels component=<Component> and
+// io.kubernetes.pod.name=<Component>-<Node> in kube-system, so one
+// containerd can hold the pods of several nodes, with one stand-in per
+// node), after delay. override may be nil.
 func (r *Rig) StartKubelet(pods []StaticPod, delay time.Duration, override func(component string, attempt int) *StaticPod) *Kubelet {
 	r.t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -201,8 +209,9 @@ func (k *Kubelet) loop(ctx context.Context) {
 		}
 		for _, p := range k.pods {
 			resp, err := k.r.RT.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{Filter: &runtimeapi.PodSandboxFilter{
-				LabelSelector: map[string]string{"component": p.Component, "io.kubernetes.pod.namespace": "kube-system"},
-				State:         &runtimeapi.PodSandboxStateValue{State: runtimeapi.PodSandboxState_SANDBOX_READY},
+				LabelSelector: map[string]string{"component": p.Component, "io.kubernetes.pod.namespace": "kube-system",
+					"io.kubernetes.pod.name": p.Component + "-" + p.Node},
+				State: &runtimeapi.PodSandboxStateValue{State: runtimeapi.PodSandboxState_SANDBOX_READY},
 			}})
 			if err != nil || len(resp.Items) > 0 {
 				delete(missingSince, p.Component)

@@ -1,0 +1,279 @@
+//go:build e2e
+
+package ha_test
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/pkirenewd/pkirenewd/cri"
+	"github.com/pkirenewd/pkirenewd/test/ha"
+	"github.com/pkirenewd/pkirenewd/test/testbin"
+)
+
+var pkirenewdBin string
+
+func TestMain(m *testing.M) { testbin.Main(m, &pkirenewdBin) }
+
+type event struct {
+	at     time.Time
+	fields map[string]any
+}
+
+func (e event) str(k string) string { s, _ := e.fields[k].(string); return s }
+
+// proc is one node's pkirenewd with its JSON log parsed as it comes.
+type proc struct {
+	node   *ha.Node
+	cmd    *exec.Cmd
+	done   chan struct{}
+	mu     sync.Mutex
+	events []event
+}
+
+func (p *proc) Events() []event {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]event(nil), p.events...)
+}
+
+func (p *proc) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+func startPkirenewd(t *testing.T, c *ha.Cluster, n *ha.Node, sub string, args ...string) *proc {
+	t.Helper()
+	logf, err := os.Create(filepath.Join(c.LogDir, "pkirenewd-"+n.NodeName()+"-"+sub+".log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	all := []string{sub}
+	if sub == "run" {
+		all = append(all, "--log-format", "json")
+	}
+	all = append(all, "--log-level", "debug", "--config", "/dev/null",
+		"--pki-dir", n.PKIDir(), "--kubeconfig-dir", n.KubeconfigDir(), "--manifests-dir", n.ManifestsDir(),
+		"--state-dir", n.StateDir(), "--cri-endpoint", c.CRIEndpoint(), "--node-name", n.NodeName(),
+		"--metrics-address", "", "--admin-kubeconfig-copy", "", "--kubelet-restart-command", "true",
+		"--restart-timeout", "2m")
+	all = append(all, args...)
+	p := &proc{node: n, cmd: exec.Command(pkirenewdBin, all...), done: make(chan struct{})}
+	pr, pw := io.Pipe()
+	p.cmd.Stdout, p.cmd.Stderr = pw, pw
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		_ = p.cmd.Wait()
+		pw.Close()
+		close(p.done)
+	}()
+	go func() {
+		defer logf.Close()
+		sc := bufio.NewScanner(pr)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			fmt.Fprintf(logf, "%s\n", sc.Bytes())
+			var f map[string]any
+			if json.Unmarshal(sc.Bytes(), &f) != nil {
+				f = map[string]any{"msg": sc.Text(), "level": "raw"}
+			}
+			p.mu.Lock()
+			p.events = append(p.events, event{at: time.Now(), fields: f})
+			p.mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		if !p.exited() {
+			_ = p.cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-p.done:
+			case <-time.After(30 * time.Second):
+				_ = p.cmd.Process.Kill()
+				<-p.done
+			}
+		}
+	})
+	return p
+}
+
+type interval struct {
+	node       string
+	from, till time.Time
+}
+
+// Three control-plane nodes whose certificates all fall due at once, each
+// with its own pkirenewd: they take turns through the Lease, no etcd
+// member is restarted while another is down, and all three finish.
+func TestThreeNodesTakeTurns(t *testing.T) {
+	// kubeadm backdates NotBefore by 5 min: 3 min certificates live 8 min
+	// and are due at 2/3 of that, some 20 s after issuance — all three
+	// nodes' at once. They expire 3 min after issuance.
+	c := ha.Start(t, ha.Options{Validity: 3 * time.Minute, Kubeconfigs: []string{"controller-manager", "scheduler", "kubelet"}})
+	ctx := c.Context()
+	t.Logf("three-member etcd and an apiserver up in %v", c.BringUp.Round(time.Millisecond))
+	before := map[string]string{}
+	for _, n := range c.Nodes {
+		sb, err := c.EtcdSandbox(ctx, n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		before[n.NodeName()] = sb
+	}
+
+	stopSampling := c.SampleHealth(ctx, 100*time.Millisecond)
+	start := time.Now()
+	var procs []*proc
+	for _, n := range c.Nodes {
+		procs = append(procs, startPkirenewd(t, c, n, "run", "--validity", "1h", "--lease-duration", "30s"))
+	}
+	done := func(p *proc) bool {
+		for _, e := range p.Events() {
+			if e.str("msg") == "restart lease released" {
+				return true
+			}
+		}
+		return false
+	}
+	deadline := time.Now().Add(4 * time.Minute)
+	for {
+		var waiting []string
+		for _, p := range procs {
+			if p.exited() {
+				t.Fatalf("%s: pkirenewd exited", p.node.NodeName())
+			}
+			if !done(p) {
+				waiting = append(waiting, p.node.NodeName())
+			}
+		}
+		if len(waiting) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not finished after 4 min: %v", waiting)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	took := time.Since(start)
+	time.Sleep(2 * time.Second) // the last member's health, sampled after it
+	samples := stopSampling()
+
+	// At most one member was ever down.
+	maxDown, worst := ha.MaxDown(samples)
+	downs := map[string]int{}
+	for _, s := range samples {
+		for _, d := range s.Down {
+			downs[d]++
+		}
+	}
+	t.Logf("%d health samples every 100 ms; samples with a member down: %v; most down at once: %d", len(samples), downs, maxDown)
+	if maxDown > 1 {
+		t.Errorf("%d members down at once at %s: %v", maxDown, worst.At.Format(time.RFC3339Nano), worst.Down)
+	}
+
+	// One holder at a time: each node's hold, from "holding" to
+	// "released", in its own log, never overlaps another's.
+	var holds []interval
+	for _, p := range procs {
+		var iv interval
+		iv.node = p.node.NodeName()
+		waited := false
+		for _, e := range p.Events() {
+			switch e.str("msg") {
+			case "holding the restart lease":
+				iv.from = e.at
+			case "restart lease released":
+				iv.till = e.at
+			}
+			if e.str("ACTION") == "lease-wait" {
+				waited = true
+			}
+			if e.str("level") == "error" {
+				t.Errorf("%s logged an error: %v", iv.node, e.fields)
+			}
+		}
+		if iv.from.IsZero() || iv.till.IsZero() {
+			t.Errorf("%s: no complete hold of the lease", iv.node)
+			continue
+		}
+		holds = append(holds, iv)
+		t.Logf("%s held the lease %v .. %v (waited for it: %v)", iv.node, iv.from.Sub(start).Round(time.Millisecond), iv.till.Sub(start).Round(time.Millisecond), waited)
+	}
+	sort.Slice(holds, func(i, j int) bool { return holds[i].from.Before(holds[j].from) })
+	for i := 1; i < len(holds); i++ {
+		if holds[i].from.Before(holds[i-1].till) {
+			t.Errorf("%s took the lease at %v, before %s released it at %v", holds[i].node, holds[i].from.Sub(start), holds[i-1].node, holds[i-1].till.Sub(start))
+		}
+	}
+
+	// Every node restarted its own etcd, which now serves the renewed
+	// certificate; nothing is owed.
+	for _, n := range c.Nodes {
+		sb, err := c.EtcdSandbox(ctx, n)
+		if err != nil {
+			t.Error(err)
+			continue
+		}
+		if sb == before[n.NodeName()] {
+			t.Errorf("%s: etcd still in sandbox %.13s", n.NodeName(), sb)
+		}
+		want, err := cri.SerialOnDisk(filepath.Join(n.PKIDir(), "etcd/server.crt"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := cri.HTTPProber{}.ServedSerial(ctx, strings.TrimPrefix(n.EtcdClientURL(), "https://"))
+		if err != nil || got != want {
+			t.Errorf("%s: etcd serves %s (%v), etcd/server.crt has %s", n.NodeName(), got, err, want)
+		}
+		if _, err := os.Stat(filepath.Join(n.StateDir(), "pending-restart.json")); err == nil {
+			t.Errorf("%s: restarts still owed", n.NodeName())
+		}
+	}
+	for name, err := range c.MemberHealth(ctx) {
+		if err != nil {
+			t.Errorf("member %s after the roll: %v", name, err)
+		}
+	}
+	t.Logf("three nodes renewed and restarted one at a time in %v", took.Round(time.Millisecond))
+
+	// The guard refuses: node3's member is down (its kubelet stopped, so
+	// it stays down); node1 is asked to restart its etcd and must not.
+	n1, n3 := c.Node("node1"), c.Node("node3")
+	n3.Kubelet.Stop()
+	if _, err := c.StopEtcdPod(ctx, n3); err != nil {
+		t.Fatal(err)
+	}
+	sb1, err := c.EtcdSandbox(ctx, n1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := startPkirenewd(t, c, n1, "restart", "etcd", "--coordination-timeout", "20s")
+	<-p.done
+	var out strings.Builder
+	for _, e := range p.Events() {
+		out.WriteString(e.str("msg") + " " + fmt.Sprint(e.fields) + "\n")
+	}
+	if p.cmd.ProcessState.ExitCode() != 1 || !strings.Contains(out.String(), "member node3 is unhealthy") {
+		t.Errorf("restart of etcd with node3 down: exit %d\n%s", p.cmd.ProcessState.ExitCode(), out.String())
+	}
+	if now, err := c.EtcdSandbox(ctx, n1); err != nil || now != sb1 {
+		t.Errorf("node1's etcd was restarted while node3 was down (%.13s -> %.13s, %v)", sb1, now, err)
+	}
+}

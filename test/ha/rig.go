@@ -1,0 +1,1572 @@
+//go:build e2e
+
+// Package ha brings up a three-node HA control plane on loopback for tests
+// that run one pkirenewd per node: three etcd members (etcd-node1..3, real
+// etcd in static pods on one real containerd, test/containerdrig, each
+// recreated by its own stand-in kubelet) and one real kube-apiserver
+// process in front of them. Each node has kubeadm's own PKI, kubeconfigs
+// and etcd manifest in directories of its own, issued from one shared CA
+// set, so pkirenewd can be pointed at a node as at /etc/kubernetes.
+//
+// Nodes are 127.0.0.11, 127.0.0.12 and 127.0.0.13 (no interface is made:
+// all of 127.0.0.0/8 is local); the etcd ports and the apiserver port are
+// free ports, so the rig can run next to test/e2e (which owns
+// /etc/kubernetes and 2379-2381, 6443 ...). Nothing is written outside a
+// temp dir and the log dir.
+//
+// The package is built only with the e2e tag:
+//
+//	go test -tags e2e -count=1 -v -timeout 15m ./test/ha/
+//
+// It needs root, containerd and runc (`make containerd`) and the pinned
+// kubeadm, kube-apiserver and etcd (test/tools/build-k8s.sh, cached).
+package ha
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+	"gopkg.in/yaml.v3"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/pkirenewd/pkirenewd/test/containerdrig"
+)
+
+// KubernetesVersion is the pinned version of kubeadm and kube-apiserver.
+const KubernetesVersion = "v1.37.2"
+
+// NodeNames are the nodes, in order; node i (from 0) has IP 127.0.0.1{i+1}.
+var NodeNames = []string{"node1", "node2", "node3"}
+
+// placeholderIP is the advertiseAddress kubeadm is given for node i
+// (203.0.113.1{i+1}, TEST-NET-3): kubeadm reads a loopback advertiseAddress
+// as "the global unicast address on lo" and fails without one, so the
+// node's real (loopback) IP goes into the certificates through
+// apiServer.certSANs and etcd.local.{server,peer}CertSANs and into the etcd
+// flags through etcd.local.extraArgs instead. It is in the apiserver and
+// etcd certificates' SANs, and nowhere else.
+func placeholderIP(i int) string { return fmt.Sprintf("203.0.113.%d", 11+i) }
+
+// Options shape a cluster.
+type Options struct {
+	// Validity is kubeadm's certificateValidityPeriod for every node's
+	// leaf certificates and kubeconfigs (0: kubeadm's default, 8760h). The
+	// apiserver's own credentials and the rig's etcd client do not depend
+	// on it.
+	Validity time.Duration
+	// EncryptionAlgorithm is kubeadm's encryptionAlgorithm for the nodes
+	// (empty: kubeadm's default, RSA-2048).
+	EncryptionAlgorithm string
+	// Kubeconfigs are the kubeconfig phases run for every node besides
+	// "admin" (node1 also gets "super-admin", as on kubeadm's first
+	// control-plane node), e.g. "controller-manager", "scheduler".
+	Kubeconfigs []string
+	// KubeletDelay is how long a node's stand-in kubelet waits before it
+	// recreates a missing etcd pod (default 500ms; the kubelet takes
+	// 0.4-1.3 s).
+	KubeletDelay time.Duration
+	// EtcdClientPort, EtcdPeerPort, EtcdMetricsPort are the ports every
+	// member listens on at its node IP (0: free ports picked at start,
+	// the same for the three nodes). 2379-2381 work too, but then test/e2e
+	// cannot start meanwhile: its preflight wants them free on all
+	// addresses.
+	EtcdClientPort, EtcdPeerPort, EtcdMetricsPort int
+	// ReadyTimeout bounds the wait for the etcd cluster and the apiserver
+	// (default 3m).
+	ReadyTimeout time.Duration
+}
+
+// Cluster is a running three-node control plane.
+type Cluster struct {
+	t    *testing.T
+	Opts Options
+	// Nodes are node1, node2, node3.
+	Nodes []*Node
+	// Rig is the containerd running the three etcd pods.
+	Rig *containerdrig.Rig
+	// Bin holds kubeadm, kube-apiserver and etcd.
+	Bin string
+	// Dir is the rig's temp dir: the nodes' dirs, the shared CA set
+	// (ca/pki), the apiserver's own credentials (apiserver/).
+	Dir string
+	// LogDir gathers the logs: kubeadm.log, kube-apiserver.log, and at
+	// teardown containerd.log, sandboxes.txt and pods/ (every etcd
+	// container's log). PKIRENEWD_E2E_LOGS/<test name> when that variable
+	// is set (kept), else a t.TempDir().
+	LogDir string
+	// EtcdImage is the image of the etcd pods (kubeadm's name for it).
+	EtcdImage string
+	// CertsIssued is when kubeadm started issuing the nodes' certificates;
+	// BringUp how long Start took.
+	CertsIssued time.Time
+	BringUp     time.Duration
+
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+
+	apiPort      int
+	apiPKI       string
+	apiserver    *exec.Cmd
+	apiDone      chan struct{}
+	kubeadmLogMu sync.Mutex
+	etcdTLS      *tls.Config // the rig's own etcd client (long-lived cert)
+}
+
+// Node is one control-plane node: its directories are what /etc/kubernetes
+// is on a real node.
+type Node struct {
+	c       *Cluster
+	index   int
+	name    string
+	ip      string
+	dir     string
+	kubeadm string
+	// Pod is the etcd static pod as the stand-in kubelet runs it (from
+	// the manifest, read once).
+	Pod containerdrig.StaticPod
+	// Kubelet is the node's stand-in kubelet.
+	Kubelet *containerdrig.Kubelet
+}
+
+// NodeName is nodeRegistration.name: node1, node2, node3 (the etcd member
+// name too).
+func (n *Node) NodeName() string { return n.name }
+
+// IP is the node's address, 127.0.0.11, .12 or .13.
+func (n *Node) IP() string { return n.ip }
+
+// Dir is the node's root dir (holds the dirs below).
+func (n *Node) Dir() string { return n.dir }
+
+// PKIDir is the node's certificatesDir (/etc/kubernetes/pki on a node).
+func (n *Node) PKIDir() string { return filepath.Join(n.dir, "pki") }
+
+// KubeconfigDir holds admin.conf (and super-admin.conf on node1, plus
+// Options.Kubeconfigs).
+func (n *Node) KubeconfigDir() string { return filepath.Join(n.dir, "kubeconfig") }
+
+// ManifestsDir holds etcd.yaml and nothing else.
+func (n *Node) ManifestsDir() string { return filepath.Join(n.dir, "manifests") }
+
+// StateDir is an empty dir for pkirenewd's state.
+func (n *Node) StateDir() string { return filepath.Join(n.dir, "state") }
+
+// EtcdDataDir is the member's data dir (etcd.local.dataDir).
+func (n *Node) EtcdDataDir() string { return filepath.Join(n.dir, "etcd") }
+
+// KubeadmConfig is the kubeadm config (InitConfiguration and
+// ClusterConfiguration) the node's files were made with.
+func (n *Node) KubeadmConfig() string { return n.kubeadm }
+
+// Manifest is the path of the node's etcd.yaml.
+func (n *Node) Manifest() string { return filepath.Join(n.ManifestsDir(), "etcd.yaml") }
+
+// EtcdClientURL is the member's client URL, https://<IP>:<client port>.
+func (n *Node) EtcdClientURL() string {
+	return "https://" + net.JoinHostPort(n.ip, strconv.Itoa(n.c.Opts.EtcdClientPort))
+}
+
+// EtcdPeerURL is the member's peer URL, https://<IP>:<peer port>.
+func (n *Node) EtcdPeerURL() string {
+	return "https://" + net.JoinHostPort(n.ip, strconv.Itoa(n.c.Opts.EtcdPeerPort))
+}
+
+// EtcdMetricsURL is the member's metrics (and /health, /livez, /readyz)
+// URL, http://<IP>:<metrics port>.
+func (n *Node) EtcdMetricsURL() string {
+	return "http://" + net.JoinHostPort(n.ip, strconv.Itoa(n.c.Opts.EtcdMetricsPort))
+}
+
+// Admin is a client with the node's admin.conf (read again for every
+// request, so a renewed one is used at once).
+func (n *Node) Admin() *KubeClient {
+	return &KubeClient{Kubeconfig: filepath.Join(n.KubeconfigDir(), "admin.conf")}
+}
+
+// Node returns the node with the given name, or nil.
+func (c *Cluster) Node(name string) *Node {
+	for _, n := range c.Nodes {
+		if n.name == name {
+			return n
+		}
+	}
+	return nil
+}
+
+// CRIEndpoint is the containerd CRI endpoint all three nodes share
+// (unix:///tmp/ctrdrigNNN/c.sock).
+func (c *Cluster) CRIEndpoint() string { return c.Rig.Endpoint() }
+
+// APIServerURL is https://127.0.0.1:<port>, the controlPlaneEndpoint every
+// node's kubeconfigs point at.
+func (c *Cluster) APIServerURL() string { return fmt.Sprintf("https://127.0.0.1:%d", c.apiPort) }
+
+// CADir is the shared CA set (ca, etcd/ca, front-proxy-ca, sa) every node's
+// PKI was issued from.
+func (c *Cluster) CADir() string { return filepath.Join(c.Dir, "ca", "pki") }
+
+// Context is cancelled on SIGINT/SIGTERM, shortly before the test's
+// deadline and at teardown; waits in a test should use it so an
+// interrupted run still tears down.
+func (c *Cluster) Context() context.Context { return c.ctx }
+
+// EtcdClientURLs lists the three members' client URLs.
+func (c *Cluster) EtcdClientURLs() []string {
+	var out []string
+	for _, n := range c.Nodes {
+		out = append(out, n.EtcdClientURL())
+	}
+	return out
+}
+
+func requireHost(t *testing.T) {
+	t.Helper()
+	skip := t.Skip
+	if os.Getenv("CI") != "" {
+		skip = t.Fatal
+	}
+	if os.Geteuid() != 0 {
+		skip("the HA rig needs root (it runs containerd and static pods)")
+	}
+	for _, b := range []string{"containerd", "ctr", "runc", "containerd-shim-runc-v2"} {
+		if _, err := exec.LookPath(b); err != nil {
+			skip(b + " is not installed: run `make containerd`")
+		}
+	}
+}
+
+// Start brings up the cluster and returns once the three etcd members are
+// healthy, the apiserver is ready with admin.conf's credentials and the
+// ClusterRoleBinding kubeadm:cluster-admins exists. A t.Cleanup tears
+// everything down, also when the test fails: the stand-in kubelets, the
+// apiserver, the pods, containerd, the temp dir; anything left fails the
+// test.
+func Start(t *testing.T, opts Options) *Cluster {
+	t.Helper()
+	requireHost(t)
+	t0 := time.Now()
+	if opts.KubeletDelay == 0 {
+		opts.KubeletDelay = 500 * time.Millisecond
+	}
+	if opts.ReadyTimeout == 0 {
+		opts.ReadyTimeout = 3 * time.Minute
+	}
+	c := &Cluster{t: t, Opts: opts}
+	c.ctx, c.cancel = context.WithCancelCause(context.Background())
+	sigDone := c.watchSignals()
+	t.Cleanup(func() { close(sigDone) }) // runs last
+
+	c.Bin = buildK8s(t)
+	if base := os.Getenv("PKIRENEWD_E2E_LOGS"); base != "" {
+		c.LogDir = filepath.Join(base, strings.NewReplacer("/", "_", " ", "_").Replace(t.Name()))
+		if err := os.MkdirAll(c.LogDir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	} else {
+		c.LogDir = t.TempDir()
+	}
+	t.Logf("ha: logs in %s", c.LogDir)
+
+	d, err := os.MkdirTemp("/tmp", "pkreha")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Dir = d
+	// Registered before the rig's cleanup, so it runs after it: the
+	// directory goes and the leftover check comes last.
+	pkiDone := make(chan struct{})
+	pkiStarted := false
+	t.Cleanup(func() {
+		c.cancel(errors.New("cluster torn down"))
+		if pkiStarted {
+			<-pkiDone // kubeadm is killed by the cancel
+		}
+		c.removeDir()
+		if left := c.Leftovers(); len(left) > 0 {
+			t.Errorf("ha: teardown left: %s", strings.Join(left, "; "))
+		}
+	})
+
+	if err := c.pickPorts(); err != nil {
+		t.Fatal(err)
+	}
+	for i, name := range NodeNames {
+		n := &Node{c: c, index: i, name: name, ip: fmt.Sprintf("127.0.0.%d", 11+i), dir: filepath.Join(d, name)}
+		n.kubeadm = filepath.Join(n.dir, "kubeadm.yaml")
+		c.Nodes = append(c.Nodes, n)
+	}
+
+	// kubeadm works while containerd starts.
+	var pkiErr error
+	pkiStarted = true
+	go func() {
+		defer close(pkiDone)
+		pkiErr = c.makeNodeFiles()
+	}()
+	c.Rig = containerdrig.Start(t)
+	t.Cleanup(c.teardown) // runs before the rig's own cleanup
+	tRig := time.Now()
+	<-pkiDone
+	if pkiErr != nil {
+		t.Fatalf("ha: %v", pkiErr)
+	}
+	tPKI := time.Now()
+	// The apiserver starts first (it takes longest) and waits for etcd.
+	if err := c.startAPIServer(); err != nil {
+		t.Fatalf("ha: %v", err)
+	}
+	c.Rig.ImportImage(c.EtcdImage, map[string]string{"/usr/local/bin/etcd": filepath.Join(c.Bin, "etcd")}, nil)
+	for _, n := range c.Nodes {
+		n.Kubelet = c.Rig.StartKubelet([]containerdrig.StaticPod{n.Pod}, opts.KubeletDelay, nil)
+	}
+	tPods := time.Now()
+	if err := c.WaitHealthy(opts.ReadyTimeout); err != nil {
+		t.Fatalf("ha: %v", err)
+	}
+	tEtcd := time.Now()
+	if err := c.poll(opts.ReadyTimeout, 250*time.Millisecond, "kube-apiserver /readyz (node1's admin.conf)", func(ctx context.Context) error {
+		return c.Nodes[0].Admin().Ready(ctx)
+	}); err != nil {
+		t.Fatalf("ha: %v", err)
+	}
+	tAPI := time.Now()
+	if err := c.bindClusterAdmins(); err != nil {
+		t.Fatalf("ha: %v", err)
+	}
+	c.BringUp = time.Since(t0)
+	t.Logf("ha: cluster up in %v (containerd %v, kubeadm files %v, pods started %v, etcd healthy %v, apiserver ready %v)",
+		c.BringUp.Round(time.Millisecond), tRig.Sub(t0).Round(time.Millisecond), tPKI.Sub(t0).Round(time.Millisecond),
+		tPods.Sub(t0).Round(time.Millisecond), tEtcd.Sub(t0).Round(time.Millisecond), tAPI.Sub(t0).Round(time.Millisecond))
+	return c
+}
+
+// watchSignals turns SIGINT/SIGTERM and the approaching test deadline into
+// a cancelled Context; closing the returned channel stops watching.
+func (c *Cluster) watchSignals() chan struct{} {
+	sig := make(chan os.Signal, 2)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	done := make(chan struct{})
+	var deadline <-chan time.Time
+	if d, ok := c.t.Deadline(); ok {
+		// Leave the teardown a minute (a quarter of a shorter run).
+		margin := min(time.Minute, time.Until(d)/4)
+		deadline = time.After(time.Until(d) - margin)
+	}
+	go func() {
+		defer signal.Stop(sig)
+		for {
+			select {
+			case s := <-sig:
+				fmt.Fprintf(os.Stderr, "ha: %v: stopping the test and tearing the cluster down\n", s)
+				c.cancel(fmt.Errorf("interrupted by %v", s))
+			case <-deadline:
+				c.cancel(errors.New("test deadline near"))
+			case <-done:
+				return
+			}
+		}
+	}()
+	return done
+}
+
+// buildK8s returns the dir with the pinned binaries (built once, cached).
+func buildK8s(t *testing.T) string {
+	t.Helper()
+	cmd := exec.Command("bash", filepath.Join(moduleRoot(), "test/tools/build-k8s.sh"), "kubeadm", "kube-apiserver", "etcd")
+	cmd.Stderr = os.Stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("ha: test/tools/build-k8s.sh: %v", err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	return lines[len(lines)-1]
+}
+
+func moduleRoot() string {
+	dir, _ := os.Getwd()
+	for d := dir; d != "/"; d = filepath.Dir(d) {
+		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
+			return d
+		}
+	}
+	return dir
+}
+
+// pickPorts picks the apiserver port and, unless given, the etcd ports:
+// each one free on 127.0.0.1 and on the three node IPs.
+func (c *Cluster) pickPorts() error {
+	ips := []string{"127.0.0.1", "127.0.0.11", "127.0.0.12", "127.0.0.13"}
+	taken := map[int]bool{}
+	free := func() (int, error) {
+		for try := 0; try < 50; try++ {
+			l, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				return 0, err
+			}
+			p := l.Addr().(*net.TCPAddr).Port
+			l.Close()
+			ok := !taken[p]
+			for _, ip := range ips[1:] {
+				if !ok {
+					break
+				}
+				l, err := net.Listen("tcp", net.JoinHostPort(ip, strconv.Itoa(p)))
+				if err != nil {
+					ok = false
+					break
+				}
+				l.Close()
+			}
+			if ok {
+				taken[p] = true
+				return p, nil
+			}
+		}
+		return 0, errors.New("no free port on 127.0.0.1 and 127.0.0.11-13")
+	}
+	var err error
+	if c.apiPort, err = free(); err != nil {
+		return err
+	}
+	for _, p := range []*int{&c.Opts.EtcdClientPort, &c.Opts.EtcdPeerPort, &c.Opts.EtcdMetricsPort} {
+		if *p == 0 {
+			if *p, err = free(); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// ---- kubeadm ----
+
+// kubeadmConfig is the node's InitConfiguration and ClusterConfiguration.
+// pkiDir overrides certificatesDir and validity the validity (the rig's
+// own credentials use kubeadm's default).
+func (c *Cluster) kubeadmConfig(n *Node, pkiDir string, validity time.Duration) string {
+	var initial []string
+	for _, m := range c.Nodes {
+		initial = append(initial, m.name+"="+m.EtcdPeerURL())
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, `apiVersion: kubeadm.k8s.io/v1beta4
+kind: InitConfiguration
+localAPIEndpoint:
+  # kubeadm takes a loopback address here for "the global address on lo":
+  # a placeholder; the node's address %[3]s is in the SANs and etcd flags.
+  advertiseAddress: %[1]s
+  bindPort: %[2]d
+nodeRegistration:
+  name: %[4]s
+  criSocket: unix:///run/containerd/containerd.sock
+---
+apiVersion: kubeadm.k8s.io/v1beta4
+kind: ClusterConfiguration
+kubernetesVersion: %[5]s
+clusterName: kubernetes
+certificatesDir: %[6]s
+controlPlaneEndpoint: 127.0.0.1:%[2]d
+apiServer:
+  certSANs: ["127.0.0.1", "localhost", %[3]q]
+etcd:
+  local:
+    dataDir: %[7]s
+    serverCertSANs: [%[3]q]
+    peerCertSANs: [%[3]q]
+    extraArgs:
+    - {name: listen-client-urls, value: %[8]q}
+    - {name: advertise-client-urls, value: %[8]q}
+    - {name: listen-peer-urls, value: %[9]q}
+    - {name: initial-advertise-peer-urls, value: %[9]q}
+    - {name: listen-metrics-urls, value: %[10]q}
+    - {name: initial-cluster, value: %[11]q}
+    - {name: initial-cluster-state, value: new}
+`, placeholderIP(n.index), c.apiPort, n.ip, n.name, KubernetesVersion, pkiDir, n.EtcdDataDir(),
+		n.EtcdClientURL(), n.EtcdPeerURL(), n.EtcdMetricsURL(), strings.Join(initial, ","))
+	if validity > 0 {
+		fmt.Fprintf(&b, "certificateValidityPeriod: %s\n", validity)
+	}
+	if c.Opts.EncryptionAlgorithm != "" {
+		fmt.Fprintf(&b, "encryptionAlgorithm: %s\n", c.Opts.EncryptionAlgorithm)
+	}
+	return b.String()
+}
+
+// kubeadm runs the pinned kubeadm, its output appended to kubeadm.log.
+func (c *Cluster) kubeadm(env []string, args ...string) (string, error) {
+	cmd := exec.CommandContext(c.ctx, filepath.Join(c.Bin, "kubeadm"), args...)
+	cmd.Env = append(os.Environ(), env...)
+	out, err := cmd.CombinedOutput()
+	c.kubeadmLogMu.Lock()
+	if f, ferr := os.OpenFile(filepath.Join(c.LogDir, "kubeadm.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644); ferr == nil {
+		fmt.Fprintf(f, "### %s kubeadm %s\n%s\n", strings.Join(env, " "), strings.Join(args, " "), out)
+		f.Close()
+	}
+	c.kubeadmLogMu.Unlock()
+	if err != nil {
+		return string(out), fmt.Errorf("kubeadm %s: %w\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out), nil
+}
+
+// parallel runs fs at once and joins their errors.
+func parallel(fs ...func() error) error {
+	errs := make([]error, len(fs))
+	var wg sync.WaitGroup
+	for i, f := range fs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = f()
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// caFiles are the shared CA set, relative to certificatesDir.
+var caFiles = []string{"ca.crt", "ca.key", "front-proxy-ca.crt", "front-proxy-ca.key", "etcd/ca.crt", "etcd/ca.key", "sa.key", "sa.pub"}
+
+// makeNodeFiles makes the shared CA set, then for every node its PKI,
+// kubeconfigs and etcd manifest, and the apiserver's own credentials
+// (kubeadm's default validity, from the same CAs). It runs beside
+// containerdrig.Start, so it reports errors instead of failing the test.
+func (c *Cluster) makeNodeFiles() error {
+	for _, n := range c.Nodes {
+		for _, d := range []string{n.PKIDir(), n.KubeconfigDir(), n.ManifestsDir(), n.StateDir(), n.EtcdDataDir()} {
+			if err := os.MkdirAll(d, 0o700); err != nil {
+				return err
+			}
+		}
+		if err := os.WriteFile(n.kubeadm, []byte(c.kubeadmConfig(n, n.PKIDir(), c.Opts.Validity)), 0o600); err != nil {
+			return err
+		}
+	}
+	n1 := c.Nodes[0]
+	if v, err := c.kubeadm(nil, "version", "-o", "short"); err != nil {
+		return err
+	} else if strings.TrimSpace(v) != KubernetesVersion {
+		return fmt.Errorf("kubeadm is %s, want %s", strings.TrimSpace(v), KubernetesVersion)
+	}
+
+	// The shared CA set.
+	caCfg := filepath.Join(c.Dir, "ca", "kubeadm.yaml")
+	if err := os.MkdirAll(c.CADir(), 0o700); err != nil {
+		return err
+	}
+	if err := os.WriteFile(caCfg, []byte(c.kubeadmConfig(n1, c.CADir(), 0)), 0o600); err != nil {
+		return err
+	}
+	var fs []func() error
+	for _, phase := range []string{"ca", "etcd-ca", "front-proxy-ca", "sa"} {
+		fs = append(fs, func() error {
+			_, err := c.kubeadm(nil, "init", "phase", "certs", phase, "--config", caCfg)
+			return err
+		})
+	}
+	if err := parallel(fs...); err != nil {
+		return err
+	}
+
+	// Every node's PKI, and the apiserver's, from copies of the CA set
+	// (kubeadm uses a CA it finds, and sa.key).
+	c.apiPKI = filepath.Join(c.Dir, "apiserver", "pki")
+	apiCfg := filepath.Join(c.Dir, "apiserver", "kubeadm.yaml")
+	if err := os.MkdirAll(c.apiPKI, 0o700); err != nil {
+		return err
+	}
+	if err := os.WriteFile(apiCfg, []byte(c.kubeadmConfig(n1, c.apiPKI, 0)), 0o600); err != nil {
+		return err
+	}
+	c.CertsIssued = time.Now()
+	fs = []func() error{func() error {
+		if err := copyFiles(c.CADir(), c.apiPKI, caFiles); err != nil {
+			return err
+		}
+		_, err := c.kubeadm(nil, "init", "phase", "certs", "all", "--config", apiCfg)
+		return err
+	}}
+	for _, n := range c.Nodes {
+		fs = append(fs, func() error { return c.makeNode(n) })
+	}
+	if err := parallel(fs...); err != nil {
+		return err
+	}
+	c.EtcdImage = c.Nodes[0].Pod.Image
+	for _, n := range c.Nodes {
+		if n.Pod.Image != c.EtcdImage {
+			return fmt.Errorf("etcd image: %s has %s, node1 %s", n.name, n.Pod.Image, c.EtcdImage)
+		}
+	}
+	return c.loadEtcdTLS()
+}
+
+// makeNode makes one node's PKI, kubeconfigs and etcd manifest.
+func (c *Cluster) makeNode(n *Node) error {
+	if err := copyFiles(c.CADir(), n.PKIDir(), caFiles); err != nil {
+		return err
+	}
+	if _, err := c.kubeadm(nil, "init", "phase", "certs", "all", "--config", n.kubeadm); err != nil {
+		return err
+	}
+	kcs := []string{"admin"}
+	if n.index == 0 {
+		kcs = append(kcs, "super-admin")
+	}
+	kcs = append(kcs, c.Opts.Kubeconfigs...)
+	for _, kc := range kcs {
+		if _, err := c.kubeadm(nil, "init", "phase", "kubeconfig", kc, "--config", n.kubeadm, "--kubeconfig-dir", n.KubeconfigDir()); err != nil {
+			return err
+		}
+	}
+	// etcd.yaml: kubeadm writes it to /etc/kubernetes/manifests unless
+	// dry-run, which writes it to KUBEADM_INIT_DRYRUN_DIR.
+	dry := filepath.Join(n.dir, "dryrun")
+	if err := os.MkdirAll(dry, 0o700); err != nil {
+		return err
+	}
+	if _, err := c.kubeadm([]string{"KUBEADM_INIT_DRYRUN_DIR=" + dry}, "init", "phase", "etcd", "local", "--config", n.kubeadm, "--dry-run"); err != nil {
+		return err
+	}
+	data, err := os.ReadFile(filepath.Join(dry, "etcd.yaml"))
+	if err != nil {
+		return fmt.Errorf("kubeadm's dry run made no etcd.yaml: %w", err)
+	}
+	if err := os.RemoveAll(dry); err != nil {
+		return err
+	}
+	// The one place kubeadm puts the advertiseAddress without asking
+	// extraArgs: the annotation with the client URL.
+	data = regexp.MustCompile(`(?m)^(\s*kubeadm\.kubernetes\.io/etcd\.advertise-client-urls:).*$`).
+		ReplaceAll(data, []byte("${1} "+n.EtcdClientURL()))
+	if bytes.Contains(data, []byte(placeholderIP(n.index))) {
+		return fmt.Errorf("%s: etcd.yaml still has the placeholder address %s:\n%s", n.name, placeholderIP(n.index), data)
+	}
+	pod, err := c.staticPod(n, data)
+	if err != nil {
+		return fmt.Errorf("%s: etcd.yaml: %w", n.name, err)
+	}
+	n.Pod = pod
+	return os.WriteFile(n.Manifest(), data, 0o600)
+}
+
+func copyFiles(from, to string, names []string) error {
+	for _, name := range names {
+		b, err := os.ReadFile(filepath.Join(from, name))
+		if err != nil {
+			return err
+		}
+		dst := filepath.Join(to, name)
+		if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
+			return err
+		}
+		if err := os.WriteFile(dst, b, 0o600); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// manifest is the part of a static pod manifest the stand-in kubelet uses.
+type manifest struct {
+	Metadata struct {
+		Labels map[string]string `yaml:"labels"`
+	} `yaml:"metadata"`
+	Spec struct {
+		HostNetwork bool `yaml:"hostNetwork"`
+		Containers  []struct {
+			Name         string   `yaml:"name"`
+			Image        string   `yaml:"image"`
+			Command      []string `yaml:"command"`
+			Args         []string `yaml:"args"`
+			VolumeMounts []struct {
+				Name      string `yaml:"name"`
+				MountPath string `yaml:"mountPath"`
+				ReadOnly  bool   `yaml:"readOnly"`
+			} `yaml:"volumeMounts"`
+			LivenessProbe *struct {
+				HTTPGet *struct {
+					Host string `yaml:"host"`
+				} `yaml:"httpGet"`
+			} `yaml:"livenessProbe"`
+		} `yaml:"containers"`
+		Volumes []struct {
+			Name     string `yaml:"name"`
+			HostPath *struct {
+				Path string `yaml:"path"`
+			} `yaml:"hostPath"`
+		} `yaml:"volumes"`
+	} `yaml:"spec"`
+}
+
+// staticPod is the pod a kubelet would run from the node's etcd.yaml:
+// its command and args, and its hostPath volumes mounted where the
+// container mounts them (read-only if the mount says so).
+func (*Cluster) staticPod(n *Node, data []byte) (containerdrig.StaticPod, error) {
+	var m manifest
+	if err := yaml.Unmarshal(data, &m); err != nil {
+		return containerdrig.StaticPod{}, err
+	}
+	if m.Metadata.Labels["component"] != "etcd" || !m.Spec.HostNetwork || len(m.Spec.Containers) != 1 {
+		return containerdrig.StaticPod{}, errors.New("not kubeadm's etcd pod (component=etcd, hostNetwork, one container)")
+	}
+	ct := m.Spec.Containers[0]
+	if ct.LivenessProbe == nil || ct.LivenessProbe.HTTPGet == nil || ct.LivenessProbe.HTTPGet.Host != n.ip {
+		return containerdrig.StaticPod{}, fmt.Errorf("livenessProbe host is not %s", n.ip)
+	}
+	p := containerdrig.StaticPod{Component: "etcd", Node: n.name, Image: ct.Image, Command: ct.Command, Args: ct.Args}
+	hostPaths := map[string]string{}
+	for _, v := range m.Spec.Volumes {
+		if v.HostPath != nil {
+			hostPaths[v.Name] = filepath.Clean(v.HostPath.Path)
+		}
+	}
+	for _, vm := range ct.VolumeMounts {
+		hp, ok := hostPaths[vm.Name]
+		if !ok {
+			return containerdrig.StaticPod{}, fmt.Errorf("volume %s is not a hostPath", vm.Name)
+		}
+		if filepath.Clean(vm.MountPath) != hp {
+			return containerdrig.StaticPod{}, fmt.Errorf("volume %s: hostPath %s mounted at %s (the stand-in mounts at the same path)", vm.Name, hp, vm.MountPath)
+		}
+		if err := os.MkdirAll(hp, 0o700); err != nil { // DirectoryOrCreate
+			return containerdrig.StaticPod{}, err
+		}
+		if vm.ReadOnly {
+			p.HostPaths = append(p.HostPaths, hp)
+		} else {
+			p.WritableHostPaths = append(p.WritableHostPaths, hp)
+		}
+	}
+	return p, nil
+}
+
+// loadEtcdTLS makes the rig's own etcd client credentials: the
+// healthcheck-client certificate of the apiserver's PKI (kubeadm's default
+// validity, untouched by renewals of the nodes).
+func (c *Cluster) loadEtcdTLS() error {
+	pair, err := tls.LoadX509KeyPair(filepath.Join(c.apiPKI, "etcd/healthcheck-client.crt"), filepath.Join(c.apiPKI, "etcd/healthcheck-client.key"))
+	if err != nil {
+		return err
+	}
+	caPEM, err := os.ReadFile(filepath.Join(c.apiPKI, "etcd/ca.crt"))
+	if err != nil {
+		return err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(caPEM) {
+		return errors.New("etcd/ca.crt: no certificate")
+	}
+	c.etcdTLS = &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}
+	return nil
+}
+
+// ---- kube-apiserver ----
+
+// APIServerLog is the path of the apiserver's log.
+func (c *Cluster) APIServerLog() string { return filepath.Join(c.LogDir, "kube-apiserver.log") }
+
+// startAPIServer runs kube-apiserver as a child process with kubeadm's
+// flags, on 127.0.0.1:<port>, against the three members, with credentials
+// of its own (apiserver/pki).
+func (c *Cluster) startAPIServer() error {
+	p := func(f string) string { return filepath.Join(c.apiPKI, f) }
+	args := []string{
+		"--advertise-address=127.0.0.1",
+		"--bind-address=127.0.0.1",
+		"--secure-port=" + strconv.Itoa(c.apiPort),
+		// No Endpoints for the kubernetes Service (a loopback address is
+		// not a valid endpoint).
+		"--endpoint-reconciler-type=none",
+		"--cert-dir=" + filepath.Join(c.Dir, "apiserver", "certs"),
+		"--allow-privileged=true",
+		"--authorization-mode=Node,RBAC",
+		"--client-ca-file=" + p("ca.crt"),
+		"--enable-admission-plugins=NodeRestriction",
+		"--enable-bootstrap-token-auth=true",
+		"--etcd-cafile=" + p("etcd/ca.crt"),
+		"--etcd-certfile=" + p("apiserver-etcd-client.crt"),
+		"--etcd-keyfile=" + p("apiserver-etcd-client.key"),
+		"--etcd-servers=" + strings.Join(c.EtcdClientURLs(), ","),
+		"--kubelet-client-certificate=" + p("apiserver-kubelet-client.crt"),
+		"--kubelet-client-key=" + p("apiserver-kubelet-client.key"),
+		"--kubelet-preferred-address-types=InternalIP,ExternalIP,Hostname",
+		"--proxy-client-cert-file=" + p("front-proxy-client.crt"),
+		"--proxy-client-key-file=" + p("front-proxy-client.key"),
+		"--requestheader-allowed-names=front-proxy-client",
+		"--requestheader-client-ca-file=" + p("front-proxy-ca.crt"),
+		"--requestheader-extra-headers-prefix=X-Remote-Extra-",
+		"--requestheader-group-headers=X-Remote-Group",
+		"--requestheader-username-headers=X-Remote-User",
+		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+		"--service-account-key-file=" + p("sa.pub"),
+		"--service-account-signing-key-file=" + p("sa.key"),
+		"--service-cluster-ip-range=10.96.0.0/12",
+		"--tls-cert-file=" + p("apiserver.crt"),
+		"--tls-private-key-file=" + p("apiserver.key"),
+	}
+	logf, err := os.OpenFile(c.APIServerLog(), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
+	fmt.Fprintf(logf, "### %s kube-apiserver %s\n", time.Now().UTC().Format(time.RFC3339Nano), strings.Join(args, " "))
+	cmd := exec.Command(filepath.Join(c.Bin, "kube-apiserver"), args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	// Own process group (a Ctrl-C does not reach it: the teardown stops
+	// it); killed if the test binary dies.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start kube-apiserver: %w", err)
+	}
+	c.apiserver, c.apiDone = cmd, make(chan struct{})
+	go func() { _ = cmd.Wait(); close(c.apiDone) }()
+	return nil
+}
+
+// APIServerRunning reports whether the apiserver process is alive.
+func (c *Cluster) APIServerRunning() bool {
+	if c.apiserver == nil {
+		return false
+	}
+	select {
+	case <-c.apiDone:
+		return false
+	default:
+		return true
+	}
+}
+
+func (c *Cluster) stopAPIServer() {
+	if !c.APIServerRunning() {
+		return
+	}
+	_ = c.apiserver.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-c.apiDone:
+	case <-time.After(15 * time.Second):
+		_ = c.apiserver.Process.Kill()
+		<-c.apiDone
+	}
+}
+
+// bindClusterAdmins makes the ClusterRoleBinding kubeadm:cluster-admins ->
+// cluster-admin that `kubeadm init` makes (admin.conf's group has no
+// rights without it), with node1's super-admin.conf (system:masters).
+func (c *Cluster) bindClusterAdmins() error {
+	crb := map[string]any{
+		"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+		"metadata": map[string]any{"name": "kubeadm:cluster-admins"},
+		"roleRef":  map[string]any{"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+		"subjects": []any{map[string]any{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "kubeadm:cluster-admins"}},
+	}
+	super := &KubeClient{Kubeconfig: filepath.Join(c.Nodes[0].KubeconfigDir(), "super-admin.conf")}
+	return c.poll(time.Minute, 500*time.Millisecond, "ClusterRoleBinding kubeadm:cluster-admins", func(ctx context.Context) error {
+		_, err := super.Create(ctx, "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", crb)
+		if err == nil || IsStatus(err, http.StatusConflict) {
+			return nil
+		}
+		return err
+	})
+}
+
+// poll calls f every interval until it returns nil, the timeout passes or
+// the Context is cancelled; the error says what was last seen.
+func (c *Cluster) poll(timeout, interval time.Duration, what string, f func(ctx context.Context) error) error {
+	ctx, cancel := context.WithTimeout(c.ctx, timeout)
+	defer cancel()
+	var last error
+	for {
+		if c.apiserver != nil && !c.APIServerRunning() {
+			return fmt.Errorf("%s: kube-apiserver exited: %v (see %s)", what, c.apiserver.ProcessState, c.APIServerLog())
+		}
+		if last = f(ctx); last == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			cause := context.Cause(c.ctx)
+			if cause == nil {
+				cause = fmt.Errorf("not within %v", timeout)
+			}
+			return fmt.Errorf("%s: %w (last: %v)", what, cause, last)
+		case <-time.After(interval):
+		}
+	}
+}
+
+// Poll is poll for tests: f every interval until nil, timeout or the
+// Context's end.
+func (c *Cluster) Poll(timeout, interval time.Duration, what string, f func(ctx context.Context) error) error {
+	return c.poll(timeout, interval, what, f)
+}
+
+// ---- etcd ----
+
+// MemberHealth asks every member for its /health on its metrics URL
+// (plain HTTP, no credentials: it does not depend on any certificate a
+// test renews), keyed by node name; nil means healthy: the member answers,
+// has a leader and can serve a linearizable read. So with two members
+// down the third is unhealthy too, and for a moment after a leader change
+// (a read pending across it fails) the others can be as well: to see
+// which members are down, use MemberLive.
+func (c *Cluster) MemberHealth(ctx context.Context) map[string]error {
+	return c.each(ctx, (*Node).Health)
+}
+
+// MemberLive asks every member for its /livez (a local, serializable
+// read: no quorum needed), keyed by node name; an error means the member
+// is down (not serving: stopped, starting, wedged).
+func (c *Cluster) MemberLive(ctx context.Context) map[string]error {
+	return c.each(ctx, (*Node).Live)
+}
+
+func (c *Cluster) each(ctx context.Context, f func(*Node, context.Context) error) map[string]error {
+	out := make(map[string]error, len(c.Nodes))
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, n := range c.Nodes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := f(n, ctx)
+			mu.Lock()
+			out[n.name] = err
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
+// Health is one /health of the member (2s timeout): {"health":"true"}.
+func (n *Node) Health(ctx context.Context) error {
+	body, code, err := n.getMetrics(ctx, "/health")
+	if err != nil {
+		return err
+	}
+	var h struct {
+		Health string `json:"health"`
+	}
+	if err := json.Unmarshal(body, &h); err != nil || h.Health != "true" || code != http.StatusOK {
+		return fmt.Errorf("/health: %d %s", code, strings.TrimSpace(string(body)))
+	}
+	return nil
+}
+
+// Live is one /livez of the member (2s timeout): 200 "ok".
+func (n *Node) Live(ctx context.Context) error {
+	body, code, err := n.getMetrics(ctx, "/livez")
+	if err != nil {
+		return err
+	}
+	if code != http.StatusOK {
+		return fmt.Errorf("/livez: %d %s", code, strings.TrimSpace(string(body)))
+	}
+	return nil
+}
+
+func (n *Node) getMetrics(ctx context.Context, path string) ([]byte, int, error) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, n.EtcdMetricsURL()+path, nil)
+	if err != nil {
+		return nil, 0, err
+	}
+	tr := &http.Transport{DisableKeepAlives: true}
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: tr}).Do(req)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	return body, resp.StatusCode, err
+}
+
+// WaitHealthy waits until every member is healthy.
+func (c *Cluster) WaitHealthy(timeout time.Duration) error {
+	return c.poll(timeout, 200*time.Millisecond, "etcd members healthy", func(ctx context.Context) error {
+		var errs []error
+		h := c.MemberHealth(ctx)
+		for _, n := range c.Nodes {
+			if err := h[n.name]; err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", n.name, err))
+			}
+		}
+		return errors.Join(errs...)
+	})
+}
+
+// EtcdClient is an etcd v3 client for the three members with the rig's
+// own credentials (not a node's: they may be renewed under it). Close it.
+func (c *Cluster) EtcdClient() (*clientv3.Client, error) {
+	return clientv3.New(clientv3.Config{Endpoints: c.EtcdClientURLs(), TLS: c.etcdTLS.Clone(), DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+}
+
+// Member is one etcd member as the member list gives it.
+type Member struct {
+	Name       string
+	ID         uint64
+	ClientURLs []string
+	PeerURLs   []string
+	Learner    bool
+}
+
+// MemberList lists the members, sorted by name.
+func (c *Cluster) MemberList(ctx context.Context) ([]Member, error) {
+	cli, err := c.EtcdClient()
+	if err != nil {
+		return nil, err
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	resp, err := cli.MemberList(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []Member
+	for _, m := range resp.Members {
+		out = append(out, Member{Name: m.Name, ID: m.ID, ClientURLs: m.ClientURLs, PeerURLs: m.PeerURLs, Learner: m.IsLearner})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+// Leader returns the node whose member leads now.
+func (c *Cluster) Leader(ctx context.Context) (*Node, error) {
+	cli, err := c.EtcdClient()
+	if err != nil {
+		return nil, err
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	var errs []error
+	for _, n := range c.Nodes {
+		st, err := cli.Status(ctx, n.EtcdClientURL())
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", n.name, err))
+			continue
+		}
+		if st.Leader != 0 && st.Leader == st.Header.MemberId {
+			return n, nil
+		}
+	}
+	return nil, fmt.Errorf("no leader found: %w", errors.Join(errs...))
+}
+
+// Sample is one round of probes of the three members.
+type Sample struct {
+	At time.Time
+	// Down lists the members (node names, sorted) that failed /livez:
+	// not serving at all.
+	Down []string
+	// Unhealthy lists the members that failed /livez or /health (no
+	// leader, or no linearizable read: see MemberHealth). A leader change
+	// can make the others unhealthy for a moment.
+	Unhealthy []string
+	// Errs holds the errors of the Unhealthy members (the /livez error
+	// for those down).
+	Errs map[string]error
+}
+
+// SampleHealth probes the three members every interval, each at once with
+// /livez and, if that answers, /health (2s timeout each), until stop is
+// called or ctx (or the Context) ends; stop waits for the probes in flight
+// and returns the samples in order. A round starts every interval even
+// while an earlier one waits for a slow answer (a /health across a leader
+// change takes a second), so a member that is down only briefly is seen.
+func (c *Cluster) SampleHealth(ctx context.Context, every time.Duration) (stop func() []Sample) {
+	// Probes run under probeCtx, which stop does not cancel (a probe cut
+	// short would look like a member down).
+	probeCtx, cancelProbes := context.WithCancel(ctx)
+	stopProbes := context.AfterFunc(c.ctx, cancelProbes)
+	ticking, stopTicking := context.WithCancel(probeCtx)
+	var mu sync.Mutex
+	var samples []Sample
+	var probes sync.WaitGroup
+	done := make(chan struct{})
+	probe := func(at time.Time) {
+		defer probes.Done()
+		var liveMu sync.Mutex
+		live := map[string]error{}
+		health := c.each(probeCtx, func(n *Node, ctx context.Context) error {
+			if err := n.Live(ctx); err != nil {
+				liveMu.Lock()
+				live[n.name] = err
+				liveMu.Unlock()
+				return err
+			}
+			return n.Health(ctx)
+		})
+		if probeCtx.Err() != nil {
+			return
+		}
+		s := Sample{At: at, Errs: map[string]error{}}
+		for name, err := range health {
+			if err != nil {
+				s.Unhealthy = append(s.Unhealthy, name)
+				s.Errs[name] = err
+			}
+			if live[name] != nil {
+				s.Down = append(s.Down, name)
+			}
+		}
+		sort.Strings(s.Down)
+		sort.Strings(s.Unhealthy)
+		mu.Lock()
+		samples = append(samples, s)
+		mu.Unlock()
+	}
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(every)
+		defer tick.Stop()
+		for at := time.Now(); ; {
+			probes.Add(1)
+			go probe(at)
+			select {
+			case <-ticking.Done():
+				return
+			case at = <-tick.C:
+			}
+		}
+	}()
+	return func() []Sample {
+		stopTicking()
+		<-done
+		probes.Wait()
+		stopProbes()
+		cancelProbes()
+		mu.Lock()
+		defer mu.Unlock()
+		out := append([]Sample{}, samples...)
+		sort.Slice(out, func(i, j int) bool { return out[i].At.Before(out[j].At) })
+		return out
+	}
+}
+
+// MaxDown returns the largest number of members down in one sample, and
+// the first such sample.
+func MaxDown(samples []Sample) (int, Sample) {
+	best, at := 0, Sample{}
+	for _, s := range samples {
+		if len(s.Down) > best {
+			best, at = len(s.Down), s
+		}
+	}
+	return best, at
+}
+
+// EtcdSandbox returns the node's READY etcd sandbox (labels component=etcd,
+// io.kubernetes.pod.name=etcd-<node>); none or several is an error.
+func (c *Cluster) EtcdSandbox(ctx context.Context, n *Node) (string, error) {
+	resp, err := c.Rig.RT.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{Filter: &runtimeapi.PodSandboxFilter{
+		LabelSelector: map[string]string{"component": "etcd", "io.kubernetes.pod.namespace": "kube-system", "io.kubernetes.pod.name": "etcd-" + n.name},
+		State:         &runtimeapi.PodSandboxStateValue{State: runtimeapi.PodSandboxState_SANDBOX_READY},
+	}})
+	if err != nil {
+		return "", err
+	}
+	if len(resp.Items) != 1 {
+		return "", fmt.Errorf("etcd-%s: %d ready sandboxes", n.name, len(resp.Items))
+	}
+	return resp.Items[0].Id, nil
+}
+
+// StopEtcdPod stops and removes the node's etcd pod through the CRI, as
+// pkirenewd's restart does; the node's stand-in kubelet recreates it.
+func (c *Cluster) StopEtcdPod(ctx context.Context, n *Node) (sandboxID string, err error) {
+	id, err := c.EtcdSandbox(ctx, n)
+	if err != nil {
+		return "", err
+	}
+	if _, err := c.Rig.RT.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: id}); err != nil {
+		return id, fmt.Errorf("StopPodSandbox %s: %w", id, err)
+	}
+	if _, err := c.Rig.RT.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: id}); err != nil {
+		return id, fmt.Errorf("RemovePodSandbox %s: %w", id, err)
+	}
+	return id, nil
+}
+
+// ---- teardown ----
+
+// teardown runs before the rig's own cleanup: the stand-in kubelets stop
+// (else they recreate what is removed), then the apiserver, then every
+// pod is removed; the logs are kept in LogDir.
+func (c *Cluster) teardown() {
+	t := c.t
+	start := time.Now()
+	c.cancel(errors.New("cluster torn down"))
+	for _, n := range c.Nodes {
+		if n.Kubelet != nil {
+			n.Kubelet.Stop()
+		}
+	}
+	c.stopAPIServer()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if resp, err := c.Rig.RT.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{}); err == nil {
+		var b strings.Builder
+		for _, s := range resp.Items {
+			fmt.Fprintf(&b, "%s %s %s attempt=%d created=%s\n", s.Id, s.GetMetadata().GetName(), s.State, s.GetMetadata().GetAttempt(),
+				time.Unix(0, s.CreatedAt).UTC().Format(time.RFC3339Nano))
+		}
+		_ = os.WriteFile(filepath.Join(c.LogDir, "sandboxes.txt"), []byte(b.String()), 0o644)
+	}
+	if err := c.Rig.RemoveAllPods(ctx); err != nil {
+		t.Errorf("ha: teardown: %v", err)
+	}
+	// Container logs: <rig>/logs/kube-system_etcd-node1_<uid>/etcd/0.log.
+	logs, _ := filepath.Glob(filepath.Join(c.Rig.Dir, "logs", "*", "*", "*.log"))
+	for _, l := range logs {
+		rel, _ := filepath.Rel(filepath.Join(c.Rig.Dir, "logs"), l)
+		dst := filepath.Join(c.LogDir, "pods", rel)
+		_ = os.MkdirAll(filepath.Dir(dst), 0o755)
+		copyFile(l, dst)
+	}
+	copyFile(c.Rig.ContainerdLog(), filepath.Join(c.LogDir, "containerd.log"))
+	if t.Failed() {
+		t.Logf("ha: kube-apiserver.log (tail):\n%s", tailFile(c.APIServerLog(), 20))
+	}
+	t.Logf("ha: teardown: kubelets, apiserver and pods gone in %v", time.Since(start).Round(time.Millisecond))
+}
+
+// removeDir removes the rig's temp dir (after containerd is gone).
+func (c *Cluster) removeDir() {
+	if c.Dir == "" {
+		return
+	}
+	c.stopAPIServer() // in case the rig never started
+	for _, m := range mountsUnder(c.Dir) {
+		if err := syscall.Unmount(m, syscall.MNT_DETACH); err != nil {
+			c.t.Errorf("ha: teardown: unmount %s: %v", m, err)
+		}
+	}
+	if err := os.RemoveAll(c.Dir); err != nil {
+		c.t.Errorf("ha: teardown: %v", err)
+	}
+}
+
+// Leftovers lists whatever of the cluster still exists: the temp dir,
+// mounts under it, the apiserver, any process whose command line names the
+// temp dir (an etcd), and what the containerd rig left (see
+// containerdrig.Rig.Leftovers). After the teardown it is empty.
+func (c *Cluster) Leftovers() []string {
+	var out []string
+	if c.Dir != "" {
+		if _, err := os.Lstat(c.Dir); err == nil {
+			out = append(out, "dir "+c.Dir)
+		}
+		for _, m := range mountsUnder(c.Dir) {
+			out = append(out, "mount "+m)
+		}
+		procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+		for _, p := range procs {
+			if b, err := os.ReadFile(p); err == nil && bytes.Contains(b, []byte(c.Dir+"/")) {
+				out = append(out, fmt.Sprintf("process %s: %.120s", filepath.Base(filepath.Dir(p)), bytes.ReplaceAll(b, []byte{0}, []byte{' '})))
+			}
+		}
+	}
+	if c.APIServerRunning() {
+		out = append(out, fmt.Sprintf("kube-apiserver process %d", c.apiserver.Process.Pid))
+	}
+	if c.Rig != nil {
+		out = append(out, c.Rig.Leftovers()...)
+	}
+	return out
+}
+
+func copyFile(from, to string) {
+	in, err := os.Open(from)
+	if err != nil {
+		return
+	}
+	defer in.Close()
+	out, err := os.Create(to)
+	if err != nil {
+		return
+	}
+	defer out.Close()
+	_, _ = io.Copy(out, in)
+}
+
+// tailFile returns the last n lines of a file, each cut to 300 bytes.
+func tailFile(path string, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Sprintf("(%v)", err)
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	for i, l := range lines {
+		if len(l) > 300 {
+			lines[i] = l[:300] + "..."
+		}
+	}
+	return strings.Join(lines, "\n")
+}
+
+// mountsUnder lists mount points at or below dir, deepest first.
+func mountsUnder(dir string) []string {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, line := range strings.Split(string(b), "\n") {
+		fields := strings.Fields(line)
+		if len(fields) < 5 {
+			continue
+		}
+		mp := unescapeOctal(fields[4])
+		if mp == dir || strings.HasPrefix(mp, dir+"/") {
+			out = append(out, mp)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return len(out[i]) > len(out[j]) })
+	return out
+}
+
+func unescapeOctal(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(v))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// ---- Kubernetes API client ----
+
+// KubeClient is a minimal Kubernetes API client that takes its server and
+// credentials from a kubeconfig with embedded data (as kubeadm writes
+// them). The file is read again for every request and connections are
+// not reused, so a renewed kubeconfig is used as soon as it is on disk.
+type KubeClient struct {
+	Kubeconfig string
+	// Server overrides the kubeconfig's server.
+	Server string
+	// Timeout of one request (default 10s).
+	Timeout time.Duration
+}
+
+type kubeconfig struct {
+	CurrentContext string `yaml:"current-context"`
+	Clusters       []struct {
+		Name    string `yaml:"name"`
+		Cluster struct {
+			Server string `yaml:"server"`
+			CAData string `yaml:"certificate-authority-data"`
+		} `yaml:"cluster"`
+	} `yaml:"clusters"`
+	Contexts []struct {
+		Name    string `yaml:"name"`
+		Context struct {
+			Cluster string `yaml:"cluster"`
+			User    string `yaml:"user"`
+		} `yaml:"context"`
+	} `yaml:"contexts"`
+	Users []struct {
+		Name string `yaml:"name"`
+		User struct {
+			CertData string `yaml:"client-certificate-data"`
+			KeyData  string `yaml:"client-key-data"`
+		} `yaml:"user"`
+	} `yaml:"users"`
+}
+
+// Credentials reads the kubeconfig: its server, and a TLS config with its
+// CA and client certificate, whose leaf is returned too.
+func (k *KubeClient) Credentials() (server string, cfg *tls.Config, leaf *x509.Certificate, err error) {
+	path := k.Kubeconfig
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "", nil, nil, err
+	}
+	var kc kubeconfig
+	if err := yaml.Unmarshal(data, &kc); err != nil {
+		return "", nil, nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if len(kc.Contexts) == 0 || len(kc.Clusters) == 0 || len(kc.Users) == 0 {
+		return "", nil, nil, fmt.Errorf("%s: no context, cluster or user", path)
+	}
+	ctx := kc.Contexts[0].Context
+	for _, c := range kc.Contexts {
+		if c.Name == kc.CurrentContext {
+			ctx = c.Context
+		}
+	}
+	cl := kc.Clusters[0].Cluster
+	for _, c := range kc.Clusters {
+		if c.Name == ctx.Cluster {
+			cl = c.Cluster
+		}
+	}
+	u := kc.Users[0].User
+	for _, x := range kc.Users {
+		if x.Name == ctx.User {
+			u = x.User
+		}
+	}
+	dec := func(field, s string) ([]byte, error) {
+		b, err := base64.StdEncoding.DecodeString(strings.TrimSpace(s))
+		if err != nil || len(b) == 0 {
+			return nil, fmt.Errorf("%s: %s: not base64 data (%v)", path, field, err)
+		}
+		return b, nil
+	}
+	caPEM, err := dec("certificate-authority-data", cl.CAData)
+	if err != nil {
+		return "", nil, nil, err
+	}
+	certPEM, err := dec("client-certificate-data", u.CertData)
+	if err != nil {
+		return "", nil, nil, err
+	}
+	keyPEM, err := dec("client-key-data", u.KeyData)
+	if err != nil {
+		return "", nil, nil, err
+	}
+	pair, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return "", nil, nil, fmt.Errorf("%s: %w", path, err)
+	}
+	leaf, err = x509.ParseCertificate(pair.Certificate[0])
+	if err != nil {
+		return "", nil, nil, fmt.Errorf("%s: %w", path, err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(caPEM) {
+		return "", nil, nil, fmt.Errorf("%s: certificate-authority-data holds no certificate", path)
+	}
+	server = cl.Server
+	if k.Server != "" {
+		server = k.Server
+	}
+	return server, &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}, leaf, nil
+}
+
+// StatusError is a non-2xx answer.
+type StatusError struct {
+	Method, URL string
+	Code        int
+	Body        string
+}
+
+func (e *StatusError) Error() string {
+	return fmt.Sprintf("%s %s: %d %s", e.Method, e.URL, e.Code, strings.TrimSpace(e.Body))
+}
+
+// IsStatus reports whether err is a StatusError with the given code.
+func IsStatus(err error, code int) bool {
+	var se *StatusError
+	return errors.As(err, &se) && se.Code == code
+}
+
+// Do sends one request (body, when not nil, is JSON-encoded) and returns
+// the body of a 2xx answer; any other status is a *StatusError.
+func (k *KubeClient) Do(ctx context.Context, method, path string, body any) ([]byte, error) {
+	server, cfg, _, err := k.Credentials()
+	if err != nil {
+		return nil, err
+	}
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return nil, err
+		}
+		rd = bytes.NewReader(b)
+	}
+	timeout := k.Timeout
+	if timeout == 0 {
+		timeout = 10 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	url := strings.TrimRight(server, "/") + path
+	req, err := http.NewRequestWithContext(ctx, method, url, rd)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Accept", "application/json")
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	tr := &http.Transport{TLSClientConfig: cfg, DisableKeepAlives: true}
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: tr}).Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	out, err := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		b := string(out)
+		if len(b) > 512 {
+			b = b[:512] + "..."
+		}
+		return out, &StatusError{Method: method, URL: url, Code: resp.StatusCode, Body: b}
+	}
+	return out, nil
+}
+
+// Get is Do with GET.
+func (k *KubeClient) Get(ctx context.Context, path string) ([]byte, error) {
+	return k.Do(ctx, http.MethodGet, path, nil)
+}
+
+// Create POSTs obj to a collection path.
+func (k *KubeClient) Create(ctx context.Context, path string, obj any) ([]byte, error) {
+	return k.Do(ctx, http.MethodPost, path, obj)
+}
+
+// Ready checks /readyz once.
+func (k *KubeClient) Ready(ctx context.Context) error {
+	b, err := k.Get(ctx, "/readyz")
+	if err != nil {
+		return err
+	}
+	if strings.TrimSpace(string(b)) != "ok" {
+		return fmt.Errorf("/readyz: %s", b)
+	}
+	return nil
+}

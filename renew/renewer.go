@@ -37,6 +37,8 @@ type Options struct {
 	// carries the same credentials; AdminCopyGlob finds copies that are
 	// only reported. Empty: none.
 	AdminCopy, AdminCopyGlob string
+	// Sleep waits while a concurrent writer finishes (default time.Sleep).
+	Sleep func(time.Duration)
 }
 
 // Renewer takes inventory, plans renewals and applies them.
@@ -276,6 +278,9 @@ func (r *Renewer) Apply(p *Plan) (*Result, error) {
 			"NOT_AFTER": it.Issued.Cert.NotAfter.UTC().Format(time.RFC3339),
 			"SERIAL":    it.Issued.Cert.SerialNumber.Text(16),
 		}).Info("certificate renewed")
+	}
+	if err := r.settle(p); err != nil {
+		return res, err
 	}
 	r.updateAdminCopies(p)
 	return res, nil

@@ -100,6 +100,10 @@ func (s *Store) Pending() (bool, error) {
 	return exists(s.journalPath())
 }
 
+// ErrChangedUnderneath: a file changed between being read and being
+// replaced, so someone else is writing the PKI right now.
+var ErrChangedUnderneath = errors.New("changed by another writer during the renewal (kubeadm certs renew?): nothing was written; it will be retried on fresh files")
+
 // Commit writes changes as one transaction.
 func (s *Store) Commit(changes []Change) (*Result, error) {
 	if len(changes) == 0 {
@@ -197,6 +201,19 @@ func (s *Store) Commit(changes []Change) (*Result, error) {
 		}
 	}
 	s.step("staged-synced")
+
+	// Another writer (an operator's `kubeadm certs renew`) may have
+	// replaced a target since it was read: committing would interleave
+	// its files with ours. Give way; the caller retries on fresh input.
+	for i, f := range j.Files {
+		cur, err := os.ReadFile(f.Path)
+		if err != nil {
+			return abort(err)
+		}
+		if sum(cur) != j.Files[i].OldSHA256 {
+			return abort(fmt.Errorf("%s: %w", f.Path, ErrChangedUnderneath))
+		}
+	}
 
 	j.State = stateCommitted
 	if err := s.writeJournal(j); err != nil {

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
+	"time"
 
 	"github.com/fsnotify/fsnotify"
 )
@@ -14,6 +16,17 @@ type Watcher struct {
 	w      *fsnotify.Watcher
 	Events chan string
 	Errors chan error
+	// dirs are the watched paths. A watch follows an inode, so when a
+	// directory is replaced (a restored backup moved into place) the
+	// path is watched again once it exists.
+	dirs map[string]bool
+	// retry is how often a replaced directory is looked for (default
+	// 1s); retryFor bounds the search (default 1h: after that the
+	// hourly re-check still covers it).
+	retry, retryFor time.Duration
+	done            chan struct{}
+	mu              sync.Mutex
+	retrying        map[string]bool
 }
 
 // Watch watches the directories (not files: kubeadm and editors replace
@@ -43,9 +56,60 @@ func Watch(dirs ...string) (*Watcher, error) {
 			return nil, fmt.Errorf("file watch %s: %w", d, err)
 		}
 	}
-	w := &Watcher{w: fw, Events: make(chan string, 1024), Errors: make(chan error, 4)}
+	w := &Watcher{w: fw, Events: make(chan string, 1024), Errors: make(chan error, 4), dirs: seen,
+		retry: time.Second, retryFor: time.Hour, done: make(chan struct{}), retrying: map[string]bool{}}
 	go w.pump()
 	return w, nil
+}
+
+// SetRetry sets how often a replaced directory is looked for.
+func (w *Watcher) SetRetry(d time.Duration) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.retry = d
+}
+
+// rewatch watches p again: now if it exists, else as soon as it does.
+func (w *Watcher) rewatch(p string) {
+	w.mu.Lock()
+	if w.retrying[p] {
+		w.mu.Unlock()
+		return
+	}
+	w.retrying[p] = true
+	retry, retryFor := w.retry, w.retryFor
+	w.mu.Unlock()
+	go func() {
+		defer func() {
+			w.mu.Lock()
+			delete(w.retrying, p)
+			w.mu.Unlock()
+		}()
+		t := time.NewTicker(retry)
+		defer t.Stop()
+		deadline := time.Now().Add(retryFor)
+		for {
+			if st, err := os.Stat(p); err == nil && st.IsDir() {
+				_ = w.w.Remove(p)
+				if err := w.w.Add(p); err == nil {
+					// Whatever changed while unwatched: take inventory.
+					select {
+					case w.Events <- p:
+					default:
+					}
+					return
+				}
+			}
+			if time.Now().After(deadline) {
+				return
+			}
+			select {
+			case <-w.done:
+				return
+			case <-t.C:
+			}
+		}
+	}()
 }
 
 func (w *Watcher) pump() {
@@ -59,6 +123,14 @@ func (w *Watcher) pump() {
 			}
 			if ev.Op == fsnotify.Chmod {
 				continue
+			}
+			if w.dirs[filepath.Clean(ev.Name)] && ev.Op&(fsnotify.Remove|fsnotify.Rename|fsnotify.Create) != 0 {
+				// A watched directory was moved, removed or put in
+				// place: the ones below it moved with it silently, so
+				// every path is watched anew.
+				for d := range w.dirs {
+					w.rewatch(d)
+				}
 			}
 			select {
 			case w.Events <- ev.Name:
@@ -77,4 +149,11 @@ func (w *Watcher) pump() {
 }
 
 // Close stops watching.
-func (w *Watcher) Close() error { return w.w.Close() }
+func (w *Watcher) Close() error {
+	select {
+	case <-w.done:
+	default:
+		close(w.done)
+	}
+	return w.w.Close()
+}

@@ -10,9 +10,10 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 BIN     := bin/pkirenewd
 # Pinned Go tools, installed into the cache (not the repo, not GOPATH/bin).
 STATICCHECK_VERSION := v0.8.2
+GOVULNCHECK_VERSION := v1.9.0
 TOOLS_BIN := $(CACHE)/tools
 
-.PHONY: help build test unit kubeadm containerd demo bench lint clean deb rpm stage package-test fuzz e2e
+.PHONY: help build test unit kubeadm containerd demo bench lint vulncheck clean deb rpm stage package-test fuzz e2e
 
 help: ## Show this help
 	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z_-]+:.*## /{printf "  \033[1m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -69,6 +70,10 @@ lint: ## go vet, gofmt and staticcheck (pinned)
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
 	@test -x $(TOOLS_BIN)/staticcheck || GOBIN=$(TOOLS_BIN) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 	$(TOOLS_BIN)/staticcheck ./...
+
+vulncheck: ## govulncheck (pinned) against the Go vulnerability database; needs vuln.go.dev, which this workplace cannot reach, so not part of lint/CI
+	@test -x $(TOOLS_BIN)/govulncheck || GOBIN=$(TOOLS_BIN) $(GO) install golang.org/x/vuln/cmd/govulncheck@$(GOVULNCHECK_VERSION)
+	$(TOOLS_BIN)/govulncheck ./...
 
 # Package version from git: v1.2.3 -> 1.2.3; untagged -> 0.0.0~git<date>.<sha>.
 PKG_VERSION ?= $(shell v=$$(git describe --tags --exact-match 2>/dev/null) && echo $${v\#v} || echo 0.0.0~git$$(git log -1 --format=%cd --date=format:%Y%m%d%H%M%S).$$(git rev-parse --short HEAD))

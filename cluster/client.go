@@ -1,12 +1,17 @@
 package cluster
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"strings"
 	"time"
 
-	coordinationv1client "k8s.io/client-go/kubernetes/typed/coordination/v1"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/serializer"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/utils/clock"
 )
@@ -34,6 +39,47 @@ func SplitLease(s string) (ns, name string, err error) {
 	return ns, name, nil
 }
 
+// The scheme knows Leases only. client-go's generated coordination client
+// would register every API group of Kubernetes at start-up, which doubled
+// the daemon's resident memory (14 -> 31 MiB) for one resource.
+var (
+	leaseScheme = runtime.NewScheme()
+	leaseCodecs = serializer.NewCodecFactory(leaseScheme)
+)
+
+func init() {
+	if err := coordinationv1.AddToScheme(leaseScheme); err != nil {
+		panic(err)
+	}
+	metav1.AddToGroupVersion(leaseScheme, coordinationv1.SchemeGroupVersion)
+}
+
+// restLeases is LeaseClient over client-go's REST client.
+type restLeases struct {
+	c  rest.Interface
+	ns string
+}
+
+var _ LeaseClient = (*restLeases)(nil)
+
+func (r *restLeases) Get(ctx context.Context, name string, _ metav1.GetOptions) (*coordinationv1.Lease, error) {
+	out := &coordinationv1.Lease{}
+	err := r.c.Get().Namespace(r.ns).Resource("leases").Name(name).Do(ctx).Into(out)
+	return out, err
+}
+
+func (r *restLeases) Create(ctx context.Context, l *coordinationv1.Lease, _ metav1.CreateOptions) (*coordinationv1.Lease, error) {
+	out := &coordinationv1.Lease{}
+	err := r.c.Post().Namespace(r.ns).Resource("leases").Body(l).Do(ctx).Into(out)
+	return out, err
+}
+
+func (r *restLeases) Update(ctx context.Context, l *coordinationv1.Lease, _ metav1.UpdateOptions) (*coordinationv1.Lease, error) {
+	out := &coordinationv1.Lease{}
+	err := r.c.Put().Namespace(r.ns).Resource("leases").Name(l.Name).Body(l).Do(ctx).Into(out)
+	return out, err
+}
+
 // NewLease builds a Lease from the kubeconfig as it is on disk now.
 func NewLease(c LeaseConfig, clk clock.PassiveClock) (*Lease, error) {
 	ns, name, err := SplitLease(c.Lease)
@@ -53,9 +99,14 @@ func NewLease(c LeaseConfig, clk clock.PassiveClock) (*Lease, error) {
 	}
 	rc.Timeout = c.Timeout
 	rc.UserAgent = "pkirenewd"
-	cs, err := coordinationv1client.NewForConfig(rc)
+	rc.APIPath = "/apis"
+	gv := coordinationv1.SchemeGroupVersion
+	rc.GroupVersion = &gv
+	rc.ContentType = runtime.ContentTypeJSON
+	rc.NegotiatedSerializer = leaseCodecs.WithoutConversion()
+	rcl, err := rest.RESTClientFor(rc)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", c.Kubeconfig, err)
 	}
-	return &Lease{Client: cs.Leases(ns), Name: name, Identity: c.Identity, Duration: c.Duration, Clock: clk}, nil
+	return &Lease{Client: &restLeases{c: rcl, ns: ns}, Name: name, Identity: c.Identity, Duration: c.Duration, Clock: clk}, nil
 }

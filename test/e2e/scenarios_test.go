@@ -74,18 +74,21 @@ func loggedError(evs []logEvent) error {
 }
 
 // TestSeveralRenewalRounds is scenario 2: with certificates that are due
-// 20 s after they are issued, `pkirenewd run` renews everything again and
-// again; the control plane stays healthy through at least three complete
+// about a minute after they are issued, `pkirenewd run` renews everything
+// again and again; the control plane stays healthy through at least three complete
 // rounds, each restarting etcd, kube-apiserver, kube-controller-manager and
 // kube-scheduler in that order (the kubelet's CrashLoopBackOff is capped at
 // 1 s by the harness, crashLoopBackOff.maxContainerRestartPeriod) and the
 // kubelet through kubeletRestartCommand.
 func TestSeveralRenewalRounds(t *testing.T) {
 	const (
-		// Lifetime 7 min (kubeadm and pkirenewd backdate 5 min); due
-		// 100 s before expiry: 20 s after issue.
-		validity    = 2 * time.Minute
-		renewBefore = 100 * time.Second
+		// Lifetime 8 min (kubeadm and pkirenewd backdate 5 min); due
+		// 2 min before expiry: 48-60 s after issue (the jitter). A round
+		// (lease, four components, the kubelet) takes about 15 s here;
+		// at 20 s the rounds ran back to back and the test never saw
+		// the daemon idle between them.
+		validity    = 3 * time.Minute
+		renewBefore = 2 * time.Minute
 		wantRounds  = 3
 	)
 	cp := StartControlPlane(t, Options{Validity: validity})

@@ -14,6 +14,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/pkirenewd/pkirenewd/renew"
 	"github.com/pkirenewd/pkirenewd/renew/renewtest"
 )
 
@@ -357,5 +358,27 @@ func TestRenewRestartPreconditions(t *testing.T) {
 	code, _, stderr = n.run(t, append([]string{"restart", "kube-nothing"}, n.args("--manifests-dir", manifests)...)...)
 	if code != 1 || !strings.Contains(stderr, "etcd.yaml") {
 		t.Fatalf("restart with a malformed manifest: exit %d %s", code, stderr)
+	}
+}
+
+// Restarts a renewal still owes show in check and make it exit 1.
+func TestCheckShowsOwedRestarts(t *testing.T) {
+	n := newNode(t, renewtest.Options{})
+	if err := renew.SavePending(n.state, &renew.PendingRestart{Components: []string{"kube-scheduler"}, Kubelet: true}); err != nil {
+		t.Fatal(err)
+	}
+	code, out, stderr := n.run(t, append([]string{"check"}, n.args()...)...)
+	if code != 1 || !strings.Contains(out, "Restarts owed by an earlier renewal: kube-scheduler, kubelet") {
+		t.Fatalf("exit %d\n%s\n%s", code, out, stderr)
+	}
+	code, out, _ = n.run(t, append([]string{"check", "-o", "json"}, n.args()...)...)
+	if code != 1 || !strings.Contains(out, `"pendingRestarts": [`) {
+		t.Fatalf("json: exit %d\n%s", code, out)
+	}
+	if err := renew.SavePending(n.state, nil); err != nil {
+		t.Fatal(err)
+	}
+	if code, out, _ := n.run(t, append([]string{"check"}, n.args()...)...); code != 0 || strings.Contains(out, "owed") {
+		t.Fatalf("nothing owed: exit %d\n%s", code, out)
 	}
 }

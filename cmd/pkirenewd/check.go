@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -26,8 +27,9 @@ func newCheckCmd(o *options) *cobra.Command {
 		Use:   "check",
 		Short: "Show when each certificate expires and will be renewed",
 		Long: `Like 'kubeadm certs check-expiration', plus when pkirenewd will renew each
-item. Exit status: 0 all fine, 1 something is due (or a CA is within
-caWarnBefore of expiry), 2 something is expired, missing or broken.`,
+item, and the restarts a renewal still owes. Exit status: 0 all fine, 1
+something is due, a CA is within caWarnBefore of expiry or restarts are
+owed, 2 something is expired, missing or broken.`,
 		Args: cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
 			if output != "table" && output != "json" && output != "yaml" {
@@ -43,6 +45,16 @@ caWarnBefore of expiry), 2 something is expired, missing or broken.`,
 			}
 			now := o.now()
 			rep := newReport(statuses, now)
+			owed, err := renew.LoadPending(o.cfg.StateDir)
+			if err != nil {
+				return &exitError{code: 2, err: err}
+			}
+			if !owed.Empty() {
+				rep.PendingRestarts = append(rep.PendingRestarts, owed.Components...)
+				if owed.Kubelet {
+					rep.PendingRestarts = append(rep.PendingRestarts, "kubelet")
+				}
+			}
 			switch output {
 			case "json":
 				enc := json.NewEncoder(o.stdout)
@@ -61,7 +73,11 @@ caWarnBefore of expiry), 2 something is expired, missing or broken.`,
 			for _, s := range statuses {
 				logStatus(o, s)
 			}
-			if code := exitFor(statuses); code != checkOK {
+			code := exitFor(statuses)
+			if code == checkOK && len(rep.PendingRestarts) > 0 {
+				code = checkDue
+			}
+			if code != checkOK {
 				return &exitError{code: code}
 			}
 			return nil
@@ -121,6 +137,8 @@ type report struct {
 	Kind                   string       `json:"kind" yaml:"kind"`
 	Certificates           []reportCert `json:"certificates" yaml:"certificates"`
 	CertificateAuthorities []reportCert `json:"certificateAuthorities" yaml:"certificateAuthorities"`
+	// PendingRestarts are restarts a committed renewal still owes.
+	PendingRestarts []string `json:"pendingRestarts,omitempty" yaml:"pendingRestarts,omitempty"`
 }
 
 func newReport(statuses []renew.Status, now time.Time) report {
@@ -187,7 +205,14 @@ func printTable(w io.Writer, rep report) error {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%-8v\n", c.Name, c.ExpirationDate.Format(dateFormat),
 			shortHumanDuration(time.Duration(c.ResidualTime)*time.Second), yesNo(c.ExternallyManaged))
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(rep.PendingRestarts) > 0 {
+		_, err := fmt.Fprintf(w, "\nRestarts owed by an earlier renewal: %s (pkirenewd run finishes them)\n", strings.Join(rep.PendingRestarts, ", "))
+		return err
+	}
+	return nil
 }
 
 func renewAtText(c reportCert) string {

@@ -100,18 +100,21 @@ func (r *Rig) CgroupParent() string { return r.cgroup }
 // ContainerdLog is the path of containerd's log file.
 func (r *Rig) ContainerdLog() string { return filepath.Join(r.Dir, "containerd.log") }
 
-func requireRoot(t testing.TB) {
+// RequireHost skips the test (fails it under CI, where everything must
+// run) unless it runs as root with containerd, ctr, runc and the runc shim
+// installed, and the extra binaries too; who names the rig in the message.
+func RequireHost(t testing.TB, who string, extra ...string) {
 	t.Helper()
 	skip := t.Skip
 	if os.Getenv("CI") != "" {
 		skip = t.Fatal
 	}
 	if os.Geteuid() != 0 {
-		skip("the containerd rig needs root")
+		skip(who + " needs root")
 	}
-	for _, b := range []string{"containerd", "ctr", "runc", "containerd-shim-runc-v2"} {
+	for _, b := range append([]string{"containerd", "ctr", "runc", "containerd-shim-runc-v2"}, extra...) {
 		if _, err := exec.LookPath(b); err != nil {
-			skip(b + " is not installed (test/containerdrig/ensure-containerd.sh installs it)")
+			skip(b + " is not installed (test/containerdrig/ensure-containerd.sh installs containerd and runc; `make containerd`)")
 		}
 	}
 }
@@ -124,7 +127,7 @@ func requireRoot(t testing.TB) {
 // each container log.
 func Start(t testing.TB) *Rig {
 	t.Helper()
-	requireRoot(t)
+	RequireHost(t, "the containerd rig")
 	t0 := time.Now()
 	// Unix socket paths are limited to 108 bytes: keep the dir short
 	// (t.TempDir() paths are too long).
@@ -260,11 +263,13 @@ func checkOverlay(dir string) error {
 
 func (r *Rig) fail(format string, args ...any) {
 	r.t.Helper()
-	r.t.Logf("containerd log (tail):\n%s", tailFile(r.ContainerdLog(), 40))
+	r.t.Logf("containerd log (tail):\n%s", TailFile(r.ContainerdLog(), 40))
 	r.t.Fatalf(format, args...)
 }
 
-func tailFile(path string, n int) string {
+// TailFile returns the last n lines of a file (each cut at 300 bytes), or
+// why it cannot.
+func TailFile(path string, n int) string {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return fmt.Sprintf("(%v)", err)
@@ -272,6 +277,11 @@ func tailFile(path string, n int) string {
 	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
 	if len(lines) > n {
 		lines = lines[len(lines)-n:]
+	}
+	for i, l := range lines {
+		if len(l) > 300 {
+			lines[i] = l[:300] + "..."
+		}
 	}
 	return strings.Join(lines, "\n")
 }
@@ -342,10 +352,10 @@ func (r *Rig) RemoveAllPods(ctx context.Context) error {
 func (r *Rig) stop() {
 	t := r.t
 	if t.Failed() {
-		t.Logf("containerdrig: containerd log (tail):\n%s", tailFile(r.ContainerdLog(), 60))
+		t.Logf("containerdrig: containerd log (tail):\n%s", TailFile(r.ContainerdLog(), 60))
 		logs, _ := filepath.Glob(filepath.Join(r.Dir, "logs", "*", "*", "*.log"))
 		for _, l := range logs {
-			t.Logf("containerdrig: container log %s (tail):\n%s", l, tailFile(l, 15))
+			t.Logf("containerdrig: container log %s (tail):\n%s", l, TailFile(l, 15))
 		}
 	}
 	running := r.cmd != nil && r.cmd.Process != nil
@@ -381,7 +391,7 @@ func (r *Rig) stop() {
 	r.killShims()
 	r.removeCgroups()
 	r.removeShimSockets()
-	for _, m := range mountsUnder(r.Dir) {
+	for _, m := range MountsUnder(r.Dir) {
 		if err := syscall.Unmount(m, syscall.MNT_DETACH); err != nil {
 			t.Errorf("containerdrig: cleanup: unmount %s: %v", m, err)
 		}
@@ -509,8 +519,8 @@ func (r *Rig) shimSockets() []string {
 
 func exists(p string) bool { _, err := os.Lstat(p); return err == nil }
 
-// mountsUnder lists mount points at or below dir, deepest first.
-func mountsUnder(dir string) []string {
+// MountsUnder lists mount points at or below dir, deepest first.
+func MountsUnder(dir string) []string {
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
 		return nil
@@ -555,7 +565,7 @@ func unescapeOctal(s string) string {
 // first-out) or after the subtest that started the rig.
 func (r *Rig) Leftovers() []string {
 	var out []string
-	for _, m := range mountsUnder(r.Dir) {
+	for _, m := range MountsUnder(r.Dir) {
 		out = append(out, "mount "+m)
 	}
 	if exists(r.Dir) {

@@ -264,12 +264,12 @@ func TestRestartMethodsSideBySide(t *testing.T) {
 		s := sampleReadyz(cp)
 		start := time.Now()
 		select {
-		case <-d.done:
+		case <-d.Done():
 		case <-time.After(5 * time.Minute):
 			t.Fatal("pkirenewd restart did not exit within 5m")
 		}
 		exited := time.Since(start)
-		if code := d.cmd.ProcessState.ExitCode(); code != 0 {
+		if code := d.Cmd.ProcessState.ExitCode(); code != 0 {
 			t.Fatalf("pkirenewd restart exited %d", code)
 		}
 		if err := waitRestarted(cp, before, Components, time.Minute); err != nil {
@@ -279,8 +279,8 @@ func TestRestartMethodsSideBySide(t *testing.T) {
 		down, n, _ := s.Stop()
 		var per []string
 		for _, e := range d.Events() {
-			if e.str("msg") == "component healthy" {
-				per = append(per, e.str("COMPONENT")+" "+e.str("TOOK"))
+			if e.Str("msg") == "component healthy" {
+				per = append(per, e.Str("COMPONENT")+" "+e.Str("TOOK"))
 			}
 		}
 		results = append(results, anchorResult{"(c) pkirenewd restart", total, down, n,

@@ -83,7 +83,7 @@ func TestDay366ExpiredControlPlaneIsHealed(t *testing.T) {
 	var healedAt time.Time
 	err = cp.Poll(12*time.Minute, time.Second, "the expired control plane healed", func(ctx context.Context) error {
 		if d.exited() {
-			return fmt.Errorf("pkirenewd exited: %v", d.cmd.ProcessState)
+			return fmt.Errorf("pkirenewd exited: %v", d.Cmd.ProcessState)
 		}
 		if err := cp.Healthy(ctx); err != nil {
 			return err
@@ -110,14 +110,14 @@ func TestDay366ExpiredControlPlaneIsHealed(t *testing.T) {
 	var order []string
 	for _, e := range evs {
 		switch {
-		case strings.Contains(e.str("msg"), "RECOVERING AN EXPIRED CONTROL PLANE") && e.str("level") == "error" && fmt.Sprint(e.Fields["PRIORITY"]) == "2":
+		case strings.Contains(e.Str("msg"), "RECOVERING AN EXPIRED CONTROL PLANE") && e.Str("level") == "error" && fmt.Sprint(e.Fields["PRIORITY"]) == "2":
 			loud = true
-		case e.str("msg") == "the API answers again: holding the restart lease for the rest of the recovery":
+		case e.Str("msg") == "the API answers again: holding the restart lease for the rest of the recovery":
 			leased = true
-		case e.str("msg") == "restart lease released":
+		case e.Str("msg") == "restart lease released":
 			released = true
-		case e.str("msg") == "component healthy":
-			order = append(order, e.str("COMPONENT"))
+		case e.Str("msg") == "component healthy":
+			order = append(order, e.Str("COMPONENT"))
 		}
 	}
 	if !loud {

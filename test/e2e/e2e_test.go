@@ -3,7 +3,6 @@
 package e2e
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/x509"
@@ -11,14 +10,9 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -75,61 +69,23 @@ func createConfigMap(t *testing.T, cp *ControlPlane, name string) {
 	}
 }
 
-// logEvent is one line of pkirenewd's JSON log.
-type logEvent struct {
-	At     time.Time // when the test read it
-	Fields map[string]any
-}
+// logEvent is one line of pkirenewd's log.
+type logEvent = testbin.Event
 
-func (e logEvent) str(k string) string {
-	v, _ := e.Fields[k].(string)
-	return v
-}
-
-// daemon is a running `pkirenewd run`.
+// daemon is a running pkirenewd.
 type daemon struct {
-	// stateDir is the daemon's --state-dir.
+	*testbin.Proc
+	// stateDir is its --state-dir.
 	stateDir string
-	cmd      *exec.Cmd
-	done     chan struct{}
-	mu       sync.Mutex
-	events   []logEvent
 }
 
-func (d *daemon) Events() []logEvent {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return append([]logEvent{}, d.events...)
-}
+func (d *daemon) exited() bool { return d.Exited() }
 
-func (d *daemon) exited() bool {
-	select {
-	case <-d.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// stop sends SIGTERM and waits for the exit (the daemon finishes the
+// stop sends SIGTERM and waits for exit 0 (the daemon finishes the
 // component in hand first).
 func (d *daemon) stop(t *testing.T) error {
 	t.Helper()
-	if d.exited() {
-		return fmt.Errorf("pkirenewd had exited: %v", d.cmd.ProcessState)
-	}
-	_ = d.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-d.done:
-	case <-time.After(7 * time.Minute):
-		_ = d.cmd.Process.Kill()
-		<-d.done
-		return errors.New("pkirenewd did not stop within 7m of SIGTERM")
-	}
-	if code := d.cmd.ProcessState.ExitCode(); code != 0 {
-		return fmt.Errorf("pkirenewd exited with %d after SIGTERM", code)
-	}
-	return nil
+	return d.Stop(7 * time.Minute)
 }
 
 // startDaemon runs `pkirenewd run` against the control plane, its log in
@@ -143,10 +99,6 @@ func startDaemon(t *testing.T, cp *ControlPlane, args ...string) *daemon {
 // JSON log in LogDir/logName and parsed into events.
 func startPkirenewd(t *testing.T, cp *ControlPlane, logName, sub string, args ...string) *daemon {
 	t.Helper()
-	logf, err := os.Create(filepath.Join(cp.LogDir, logName))
-	if err != nil {
-		t.Fatal(err)
-	}
 	// Only `run` has --log-format; the one-shot commands log logfmt text.
 	all := []string{sub}
 	if sub == "run" {
@@ -160,51 +112,7 @@ func startPkirenewd(t *testing.T, cp *ControlPlane, logName, sub string, args ..
 		"--node-name", cp.Opts.NodeName, "--admin-kubeconfig-copy", "",
 		"--metrics-address", ""}...)
 	all = append(all, args...)
-	d := &daemon{stateDir: state, cmd: exec.Command(pkirenewdBin, all...), done: make(chan struct{})}
-	pr, pw := io.Pipe()
-	d.cmd.Stdout, d.cmd.Stderr = pw, pw
-	// Own process group: a Ctrl-C reaches the test, which stops the
-	// daemon through its cleanup.
-	d.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := d.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("started %s %s", pkirenewdBin, strings.Join(all, " "))
-	go func() {
-		_ = d.cmd.Wait()
-		pw.Close()
-		close(d.done)
-	}()
-	go func() {
-		defer logf.Close()
-		sc := bufio.NewScanner(pr)
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		for sc.Scan() {
-			line := sc.Bytes()
-			fmt.Fprintf(logf, "%s\n", line)
-			var f map[string]any
-			if json.Unmarshal(line, &f) != nil {
-				if f = parseLogfmt(string(line)); f == nil {
-					f = map[string]any{"msg": string(line), "level": "raw"}
-				}
-			}
-			d.mu.Lock()
-			d.events = append(d.events, logEvent{At: time.Now(), Fields: f})
-			d.mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() {
-		if !d.exited() {
-			_ = d.cmd.Process.Signal(syscall.SIGTERM)
-			select {
-			case <-d.done:
-			case <-time.After(30 * time.Second):
-				_ = d.cmd.Process.Kill()
-				<-d.done
-			}
-		}
-	})
-	return d
+	return &daemon{Proc: testbin.Start(t, pkirenewdBin, filepath.Join(cp.LogDir, logName), all...), stateDir: state}
 }
 
 // leafSerials reads the serial of every renewable item: the leaf
@@ -308,11 +216,11 @@ func TestRenewalRollsTheRealControlPlane(t *testing.T) {
 	var renewedAt time.Time
 	err := cp.Poll(time.Until(expiry)+time.Minute, time.Second, "renewal of every certificate", func(ctx context.Context) error {
 		if d.exited() {
-			return fmt.Errorf("pkirenewd exited: %v", d.cmd.ProcessState)
+			return fmt.Errorf("pkirenewd exited: %v", d.Cmd.ProcessState)
 		}
 		evs := d.Events()
 		for _, e := range evs {
-			if e.str("level") == "error" || e.str("level") == "fatal" {
+			if e.Str("level") == "error" || e.Str("level") == "fatal" {
 				return fmt.Errorf("pkirenewd logged an error: %v", e.Fields)
 			}
 		}
@@ -332,9 +240,9 @@ func TestRenewalRollsTheRealControlPlane(t *testing.T) {
 		lastRenew, lastScheduled := -1, -1
 		for i, e := range evs {
 			switch {
-			case e.str("msg") == "renewing":
+			case e.Str("msg") == "renewing":
 				lastRenew = i
-			case e.str("msg") == "scheduled":
+			case e.Str("msg") == "scheduled":
 				lastScheduled = i
 			}
 		}
@@ -360,14 +268,14 @@ func TestRenewalRollsTheRealControlPlane(t *testing.T) {
 	var firstRenew time.Time
 	for _, e := range evs {
 		switch {
-		case e.str("msg") == "renewing":
+		case e.Str("msg") == "renewing":
 			if firstRenew.IsZero() {
 				firstRenew = e.At
 			}
-			t.Logf("round %d: renewing %s (%v after the daemon started)", len(rounds)+1, e.str("CERT"), e.At.Sub(daemonStart).Round(time.Millisecond))
+			t.Logf("round %d: renewing %s (%v after the daemon started)", len(rounds)+1, e.Str("CERT"), e.At.Sub(daemonStart).Round(time.Millisecond))
 			rounds = append(rounds, nil)
-		case e.str("msg") == "component healthy" && len(rounds) > 0:
-			r := restart{component: e.str("COMPONENT"), sandbox: e.str("SANDBOX"), took: e.str("TOOK"), at: e.At}
+		case e.Str("msg") == "component healthy" && len(rounds) > 0:
+			r := restart{component: e.Str("COMPONENT"), sandbox: e.Str("SANDBOX"), took: e.Str("TOOK"), at: e.At}
 			rounds[len(rounds)-1] = append(rounds[len(rounds)-1], r)
 			t.Logf("round %d: %s restarted and healthy in %s (new sandbox %s)", len(rounds), r.component, r.took, r.sandbox)
 		}
@@ -461,7 +369,7 @@ func TestRenewalRollsTheRealControlPlane(t *testing.T) {
 	// apiserver and released at the end.
 	var took, released int
 	for _, e := range evs {
-		switch e.str("msg") {
+		switch e.Str("msg") {
 		case "holding the restart lease":
 			took++
 		case "restart lease released":
@@ -507,7 +415,7 @@ func restartLeaseHolder(ctx context.Context, cp *ControlPlane) (string, error) {
 
 func kubeletRestartLogged(evs []logEvent) bool {
 	for _, e := range evs {
-		if e.str("COMPONENT") == "kubelet" && e.str("msg") == "kubelet restarted" {
+		if e.Str("COMPONENT") == "kubelet" && e.Str("msg") == "kubelet restarted" {
 			return true
 		}
 	}
@@ -552,11 +460,11 @@ func checkKubeletRestarted(t *testing.T, cp *ControlPlane, evs []logEvent, oldSe
 	}
 	var asked, done time.Time
 	for _, e := range evs {
-		if e.str("COMPONENT") != "kubelet" {
+		if e.Str("COMPONENT") != "kubelet" {
 			continue
 		}
-		t.Logf("pkirenewd about the kubelet: %s", e.str("msg"))
-		switch e.str("msg") {
+		t.Logf("pkirenewd about the kubelet: %s", e.Str("msg"))
+		switch e.Str("msg") {
 		case "restarting the kubelet for its renewed kubelet.conf":
 			asked = e.At
 		case "kubelet restarted":
@@ -593,50 +501,4 @@ func checkKubeletRestarted(t *testing.T, cp *ControlPlane, evs []logEvent, oldSe
 	}
 	t.Logf("kubelet: kubelet.conf serial %s -> %s; restarted %d time(s) by pkirenewd's kubeletRestartCommand (%v after kubelet.conf was written), its Lease renewed %v after the restart",
 		oldSerial, kc.SerialNumber.Text(16), len(restarts), restarted.Sub(st.ModTime()).Round(time.Millisecond), renewed.Sub(restarted).Round(time.Millisecond))
-}
-
-// parseLogfmt parses logrus's text format (key=value, values quoted when
-// needed); nil when the line is not that.
-func parseLogfmt(line string) map[string]any {
-	out := map[string]any{}
-	for i := 0; i < len(line); {
-		for i < len(line) && line[i] == ' ' {
-			i++
-		}
-		eq := strings.IndexByte(line[i:], '=')
-		if eq <= 0 || strings.ContainsAny(line[i:i+eq], " \"") {
-			return nil
-		}
-		key := line[i : i+eq]
-		i += eq + 1
-		var val string
-		if i < len(line) && line[i] == '"' {
-			j := i + 1
-			for j < len(line) && line[j] != '"' {
-				if line[j] == '\\' {
-					j++
-				}
-				j++
-			}
-			if j >= len(line) {
-				return nil
-			}
-			uq, err := strconv.Unquote(line[i : j+1])
-			if err != nil {
-				return nil
-			}
-			val, i = uq, j+1
-		} else {
-			j := strings.IndexByte(line[i:], ' ')
-			if j < 0 {
-				j = len(line) - i
-			}
-			val, i = line[i:i+j], i+j
-		}
-		out[key] = val
-	}
-	if _, ok := out["level"]; !ok {
-		return nil
-	}
-	return out
 }

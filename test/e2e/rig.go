@@ -17,7 +17,6 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -159,22 +158,6 @@ type ControlPlane struct {
 // it so that an interrupted run still tears down.
 func (cp *ControlPlane) Context() context.Context { return cp.ctx }
 
-func requireRoot(t *testing.T) {
-	t.Helper()
-	skip := t.Skip
-	if os.Getenv("CI") != "" {
-		skip = t.Fatal
-	}
-	if os.Geteuid() != 0 {
-		skip("the e2e control plane needs root")
-	}
-	for _, b := range []string{"ip", "containerd", "runc", "ctr"} {
-		if _, err := exec.LookPath(b); err != nil {
-			skip(b + " is not installed (test/containerdrig/ensure-containerd.sh installs containerd and runc)")
-		}
-	}
-}
-
 // StartControlPlane brings up kubeadm's control plane for v1.37.2 from
 // nothing and returns once etcd, kube-apiserver, kube-controller-manager and
 // kube-scheduler are healthy and each runs as a static pod made by the
@@ -184,7 +167,7 @@ func requireRoot(t *testing.T) {
 // the host, /etc/kubernetes, the interface; a leftover fails the test.
 func StartControlPlane(t *testing.T, opts Options) *ControlPlane {
 	t.Helper()
-	requireRoot(t)
+	containerdrig.RequireHost(t, "the e2e control plane", "ip")
 	t0 := time.Now()
 	if opts.NodeName == "" {
 		opts.NodeName = "node1"
@@ -1103,7 +1086,7 @@ func (cp *ControlPlane) teardownHost() {
 		}
 	}
 	if cp.Dir != "" {
-		for _, m := range mountsUnder(cp.Dir) {
+		for _, m := range containerdrig.MountsUnder(cp.Dir) {
 			if err := syscall.Unmount(m, syscall.MNT_DETACH); err != nil {
 				t.Errorf("e2e: teardown: unmount %s: %v", m, err)
 			}
@@ -1122,7 +1105,7 @@ func (cp *ControlPlane) teardownHost() {
 		cp.mu.Unlock()
 	}
 	for _, p := range cp.created {
-		for _, m := range mountsUnder(p) {
+		for _, m := range containerdrig.MountsUnder(p) {
 			_ = syscall.Unmount(m, syscall.MNT_DETACH)
 		}
 		if err := os.RemoveAll(p); err != nil {
@@ -1162,29 +1145,11 @@ func (cp *ControlPlane) teardownHost() {
 // test output.
 func (cp *ControlPlane) logTails() {
 	t := cp.t
-	t.Logf("e2e: kubelet.log (tail):\n%s", tailFile(filepath.Join(cp.LogDir, "kubelet.log"), 15))
+	t.Logf("e2e: kubelet.log (tail):\n%s", containerdrig.TailFile(filepath.Join(cp.LogDir, "kubelet.log"), 15))
 	logs, _ := filepath.Glob(filepath.Join(cp.LogDir, "pods", "*", "*", "*.log"))
 	for _, l := range logs {
-		t.Logf("e2e: %s (tail):\n%s", strings.TrimPrefix(l, cp.LogDir+"/"), tailFile(l, 5))
+		t.Logf("e2e: %s (tail):\n%s", strings.TrimPrefix(l, cp.LogDir+"/"), containerdrig.TailFile(l, 5))
 	}
-}
-
-// tailFile returns the last n lines of a file, each cut to 300 bytes.
-func tailFile(path string, n int) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return fmt.Sprintf("(%v)", err)
-	}
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	for i, l := range lines {
-		if len(l) > 300 {
-			lines[i] = l[:300] + "..."
-		}
-	}
-	return strings.Join(lines, "\n")
 }
 
 // Leftovers lists whatever of the control plane still exists on the host.
@@ -1198,7 +1163,7 @@ func (cp *ControlPlane) Leftovers() []string {
 		if _, err := os.Lstat(cp.Dir); err == nil {
 			out = append(out, "dir "+cp.Dir)
 		}
-		for _, m := range mountsUnder(cp.Dir) {
+		for _, m := range containerdrig.MountsUnder(cp.Dir) {
 			out = append(out, "mount "+m)
 		}
 	}
@@ -1284,42 +1249,4 @@ func removeCgroupTree(base string, kill bool) error {
 		}
 	}
 	return nil
-}
-
-// mountsUnder lists mount points at or below dir, deepest first.
-func mountsUnder(dir string) []string {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return nil
-	}
-	defer f.Close()
-	var out []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 5 {
-			continue
-		}
-		mp := unescapeOctal(fields[4])
-		if mp == dir || strings.HasPrefix(mp, dir+"/") {
-			out = append(out, mp)
-		}
-	}
-	sort.Slice(out, func(i, j int) bool { return len(out[i]) > len(out[j]) })
-	return out
-}
-
-func unescapeOctal(s string) string {
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }

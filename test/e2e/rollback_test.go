@@ -111,7 +111,7 @@ func waitEvent(cp *ControlPlane, d *daemon, timeout time.Duration, what string, 
 					return e, nil
 				}
 			}
-			return logEvent{}, fmt.Errorf("%s: pkirenewd exited: %v", what, d.cmd.ProcessState)
+			return logEvent{}, fmt.Errorf("%s: pkirenewd exited: %v", what, d.Cmd.ProcessState)
 		}
 		if time.Now().After(deadline) || cp.ctx.Err() != nil {
 			return logEvent{}, fmt.Errorf("%s: not within %v", what, timeout)
@@ -140,7 +140,7 @@ func TestRollbackWhenTheSchedulerFails(t *testing.T) {
 
 	d := startPkirenewd(t, cp, "pkirenewd-renew.log", "renew", "--force", "--restart", "--restart-timeout", restartTimeout.String())
 	stopping, err := waitEvent(cp, d, 3*time.Minute, "pkirenewd stopping kube-scheduler", func(e logEvent) bool {
-		return e.str("msg") == "stopping static pod" && e.str("COMPONENT") == "kube-scheduler"
+		return e.Str("msg") == "stopping static pod" && e.Str("COMPONENT") == "kube-scheduler"
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -163,38 +163,38 @@ func TestRollbackWhenTheSchedulerFails(t *testing.T) {
 	// The roll fails; pkirenewd restores and restarts the scheduler once
 	// more: free the port then, so that restart can succeed.
 	failed, err := waitEvent(cp, d, restartTimeout+time.Minute, "pkirenewd giving up on kube-scheduler", func(e logEvent) bool {
-		return e.str("ACTION") == "restart-failed"
+		return e.Str("ACTION") == "restart-failed"
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("pkirenewd: %s (COMPONENT=%s, LAST_PROBE=%s, error=%s) %v after the port was taken",
-		failed.str("msg"), failed.str("COMPONENT"), failed.str("LAST_PROBE"), failed.str("error"), failed.At.Sub(held).Round(time.Millisecond))
-	if failed.str("COMPONENT") != "kube-scheduler" {
-		t.Errorf("the failed component is %q, want kube-scheduler", failed.str("COMPONENT"))
+		failed.Str("msg"), failed.Str("COMPONENT"), failed.Str("LAST_PROBE"), failed.Str("error"), failed.At.Sub(held).Round(time.Millisecond))
+	if failed.Str("COMPONENT") != "kube-scheduler" {
+		t.Errorf("the failed component is %q, want kube-scheduler", failed.Str("COMPONENT"))
 	}
 	rb, err := waitEvent(cp, d, time.Minute, "pkirenewd restoring", func(e logEvent) bool {
-		return e.str("ACTION") == "rollback"
+		return e.Str("ACTION") == "rollback"
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	// Restored before the scheduler is restarted on them.
 	if diff := diffSnapshots(before, snapshotPKI(t)); len(diff) > 0 {
-		t.Errorf("after %q the files differ from before the renewal: %v", rb.str("msg"), diff)
+		t.Errorf("after %q the files differ from before the renewal: %v", rb.Str("msg"), diff)
 	} else {
 		t.Logf("pkirenewd: %s (COMPONENT=%s); every file under %s and every kubeconfig equals the snapshot from before the renewal (%d files)",
-			rb.str("msg"), rb.str("COMPONENT"), PKIDir, len(before))
+			rb.Str("msg"), rb.Str("COMPONENT"), PKIDir, len(before))
 	}
 	release()
 	t.Logf("released 127.0.0.1:10259")
 
 	select {
-	case <-d.done:
+	case <-d.Done():
 	case <-time.After(restartTimeout + time.Minute):
 		t.Fatal("pkirenewd renew did not exit")
 	}
-	code := d.cmd.ProcessState.ExitCode()
+	code := d.Cmd.ProcessState.ExitCode()
 	t.Logf("pkirenewd renew --force --restart exited %d", code)
 	if code == 0 {
 		t.Error("pkirenewd renew exited 0 although the scheduler failed")
@@ -202,18 +202,18 @@ func TestRollbackWhenTheSchedulerFails(t *testing.T) {
 	evs := d.Events()
 	var restarted []string
 	for _, e := range evs {
-		if e.str("msg") == "stopping static pod" {
-			restarted = append(restarted, e.str("COMPONENT"))
+		if e.Str("msg") == "stopping static pod" {
+			restarted = append(restarted, e.Str("COMPONENT"))
 		}
-		if e.str("level") == "error" || e.str("level") == "warning" {
-			t.Logf("pkirenewd %s: %s %s COMPONENT=%s", e.str("level"), e.str("msg"), e.str("error"), e.str("COMPONENT"))
+		if e.Str("level") == "error" || e.Str("level") == "warning" {
+			t.Logf("pkirenewd %s: %s %s COMPONENT=%s", e.Str("level"), e.Str("msg"), e.Str("error"), e.Str("COMPONENT"))
 		}
 	}
 	retried := false
 	for _, e := range evs {
-		if e.str("msg") == "component healthy" && e.str("COMPONENT") == "kube-scheduler" && !e.At.Before(rb.At) {
+		if e.Str("msg") == "component healthy" && e.Str("COMPONENT") == "kube-scheduler" && !e.At.Before(rb.At) {
 			retried = true
-			t.Logf("pkirenewd: after the rollback kube-scheduler healthy again in %s (sandbox %s)", e.str("TOOK"), e.str("SANDBOX"))
+			t.Logf("pkirenewd: after the rollback kube-scheduler healthy again in %s (sandbox %s)", e.Str("TOOK"), e.Str("SANDBOX"))
 		}
 	}
 	if !retried {

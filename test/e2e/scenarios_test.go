@@ -54,11 +54,11 @@ func parseRounds(evs []logEvent) []round {
 	var out []round
 	for _, e := range evs {
 		switch {
-		case e.str("msg") == "renewing":
-			out = append(out, round{at: e.At, certs: strings.Split(e.str("CERT"), ",")})
-		case e.str("msg") == "component healthy" && len(out) > 0:
+		case e.Str("msg") == "renewing":
+			out = append(out, round{at: e.At, certs: strings.Split(e.Str("CERT"), ",")})
+		case e.Str("msg") == "component healthy" && len(out) > 0:
 			out[len(out)-1].restarts = append(out[len(out)-1].restarts,
-				restart{component: e.str("COMPONENT"), sandbox: e.str("SANDBOX"), took: e.str("TOOK"), at: e.At})
+				restart{component: e.Str("COMPONENT"), sandbox: e.Str("SANDBOX"), took: e.Str("TOOK"), at: e.At})
 		}
 	}
 	return out
@@ -66,7 +66,7 @@ func parseRounds(evs []logEvent) []round {
 
 func loggedError(evs []logEvent) error {
 	for _, e := range evs {
-		if e.str("level") == "error" || e.str("level") == "fatal" {
+		if e.Str("level") == "error" || e.Str("level") == "fatal" {
 			return fmt.Errorf("pkirenewd logged an error: %v", e.Fields)
 		}
 	}
@@ -112,7 +112,7 @@ func TestSeveralRenewalRounds(t *testing.T) {
 	var idleSamples, idleFailures int
 	err := cp.Poll(6*time.Minute, time.Second, fmt.Sprintf("%d complete renewal rounds", wantRounds), func(ctx context.Context) error {
 		if d.exited() {
-			return fmt.Errorf("pkirenewd exited: %v", d.cmd.ProcessState)
+			return fmt.Errorf("pkirenewd exited: %v", d.Cmd.ProcessState)
 		}
 		evs := d.Events()
 		if err := loggedError(evs); err != nil {
@@ -120,7 +120,7 @@ func TestSeveralRenewalRounds(t *testing.T) {
 		}
 		lastRenew, lastScheduled := -1, -1
 		for i, e := range evs {
-			switch e.str("msg") {
+			switch e.Str("msg") {
 			case "renewing":
 				lastRenew = i
 			case "scheduled":
@@ -156,7 +156,7 @@ func TestSeveralRenewalRounds(t *testing.T) {
 	rounds := parseRounds(evs)
 	kubeletRestarts := 0
 	for _, e := range evs {
-		if e.str("COMPONENT") == "kubelet" && e.str("msg") == "kubelet restarted" {
+		if e.Str("COMPONENT") == "kubelet" && e.Str("msg") == "kubelet restarted" {
 			kubeletRestarts++
 		}
 	}

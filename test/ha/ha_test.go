@@ -3,17 +3,11 @@
 package ha_test
 
 import (
-	"bufio"
-	"encoding/json"
 	"fmt"
-	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -26,43 +20,14 @@ var pkirenewdBin string
 
 func TestMain(m *testing.M) { testbin.Main(m, &pkirenewdBin) }
 
-type event struct {
-	at     time.Time
-	fields map[string]any
-}
-
-func (e event) str(k string) string { s, _ := e.fields[k].(string); return s }
-
-// proc is one node's pkirenewd with its JSON log parsed as it comes.
+// proc is one node's pkirenewd.
 type proc struct {
-	node   *ha.Node
-	cmd    *exec.Cmd
-	done   chan struct{}
-	mu     sync.Mutex
-	events []event
-}
-
-func (p *proc) Events() []event {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return append([]event(nil), p.events...)
-}
-
-func (p *proc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
+	*testbin.Proc
+	node *ha.Node
 }
 
 func startPkirenewd(t *testing.T, c *ha.Cluster, n *ha.Node, sub string, args ...string) *proc {
 	t.Helper()
-	logf, err := os.Create(filepath.Join(c.LogDir, "pkirenewd-"+n.NodeName()+"-"+sub+".log"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	all := []string{sub}
 	if sub == "run" {
 		all = append(all, "--log-format", "json")
@@ -73,45 +38,8 @@ func startPkirenewd(t *testing.T, c *ha.Cluster, n *ha.Node, sub string, args ..
 		"--metrics-address", "", "--admin-kubeconfig-copy", "", "--kubelet-restart-command", "true",
 		"--restart-timeout", "2m")
 	all = append(all, args...)
-	p := &proc{node: n, cmd: exec.Command(pkirenewdBin, all...), done: make(chan struct{})}
-	pr, pw := io.Pipe()
-	p.cmd.Stdout, p.cmd.Stderr = pw, pw
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		_ = p.cmd.Wait()
-		pw.Close()
-		close(p.done)
-	}()
-	go func() {
-		defer logf.Close()
-		sc := bufio.NewScanner(pr)
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		for sc.Scan() {
-			fmt.Fprintf(logf, "%s\n", sc.Bytes())
-			var f map[string]any
-			if json.Unmarshal(sc.Bytes(), &f) != nil {
-				f = map[string]any{"msg": sc.Text(), "level": "raw"}
-			}
-			p.mu.Lock()
-			p.events = append(p.events, event{at: time.Now(), fields: f})
-			p.mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() {
-		if !p.exited() {
-			_ = p.cmd.Process.Signal(syscall.SIGTERM)
-			select {
-			case <-p.done:
-			case <-time.After(30 * time.Second):
-				_ = p.cmd.Process.Kill()
-				<-p.done
-			}
-		}
-	})
-	return p
+	logPath := filepath.Join(c.LogDir, "pkirenewd-"+n.NodeName()+"-"+sub+".log")
+	return &proc{Proc: testbin.Start(t, pkirenewdBin, logPath, all...), node: n}
 }
 
 type interval struct {
@@ -146,7 +74,7 @@ func TestThreeNodesTakeTurns(t *testing.T) {
 	}
 	done := func(p *proc) bool {
 		for _, e := range p.Events() {
-			if e.str("msg") == "restart lease released" {
+			if e.Str("msg") == "restart lease released" {
 				return true
 			}
 		}
@@ -156,7 +84,7 @@ func TestThreeNodesTakeTurns(t *testing.T) {
 	for {
 		var waiting []string
 		for _, p := range procs {
-			if p.exited() {
+			if p.Exited() {
 				t.Fatalf("%s: pkirenewd exited", p.node.NodeName())
 			}
 			if !done(p) {
@@ -196,17 +124,17 @@ func TestThreeNodesTakeTurns(t *testing.T) {
 		iv.node = p.node.NodeName()
 		waited := false
 		for _, e := range p.Events() {
-			switch e.str("msg") {
+			switch e.Str("msg") {
 			case "holding the restart lease":
-				iv.from = e.at
+				iv.from = e.At
 			case "restart lease released":
-				iv.till = e.at
+				iv.till = e.At
 			}
-			if e.str("ACTION") == "lease-wait" {
+			if e.Str("ACTION") == "lease-wait" {
 				waited = true
 			}
-			if e.str("level") == "error" {
-				t.Errorf("%s logged an error: %v", iv.node, e.fields)
+			if e.Str("level") == "error" {
+				t.Errorf("%s logged an error: %v", iv.node, e.Fields)
 			}
 		}
 		if iv.from.IsZero() || iv.till.IsZero() {
@@ -265,13 +193,13 @@ func TestThreeNodesTakeTurns(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := startPkirenewd(t, c, n1, "restart", "etcd", "--coordination-timeout", "20s")
-	<-p.done
+	<-p.Done()
 	var out strings.Builder
 	for _, e := range p.Events() {
-		out.WriteString(e.str("msg") + " " + fmt.Sprint(e.fields) + "\n")
+		out.WriteString(e.Str("msg") + " " + fmt.Sprint(e.Fields) + "\n")
 	}
-	if p.cmd.ProcessState.ExitCode() != 1 || !strings.Contains(out.String(), "member node3 is unhealthy") {
-		t.Errorf("restart of etcd with node3 down: exit %d\n%s", p.cmd.ProcessState.ExitCode(), out.String())
+	if p.Cmd.ProcessState.ExitCode() != 1 || !strings.Contains(out.String(), "member node3 is unhealthy") {
+		t.Errorf("restart of etcd with node3 down: exit %d\n%s", p.Cmd.ProcessState.ExitCode(), out.String())
 	}
 	if now, err := c.EtcdSandbox(ctx, n1); err != nil || now != sb1 {
 		t.Errorf("node1's etcd was restarted while node3 was down (%.13s -> %.13s, %v)", sb1, now, err)

@@ -27,7 +27,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -53,6 +52,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/pkirenewd/pkirenewd/test/containerdrig"
+	"github.com/pkirenewd/pkirenewd/test/kubeclient"
 )
 
 // KubernetesVersion is the pinned version of kubeadm and kube-apiserver.
@@ -242,22 +242,6 @@ func (c *Cluster) EtcdClientURLs() []string {
 	return out
 }
 
-func requireHost(t *testing.T) {
-	t.Helper()
-	skip := t.Skip
-	if os.Getenv("CI") != "" {
-		skip = t.Fatal
-	}
-	if os.Geteuid() != 0 {
-		skip("the HA rig needs root (it runs containerd and static pods)")
-	}
-	for _, b := range []string{"containerd", "ctr", "runc", "containerd-shim-runc-v2"} {
-		if _, err := exec.LookPath(b); err != nil {
-			skip(b + " is not installed: run `make containerd`")
-		}
-	}
-}
-
 // Start brings up the cluster and returns once the three etcd members are
 // healthy, the apiserver is ready with admin.conf's credentials and the
 // ClusterRoleBinding kubeadm:cluster-admins exists. A t.Cleanup tears
@@ -266,7 +250,7 @@ func requireHost(t *testing.T) {
 // test.
 func Start(t *testing.T, opts Options) *Cluster {
 	t.Helper()
-	requireHost(t)
+	containerdrig.RequireHost(t, "the HA rig")
 	t0 := time.Now()
 	if opts.KubeletDelay == 0 {
 		opts.KubeletDelay = 500 * time.Millisecond
@@ -1253,7 +1237,7 @@ func (c *Cluster) teardown() {
 	}
 	copyFile(c.Rig.ContainerdLog(), filepath.Join(c.LogDir, "containerd.log"))
 	if t.Failed() {
-		t.Logf("ha: kube-apiserver.log (tail):\n%s", tailFile(c.APIServerLog(), 20))
+		t.Logf("ha: kube-apiserver.log (tail):\n%s", containerdrig.TailFile(c.APIServerLog(), 20))
 	}
 	t.Logf("ha: teardown: kubelets, apiserver and pods gone in %v", time.Since(start).Round(time.Millisecond))
 }
@@ -1264,7 +1248,7 @@ func (c *Cluster) removeDir() {
 		return
 	}
 	c.stopAPIServer() // in case the rig never started
-	for _, m := range mountsUnder(c.Dir) {
+	for _, m := range containerdrig.MountsUnder(c.Dir) {
 		if err := syscall.Unmount(m, syscall.MNT_DETACH); err != nil {
 			c.t.Errorf("ha: teardown: unmount %s: %v", m, err)
 		}
@@ -1284,7 +1268,7 @@ func (c *Cluster) Leftovers() []string {
 		if _, err := os.Lstat(c.Dir); err == nil {
 			out = append(out, "dir "+c.Dir)
 		}
-		for _, m := range mountsUnder(c.Dir) {
+		for _, m := range containerdrig.MountsUnder(c.Dir) {
 			out = append(out, "mount "+m)
 		}
 		procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
@@ -1317,256 +1301,8 @@ func copyFile(from, to string) {
 	_, _ = io.Copy(out, in)
 }
 
-// tailFile returns the last n lines of a file, each cut to 300 bytes.
-func tailFile(path string, n int) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return fmt.Sprintf("(%v)", err)
-	}
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	for i, l := range lines {
-		if len(l) > 300 {
-			lines[i] = l[:300] + "..."
-		}
-	}
-	return strings.Join(lines, "\n")
-}
+// KubeClient is the shared test client.
+type KubeClient = kubeclient.Client
 
-// mountsUnder lists mount points at or below dir, deepest first.
-func mountsUnder(dir string) []string {
-	b, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return nil
-	}
-	var out []string
-	for _, line := range strings.Split(string(b), "\n") {
-		fields := strings.Fields(line)
-		if len(fields) < 5 {
-			continue
-		}
-		mp := unescapeOctal(fields[4])
-		if mp == dir || strings.HasPrefix(mp, dir+"/") {
-			out = append(out, mp)
-		}
-	}
-	sort.Slice(out, func(i, j int) bool { return len(out[i]) > len(out[j]) })
-	return out
-}
-
-func unescapeOctal(s string) string {
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
-
-// ---- Kubernetes API client ----
-
-// KubeClient is a minimal Kubernetes API client that takes its server and
-// credentials from a kubeconfig with embedded data (as kubeadm writes
-// them). The file is read again for every request and connections are
-// not reused, so a renewed kubeconfig is used as soon as it is on disk.
-type KubeClient struct {
-	Kubeconfig string
-	// Server overrides the kubeconfig's server.
-	Server string
-	// Timeout of one request (default 10s).
-	Timeout time.Duration
-}
-
-type kubeconfig struct {
-	CurrentContext string `yaml:"current-context"`
-	Clusters       []struct {
-		Name    string `yaml:"name"`
-		Cluster struct {
-			Server string `yaml:"server"`
-			CAData string `yaml:"certificate-authority-data"`
-		} `yaml:"cluster"`
-	} `yaml:"clusters"`
-	Contexts []struct {
-		Name    string `yaml:"name"`
-		Context struct {
-			Cluster string `yaml:"cluster"`
-			User    string `yaml:"user"`
-		} `yaml:"context"`
-	} `yaml:"contexts"`
-	Users []struct {
-		Name string `yaml:"name"`
-		User struct {
-			CertData string `yaml:"client-certificate-data"`
-			KeyData  string `yaml:"client-key-data"`
-		} `yaml:"user"`
-	} `yaml:"users"`
-}
-
-// Credentials reads the kubeconfig: its server, and a TLS config with its
-// CA and client certificate, whose leaf is returned too.
-func (k *KubeClient) Credentials() (server string, cfg *tls.Config, leaf *x509.Certificate, err error) {
-	path := k.Kubeconfig
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return "", nil, nil, err
-	}
-	var kc kubeconfig
-	if err := yaml.Unmarshal(data, &kc); err != nil {
-		return "", nil, nil, fmt.Errorf("%s: %w", path, err)
-	}
-	if len(kc.Contexts) == 0 || len(kc.Clusters) == 0 || len(kc.Users) == 0 {
-		return "", nil, nil, fmt.Errorf("%s: no context, cluster or user", path)
-	}
-	ctx := kc.Contexts[0].Context
-	for _, c := range kc.Contexts {
-		if c.Name == kc.CurrentContext {
-			ctx = c.Context
-		}
-	}
-	cl := kc.Clusters[0].Cluster
-	for _, c := range kc.Clusters {
-		if c.Name == ctx.Cluster {
-			cl = c.Cluster
-		}
-	}
-	u := kc.Users[0].User
-	for _, x := range kc.Users {
-		if x.Name == ctx.User {
-			u = x.User
-		}
-	}
-	dec := func(field, s string) ([]byte, error) {
-		b, err := base64.StdEncoding.DecodeString(strings.TrimSpace(s))
-		if err != nil || len(b) == 0 {
-			return nil, fmt.Errorf("%s: %s: not base64 data (%v)", path, field, err)
-		}
-		return b, nil
-	}
-	caPEM, err := dec("certificate-authority-data", cl.CAData)
-	if err != nil {
-		return "", nil, nil, err
-	}
-	certPEM, err := dec("client-certificate-data", u.CertData)
-	if err != nil {
-		return "", nil, nil, err
-	}
-	keyPEM, err := dec("client-key-data", u.KeyData)
-	if err != nil {
-		return "", nil, nil, err
-	}
-	pair, err := tls.X509KeyPair(certPEM, keyPEM)
-	if err != nil {
-		return "", nil, nil, fmt.Errorf("%s: %w", path, err)
-	}
-	leaf, err = x509.ParseCertificate(pair.Certificate[0])
-	if err != nil {
-		return "", nil, nil, fmt.Errorf("%s: %w", path, err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(caPEM) {
-		return "", nil, nil, fmt.Errorf("%s: certificate-authority-data holds no certificate", path)
-	}
-	server = cl.Server
-	if k.Server != "" {
-		server = k.Server
-	}
-	return server, &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}, leaf, nil
-}
-
-// StatusError is a non-2xx answer.
-type StatusError struct {
-	Method, URL string
-	Code        int
-	Body        string
-}
-
-func (e *StatusError) Error() string {
-	return fmt.Sprintf("%s %s: %d %s", e.Method, e.URL, e.Code, strings.TrimSpace(e.Body))
-}
-
-// IsStatus reports whether err is a StatusError with the given code.
-func IsStatus(err error, code int) bool {
-	var se *StatusError
-	return errors.As(err, &se) && se.Code == code
-}
-
-// Do sends one request (body, when not nil, is JSON-encoded) and returns
-// the body of a 2xx answer; any other status is a *StatusError.
-func (k *KubeClient) Do(ctx context.Context, method, path string, body any) ([]byte, error) {
-	server, cfg, _, err := k.Credentials()
-	if err != nil {
-		return nil, err
-	}
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return nil, err
-		}
-		rd = bytes.NewReader(b)
-	}
-	timeout := k.Timeout
-	if timeout == 0 {
-		timeout = 10 * time.Second
-	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	url := strings.TrimRight(server, "/") + path
-	req, err := http.NewRequestWithContext(ctx, method, url, rd)
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Accept", "application/json")
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	tr := &http.Transport{TLSClientConfig: cfg, DisableKeepAlives: true}
-	defer tr.CloseIdleConnections()
-	resp, err := (&http.Client{Transport: tr}).Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	out, err := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
-	if err != nil {
-		return nil, err
-	}
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		b := string(out)
-		if len(b) > 512 {
-			b = b[:512] + "..."
-		}
-		return out, &StatusError{Method: method, URL: url, Code: resp.StatusCode, Body: b}
-	}
-	return out, nil
-}
-
-// Get is Do with GET.
-func (k *KubeClient) Get(ctx context.Context, path string) ([]byte, error) {
-	return k.Do(ctx, http.MethodGet, path, nil)
-}
-
-// Create POSTs obj to a collection path.
-func (k *KubeClient) Create(ctx context.Context, path string, obj any) ([]byte, error) {
-	return k.Do(ctx, http.MethodPost, path, obj)
-}
-
-// Ready checks /readyz once.
-func (k *KubeClient) Ready(ctx context.Context) error {
-	b, err := k.Get(ctx, "/readyz")
-	if err != nil {
-		return err
-	}
-	if strings.TrimSpace(string(b)) != "ok" {
-		return fmt.Errorf("/readyz: %s", b)
-	}
-	return nil
-}
+// IsStatus reports whether err is an API answer with the given code.
+var IsStatus = kubeclient.IsStatus

@@ -79,6 +79,12 @@ tar -C "$root" -xf "$tarball"
 go run ./test/pkigen -age 7200h -node-name "$name" "$root/etc/kubernetes" >/dev/null
 apiserver_before=$(sha256sum "$root/etc/kubernetes/pki/apiserver.crt")
 mkdir -p "$root/etc/kubernetes/manifests"
+# The admin's copy of admin.conf (ProtectHome=read-only, /root/.kube
+# writable) and another user's copy (reported, never written).
+mkdir -p "$root/root/.kube" "$root/home/alice/.kube"
+cp "$root/etc/kubernetes/admin.conf" "$root/root/.kube/config"
+cp "$root/etc/kubernetes/admin.conf" "$root/home/alice/.kube/config"
+alice_before=$(sha256sum "$root/home/alice/.kube/config")
 cp "$deb" "$root/root/pkirenewd.deb"
 
 # systemd-nspawn --keep-unit runs the container in our own cgroup: make it
@@ -166,7 +172,10 @@ done
 ls "$root"/var/lib/pkirenewd/backups/*/MANIFEST >/dev/null || fail "no backup in /var/lib/pkirenewd"
 [[ $(stat -c %a "$root/etc/kubernetes/pki/apiserver.key") == 600 ]] || fail "key mode changed"
 ct /usr/bin/pkirenewd check >/dev/null || fail "pkirenewd check after the renewal"
-say "reload logged; config edit took effect; 12 certificates renewed under the hardened unit: \"$after\""
+cmp -s "$root/root/.kube/config" "$root/etc/kubernetes/admin.conf" || fail "/root/.kube/config not updated with admin.conf"
+[[ $(sha256sum "$root/home/alice/.kube/config") == "$alice_before" ]] || fail "another user's copy of admin.conf was written"
+ct journalctl -u pkirenewd --no-pager -o cat | grep -q "holds the old admin.conf credentials" || fail "alice's old copy not reported"
+say "reload logged; config edit took effect; 12 certificates renewed under the hardened unit: \"$after\"; /root/.kube/config followed admin.conf, /home/alice's copy reported"
 
 ct env DEBIAN_FRONTEND=noninteractive apt-get remove -y -q pkirenewd >"$work/apt.log" 2>&1 || { cat "$work/apt.log"; fail "apt remove"; }
 [[ $(ct systemctl is-active pkirenewd 2>/dev/null || true) != active ]] || fail "still active after apt remove"

@@ -9,6 +9,8 @@
 # The bookworm rootfs (debootstrap minbase + systemd, dbus) is cached as a
 # tarball in ${PKIRENEWD_CACHE:-~/.cache/pkirenewd}/rootfs.
 set -euo pipefail
+# set -e alone would end the script without a word: say where.
+trap 'rc=$?; printf "nspawn: FAIL: line %s exited %s\n" "$LINENO" "$rc" >&2' ERR
 deb=$(readlink -f "$1")
 cd "$(dirname "$0")/../.."
 cache=${PKIRENEWD_CACHE:-$HOME/.cache/pkirenewd}/rootfs
@@ -26,7 +28,11 @@ if ((${#need[@]})); then
 fi
 
 if [[ ! -s $tarball ]]; then
-	mirror=$(grep -rhoE '^(URIs:|deb) +https?://[^ ]+' /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null | awk '{print $2}' | grep -v security | head -1)
+	# Only the sources apt really reads (*.list, *.sources): a fresh Debian has
+	# no sources.list, and disabled leftovers may name other archives. The
+	# pipeline must not fail under pipefail when a file is missing.
+	mirror=$(shopt -s nullglob; cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources 2>/dev/null |
+		grep -oE '^(URIs:|deb) +https?://[^ ]+' | awk '{print $2}' | grep -v security | head -1 || true)
 	mirror=${mirror:-http://deb.debian.org/debian}
 	say "debootstrap bookworm from $mirror (once; cached)"
 	build=$(mktemp -d /var/tmp/pkr-debootstrap.XXXXXX)

@@ -208,8 +208,8 @@ func TestUnreachableAPI(t *testing.T) {
 				loud = e
 			}
 		}
-		if loud == nil {
-			t.Fatalf("no critical recovery message in %v", hook.AllEntries())
+		if loud == nil || !strings.Contains(loud.Message, "the API does not answer") {
+			t.Fatalf("no critical message that the node goes on without the lease in %v", hook.AllEntries())
 		}
 		if err := h.Gate(context.Background(), "kube-apiserver"); err != nil || h.Leased() {
 			t.Fatalf("gate while the API is down: %v leased=%v", err, h.Leased())
@@ -223,6 +223,29 @@ func TestUnreachableAPI(t *testing.T) {
 			t.Errorf("not released")
 		}
 	})
+}
+
+// An expired control plane whose API came back with the renewed files
+// (etcd and the apiserver reload their certificates) takes the lease as
+// usual, but the expiry is still said at crit.
+func TestRecoveringWithTheAPIUp(t *testing.T) {
+	clk := clocktesting.NewFakeClock(t0)
+	store := clustertest.NewLeases()
+	log, hook := logtest.NewNullLogger()
+	h, err := coordinator(store, "node1", clk, log).Acquire(context.Background(), true)
+	if err != nil || !h.Leased() || store.Holder("pkirenewd") != "node1" {
+		t.Fatalf("%v leased=%v holder %q", err, h.Leased(), store.Holder("pkirenewd"))
+	}
+	defer h.Release(context.Background())
+	var crit []string
+	for _, e := range hook.AllEntries() {
+		if e.Data["PRIORITY"] == cluster.Critical {
+			crit = append(crit, e.Message)
+		}
+	}
+	if len(crit) != 1 || !strings.Contains(crit[0], "certificates had expired and were renewed") {
+		t.Fatalf("crit messages %q, want the one saying the certificates had expired", crit)
+	}
 }
 
 func TestGateEtcdQuorumGuard(t *testing.T) {

@@ -100,6 +100,14 @@ func (c *Coordinator) pause(ctx context.Context, deadline time.Time) bool {
 // goes ahead alone rather than wait for a lease it cannot get.
 func (c *Coordinator) Acquire(ctx context.Context, recovering bool) (*Hold, error) {
 	c.defaults()
+	if recovering {
+		// Said whatever the API does next: an operator reading the journal
+		// must learn that this control plane had expired even when the
+		// renewed files alone brought the API back (etcd and the apiserver
+		// reload their certificates) and the lease is taken as usual.
+		c.Log.WithFields(logrus.Fields{"ACTION": "recover", "PRIORITY": Critical}).
+			Error("RECOVERING AN EXPIRED CONTROL PLANE: certificates had expired and were renewed; restarting this node's components")
+	}
 	if c.NewLease == nil {
 		// No lease configured: the etcd guard alone.
 		return c.hold(nil, recovering), nil
@@ -129,7 +137,7 @@ func (c *Coordinator) Acquire(ctx context.Context, recovering bool) (*Hold, erro
 		if err != nil {
 			if recovering {
 				c.Log.WithFields(logrus.Fields{"ACTION": "recover", "LEASE": c.LeaseName, "PRIORITY": Critical}).WithError(err).
-					Error("RECOVERING AN EXPIRED CONTROL PLANE: certificates had expired and the API does not answer; restarting this node's components without the lease (the cluster is down anyway)")
+					Error("RECOVERING AN EXPIRED CONTROL PLANE: the API does not answer; restarting this node's components without the lease (the cluster is down anyway)")
 				return c.hold(nil, true), nil
 			}
 			c.Log.WithFields(logrus.Fields{"ACTION": "lease-wait", "LEASE": c.LeaseName}).WithError(err).Warn("cannot take the restart lease through the API; retrying")

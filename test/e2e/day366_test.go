@@ -106,17 +106,26 @@ func TestDay366ExpiredControlPlaneIsHealed(t *testing.T) {
 		t.Error(err)
 	}
 	evs := d.Events()
-	var loud, leased, released bool
+	// Two paths are right, and which one a run takes depends on timing:
+	// etcd and the apiserver read their renewed certificates for new
+	// connections, so the API may answer again before pkirenewd asks for
+	// the lease (taken as usual), or not (restarts begin without it, and the
+	// lease is taken once the API answers). Either way the expiry is said at
+	// crit and the lease is held and released.
+	var loud, alone, leased, released bool
 	var order []string
 	for _, e := range evs {
-		switch {
-		case strings.Contains(e.Str("msg"), "RECOVERING AN EXPIRED CONTROL PLANE") && e.Str("level") == "error" && fmt.Sprint(e.Fields["PRIORITY"]) == "2":
+		crit := e.Str("level") == "error" && fmt.Sprint(e.Fields["PRIORITY"]) == "2"
+		switch msg := e.Str("msg"); {
+		case crit && strings.HasPrefix(msg, "RECOVERING AN EXPIRED CONTROL PLANE: certificates had expired"):
 			loud = true
-		case e.Str("msg") == "the API answers again: holding the restart lease for the rest of the recovery":
+		case crit && strings.HasPrefix(msg, "RECOVERING AN EXPIRED CONTROL PLANE: the API does not answer"):
+			alone = true
+		case msg == "holding the restart lease", msg == "the API answers again: holding the restart lease for the rest of the recovery":
 			leased = true
-		case e.Str("msg") == "restart lease released":
+		case msg == "restart lease released":
 			released = true
-		case e.Str("msg") == "component healthy":
+		case msg == "component healthy":
 			order = append(order, e.Str("COMPONENT"))
 		}
 	}
@@ -124,7 +133,12 @@ func TestDay366ExpiredControlPlaneIsHealed(t *testing.T) {
 		t.Error("no critical-priority message that an expired control plane is being recovered")
 	}
 	if !leased || !released {
-		t.Errorf("the lease was not taken once the API answered (taken %v, released %v)", leased, released)
+		t.Errorf("the lease was not held for the roll (taken %v, released %v)", leased, released)
+	}
+	if alone {
+		t.Log("the API did not answer at first: restarts began without the lease, which was taken once the API answered")
+	} else {
+		t.Log("the renewed files brought the API back before the restarts: the lease was taken as usual")
 	}
 	if want := "etcd,kube-apiserver,kube-controller-manager,kube-scheduler"; strings.Join(order, ",") != want {
 		t.Errorf("restarted %v, want %s", order, want)

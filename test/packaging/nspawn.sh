@@ -105,9 +105,19 @@ done
 start=$SECONDS
 systemd-nspawn -q -D "$root" -M "$name" --boot --register=no --keep-unit --console=read-only >"$work/console.log" 2>&1 &
 nspawn_pid=$!
+# The container's PID 1 is the child of nspawn in another PID namespace:
+# nspawn first forks an "outer child" in ours, which sets up the mounts and
+# exits; taking that one (a race, seen once) leaves nsenter nothing to enter.
+ourns=$(readlink /proc/self/ns/pid)
+find_pid1() {
+	local p
+	for p in $(pgrep -P "$nspawn_pid" 2>/dev/null); do
+		[[ $(readlink "/proc/$p/ns/pid" 2>/dev/null) != "$ourns" && -e /proc/$p/ns/pid ]] && { echo "$p"; return; }
+	done
+}
 pid1=
 for _ in $(seq 100); do
-	pid1=$(pgrep -P "$nspawn_pid" | head -1 || true)
+	pid1=$(find_pid1)
 	[[ -n $pid1 ]] && break
 	sleep 0.1
 done

@@ -3,7 +3,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"crypto/x509"
 	"encoding/json"
@@ -40,19 +39,8 @@ func TestControlPlane(t *testing.T) {
 		t.Logf("%s: sandbox %.13s attempt %d, container %.13s", c, p.SandboxID, p.Attempt, p.ContainerID)
 	}
 	createConfigMap(t, cp, "e2e-smoke")
-	// The kubelet registered the node and the mirror pods.
-	if err := cp.Poll(time.Minute, time.Second, "mirror pods", func(ctx context.Context) error {
-		b, err := cp.Admin.Get(ctx, "/api/v1/namespaces/kube-system/pods")
-		if err != nil {
-			return err
-		}
-		for _, c := range Components {
-			if !bytes.Contains(b, []byte(`"`+c+`-`+cp.Opts.NodeName+`"`)) {
-				return fmt.Errorf("no mirror pod %s-%s yet", c, cp.Opts.NodeName)
-			}
-		}
-		return nil
-	}); err != nil {
+	// The bring-up waited for the mirror pods; they are still there.
+	if err := cp.WaitMirrorPods(10 * time.Second); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -267,6 +267,16 @@ func StartControlPlane(t *testing.T, opts Options) *ControlPlane {
 			t.Fatalf("e2e: %v", err)
 		}
 	}
+	// A node is not up until the kubelet has registered its mirror pods:
+	// while a static pod has none, every sync of it first asks the API to
+	// create one, and with etcd stopped that request hangs until the
+	// apiserver's timeout (~34 s, once or twice) before the kubelet makes
+	// the new sandbox. A restart right after bring-up (the apiserver not
+	// yet done with its PriorityClasses) then takes over a minute — a
+	// state no long-running kubeadm node is in.
+	if err := cp.WaitMirrorPods(opts.ReadyTimeout); err != nil {
+		t.Fatalf("e2e: %v", err)
+	}
 	cp.BringUp = time.Since(t0)
 	t.Logf("e2e: control plane up in %v (kubeadm phases %v, containerd + images %v, kubelet to apiserver ready %v, to all healthy %v)",
 		cp.BringUp.Round(time.Millisecond), tPhases.Sub(t0).Round(time.Millisecond), tImages.Sub(tPhases).Round(time.Millisecond),
@@ -854,6 +864,40 @@ func (cp *ControlPlane) Healthy(ctx context.Context) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// WaitMirrorPods waits until the API has a mirror pod for each of the
+// four static pods.
+func (cp *ControlPlane) WaitMirrorPods(timeout time.Duration) error {
+	return cp.poll(timeout, 250*time.Millisecond, "mirror pods registered", func(ctx context.Context) error {
+		b, err := cp.Admin.Get(ctx, "/api/v1/namespaces/kube-system/pods")
+		if err != nil {
+			return err
+		}
+		var list struct {
+			Items []struct {
+				Metadata struct {
+					Name        string            `json:"name"`
+					Annotations map[string]string `json:"annotations"`
+				} `json:"metadata"`
+			} `json:"items"`
+		}
+		if err := json.Unmarshal(b, &list); err != nil {
+			return fmt.Errorf("pod list: %w", err)
+		}
+		mirrors := map[string]bool{}
+		for _, p := range list.Items {
+			if _, ok := p.Metadata.Annotations["kubernetes.io/config.mirror"]; ok {
+				mirrors[p.Metadata.Name] = true
+			}
+		}
+		for _, c := range Components {
+			if name := c + "-" + cp.Opts.NodeName; !mirrors[name] {
+				return fmt.Errorf("no mirror pod %s yet", name)
+			}
+		}
+		return nil
+	})
 }
 
 // WaitHealthy waits until Healthy passes.

@@ -239,6 +239,8 @@ func logItem(log logrus.FieldLogger, s renew.Status, verbose bool) {
 		}
 	case s.State == renew.StateExpired:
 		e.Errorf("%s: expired, renewing now", s.Name)
+	case s.State == renew.StateNotYetValid:
+		e.Errorf("%s: not valid before %s (issued under a clock that was ahead): unusable now, renewing now", s.Name, fmtTime(s.Cert.NotBefore))
 	case verbose && s.Kind == renew.KindCA:
 		e.Infof("%s: CA, expires %s (never renewed by pkirenewd)", s.Name, fmtTime(s.Cert.NotAfter))
 	case verbose:

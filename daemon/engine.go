@@ -127,10 +127,10 @@ func (e *NodeEngine) Pending() []string {
 }
 
 // Expired reports whether a plan replaces certificates that had already
-// expired: the control plane may be down (day 366).
+// expired or were not valid yet: the control plane may be down (day 366).
 func Expired(p *renew.Plan) bool {
 	for _, it := range p.Items {
-		if it.State == renew.StateExpired {
+		if it.State.Unusable() {
 			return true
 		}
 	}

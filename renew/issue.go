@@ -146,7 +146,10 @@ func Verify(old, renewed *x509.Certificate, key crypto.Signer, ca *x509.Certific
 	}
 	// Equal is allowed: a forced renewal (a key rotation) in the same
 	// second the old certificate was issued lands on the same NotAfter.
-	if renewed.NotAfter.Before(old.NotAfter) {
+	// A certificate not valid yet (issued under a clock that was ahead)
+	// ends later than any honest renewal; it is unusable now, so a
+	// shorter but valid replacement is the fix, not a loss.
+	if renewed.NotAfter.Before(old.NotAfter) && !now.Before(old.NotBefore) {
 		return fmt.Errorf("new certificate would expire %s, before the current one (%s): refusing to shorten it (validity too short, or the CA expires %s)",
 			renewed.NotAfter.UTC().Format(time.RFC3339), old.NotAfter.UTC().Format(time.RFC3339), ca.NotAfter.UTC().Format(time.RFC3339))
 	}

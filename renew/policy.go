@@ -68,6 +68,10 @@ const (
 	StateOK State = iota
 	StateDue
 	StateExpired
+	// StateNotYetValid: NotBefore lies in the future (issued under a clock
+	// that was ahead). Every TLS peer rejects such a certificate now, so
+	// it is as unusable as an expired one and renewed at once.
+	StateNotYetValid
 )
 
 func (s State) String() string {
@@ -76,9 +80,24 @@ func (s State) String() string {
 		return "due"
 	case StateExpired:
 		return "expired"
+	case StateNotYetValid:
+		return "notyetvalid"
 	default:
 		return "ok"
 	}
+}
+
+// Unusable reports whether a certificate in this state fails every TLS
+// peer now: expired, or not valid yet.
+func (s State) Unusable() bool { return s == StateExpired || s == StateNotYetValid }
+
+// DecideCert is Decide for a certificate with its NotBefore: one that is
+// not valid yet is flagged whatever its expiry.
+func DecideCert(now, notBefore, renewAt, notAfter time.Time) State {
+	if now.Before(notBefore) {
+		return StateNotYetValid
+	}
+	return Decide(now, renewAt, notAfter)
 }
 
 // Decide places a certificate at now: expired certificates are renewed at

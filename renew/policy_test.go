@@ -92,5 +92,32 @@ func TestDecide(t *testing.T) {
 		if got := Decide(tc.now, renewAt, notAfter); got != tc.want {
 			t.Errorf("Decide(%v) = %v, want %v", tc.now, got, tc.want)
 		}
+		if got := DecideCert(tc.now, t0, renewAt, notAfter); got != tc.want {
+			t.Errorf("DecideCert(%v) = %v, want %v", tc.now, got, tc.want)
+		}
+	}
+}
+
+func TestDecideNotYetValid(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	notBefore, renewAt, notAfter := t0.Add(time.Hour), t0.Add(10*time.Hour), t0.Add(20*time.Hour)
+	tests := []struct {
+		now  time.Time
+		want State
+	}{
+		{t0, StateNotYetValid},
+		{notBefore.Add(-time.Nanosecond), StateNotYetValid},
+		{notBefore, StateOK},
+		{renewAt, StateDue},
+		{notAfter, StateExpired},
+	}
+	for _, tc := range tests {
+		got := DecideCert(tc.now, notBefore, renewAt, notAfter)
+		if got != tc.want {
+			t.Errorf("DecideCert(%v) = %v, want %v", tc.now, got, tc.want)
+		}
+		if u := got == StateNotYetValid || got == StateExpired; got.Unusable() != u {
+			t.Errorf("%v.Unusable() = %v", got, got.Unusable())
+		}
 	}
 }

@@ -91,7 +91,7 @@ func (r *Renewer) Assess(inv *Inventory, now time.Time) []Status {
 		s := Status{Item: ca}
 		if ca.Cert != nil {
 			s.RenewAt = ca.Cert.NotAfter.Add(-r.opts.CAWarnBefore)
-			s.State = Decide(now, s.RenewAt, ca.Cert.NotAfter)
+			s.State = DecideCert(now, ca.Cert.NotBefore, s.RenewAt, ca.Cert.NotAfter)
 		}
 		out = append(out, s)
 	}
@@ -99,7 +99,7 @@ func (r *Renewer) Assess(inv *Inventory, now time.Time) []Status {
 		s := Status{Item: it}
 		if it.Cert != nil {
 			s.RenewAt = r.opts.Policy.RenewAt(it.Name, it.Cert.NotBefore, it.Cert.NotAfter)
-			s.State = Decide(now, s.RenewAt, it.Cert.NotAfter)
+			s.State = DecideCert(now, it.Cert.NotBefore, s.RenewAt, it.Cert.NotAfter)
 		}
 		out = append(out, s)
 	}

@@ -466,6 +466,43 @@ func TestExpiredLeavesAreRenewed(t *testing.T) {
 	}
 }
 
+// A certificate issued while the clock was ahead is unusable now (every
+// TLS peer rejects it): flagged, renewed at once, and its replacement
+// starts now, although it ends earlier than the bad one.
+func TestNotYetValidIsRenewedAtOnce(t *testing.T) {
+	t.Parallel()
+	real := time.Now()
+	f := newFixture(t, renewtest.Options{NotBefore: real.Add(3 * day), CANotBefore: real.Add(-30 * day)})
+	f.now = real
+	r := f.renewer(nil)
+	_, statuses, err := r.Inventory()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range statuses {
+		want := renew.StateNotYetValid
+		if s.Kind == renew.KindCA {
+			want = renew.StateOK
+		}
+		if s.State != want {
+			t.Errorf("%s: %v, want %v", s.Name, s.State, want)
+		}
+	}
+	if _, err := f.renew(t, r, renew.Selection{}); err != nil {
+		t.Fatal(err)
+	}
+	_, statuses, _ = f.renewer(nil).Inventory()
+	for _, s := range statuses {
+		if s.State != renew.StateOK {
+			t.Errorf("after renewal %s: %v", s.Name, s.State)
+		}
+		if s.Kind != renew.KindCA && (s.Cert.NotBefore.After(real) || s.Cert.NotBefore.Before(real.Add(-10*time.Minute))) {
+			t.Errorf("%s: NotBefore %v, want just before %v", s.Name, s.Cert.NotBefore, real)
+		}
+	}
+	requireConsistent(t, f.inventory(t))
+}
+
 func TestCADataMismatchIsAWarning(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, renewtest.Options{})

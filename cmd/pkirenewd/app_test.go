@@ -69,6 +69,7 @@ func TestCheckExitCodes(t *testing.T) {
 		{"due", renewtest.Options{NotBefore: time.Now().Add(-300 * 24 * time.Hour)}, 1},
 		{"expired", renewtest.Options{NotBefore: time.Now().Add(-400 * 24 * time.Hour)}, 2},
 		{"CA within caWarnBefore", renewtest.Options{CAValidity: 100 * 24 * time.Hour, Validity: 30 * 24 * time.Hour}, 1},
+		{"not yet valid", renewtest.Options{NotBefore: time.Now().Add(48 * time.Hour), CANotBefore: time.Now().Add(-24 * time.Hour)}, 2},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -83,6 +84,22 @@ func TestCheckExitCodes(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A certificate issued under a clock that was ahead: check says so and
+// exits 2, renew replaces it, check is then clean.
+func TestNotYetValidCheckThenRenew(t *testing.T) {
+	n := newNode(t, renewtest.Options{NotBefore: time.Now().Add(48 * time.Hour), CANotBefore: time.Now().Add(-24 * time.Hour)})
+	code, out, stderr := n.run(t, append([]string{"check"}, n.args()...)...)
+	if code != 2 || !strings.Contains(out, "now (not valid yet)") {
+		t.Fatalf("check: exit %d\n%s\n%s", code, out, stderr)
+	}
+	if code, out, stderr := n.run(t, append([]string{"renew"}, n.args()...)...); code != 0 || countLines(out, "renewed ") != 12 {
+		t.Fatalf("renew: exit %d\n%s\n%s", code, out, stderr)
+	}
+	if code, out, _ := n.run(t, append([]string{"check"}, n.args()...)...); code != 0 {
+		t.Fatalf("check after renew: exit %d\n%s", code, out)
 	}
 }
 

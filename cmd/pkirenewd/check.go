@@ -97,6 +97,8 @@ func logStatus(o *options, s renew.Status) {
 		l.WithError(s.Err).Error("broken")
 	case s.Missing:
 		l.WithField("PATH", s.CertPath).Error("missing")
+	case s.State == renew.StateNotYetValid:
+		l.WithField("NOT_BEFORE", s.Cert.NotBefore.UTC().Format(time.RFC3339)).Error("not valid yet (issued under a clock that was ahead): unusable now; pkirenewd renews it at once")
 	case s.Kind == renew.KindCA && s.State != renew.StateOK:
 		l.WithField("NOT_AFTER", s.Cert.NotAfter.UTC().Format(time.RFC3339)).Warn("CA expires soon; pkirenewd never renews CAs: plan a CA rotation")
 	}
@@ -106,7 +108,7 @@ func exitFor(statuses []renew.Status) int {
 	code := checkOK
 	for _, s := range statuses {
 		switch {
-		case s.Err != nil || s.Missing || s.State == renew.StateExpired:
+		case s.Err != nil || s.Missing || s.State.Unusable():
 			return checkBroken
 		case s.State == renew.StateDue:
 			code = checkDue
@@ -227,6 +229,8 @@ func renewAtText(c reportCert) string {
 		return ""
 	case c.State == "expired":
 		return "now (expired)"
+	case c.State == "notyetvalid":
+		return "now (not valid yet)"
 	case c.State == "due":
 		return "now (due since " + c.RenewAt.Format(dateFormat) + ")"
 	}

@@ -39,6 +39,9 @@ type Options struct {
 	NotBefore  time.Time
 	Validity   time.Duration
 	CAValidity time.Duration
+	// CANotBefore of the CAs (default NotBefore): leaves issued later
+	// than their CAs, or under a clock that was ahead.
+	CANotBefore time.Time
 	// ExternalEtcd leaves out the etcd CA and leaves.
 	ExternalEtcd bool
 	// NoSuperAdmin leaves out super-admin.conf (clusters made before 1.29).
@@ -72,6 +75,9 @@ func MakePKI(root string, o Options) (Layout, error) {
 	}
 	if o.NotBefore.IsZero() {
 		o.NotBefore = time.Now()
+	}
+	if o.CANotBefore.IsZero() {
+		o.CANotBefore = o.NotBefore
 	}
 	if o.Validity == 0 {
 		o.Validity = 365 * 24 * time.Hour
@@ -242,7 +248,7 @@ func (g *gen) ca(base, cn string) (*Signer, error) {
 	if err != nil {
 		return nil, err
 	}
-	nb := g.o.NotBefore.Add(-5 * time.Minute).UTC()
+	nb := g.o.CANotBefore.Add(-5 * time.Minute).UTC()
 	tmpl := &x509.Certificate{
 		SerialNumber: serial(), Subject: pkix.Name{CommonName: cn}, DNSNames: []string{cn},
 		NotBefore: nb, NotAfter: nb.Add(g.o.CAValidity),

@@ -71,6 +71,10 @@ type Config struct {
 	// the same credentials it is updated with admin.conf. Empty: none.
 	AdminKubeconfigCopy string
 
+	// PKIDirSet records that the user chose PKIDir explicitly (file or
+	// flag); otherwise the kubeadm configuration's certificatesDir, then
+	// the apiserver's manifest, say where the PKI is.
+	PKIDirSet bool
 	// ValiditySet records that the user chose Validity explicitly (file or
 	// flag); an explicit choice wins over the kubeadm configuration.
 	ValiditySet bool
@@ -115,7 +119,7 @@ type Key struct {
 // Keys lists every setting in the order they are documented.
 func Keys() []Key {
 	return []Key{
-		pathKey("pkiDir", "pki-dir", "kubeadm certificatesDir", func(c *Config) *string { return &c.PKIDir }),
+		explicit(pathKey("pkiDir", "pki-dir", "kubeadm certificatesDir (default: the kubeadm configuration's certificatesDir, else the kube-apiserver manifest's, else /etc/kubernetes/pki)", func(c *Config) *string { return &c.PKIDir }), func(c *Config) { c.PKIDirSet = true }),
 		pathKey("kubeconfigDir", "kubeconfig-dir", "directory holding admin.conf, controller-manager.conf, ...", func(c *Config) *string { return &c.KubeconfigDir }),
 		pathKey("manifestsDir", "manifests-dir", "static pod manifests directory", func(c *Config) *string { return &c.ManifestsDir }),
 		pathKey("stateDir", "state-dir", "backups, transaction journal and cached kubeadm configuration", func(c *Config) *string { return &c.StateDir }),
@@ -204,6 +208,19 @@ func boolKey(name, flag, usage string, field func(*Config) *bool) Key {
 		},
 		get: func(c *Config) string { return strconv.FormatBool(*field(c)) },
 	}
+}
+
+// explicit makes a key remember that the user set it.
+func explicit(k Key, mark func(*Config)) Key {
+	set := k.set
+	k.set = func(c *Config, v string) error {
+		if err := set(c, v); err != nil {
+			return err
+		}
+		mark(c)
+		return nil
+	}
+	return k
 }
 
 func pathKey(name, flag, usage string, field func(*Config) *string) Key {

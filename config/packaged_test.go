@@ -38,7 +38,7 @@ func TestPackagedConfigFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.ValiditySet = false
+	c.ValiditySet, c.PKIDirSet = false, false
 	if c != d {
 		t.Errorf("uncommented defaults differ: %+v", c)
 	}

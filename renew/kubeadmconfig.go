@@ -27,6 +27,8 @@ type ClusterSettings struct {
 	EncryptionAlgorithm string
 	// CertificateValidityPeriod; zero means not set.
 	CertificateValidityPeriod time.Duration
+	// CertificatesDir is where kubeadm keeps the PKI; empty means not set.
+	CertificatesDir string
 }
 
 // Algorithms kubeadm accepts for encryptionAlgorithm.
@@ -67,6 +69,13 @@ func ParseKubeadmConfig(data []byte) (ClusterSettings, error) {
 
 func clusterSettingsFrom(doc map[string]any) (ClusterSettings, error) {
 	var s ClusterSettings
+	if v, ok := doc["certificatesDir"]; ok && v != nil {
+		dir, ok := v.(string)
+		if !ok || !filepath.IsAbs(dir) {
+			return s, fmt.Errorf("certificatesDir: expected an absolute path, got %v", v)
+		}
+		s.CertificatesDir = filepath.Clean(dir)
+	}
 	if v, ok := doc["encryptionAlgorithm"]; ok && v != nil {
 		alg, ok := v.(string)
 		if !ok {
@@ -161,4 +170,46 @@ func LoadClusterSettings(path, stateDir string, cache bool) (ClusterSettings, st
 		}
 	}
 	return s, src, nil
+}
+
+// PKIDirChoice is where the PKI was found and why.
+type PKIDirChoice struct {
+	Dir, Source string
+	// Conflict, when set, says that another source names another place.
+	Conflict string
+}
+
+// ChoosePKIDir decides where the node's PKI is: the directory the user set
+// explicitly, else the kubeadm configuration's certificatesDir (what
+// kubeadm itself writes to), else the directory of the kube-apiserver
+// manifest's --client-ca-file (what the running control plane reads),
+// else the default. Any source that disagrees with the one used is named,
+// because a renewal of the wrong directory leaves the components on the
+// old certificates.
+func ChoosePKIDir(def string, explicit string, kubeadm, kubeadmSrc, manifest, manifestSrc string) PKIDirChoice {
+	type cand struct{ dir, src string }
+	var cands []cand
+	if explicit != "" {
+		cands = append(cands, cand{explicit, "pkiDir setting"})
+	}
+	if kubeadm != "" {
+		cands = append(cands, cand{kubeadm, "certificatesDir in " + kubeadmSrc})
+	}
+	if manifest != "" {
+		cands = append(cands, cand{manifest, "--client-ca-file in " + manifestSrc})
+	}
+	if len(cands) == 0 {
+		return PKIDirChoice{Dir: def, Source: "default"}
+	}
+	c := PKIDirChoice{Dir: filepath.Clean(cands[0].dir), Source: cands[0].src}
+	var others []string
+	for _, o := range cands[1:] {
+		if filepath.Clean(o.dir) != c.Dir {
+			others = append(others, fmt.Sprintf("%s says %s", o.src, o.dir))
+		}
+	}
+	if len(others) > 0 {
+		c.Conflict = strings.Join(others, "; ")
+	}
+	return c
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"runtime/debug"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/pkirenewd/pkirenewd/config"
+	"github.com/pkirenewd/pkirenewd/cri"
 	"github.com/pkirenewd/pkirenewd/renew"
 )
 
@@ -132,7 +134,38 @@ func (o *options) loadConfig(cmd *cobra.Command) (config.Config, error) {
 	if cfg.NodeName == "" {
 		cfg.NodeName, _ = os.Hostname()
 	}
+	cfg.PKIDir = o.pkiDir(cfg)
 	return cfg, nil
+}
+
+// pkiDir resolves where the PKI is (see renew.ChoosePKIDir) and says so
+// when the sources disagree. Unreadable sources are skipped here: the
+// renewal reports a bad kubeadm configuration itself.
+func (o *options) pkiDir(cfg config.Config) string {
+	explicit := ""
+	if cfg.PKIDirSet {
+		explicit = cfg.PKIDir
+	}
+	var kubeadmDir, kubeadmSrc, manifestDir string
+	if cs, src, err := renew.LoadClusterSettings(cfg.KubeadmConfig, cfg.StateDir, false); err == nil {
+		kubeadmDir, kubeadmSrc = cs.CertificatesDir, src
+	}
+	apiserver := filepath.Join(cfg.ManifestsDir, "kube-apiserver.yaml")
+	if data, err := os.ReadFile(apiserver); err == nil {
+		if m, err := cri.ParseManifest(apiserver, data); err == nil {
+			if ca := m.Flag("client-ca-file"); filepath.IsAbs(ca) {
+				manifestDir = filepath.Dir(ca)
+			}
+		}
+	}
+	c := renew.ChoosePKIDir(cfg.PKIDir, explicit, kubeadmDir, kubeadmSrc, manifestDir, apiserver)
+	l := o.log.WithFields(logrus.Fields{"PATH": c.Dir, "source": c.Source})
+	if c.Conflict != "" {
+		l.Warnf("PKI directory %s (from the %s), but %s", c.Dir, c.Source, c.Conflict)
+	} else {
+		l.Debug("PKI directory")
+	}
+	return c.Dir
 }
 
 // renewer builds the engine from the config, resolving the cluster's

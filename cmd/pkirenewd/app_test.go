@@ -103,6 +103,48 @@ func TestNotYetValidCheckThenRenew(t *testing.T) {
 	}
 }
 
+// kubeadm's certificatesDir is followed when pkiDir is not set, and a
+// manifest naming another place is reported with the choice made.
+func TestCertificatesDirFromKubeadmConfig(t *testing.T) {
+	root := t.TempDir()
+	l, err := renewtest.MakePKI(filepath.Join(root, "kubernetes"), renewtest.Options{Algorithm: "ECDSA-P256"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	custom := filepath.Join(root, "kubernetes", "custom-pki")
+	if err := os.Rename(l.PKIDir, custom); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(root, "kubeadm.yaml")
+	if err := os.WriteFile(cfg, []byte("apiVersion: kubeadm.k8s.io/v1beta4\nkind: ClusterConfiguration\ncertificatesDir: "+custom+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	manifests := filepath.Join(root, "manifests")
+	apiserver := "apiVersion: v1\nkind: Pod\nmetadata:\n  name: kube-apiserver\n  labels: {component: kube-apiserver}\nspec:\n  containers:\n  - command: [kube-apiserver, --client-ca-file=/etc/kubernetes/pki/ca.crt]\n"
+	if err := os.MkdirAll(manifests, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(manifests, "kube-apiserver.yaml"), []byte(apiserver), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	empty := filepath.Join(root, "empty.yaml")
+	_ = os.WriteFile(empty, nil, 0o644)
+	args := []string{"check", "--config", empty, "--kubeconfig-dir", l.KubeconfigDir, "--state-dir", filepath.Join(root, "state"), "--manifests-dir", manifests}
+	n := &node{}
+	// Without the kubeadm configuration the manifest's (wrong) place is
+	// used, and it does not exist: broken, named.
+	if code, out, stderr := n.run(t, args...); code != 2 || !strings.Contains(stderr+out, "/etc/kubernetes/pki") {
+		t.Fatalf("without kubeadm config: exit %d\n%s\n%s", code, out, stderr)
+	}
+	code, out, stderr := n.run(t, append(args, "--kubeadm-config", cfg, "-o", "json")...)
+	if code != 0 || !strings.Contains(out, filepath.Join(custom, "apiserver.crt")) {
+		t.Fatalf("with kubeadm config: exit %d\n%s\n%s", code, out, stderr)
+	}
+	if !strings.Contains(stderr, "certificatesDir in "+cfg) || !strings.Contains(stderr, "--client-ca-file in "+filepath.Join(manifests, "kube-apiserver.yaml")+" says /etc/kubernetes/pki") {
+		t.Errorf("the disagreement is not reported:\n%s", stderr)
+	}
+}
+
 func TestCheckBroken(t *testing.T) {
 	n := newNode(t, renewtest.Options{})
 	if err := os.WriteFile(filepath.Join(n.pki, "apiserver.crt"), []byte("garbage"), 0o644); err != nil {

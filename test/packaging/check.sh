@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Static checks of the unit and the packages (part of `make test`):
-# systemd-analyze verify (no warnings) and security (exposure <= 2.0),
+# systemd-analyze verify (no warnings) and security (exposure <= 2.2: the
+# 0.2 above the rest is CAP_FOWNER/CAP_DAC_READ_SEARCH, which keeping the
+# owner, ACLs and xattrs of files owned by others needs),
 # lintian (no errors), rpm -qpil --scripts (the expected files and scripts).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -34,7 +36,7 @@ else
 fi
 exposure=$(systemd-analyze security --offline=yes systemd/pkirenewd.service 2>/dev/null | sed -n 's/.*Overall exposure level for pkirenewd.service: \([0-9.]*\).*/\1/p')
 say "systemd-analyze security exposure: $exposure"
-awk -v e="$exposure" 'BEGIN { exit !(e != "" && e <= 2.0) }' || bad "exposure $exposure > 2.0"
+awk -v e="$exposure" 'BEGIN { exit !(e != "" && e <= 2.2) }' || bad "exposure $exposure > 2.2"
 
 lintian --tag-display-limit 0 "$deb" >"$tmp/lintian.out" 2>&1 || true
 grep -v 'running with root privileges' "$tmp/lintian.out" | sed 's/^/packaging: lintian: /' || true

@@ -21,6 +21,8 @@ fail() { printf 'nspawn: FAIL: %s\n' "$*"; exit 1; }
 need=()
 command -v systemd-nspawn >/dev/null || need+=(systemd-container)
 command -v debootstrap >/dev/null || need+=(debootstrap)
+command -v setfacl >/dev/null || need+=(acl)
+command -v setfattr >/dev/null || need+=(attr)
 if ((${#need[@]})); then
 	say "installing ${need[*]} from Debian"
 	DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
@@ -90,6 +92,17 @@ mkdir -p "$root/etc/kubernetes/manifests"
 mkdir -p "$root/root/.kube" "$root/home/alice/.kube"
 cp "$root/etc/kubernetes/admin.conf" "$root/root/.kube/config"
 cp "$root/etc/kubernetes/admin.conf" "$root/home/alice/.kube/config"
+# What real nodes carry, to be kept under the unit's capability set: a key
+# owned by another user (0600, so only CAP_DAC_READ_SEARCH reads it), a key
+# with a POSIX ACL, an extended attribute, and alice's copy readable by
+# alice alone.
+chown 1000:1000 "$root/etc/kubernetes/pki/front-proxy-client.key"
+setfacl -m u:65534:r "$root/etc/kubernetes/pki/apiserver.key"
+setfattr -n user.pkirenewd-test -v kept "$root/etc/kubernetes/pki/apiserver.crt"
+acl_before=$(getfacl -cn "$root/etc/kubernetes/pki/apiserver.key")
+mode_before=$(stat -c %A "$root/etc/kubernetes/pki/apiserver.key")
+chown 1000:1000 "$root/home/alice/.kube/config"
+chmod 0600 "$root/home/alice/.kube/config"
 alice_before=$(sha256sum "$root/home/alice/.kube/config")
 cp "$deb" "$root/root/pkirenewd.deb"
 
@@ -198,7 +211,11 @@ ct /usr/bin/pkirenewd check >/dev/null || fail "pkirenewd check after the renewa
 cmp -s "$root/root/.kube/config" "$root/etc/kubernetes/admin.conf" || fail "/root/.kube/config not updated with admin.conf"
 [[ $(sha256sum "$root/home/alice/.kube/config") == "$alice_before" ]] || fail "another user's copy of admin.conf was written"
 ct journalctl -u pkirenewd --no-pager -o cat | grep -q "holds the old admin.conf credentials" || fail "alice's old copy not reported"
-say "reload logged; config edit took effect; 12 certificates renewed under the hardened unit: \"$after\"; /root/.kube/config followed admin.conf, /home/alice's copy reported"
+[[ $(stat -c %u:%g:%a "$root/etc/kubernetes/pki/front-proxy-client.key") == 1000:1000:600 ]] || fail "front-proxy-client.key lost its owner or mode: $(stat -c %u:%g:%a "$root/etc/kubernetes/pki/front-proxy-client.key")"
+[[ $(getfacl -cn "$root/etc/kubernetes/pki/apiserver.key") == "$acl_before" ]] || fail "apiserver.key's ACL changed: $(getfacl -cn "$root/etc/kubernetes/pki/apiserver.key")"
+[[ $(stat -c %A "$root/etc/kubernetes/pki/apiserver.key") == "$mode_before" ]] || fail "apiserver.key's mode changed"
+[[ $(getfattr --only-values -n user.pkirenewd-test "$root/etc/kubernetes/pki/apiserver.crt" 2>/dev/null) == kept ]] || fail "apiserver.crt lost its user.* attribute"
+say "reload logged; config edit took effect; 12 certificates renewed under the hardened unit: \"$after\"; /root/.kube/config followed admin.conf, /home/alice's copy (0600, hers) reported; another owner, an ACL and an xattr kept"
 
 ct env DEBIAN_FRONTEND=noninteractive apt-get remove -y -q pkirenewd >"$work/apt.log" 2>&1 || { cat "$work/apt.log"; fail "apt remove"; }
 [[ $(ct systemctl is-active pkirenewd 2>/dev/null || true) != active ]] || fail "still active after apt remove"

@@ -237,6 +237,8 @@ func logItem(log logrus.FieldLogger, s renew.Status, verbose bool) {
 		if verbose {
 			e.Infof("%s: rotated by the %s, reported only", s.Name, s.RotatedBy)
 		}
+	case s.Held != "":
+		e.Errorf("%s: due but not renewed: %s", s.Name, s.Held)
 	case s.State == renew.StateExpired:
 		e.Errorf("%s: expired, renewing now", s.Name)
 	case s.State == renew.StateNotYetValid:

@@ -33,14 +33,10 @@ const DefaultMaxJitter = 6 * time.Hour
 // certificates kubeadm issued together stay due together and are renewed in
 // one transaction with one rolling restart.
 func (p Policy) RenewAt(name string, notBefore, notAfter time.Time) time.Time {
-	lifetime := notAfter.Sub(notBefore)
-	if lifetime <= 0 {
+	if notAfter.Sub(notBefore) <= 0 {
 		return notBefore
 	}
-	window := p.RenewBefore
-	if lifetime < 3*p.RenewBefore {
-		window = lifetime / 3
-	}
+	window := p.Window(notBefore, notAfter)
 	at := notAfter.Add(-window)
 	maxJitter := p.MaxJitter
 	if maxJitter == 0 {
@@ -50,6 +46,37 @@ func (p Policy) RenewAt(name string, notBefore, notAfter time.Time) time.Time {
 		at = at.Add(-time.Duration(jitterFraction(p.NodeName) * float64(j)))
 	}
 	return at
+}
+
+// Window is how long before its expiry a certificate is renewed:
+// RenewBefore, or a third of the lifetime of a short-lived certificate.
+func (p Policy) Window(notBefore, notAfter time.Time) time.Duration {
+	lifetime := notAfter.Sub(notBefore)
+	if lifetime < 3*p.RenewBefore {
+		return lifetime / 3
+	}
+	return p.RenewBefore
+}
+
+// Held says why a due certificate is not renewed: its replacement, which
+// cannot outlive the CA, would end less than a third of the renewal window
+// later than it does now. Without this a certificate capped at its CA's
+// expiry would be renewed at two thirds of an ever shorter lifetime (CA-125
+// d, -42 d, -14 d ... a restart loop in the last minutes), each time with
+// a full rolling restart, for nothing. Unusable certificates are never held:
+// any valid replacement beats an expired or not-yet-valid one.
+func (p Policy) Held(state State, now, notBefore, notAfter, caNotAfter time.Time, validity time.Duration) string {
+	if state != StateDue || caNotAfter.IsZero() {
+		return ""
+	}
+	end := now.Add(validity)
+	if caNotAfter.Before(end) {
+		end = caNotAfter
+	}
+	if gain := end.Sub(notAfter); gain < p.Window(notBefore, notAfter)/3 {
+		return "its CA expires " + caNotAfter.UTC().Format(time.RFC3339) + ": a renewal could not end meaningfully later; renew the CA"
+	}
+	return ""
 }
 
 // jitterFraction maps a node name to [0, 1) stably across restarts and

@@ -121,3 +121,64 @@ func TestDecideNotYetValid(t *testing.T) {
 		}
 	}
 }
+
+const day = 24 * time.Hour
+
+func TestHeld(t *testing.T) {
+	p := Policy{RenewBefore: 90 * day}
+	now := time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC)
+	year := 365 * day
+	tests := []struct {
+		name                string
+		state               State
+		notBefore, notAfter time.Time
+		caNotAfter          time.Time
+		held                bool
+	}{
+		{"due, CA far away", StateDue, now.Add(-300 * day), now.Add(65 * day), now.Add(5 * year), false},
+		{"due, capped at the CA already", StateDue, now.Add(-100 * day), now.Add(20 * day), now.Add(20 * day), true},
+		{"due, the CA would add a little", StateDue, now.Add(-100 * day), now.Add(20 * day), now.Add(25 * day), true},
+		{"due, the CA leaves a third of the window", StateDue, now.Add(-300 * day), now.Add(60 * day), now.Add(90 * day), false},
+		{"expired is never held", StateExpired, now.Add(-100 * day), now.Add(-time.Hour), now.Add(time.Hour), false},
+		{"not yet valid is never held", StateNotYetValid, now.Add(time.Hour), now.Add(year), now.Add(time.Hour * 2), false},
+		{"ok is not held", StateOK, now.Add(-10 * day), now.Add(300 * day), now.Add(300 * day), false},
+		{"no CA known", StateDue, now.Add(-300 * day), now.Add(20 * day), time.Time{}, false},
+	}
+	for _, tc := range tests {
+		if got := p.Held(tc.state, now, tc.notBefore, tc.notAfter, tc.caNotAfter, year) != ""; got != tc.held {
+			t.Errorf("%s: held=%v, want %v", tc.name, got, tc.held)
+		}
+	}
+}
+
+// A certificate renewed hourly by the daemon over the last 400 days of its
+// CA: renewals happen while they extend it, then stop, instead of at two
+// thirds of an ever shorter lifetime up to a loop in the last minutes.
+func TestNoRenewalStormBeforeTheCAExpires(t *testing.T) {
+	p := Policy{RenewBefore: 90 * day, NodeName: "cp-1"}
+	validity := 365 * day
+	ca := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	now := ca.Add(-400 * day)
+	nb, na := now.Add(-200*day), now.Add(165*day)
+	var renewals []time.Duration
+	for ; now.Before(ca); now = now.Add(time.Hour) {
+		st := DecideCert(now, nb, p.RenewAt("x", nb, na), na)
+		if st == StateOK || p.Held(st, now, nb, na, ca, validity) != "" {
+			continue
+		}
+		nb, na = now.Add(-backdate), now.Add(validity)
+		if na.After(ca) {
+			na = ca
+		}
+		renewals = append(renewals, ca.Sub(now))
+		if len(renewals) > 10 {
+			break
+		}
+	}
+	if len(renewals) > 2 {
+		t.Errorf("%d renewals before the CA expires (at CA-%v): a storm", len(renewals), renewals)
+	}
+	if len(renewals) == 0 {
+		t.Error("never renewed")
+	}
+}

@@ -73,6 +73,9 @@ type Status struct {
 	// RenewAt is when a leaf is renewed, or when a CA starts to warn.
 	RenewAt time.Time
 	State   State
+	// Held, when set, says why a due certificate is not renewed (its CA
+	// expires too soon for a renewal to help): the CA must be renewed.
+	Held string
 }
 
 // Inventory takes inventory and schedules every item at the current time.
@@ -100,6 +103,13 @@ func (r *Renewer) Assess(inv *Inventory, now time.Time) []Status {
 		if it.Cert != nil {
 			s.RenewAt = r.opts.Policy.RenewAt(it.Name, it.Cert.NotBefore, it.Cert.NotAfter)
 			s.State = DecideCert(now, it.Cert.NotBefore, s.RenewAt, it.Cert.NotAfter)
+			if ca := inv.CA(it.CAName); ca != nil && ca.Cert != nil && it.Renewable() {
+				if s.Held = r.opts.Policy.Held(s.State, now, it.Cert.NotBefore, it.Cert.NotAfter, ca.Cert.NotAfter, r.opts.Validity); s.Held != "" {
+					// Not due: nothing a renewal could fix. Looked at
+					// again at its expiry (and hourly by the daemon).
+					s.State, s.RenewAt = StateOK, it.Cert.NotAfter
+				}
+			}
 		}
 		out = append(out, s)
 	}

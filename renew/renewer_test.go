@@ -430,6 +430,38 @@ func TestValidityCappedAtCA(t *testing.T) {
 	}
 }
 
+// Once capped at its CA's expiry, a certificate falls due again at two
+// thirds of its shortened life; renewing it then could not end it later,
+// so it is held (reported, not renewed) until the CA is renewed.
+func TestCappedCertificateIsHeldNotRenewedAgain(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, renewtest.Options{CAValidity: 100 * day, Validity: 30 * day})
+	r := f.renewer(nil)
+	if _, err := f.renew(t, r, renew.Selection{Names: []string{"apiserver"}}); err != nil {
+		t.Fatal(err)
+	}
+	f.now = f.now.Add(80 * day) // past 2/3 of the capped ~100 day life
+	r = f.renewer(nil)
+	inv, statuses, err := r.Inventory()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range statuses {
+		if s.Name == "apiserver" && (s.State != renew.StateOK || !strings.Contains(s.Held, "CA expires")) {
+			t.Fatalf("apiserver: state %v held %q, want held", s.State, s.Held)
+		}
+	}
+	plan, err := r.Plan(inv, renew.Selection{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, it := range plan.Items {
+		if it.Name == "apiserver" {
+			t.Error("the capped apiserver certificate was planned again")
+		}
+	}
+}
+
 func TestExpiredCAIsRefused(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, renewtest.Options{NotBefore: time.Now().Add(-20 * day), CAValidity: 10 * day, Validity: 5 * day})

@@ -97,6 +97,8 @@ func logStatus(o *options, s renew.Status) {
 		l.WithError(s.Err).Error("broken")
 	case s.Missing:
 		l.WithField("PATH", s.CertPath).Error("missing")
+	case s.Held != "":
+		l.Error("due but not renewed: " + s.Held)
 	case s.State == renew.StateNotYetValid:
 		l.WithField("NOT_BEFORE", s.Cert.NotBefore.UTC().Format(time.RFC3339)).Error("not valid yet (issued under a clock that was ahead): unusable now; pkirenewd renews it at once")
 	case s.Kind == renew.KindCA && s.State != renew.StateOK:
@@ -110,7 +112,7 @@ func exitFor(statuses []renew.Status) int {
 		switch {
 		case s.Err != nil || s.Missing || s.State.Unusable():
 			return checkBroken
-		case s.State == renew.StateDue:
+		case s.State == renew.StateDue || s.Held != "":
 			code = checkDue
 		}
 	}
@@ -132,6 +134,8 @@ type reportCert struct {
 	State     string     `json:"state" yaml:"state"`
 	RotatedBy string     `json:"rotatedBy,omitempty" yaml:"rotatedBy,omitempty"`
 	Error     string     `json:"error,omitempty" yaml:"error,omitempty"`
+	// Held says why a due certificate is not renewed (its CA ends first).
+	Held string `json:"held,omitempty" yaml:"held,omitempty"`
 }
 
 type report struct {
@@ -149,7 +153,7 @@ func newReport(statuses []renew.Status, now time.Time) report {
 	for _, s := range statuses {
 		rc := reportCert{
 			Name: s.Name, ExternallyManaged: s.External, Missing: s.Missing,
-			CertificateAuthority: s.CAName, Path: s.CertPath, RotatedBy: s.RotatedBy, State: s.State.String(),
+			CertificateAuthority: s.CAName, Path: s.CertPath, RotatedBy: s.RotatedBy, State: s.State.String(), Held: s.Held,
 		}
 		if s.Cert != nil {
 			exp := s.Cert.NotAfter.UTC()
@@ -221,6 +225,8 @@ func renewAtText(c reportCert) string {
 	switch {
 	case c.Error != "":
 		return "broken: see log"
+	case c.Held != "":
+		return "held: CA expires first"
 	case c.RotatedBy != "":
 		return "rotated by " + c.RotatedBy
 	case c.ExternallyManaged:

@@ -25,24 +25,55 @@ func ptr[T any](v T) *T { return &v }
 
 func TestTakeable(t *testing.T) {
 	at := func(d time.Duration) *metav1.MicroTime { m := metav1.NewMicroTime(t0.Add(d)); return &m }
+	held := func(renew time.Duration) coordinationv1.LeaseSpec {
+		return coordinationv1.LeaseSpec{HolderIdentity: ptr("node2"), RenewTime: at(renew), LeaseDurationSeconds: ptr[int32](60)}
+	}
 	tests := []struct {
 		name   string
 		spec   coordinationv1.LeaseSpec
+		seen   time.Duration // how long ago this record was first seen; <0: never
 		ok     bool
 		holder string
 	}{
-		{"no holder", coordinationv1.LeaseSpec{}, true, ""},
-		{"released", coordinationv1.LeaseSpec{HolderIdentity: ptr(""), RenewTime: at(0), LeaseDurationSeconds: ptr[int32](60)}, true, ""},
-		{"ours", coordinationv1.LeaseSpec{HolderIdentity: ptr("me"), RenewTime: at(0), LeaseDurationSeconds: ptr[int32](60)}, true, "me"},
-		{"held, renewed 59s ago", coordinationv1.LeaseSpec{HolderIdentity: ptr("node2"), RenewTime: at(-59 * time.Second), LeaseDurationSeconds: ptr[int32](60)}, false, "node2"},
-		{"held, renewed 60s ago: expired", coordinationv1.LeaseSpec{HolderIdentity: ptr("node2"), RenewTime: at(-60 * time.Second), LeaseDurationSeconds: ptr[int32](60)}, true, "node2"},
-		{"held, only acquired", coordinationv1.LeaseSpec{HolderIdentity: ptr("node2"), AcquireTime: at(-10 * time.Second), LeaseDurationSeconds: ptr[int32](60)}, false, "node2"},
-		{"held, no times: expired", coordinationv1.LeaseSpec{HolderIdentity: ptr("node2")}, true, "node2"},
+		{"no holder", coordinationv1.LeaseSpec{}, -1, true, ""},
+		{"released", coordinationv1.LeaseSpec{HolderIdentity: ptr(""), RenewTime: at(0), LeaseDurationSeconds: ptr[int32](60)}, -1, true, ""},
+		{"ours", coordinationv1.LeaseSpec{HolderIdentity: ptr("me"), RenewTime: at(0), LeaseDurationSeconds: ptr[int32](60)}, -1, true, "me"},
+		{"held, first seen now", held(0), -1, false, "node2"},
+		{"held, record unchanged for 59s", held(0), 59 * time.Second, false, "node2"},
+		{"held, record unchanged for 60s: expired", held(0), 60 * time.Second, true, "node2"},
+		// The holder's clock runs 80 s behind ours: its fresh renewTime
+		// looks 80 s old. Judged by our observation, it is held.
+		{"held, holder's clock 80s behind, first seen now", held(-80 * time.Second), -1, false, "node2"},
+		// And 10 minutes ahead: a crashed holder must still expire.
+		{"held, holder's clock 10m ahead, unchanged for 60s", held(10 * time.Minute), 60 * time.Second, true, "node2"},
+		{"held, no times, first seen now", coordinationv1.LeaseSpec{HolderIdentity: ptr("node2")}, -1, true, "node2"},
 	}
 	for _, tc := range tests {
-		ok, h := cluster.Takeable(tc.spec, "me", t0)
+		var seen cluster.Observation
+		if tc.seen >= 0 {
+			// What the previous call returned for the same record.
+			_, _, seen = cluster.Takeable(tc.spec, "me", t0.Add(-tc.seen), cluster.Observation{})
+		}
+		ok, h, _ := cluster.Takeable(tc.spec, "me", t0, seen)
 		if ok != tc.ok || h.Identity != tc.holder {
 			t.Errorf("%s: got %v %q, want %v %q", tc.name, ok, h.Identity, tc.ok, tc.holder)
+		}
+	}
+}
+
+// A renewal by the holder resets the observation: the lease stays held as
+// long as its record keeps changing, whatever the timestamps say.
+func TestTakeableFollowsRecordChanges(t *testing.T) {
+	at := func(d time.Duration) *metav1.MicroTime { m := metav1.NewMicroTime(t0.Add(d)); return &m }
+	var seen cluster.Observation
+	for i := 0; i < 10; i++ {
+		now := t0.Add(time.Duration(i) * 40 * time.Second)
+		// The holder renews every 40 s with a clock an hour behind.
+		spec := coordinationv1.LeaseSpec{HolderIdentity: ptr("node2"), RenewTime: at(time.Duration(i)*40*time.Second - time.Hour), LeaseDurationSeconds: ptr[int32](60)}
+		var ok bool
+		ok, _, seen = cluster.Takeable(spec, "me", now, seen)
+		if ok {
+			t.Fatalf("attempt %d: a lease renewed every 40 s was taken", i)
 		}
 	}
 }
@@ -71,7 +102,12 @@ func TestLeaseHandsOver(t *testing.T) {
 	if ok, _, _ := b.TryAcquire(ctx); ok {
 		t.Fatal("taken 59s after a renewal")
 	}
-	// node1 crashed: its lease runs out.
+	// node1 crashed: its lease runs out a duration after node2 first
+	// saw the last renewal (59 s ago), by node2's own clock.
+	clk.Step(59 * time.Second)
+	if ok, _, _ := b.TryAcquire(ctx); ok {
+		t.Fatal("taken 59s after the last renewal was first seen")
+	}
 	clk.Step(time.Second)
 	if ok, _, err := b.TryAcquire(ctx); !ok || err != nil {
 		t.Fatalf("expired lease not taken: %v", err)

@@ -45,6 +45,10 @@ type Coordinator struct {
 	Heartbeat func()
 	// Jitter returns a number in [0,1); default math/rand.
 	Jitter func() float64
+
+	// seen carries what was observed of a foreign holder from one
+	// attempt to the next (see Takeable).
+	seen Observation
 }
 
 func (c *Coordinator) defaults() {
@@ -117,6 +121,7 @@ func (c *Coordinator) Acquire(ctx context.Context, recovering bool) (*Hold, erro
 	for {
 		lease, err := c.NewLease()
 		if err == nil {
+			lease.Seen = &c.seen
 			cctx, cancel := context.WithTimeout(ctx, c.Call)
 			var ok bool
 			var h Holder
@@ -274,6 +279,7 @@ func (h *Hold) tryUpgrade(ctx context.Context) {
 	if err != nil {
 		return
 	}
+	lease.Seen = &c.seen
 	cctx, cancel := context.WithTimeout(ctx, c.Call)
 	ok, holder, err := lease.TryAcquire(cctx)
 	cancel()

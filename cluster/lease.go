@@ -35,30 +35,43 @@ type Holder struct {
 	Expires  time.Time
 }
 
+// Observation is the last record of a lease held by another node that
+// this node saw, and when it saw it change, on its own clock.
+type Observation struct {
+	Record string
+	At     time.Time
+}
+
 // Takeable decides whether me may take a lease with spec at now: it is
-// free (no holder), already ours, or its holder stopped renewing it for
-// longer than its duration (a crashed holder).
-func Takeable(spec coordinationv1.LeaseSpec, me string, now time.Time) (bool, Holder) {
-	h := Holder{}
-	if spec.HolderIdentity != nil {
-		h.Identity = *spec.HolderIdentity
-	}
+// free (no holder), already ours, or its record has not changed for the
+// lease's duration since this node first saw it so (a crashed holder).
+// Like client-go's leader election, expiry is judged by when this node
+// observed the record change, never by the holder's renewTime: another
+// node's clock may be minutes off, and comparing its timestamps with ours
+// would let two nodes hold the lease at once. It returns the observation
+// to pass to the next call.
+func Takeable(spec coordinationv1.LeaseSpec, me string, now time.Time, seen Observation) (bool, Holder, Observation) {
+	h := Holder{Identity: deref(spec.HolderIdentity)}
 	if h.Identity == "" || h.Identity == me {
-		return true, h
-	}
-	var last time.Time
-	switch {
-	case spec.RenewTime != nil:
-		last = spec.RenewTime.Time
-	case spec.AcquireTime != nil:
-		last = spec.AcquireTime.Time
+		return true, h, Observation{}
 	}
 	dur := time.Duration(0)
 	if spec.LeaseDurationSeconds != nil {
 		dur = time.Duration(*spec.LeaseDurationSeconds) * time.Second
 	}
-	h.Expires = last.Add(dur)
-	return !now.Before(h.Expires), h
+	record := fmt.Sprintf("%s|%s|%s|%d", h.Identity, microString(spec.RenewTime), microString(spec.AcquireTime), dur)
+	if record != seen.Record {
+		seen = Observation{Record: record, At: now}
+	}
+	h.Expires = seen.At.Add(dur)
+	return !now.Before(h.Expires), h, seen
+}
+
+func microString(t *metav1.MicroTime) string {
+	if t == nil {
+		return ""
+	}
+	return t.UTC().Format(time.RFC3339Nano)
 }
 
 // Lease is one named Lease taken by one identity (the node name).
@@ -68,6 +81,10 @@ type Lease struct {
 	Identity string
 	Duration time.Duration
 	Clock    clock.PassiveClock
+	// Seen is what this node last saw of a foreign holder's record; it
+	// must outlive one attempt (the Coordinator keeps it), or a crashed
+	// holder's lease would never be seen to expire.
+	Seen *Observation
 }
 
 func (l *Lease) seconds() *int32 {
@@ -103,7 +120,11 @@ func (l *Lease) TryAcquire(ctx context.Context) (bool, Holder, error) {
 	if err != nil {
 		return false, Holder{}, err
 	}
-	ok, h := Takeable(cur.Spec, me, now.Time)
+	if l.Seen == nil {
+		l.Seen = &Observation{}
+	}
+	ok, h, seen := Takeable(cur.Spec, me, now.Time, *l.Seen)
+	*l.Seen = seen
 	if !ok {
 		return false, h, nil
 	}

@@ -80,6 +80,9 @@ type Config struct {
 	ValiditySet bool
 }
 
+// MinLeaseDuration is the shortest leaseDuration accepted.
+const MinLeaseDuration = 15 * time.Second
+
 // Defaults returns the settings for a stock kubeadm node.
 func Defaults() Config {
 	return Config{
@@ -385,6 +388,11 @@ func (c Config) Validate() error {
 		if p.v == "" {
 			return fmt.Errorf("%s: must not be empty", p.name)
 		}
+	}
+	// The lease is renewed every third of its duration: below seconds,
+	// that is a busy loop against the apiserver (and 0 panics a ticker).
+	if c.Lease != "" && c.LeaseDuration < MinLeaseDuration {
+		return fmt.Errorf("leaseDuration: %s is shorter than %s", c.LeaseDuration, MinLeaseDuration)
 	}
 	if c.StateDir == c.PKIDir || c.StateDir == c.KubeconfigDir {
 		return fmt.Errorf("stateDir: %s must not be the pki or kubeconfig directory (backups hold private keys)", c.StateDir)

@@ -122,6 +122,15 @@ func TestValidate(t *testing.T) {
 	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "manifestsDir") {
 		t.Fatalf("empty manifestsDir: %v", err)
 	}
+	c = Defaults()
+	c.LeaseDuration = 2 * time.Nanosecond
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "leaseDuration") {
+		t.Fatalf("leaseDuration 2ns: %v", err)
+	}
+	c.Lease = "" // no coordination: the duration does not matter
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func TestKeysHaveKebabFlags(t *testing.T) {

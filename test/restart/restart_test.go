@@ -93,18 +93,18 @@ func newNodeWith(t *testing.T, rig *containerdrig.Rig, override func(string, int
 	}
 	// The stand-in kubelet runs what the manifests say.
 	ms, err := cri.LoadManifests(n.manifests)
-	if err != nil {
-		t.Fatal(err)
+	if err != nil || len(ms.Problems) != 0 {
+		t.Fatal(err, ms.Problems)
 	}
 	n.pods = map[string]containerdrig.StaticPod{}
 	var pods []containerdrig.StaticPod
-	for _, m := range ms {
+	for _, m := range ms.Usable {
 		p := containerdrig.StaticPod{Component: m.Component, Node: "node1", Image: containerdrig.HealthImage, Command: m.Args, HostPaths: m.HostPaths}
 		n.pods[m.Component] = p
 		pods = append(pods, p)
 	}
 	n.kubelet = rig.StartKubelet(pods, 500*time.Millisecond, override)
-	for _, m := range ms {
+	for _, m := range ms.Usable {
 		waitHealthy(t, m)
 	}
 	return n
@@ -227,7 +227,7 @@ func TestRenewRestartOnRealContainerd(t *testing.T) {
 	}
 	// The node is healthy and consistent again.
 	ms, _ := cri.LoadManifests(n.manifests)
-	for _, m := range ms {
+	for _, m := range ms.Usable {
 		waitHealthy(t, m)
 	}
 	if out, code := n.pkirenewd(t, "check"); code != 0 {

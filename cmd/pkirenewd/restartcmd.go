@@ -34,7 +34,7 @@ func connector(cfg config.Config, log logrus.FieldLogger) func(ctx context.Conte
 		if err != nil {
 			return nil, nil, err
 		}
-		r := &cri.Restarter{Runtime: client, Prober: cri.HTTPProber{}, Log: log, Timeout: cfg.RestartTimeout, Node: cfg.NodeName}
+		r := &cri.Restarter{Runtime: client, Prober: cri.HTTPProber{}, Log: log, Timeout: cfg.RestartTimeout, RunningFor: cfg.RestartRunningFor, Node: cfg.NodeName}
 		return r, func() { _ = client.Close() }, nil
 	}
 }
@@ -113,9 +113,13 @@ func newRestartCmd(o *options) *cobra.Command {
 		Long: `Restart static control-plane pods through the CRI, like 'crictl stopp' and
 'crictl rmp', one at a time in the order etcd, kube-apiserver,
 kube-controller-manager, kube-scheduler (all of those with a manifest when
-none is named). Each must be recreated by the kubelet and answer its
-manifest's probe (and serve the certificate on disk, where visible) within
-restartTimeout before the next is touched; the first failure stops the roll.
+none is named), then other named static pods (kube-vip ...) by name. Each
+must be recreated by the kubelet and answer its manifest's probe (and serve
+the certificate on disk, where visible) within restartTimeout before the
+next is touched; the first failure stops the roll. A pod without an HTTP
+probe must run restartRunningFor without a restart instead. A named
+component whose manifest cannot be used is not touched and fails the
+command, after the others.
 
 Exit status: 0 all healthy, 1 failed.`,
 		ValidArgs: []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"},

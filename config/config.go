@@ -49,6 +49,10 @@ type Config struct {
 	CRIEndpoint string
 	// RestartTimeout bounds one component's restart, stop to healthy.
 	RestartTimeout time.Duration
+	// RestartRunningFor is how long a restarted static pod without an
+	// HTTP probe (kube-vip, keepalived) must run without a restart to be
+	// healthy.
+	RestartRunningFor time.Duration
 	// RestartComponents makes the daemon restart what uses renewed files.
 	RestartComponents bool
 	// MetricsAddress is where `run` serves Prometheus metrics; empty: off.
@@ -96,6 +100,7 @@ func Defaults() Config {
 		// The kubelet's CrashLoopBackOff can hold a recreated container
 		// back for up to 5 minutes.
 		RestartTimeout:    6 * time.Minute,
+		RestartRunningFor: 10 * time.Second,
 		RestartComponents: true,
 		MetricsAddress:    "127.0.0.1:9795",
 		Lease:             "kube-system/pkirenewd",
@@ -147,6 +152,7 @@ func Keys() []Key {
 			get: func(c *Config) string { return c.CRIEndpoint },
 		},
 		durKey("restartTimeout", "restart-timeout", "how long one component may take from StopPodSandbox to healthy", func(c *Config) *time.Duration { return &c.RestartTimeout }, nil),
+		durKey("restartRunningFor", "restart-running-for", "a restarted static pod without an HTTP probe is healthy once its container has run this long without a restart", func(c *Config) *time.Duration { return &c.RestartRunningFor }, nil),
 		{
 			Name: "restartComponents", Flag: "restart-components", Usage: "run: restart the static pods that use renewed files (false: renew files only)",
 			set: func(c *Config, v string) error {

@@ -21,11 +21,11 @@ import (
 func kubeadmManifests(t *testing.T) map[string]*cri.Manifest {
 	t.Helper()
 	ms, err := cri.LoadManifests("testdata/kubeadm-v1.37.2")
-	if err != nil {
-		t.Fatal(err)
+	if err != nil || len(ms.Problems) != 0 {
+		t.Fatal(err, ms.Problems)
 	}
 	out := map[string]*cri.Manifest{}
-	for _, m := range ms {
+	for _, m := range ms.Usable {
 		out[m.Component] = m
 	}
 	if len(out) != 4 {
@@ -100,24 +100,33 @@ func TestOrder(t *testing.T) {
 
 func TestBadManifests(t *testing.T) {
 	cases := map[string]string{
-		"not yaml":            "{{",
-		"not a pod":           "kind: Deployment\nmetadata: {name: x}\n",
-		"no containers":       "kind: Pod\nmetadata: {name: x}\nspec: {}\n",
-		"bad probe port":      "kind: Pod\nmetadata: {name: x}\nspec:\n  containers:\n  - livenessProbe:\n      httpGet: {port: nope, path: /}\n",
-		"bad scheme":          "kind: Pod\nmetadata: {name: x}\nspec:\n  containers:\n  - livenessProbe:\n      httpGet: {port: 1, scheme: FTP}\n",
-		"no probe or default": "kind: Pod\nmetadata: {name: custom}\nspec:\n  containers:\n  - command: [x]\n",
+		"not yaml":       "{{",
+		"not a pod":      "kind: Deployment\nmetadata: {name: x}\n",
+		"no containers":  "kind: Pod\nmetadata: {name: x}\nspec: {}\n",
+		"bad probe port": "kind: Pod\nmetadata: {name: x}\nspec:\n  containers:\n  - livenessProbe:\n      httpGet: {port: nope, path: /}\n",
+		"bad scheme":     "kind: Pod\nmetadata: {name: x}\nspec:\n  containers:\n  - livenessProbe:\n      httpGet: {port: 1, scheme: FTP}\n",
 	}
 	for name, doc := range cases {
 		if _, err := cri.ParseManifest("/m/x.yaml", []byte(doc)); err == nil || !strings.Contains(err.Error(), "/m/x.yaml") {
 			t.Errorf("%s: %v", name, err)
 		}
 	}
+	// No probe and no kubeadm default: usable, judged by staying up.
+	m, err := cri.ParseManifest("/m/x.yaml", []byte("kind: Pod\nmetadata: {name: custom}\nspec:\n  containers:\n  - command: [x]\n"))
+	if err != nil || m.HasProbe() {
+		t.Errorf("no probe: %+v, %v", m, err)
+	}
+	// A bad file is a problem of its own, never an error of the load.
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "bad.yaml"), []byte("{{"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := cri.LoadManifests(dir); err == nil || !strings.Contains(err.Error(), "bad.yaml") {
-		t.Errorf("LoadManifests: %v", err)
+	ms, err := cri.LoadManifests(dir)
+	if err != nil || len(ms.Problems) != 1 || !strings.Contains(ms.Problems[0].Error(), "bad.yaml") {
+		t.Errorf("LoadManifests: %+v, %v", ms, err)
+	}
+	if _, err := cri.LoadManifests(filepath.Join(dir, "none")); err == nil {
+		t.Error("LoadManifests of a missing directory: no error")
 	}
 }
 

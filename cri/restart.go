@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"sort"
 	"strings"
 	"time"
 
@@ -150,6 +151,11 @@ type Restarter struct {
 	// Heartbeat, when set, is called while waiting, so a supervisor can
 	// tell a long wait from a hang (the systemd watchdog).
 	Heartbeat func()
+	// RunningFor is how long the new container of a pod without an HTTP
+	// probe (kube-vip, keepalived) must run, as the same container with
+	// the same restart count, to count as healthy: what the kubelet itself
+	// knows of such a pod. Default 10s.
+	RunningFor time.Duration
 }
 
 // Result is the outcome of one component's restart.
@@ -184,6 +190,9 @@ func (r *Restarter) defaults() {
 	}
 	if r.SerialOnDisk == nil {
 		r.SerialOnDisk = SerialOnDisk
+	}
+	if r.RunningFor == 0 {
+		r.RunningFor = 10 * time.Second
 	}
 	if r.Log == nil {
 		l := logrus.New()
@@ -351,40 +360,104 @@ func (r *Restarter) Restart(ctx context.Context, m *Manifest) Result {
 	}
 	log.WithFields(logrus.Fields{"SANDBOX": short(res.NewSandbox)}).Debug("new sandbox running")
 
-	// Healthy, and serving the certificate on disk where that is visible.
-	for {
-		answer, err := r.Prober.Probe(ctx, m.Probe)
-		if err != nil {
-			res.LastProbe = err.Error()
-		} else {
-			res.LastProbe = answer
-			if m.ServingCert == "" {
-				break
-			}
-			want, werr := r.SerialOnDisk(m.ServingCert)
-			got, gerr := r.Prober.ServedSerial(ctx, m.ServingAddr)
-			switch {
-			case werr != nil:
-				res.LastProbe = werr.Error()
-			case gerr != nil:
-				res.LastProbe = gerr.Error()
-			case got == want:
-				res.Serial = got
-			default:
-				res.LastProbe = fmt.Sprintf("%s serves serial %s, %s has %s", m.ServingAddr, got, m.ServingCert, want)
-			}
-			if res.Serial != "" {
-				break
-			}
-		}
-		if err := r.pause(ctx, deadline); err != nil {
-			res.Err = fmt.Errorf("%s: not healthy %s after the restart (last probe of %s: %s): %w", m.Component, r.Timeout, m.Probe.URL(), res.LastProbe, err)
-			return res
-		}
+	if err := r.healthy(ctx, m, &res, deadline); err != nil {
+		res.Err = err
+		return res
 	}
 	res.Took = r.Clock.Since(start)
 	log.WithFields(logrus.Fields{"ACTION": "restarted", "SANDBOX": short(res.NewSandbox), "TOOK": res.Took.Round(time.Millisecond).String(), "SERIAL": res.Serial}).Info("component healthy")
 	return res
+}
+
+// healthy waits until the restarted component is healthy: its probe
+// answers and it serves the certificate on disk where that is visible, or,
+// with no HTTP probe, its new container stays up for RunningFor.
+func (r *Restarter) healthy(ctx context.Context, m *Manifest, res *Result, deadline time.Time) error {
+	if !m.HasProbe() {
+		r.Log.WithFields(logrus.Fields{"COMPONENT": m.Component, "MANIFEST": m.Path}).
+			Infof("no HTTP probe in %s: healthy = running for %s without a restart", m.Path, r.RunningFor)
+		return r.steady(ctx, m, res, deadline)
+	}
+	for {
+		if r.probeOnce(ctx, m, res) {
+			return nil
+		}
+		if err := r.pause(ctx, deadline); err != nil {
+			return fmt.Errorf("%s: not healthy %s after the restart (last probe of %s: %s): %w", m.Component, r.Timeout, m.Probe.URL(), res.LastProbe, err)
+		}
+	}
+}
+
+// probeOnce probes the component and checks the served serial; the
+// answer (or what is wrong) goes to res.LastProbe.
+func (r *Restarter) probeOnce(ctx context.Context, m *Manifest, res *Result) bool {
+	answer, err := r.Prober.Probe(ctx, m.Probe)
+	if err != nil {
+		res.LastProbe = err.Error()
+		return false
+	}
+	res.LastProbe = answer
+	if m.ServingCert == "" {
+		return true
+	}
+	want, werr := r.SerialOnDisk(m.ServingCert)
+	got, gerr := r.Prober.ServedSerial(ctx, m.ServingAddr)
+	switch {
+	case werr != nil:
+		res.LastProbe = werr.Error()
+	case gerr != nil:
+		res.LastProbe = gerr.Error()
+	case got == want:
+		res.Serial = got
+		return true
+	default:
+		res.LastProbe = fmt.Sprintf("%s serves serial %s, %s has %s", m.ServingAddr, got, m.ServingCert, want)
+	}
+	return false
+}
+
+// steady waits until the new sandbox's running containers have stayed the
+// same (IDs and restart counts) for RunningFor. A container that exits is
+// replaced by the kubelet with a new ID and attempt, which starts the wait
+// over: a pod in a crash loop never passes.
+func (r *Restarter) steady(ctx context.Context, m *Manifest, res *Result, deadline time.Time) error {
+	var seen string
+	var since time.Time
+	for {
+		now := r.Clock.Now()
+		cs, err := r.Runtime.Containers(ctx, res.NewSandbox)
+		key := runningKey(cs)
+		switch {
+		case err != nil:
+			res.LastProbe, seen = err.Error(), ""
+		case key == "":
+			res.LastProbe, seen = "no running container in sandbox "+short(res.NewSandbox), ""
+		case key != seen:
+			if seen != "" {
+				res.LastProbe = fmt.Sprintf("container restarted (%s, was %s)", key, seen)
+			}
+			seen, since = key, now
+		case now.Sub(since) >= r.RunningFor:
+			res.LastProbe = fmt.Sprintf("running for %s without a restart (%s)", now.Sub(since).Round(time.Millisecond), key)
+			return nil
+		}
+		if err := r.pause(ctx, deadline); err != nil {
+			return fmt.Errorf("%s: not running for %s without a restart within %s after the restart (%s): %w", m.Component, r.RunningFor, r.Timeout, res.LastProbe, err)
+		}
+	}
+}
+
+// runningKey identifies a sandbox's running containers and their restart
+// counts ("" when none runs).
+func runningKey(cs []Container) string {
+	var parts []string
+	for _, c := range cs {
+		if c.Running {
+			parts = append(parts, fmt.Sprintf("%s %s attempt %d", c.Name, c.ID, c.Attempt))
+		}
+	}
+	sort.Strings(parts)
+	return strings.Join(parts, ", ")
 }
 
 var errTimeout = errors.New("timed out")

@@ -29,6 +29,10 @@ type Container struct {
 	ID      string
 	Name    string
 	Running bool
+	// Attempt is the kubelet's restart count of the container (CRI
+	// ContainerMetadata.Attempt): a container that exits is replaced by a
+	// new one with the next attempt.
+	Attempt uint32
 }
 
 // Runtime is the part of the CRI the rolling restart needs.
@@ -165,11 +169,11 @@ func (c *Client) Containers(ctx context.Context, sandboxID string) ([]Container,
 	}
 	var out []Container
 	for _, ct := range resp.Containers {
-		name := ""
+		c := Container{ID: ct.Id, Running: ct.State == runtimeapi.ContainerState_CONTAINER_RUNNING}
 		if ct.Metadata != nil {
-			name = ct.Metadata.Name
+			c.Name, c.Attempt = ct.Metadata.Name, ct.Metadata.Attempt
 		}
-		out = append(out, Container{ID: ct.Id, Name: name, Running: ct.State == runtimeapi.ContainerState_CONTAINER_RUNNING})
+		out = append(out, c)
 	}
 	return out, nil
 }

@@ -138,11 +138,13 @@ func Expired(p *renew.Plan) bool {
 }
 
 // Renew implements Engine. Everything that can be checked (the
-// manifests, the runtime) is checked before a byte is written. Restarts
-// owed by an earlier run are done too, and with no names only they are.
+// manifests directory, the runtime) is checked before a byte is written; a
+// manifest that cannot be used stops nothing but the restart of its own
+// component, and only when that is needed. Restarts owed by an earlier run
+// are done too, and with no names only they are.
 func (e *NodeEngine) Renew(ctx context.Context, names []string) ([]string, error) {
 	var (
-		manifests []*cri.Manifest
+		manifests cri.Manifests
 		rst       *cri.Restarter
 	)
 	if e.Connect != nil {
@@ -187,11 +189,12 @@ func (e *NodeEngine) Renew(ctx context.Context, names []string) ([]string, error
 			return written, KubeletAfterRenewal(ctx, plan, e.RestartKubelet, e.Log, e.Restarts)
 		}
 		owed = owed.Merge(&renew.PendingRestart{
-			Components: cri.Affected(manifests, plan.Paths()), Kubelet: RenewsKubeletConf(plan),
+			Components: manifests.MustRestart(plan.Paths()), Kubelet: RenewsKubeletConf(plan),
 			BackupDir: res.BackupDir, Recovering: Expired(plan), Since: e.now(),
 		}, cri.Order)
 	}
 	if owed.Empty() {
+		cri.WarnProblems(e.Log, manifests.Problems)
 		return written, nil
 	}
 	if err := renew.SavePending(e.StateDir, owed); err != nil {
@@ -203,23 +206,19 @@ func (e *NodeEngine) Renew(ctx context.Context, names []string) ([]string, error
 
 // RollOwed does the restarts owed (already recorded in the state dir),
 // shrinking the record as each component comes back healthy: under the
-// cluster lease, each component through the gate, then the kubelet. The
-// caller holds the state dir lock.
-func (e *NodeEngine) RollOwed(ctx context.Context, rst *cri.Restarter, manifests []*cri.Manifest, owed *renew.PendingRestart) ([]cri.Result, error) {
-	var sel []*cri.Manifest
-	for _, c := range owed.Components {
-		found := false
-		for _, m := range manifests {
-			if m.Component == c {
-				sel = append(sel, m)
-				found = true
-			}
-		}
-		if !found {
-			e.Log.WithField("COMPONENT", c).Warn("no static pod manifest any more: not restarting it")
-			owed = owed.Done(c)
-		}
+// cluster lease, each component through the gate, then the kubelet. A
+// component owed whose manifest cannot be used stays owed and is an error
+// naming the file, after the others were handled. The caller holds the
+// state dir lock.
+func (e *NodeEngine) RollOwed(ctx context.Context, rst *cri.Restarter, manifests cri.Manifests, owed *renew.PendingRestart) ([]cri.Result, error) {
+	d := manifests.Select(owed.Components)
+	cri.WarnProblems(e.Log, d.Warnings)
+	for _, c := range d.Missing {
+		e.Log.WithField("COMPONENT", c).Warn("no static pod manifest any more: not restarting it")
+		owed = owed.Done(c)
 	}
+	sel := d.Restart
+	blocked := cri.BlockedError(d.Blocked)
 	save := func(p *renew.PendingRestart) {
 		owed = p
 		if err := renew.SavePending(e.StateDir, p); err != nil {
@@ -259,12 +258,19 @@ func (e *NodeEngine) RollOwed(ctx context.Context, rst *cri.Restarter, manifests
 			save(nil)
 			return results, fmt.Errorf("%w (previous files restored from %s)", err, backup)
 		}
-		return results, err
+		return results, errors.Join(err, blocked)
 	}
 	if owed.Kubelet {
 		if err := kubeletRestart(ctx, e.RestartKubelet, e.Log, e.Restarts); err != nil {
-			return results, err
+			return results, errors.Join(err, blocked)
 		}
+	}
+	if blocked != nil {
+		// Still owed: fixing the manifest lets the next round do it.
+		left := *owed
+		left.Kubelet = false
+		save(&left)
+		return results, blocked
 	}
 	save(nil)
 	return results, nil

@@ -403,20 +403,29 @@ func TestRenewRestartPreconditions(t *testing.T) {
 	if after, _ := renewtest.HashTree(n.root); renewtest.DiffTrees(before, after) != "" {
 		t.Fatalf("files changed:\n%s", renewtest.DiffTrees(before, after))
 	}
+	// A missing manifests directory is checked before anything is written.
+	code, _, stderr = n.run(t, append([]string{"renew", "--restart"}, n.args("--manifests-dir", filepath.Join(n.root, "none"))...)...)
+	if code != 1 || !strings.Contains(stderr, "nothing was written") || !strings.Contains(stderr, "none") {
+		t.Fatalf("missing manifests dir: exit %d %s", code, stderr)
+	}
+	// A malformed manifest is not checked before the renewal: it stops
+	// only its own component's restart (the runtime is what stops here).
 	if err := os.WriteFile(filepath.Join(manifests, "etcd.yaml"), []byte("kind: Pod\nspec: [\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	before, _ = renewtest.HashTree(n.root)
-	code, _, stderr = n.run(t, append([]string{"renew", "--restart"}, n.args("--manifests-dir", manifests)...)...)
-	if code != 1 || !strings.Contains(stderr, "etcd.yaml") {
+	code, _, stderr = n.run(t, append([]string{"renew", "--restart"}, n.args("--manifests-dir", manifests, "--cri-endpoint", "unix://"+filepath.Join(n.root, "no.sock"))...)...)
+	if code != 1 || !strings.Contains(stderr, "unreachable") || strings.Contains(stderr, "etcd.yaml") {
 		t.Fatalf("malformed manifest: exit %d %s", code, stderr)
 	}
 	if after, _ := renewtest.HashTree(n.root); renewtest.DiffTrees(before, after) != "" {
 		t.Fatalf("files changed:\n%s", renewtest.DiffTrees(before, after))
 	}
+	// An unknown name is an error before the runtime is asked, listing
+	// the unusable files too.
 	code, _, stderr = n.run(t, append([]string{"restart", "kube-nothing"}, n.args("--manifests-dir", manifests)...)...)
-	if code != 1 || !strings.Contains(stderr, "etcd.yaml") {
-		t.Fatalf("restart with a malformed manifest: exit %d %s", code, stderr)
+	if code != 1 || !strings.Contains(stderr, `no static pod manifest for "kube-nothing" (have: kube-scheduler; unusable: `+filepath.Join(manifests, "etcd.yaml")) {
+		t.Fatalf("restart of an unknown component: exit %d %s", code, stderr)
 	}
 }
 

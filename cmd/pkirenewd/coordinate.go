@@ -21,11 +21,13 @@ func coordination(cfg config.Config, log logrus.FieldLogger, heartbeat func()) f
 		return nil
 	}
 	return func(ctx context.Context, recovering bool) (func(context.Context, string) error, func(), error) {
+		// Only the apiserver's and etcd's addresses are read here; the
+		// roll that follows reports unusable manifests.
 		manifests, err := cri.LoadManifests(cfg.ManifestsDir)
 		if err != nil {
 			return nil, nil, err
 		}
-		h, err := coordinator(cfg, log, manifests, heartbeat).Acquire(ctx, recovering)
+		h, err := coordinator(cfg, log, manifests.Usable, heartbeat).Acquire(ctx, recovering)
 		if err != nil {
 			return nil, nil, err
 		}

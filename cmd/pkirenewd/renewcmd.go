@@ -34,12 +34,13 @@ Exit status: 0 success (or nothing to do), 1 failure (nothing was written).`,
 			if err != nil {
 				return &exitError{code: 1, err: err}
 			}
-			// The runtime and the manifests are checked before anything is
-			// written: a renewal that cannot be followed by its restart
-			// is not started.
+			// The runtime and the manifests directory are checked before
+			// anything is written: a renewal that cannot be followed by
+			// its restart is not started. An unusable manifest stops only
+			// its own component's restart, after the others.
 			var (
 				rst       *cri.Restarter
-				manifests []*cri.Manifest
+				manifests cri.Manifests
 			)
 			if restart && !dryRun {
 				if manifests, err = cri.LoadManifests(o.cfg.ManifestsDir); err != nil {

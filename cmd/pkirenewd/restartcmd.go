@@ -34,7 +34,7 @@ func connector(cfg config.Config, log logrus.FieldLogger) func(ctx context.Conte
 		if err != nil {
 			return nil, nil, err
 		}
-		r := &cri.Restarter{Runtime: client, Prober: cri.HTTPProber{}, Log: log, Timeout: cfg.RestartTimeout, Node: cfg.NodeName}
+		r := &cri.Restarter{Runtime: client, Prober: cri.HTTPProber{}, Log: log, Timeout: cfg.RestartTimeout, RunningFor: cfg.RestartRunningFor, Node: cfg.NodeName}
 		return r, func() { _ = client.Close() }, nil
 	}
 }
@@ -67,27 +67,29 @@ func (o *options) restarter(ctx context.Context) (*cri.Restarter, func(), error)
 	return connector(o.cfg, o.log)(ctx)
 }
 
-// selectManifests picks the named components (all when none) in restart
-// order; an unknown name is an error listing what there is.
-func selectManifests(all []*cri.Manifest, names []string) ([]*cri.Manifest, error) {
-	by := map[string]*cri.Manifest{}
-	var have []string
-	for _, m := range all {
-		by[m.Component] = m
+// selectManifests decides the restart of the named components (kubeadm's
+// four when none is named); a name with no manifest at all is an error
+// listing what there is.
+func selectManifests(loaded cri.Manifests, names []string) (cri.Decision, error) {
+	if len(names) == 0 {
+		names = loaded.Kubeadm()
+	}
+	d := loaded.Select(names)
+	if len(d.Missing) == 0 {
+		return d, nil
+	}
+	var have, unusable []string
+	for _, m := range loaded.Usable {
 		have = append(have, m.Component)
 	}
-	if len(names) == 0 {
-		names = have
+	for _, p := range loaded.Problems {
+		unusable = append(unusable, p.Path)
 	}
-	var out []*cri.Manifest
-	for _, n := range cri.Order(names) {
-		m, ok := by[n]
-		if !ok {
-			return nil, fmt.Errorf("no static pod manifest for %q (have: %s)", n, strings.Join(have, ", "))
-		}
-		out = append(out, m)
+	msg := fmt.Sprintf("no static pod manifest for %q (have: %s", d.Missing[0], strings.Join(have, ", "))
+	if len(unusable) > 0 {
+		msg += "; unusable: " + strings.Join(unusable, ", ")
 	}
-	return out, nil
+	return d, errors.New(msg + ")")
 }
 
 func printRoll(o *options, results []cri.Result) {
@@ -111,9 +113,13 @@ func newRestartCmd(o *options) *cobra.Command {
 		Long: `Restart static control-plane pods through the CRI, like 'crictl stopp' and
 'crictl rmp', one at a time in the order etcd, kube-apiserver,
 kube-controller-manager, kube-scheduler (all of those with a manifest when
-none is named). Each must be recreated by the kubelet and answer its
-manifest's probe (and serve the certificate on disk, where visible) within
-restartTimeout before the next is touched; the first failure stops the roll.
+none is named), then other named static pods (kube-vip ...) by name. Each
+must be recreated by the kubelet and answer its manifest's probe (and serve
+the certificate on disk, where visible) within restartTimeout before the
+next is touched; the first failure stops the roll. A pod without an HTTP
+probe must run restartRunningFor without a restart instead. A named
+component whose manifest cannot be used is not touched and fails the
+command, after the others.
 
 Exit status: 0 all healthy, 1 failed.`,
 		ValidArgs: []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"},
@@ -123,10 +129,11 @@ Exit status: 0 all healthy, 1 failed.`,
 			if err != nil {
 				return &exitError{code: 1, err: err}
 			}
-			sel, err := selectManifests(manifests, names)
+			d, err := selectManifests(manifests, names)
 			if err != nil {
 				return &exitError{code: 1, err: err}
 			}
+			cri.WarnProblems(o.log, d.Warnings)
 			r, done, err := o.restarter(ctx)
 			if err != nil {
 				return &exitError{code: 1, err: err}
@@ -145,9 +152,9 @@ Exit status: 0 all healthy, 1 failed.`,
 				defer release()
 				r.Gate = gate
 			}
-			results, err := r.Roll(ctx, sel, nil)
+			results, err := r.Roll(ctx, d.Restart, nil)
 			printRoll(o, results)
-			if err != nil {
+			if err := errors.Join(err, cri.BlockedError(d.Blocked)); err != nil {
 				return &exitError{code: 1, err: err}
 			}
 			return nil
@@ -159,10 +166,11 @@ Exit status: 0 all healthy, 1 failed.`,
 // under the cluster lease; on failure the previous files come back from
 // the backup and the failed component is restarted on them. What is owed
 // is recorded first, so a roll cut short is finished by the daemon.
-func restartAfterRenewal(ctx context.Context, o *options, r *cri.Restarter, rn *renew.Renewer, manifests []*cri.Manifest, plan *renew.Plan, res *renew.Result) error {
-	affected := cri.Affected(manifests, plan.Paths())
+func restartAfterRenewal(ctx context.Context, o *options, r *cri.Restarter, rn *renew.Renewer, manifests cri.Manifests, plan *renew.Plan, res *renew.Result) error {
+	affected := manifests.MustRestart(plan.Paths())
 	kubelet := daemon.RenewsKubeletConf(plan)
 	if len(affected) == 0 {
+		cri.WarnProblems(o.log, manifests.Problems)
 		fmt.Fprintln(o.stdout, "No static pod uses the renewed files.")
 		if err := daemon.KubeletAfterRenewal(ctx, plan, kubeletRestarter(o.cfg), o.log, nil); err != nil {
 			return err

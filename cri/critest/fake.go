@@ -35,6 +35,11 @@ type Runtime struct {
 	// RemoveFailures makes the first N RemovePodSandbox calls fail like
 	// the kubelet race does.
 	RemoveFailures int
+	// CrashEvery makes a component's container exit and the kubelet
+	// replace it (new ID, next attempt) at every Nth listing of its
+	// containers: a crash loop.
+	CrashEvery map[string]int
+	crashes    map[string]int // per sandbox, listings since the last crash
 }
 
 var _ cri.Runtime = (*Runtime)(nil)
@@ -127,7 +132,29 @@ next:
 func (f *Runtime) Containers(_ context.Context, id string) ([]cri.Container, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.crashLocked(id)
 	return append([]cri.Container{}, f.containers[id]...), nil
+}
+
+// crashLocked replaces the sandbox's running container by the next
+// attempt when its component crash-loops and its turn has come.
+func (f *Runtime) crashLocked(id string) {
+	cs := f.containers[id]
+	if len(cs) == 0 || !cs[0].Running || f.CrashEvery[cs[0].Name] == 0 {
+		return
+	}
+	if f.crashes == nil {
+		f.crashes = map[string]int{}
+	}
+	f.crashes[id]++
+	if f.crashes[id] < f.CrashEvery[cs[0].Name] {
+		return
+	}
+	f.crashes[id] = 0
+	c := cs[0]
+	c.Attempt++
+	c.ID = fmt.Sprintf("%s-c%d", id, c.Attempt)
+	f.containers[id] = []cri.Container{c}
 }
 
 // StopPodSandbox implements cri.Runtime.

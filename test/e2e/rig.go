@@ -525,7 +525,7 @@ func (cp *ControlPlane) noteCreated() {
 	if err != nil {
 		cp.t.Fatalf("e2e: %v", err)
 	}
-	for _, m := range ms {
+	for _, m := range ms.Usable {
 		paths = append(paths, m.HostPaths...)
 	}
 	seen := map[string]bool{}

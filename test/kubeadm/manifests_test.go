@@ -32,8 +32,8 @@ func TestAffectedFromKubeadmManifests(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(ms) != 4 {
-		t.Fatalf("%d manifests", len(ms))
+	if len(ms.Usable) != 4 || len(ms.Problems) != 0 {
+		t.Fatalf("%d manifests, problems %v", len(ms.Usable), ms.Problems)
 	}
 	pki := "/etc/kubernetes/pki/"
 	tests := []struct {
@@ -47,11 +47,11 @@ func TestAffectedFromKubeadmManifests(t *testing.T) {
 		{[]string{"/etc/kubernetes/scheduler.conf"}, []string{"kube-scheduler"}},
 	}
 	for _, tc := range tests {
-		if got := cri.Affected(ms, tc.changed); !reflect.DeepEqual(got, tc.want) {
+		if got := cri.Affected(ms.Usable, tc.changed); !reflect.DeepEqual(got, tc.want) {
 			t.Errorf("Affected(%v) = %v, want %v", tc.changed, got, tc.want)
 		}
 	}
-	for _, m := range ms {
+	for _, m := range ms.Usable {
 		if m.Probe.Port == 0 || m.Probe.Path == "" {
 			t.Errorf("%s: probe %+v", m.Component, m.Probe)
 		}

@@ -55,10 +55,13 @@ func manifest(component string, port int, scheme string, command []string, hostP
 
 func newNode(t *testing.T, rig *containerdrig.Rig, override func(string, int) *containerdrig.StaticPod) *node {
 	t.Helper()
-	return newNodeWith(t, rig, override, renewtest.Options{Algorithm: "ECDSA-P256", NotBefore: time.Now().Add(-300 * 24 * time.Hour)})
+	return newNodeWith(t, rig, override, renewtest.Options{Algorithm: "ECDSA-P256", NotBefore: time.Now().Add(-300 * 24 * time.Hour)}, nil)
 }
 
-func newNodeWith(t *testing.T, rig *containerdrig.Rig, override func(string, int) *containerdrig.StaticPod, o renewtest.Options) *node {
+// newNodeWith makes the node; extra adds manifests kubeadm did not write
+// (file name -> function of the node giving the content), which the
+// stand-in kubelet runs too when they are usable.
+func newNodeWith(t *testing.T, rig *containerdrig.Rig, override func(string, int) *containerdrig.StaticPod, o renewtest.Options, extra map[string]func(*node) string) *node {
 	t.Helper()
 	etcdPort, apiserverPort, cmPort, schedPort = containerdrig.FreePort(t), containerdrig.FreePort(t), containerdrig.FreePort(t), containerdrig.FreePort(t)
 	root, err := os.MkdirTemp("/tmp", "restart-node")
@@ -86,6 +89,9 @@ func newNodeWith(t *testing.T, rig *containerdrig.Rig, override func(string, int
 		"kube-scheduler.yaml": manifest("kube-scheduler", schedPort, "HTTP", []string{"healthserver", addr(schedPort),
 			"--kubeconfig=" + n.kube + "/scheduler.conf"}, map[string]string{"kubeconfig": n.kube + "/scheduler.conf"}),
 	}
+	for f, content := range extra {
+		files[f] = content(n)
+	}
 	for f, data := range files {
 		if err := os.WriteFile(filepath.Join(n.manifests, f), []byte(data), 0o600); err != nil {
 			t.Fatal(err)
@@ -96,16 +102,23 @@ func newNodeWith(t *testing.T, rig *containerdrig.Rig, override func(string, int
 	if err != nil {
 		t.Fatal(err)
 	}
+	for _, p := range ms.Problems {
+		if _, ok := extra[filepath.Base(p.Path)]; !ok {
+			t.Fatal(p)
+		}
+	}
 	n.pods = map[string]containerdrig.StaticPod{}
 	var pods []containerdrig.StaticPod
-	for _, m := range ms {
+	for _, m := range ms.Usable {
 		p := containerdrig.StaticPod{Component: m.Component, Node: "node1", Image: containerdrig.HealthImage, Command: m.Args, HostPaths: m.HostPaths}
 		n.pods[m.Component] = p
 		pods = append(pods, p)
 	}
 	n.kubelet = rig.StartKubelet(pods, 500*time.Millisecond, override)
-	for _, m := range ms {
-		waitHealthy(t, m)
+	for _, m := range ms.Usable {
+		if m.HasProbe() {
+			waitHealthy(t, m)
+		}
 	}
 	return n
 }
@@ -227,7 +240,7 @@ func TestRenewRestartOnRealContainerd(t *testing.T) {
 	}
 	// The node is healthy and consistent again.
 	ms, _ := cri.LoadManifests(n.manifests)
-	for _, m := range ms {
+	for _, m := range ms.Usable {
 		waitHealthy(t, m)
 	}
 	if out, code := n.pkirenewd(t, "check"); code != 0 {
@@ -291,7 +304,7 @@ func BenchmarkRestart(b *testing.B) {
 func TestDaemonRestartsAfterRenewal(t *testing.T) {
 	rig := containerdrig.Start(t)
 	// Leaves valid for 40 s (plus the 5 min backdating): due 20 s in.
-	n := newNodeWith(t, rig, nil, renewtest.Options{Algorithm: "ECDSA-P256", Validity: 40 * time.Second})
+	n := newNodeWith(t, rig, nil, renewtest.Options{Algorithm: "ECDSA-P256", Validity: 40 * time.Second}, nil)
 	before := map[string]int{}
 	for _, c := range order {
 		before[c] = len(n.kubelet.Sandboxes(c))

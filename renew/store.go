@@ -146,7 +146,7 @@ func (s *Store) Commit(changes []Change) (*Result, error) {
 		if err != nil {
 			return nil, err
 		}
-		if olds[i], err = os.ReadFile(p); err != nil {
+		if olds[i], err = readRegular(p, false); err != nil {
 			return nil, err
 		}
 		j.Files = append(j.Files, journalFile{
@@ -206,7 +206,7 @@ func (s *Store) Commit(changes []Change) (*Result, error) {
 	// replaced a target since it was read: committing would interleave
 	// its files with ours. Give way; the caller retries on fresh input.
 	for i, f := range j.Files {
-		cur, err := os.ReadFile(f.Path)
+		cur, err := readRegular(f.Path, false)
 		if err != nil {
 			return abort(err)
 		}
@@ -285,7 +285,7 @@ func (s *Store) rollForward(j *journal) error {
 			s.step("renamed:" + filepath.Base(f.Path))
 			continue
 		}
-		cur, err := os.ReadFile(f.Path)
+		cur, err := readRegular(f.Path, false)
 		if err != nil {
 			return err
 		}
@@ -356,7 +356,7 @@ const (
 // removed by hand), the whole set is restored from the backup so the PKI is
 // all-old rather than mixed.
 func (s *Store) Recover() (Recovery, string, error) {
-	data, err := os.ReadFile(s.journalPath())
+	data, err := readRegular(s.journalPath(), false)
 	if errors.Is(err, fs.ErrNotExist) {
 		return RecoveryNone, "", nil
 	}
@@ -385,7 +385,7 @@ func (s *Store) Recover() (Recovery, string, error) {
 
 func (s *Store) restoreJournal(j *journal) error {
 	for _, f := range j.Files {
-		old, err := os.ReadFile(f.Backup)
+		old, err := readRegular(f.Backup, false)
 		if err != nil {
 			return fmt.Errorf("restore %s: %w", f.Path, err)
 		}
@@ -404,7 +404,7 @@ func (s *Store) restoreJournal(j *journal) error {
 // transaction of its own (so it is itself backed up and crash-safe). It is
 // how a failed rolling restart returns to the previous certificates.
 func (s *Store) Restore(backupDir string) (*Result, error) {
-	data, err := os.ReadFile(filepath.Join(backupDir, "journal.json"))
+	data, err := readRegular(filepath.Join(backupDir, "journal.json"), false)
 	if err != nil {
 		return nil, fmt.Errorf("restore: %w", err)
 	}
@@ -414,7 +414,7 @@ func (s *Store) Restore(backupDir string) (*Result, error) {
 	}
 	var changes []Change
 	for _, f := range j.Files {
-		old, err := os.ReadFile(f.Backup)
+		old, err := readRegular(f.Backup, false)
 		if err != nil {
 			return nil, fmt.Errorf("restore: %w", err)
 		}

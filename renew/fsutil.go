@@ -238,7 +238,8 @@ func syncDir(dir string) error {
 // directory: readers see the old or the new file, never a mix.
 func writeAtomic(p string, data []byte, meta fileMeta) error {
 	dir := filepath.Dir(p)
-	tmp := filepath.Join(dir, fmt.Sprintf(".%s.%d.tmp", filepath.Base(p), os.Getpid()))
+	// The stagedPrefix lets recovery find and remove it after a crash.
+	tmp := filepath.Join(dir, fmt.Sprintf("%stmp-%d.%s", stagedPrefix, os.Getpid(), filepath.Base(p)))
 	_ = os.Remove(tmp)
 	if err := writeNew(tmp, data, meta); err != nil {
 		return err

@@ -151,7 +151,7 @@ func (s *Store) Commit(changes []Change) (*Result, error) {
 		}
 		j.Files = append(j.Files, journalFile{
 			Path:      p,
-			Staged:    filepath.Join(dir, fmt.Sprintf(".pkirenewd-%s.%s", id, filepath.Base(p))),
+			Staged:    filepath.Join(dir, fmt.Sprintf("%s%s.%s", stagedPrefix, id, filepath.Base(p))),
 			Backup:    filepath.Join(j.BackupDir, fmt.Sprintf("%02d-%s", i, filepath.Base(p))),
 			OldSHA256: sum(olds[i]),
 			NewSHA256: sum(c.Data),
@@ -326,17 +326,95 @@ func (s *Store) finish(j *journal) error {
 // the backup is enough.
 func (s *Store) rollbackPrepared(j *journal) error {
 	for _, f := range j.Files {
-		if err := os.Remove(f.Staged); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if err := removeIfExists(f.Staged); err != nil {
 			return err
 		}
 	}
 	if err := os.RemoveAll(j.BackupDir); err != nil {
 		return err
 	}
-	if err := os.Remove(s.journalPath()); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err := removeIfExists(s.journalPath()); err != nil {
 		return err
 	}
 	return syncDir(s.StateDir)
+}
+
+// removeIfExists removes p unless it is already gone. It looks first
+// because unlinking an absent file on a read-only mount fails with EROFS,
+// not ENOENT, and a file that is not there is not an error.
+func removeIfExists(p string) error {
+	ok, err := exists(p)
+	if err != nil || !ok {
+		return err
+	}
+	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+// stagedPrefix starts the name of every file the store creates next to a
+// target (staged files and temp files): they may hold private keys, so
+// RemoveStrays finds them by it.
+const stagedPrefix = ".pkirenewd-"
+
+// RemoveStrays removes staged and temp files that an interrupted run left
+// next to the targets, whether or not its journal survived: they may hold
+// private keys and no transaction can use them once recovery is done. It
+// looks in each managed directory and the directories directly below it
+// (pki/etcd). Call it only under the lock and after Recover succeeded.
+func (s *Store) RemoveStrays() ([]string, error) {
+	if pending, err := s.Pending(); err != nil || pending {
+		if err == nil {
+			err = fmt.Errorf("an unfinished transaction is recorded in %s", s.journalPath())
+		}
+		return nil, err
+	}
+	var removed []string
+	var errs []error
+	for _, dir := range s.managedDirs() {
+		entries, err := os.ReadDir(dir)
+		if err != nil {
+			continue // a vanished or unreadable subdirectory holds nothing of ours we could remove
+		}
+		for _, e := range entries {
+			if e.IsDir() || !strings.HasPrefix(e.Name(), stagedPrefix) {
+				continue
+			}
+			p := filepath.Join(dir, e.Name())
+			if err := removeIfExists(p); err != nil {
+				errs = append(errs, fmt.Errorf("stray staged file %s (may hold a private key): %w", p, err))
+				continue
+			}
+			removed = append(removed, p)
+		}
+		if len(removed) > 0 {
+			_ = syncDir(dir)
+		}
+	}
+	return removed, errors.Join(errs...)
+}
+
+// managedDirs are the roots and their direct subdirectories.
+func (s *Store) managedDirs() []string {
+	seen := map[string]bool{}
+	var out []string
+	add := func(d string) {
+		if !seen[d] {
+			seen[d] = true
+			out = append(out, d)
+		}
+	}
+	for _, root := range s.Roots {
+		add(root)
+		entries, _ := os.ReadDir(root)
+		for _, e := range entries {
+			if e.IsDir() {
+				add(filepath.Join(root, e.Name()))
+			}
+		}
+	}
+	return out
 }
 
 // Recovery tells what Recover did.

@@ -159,6 +159,12 @@ func (s *Store) Commit(changes []Change) (*Result, error) {
 		})
 	}
 
+	// Refuse what would make a rename fail after the commit record
+	// before anything at all is written.
+	if err := s.preflight(j.Files, changes, olds); err != nil {
+		return nil, fmt.Errorf("%w: nothing was written", err)
+	}
+
 	// The journal goes first so that recovery knows which staged files and
 	// backups belong to an interrupted transaction.
 	if err := os.Mkdir(j.BackupDir, 0o700); err != nil {
@@ -173,6 +179,9 @@ func (s *Store) Commit(changes []Change) (*Result, error) {
 	abort := func(err error) (*Result, error) {
 		if rerr := s.rollbackPrepared(j); rerr != nil {
 			return nil, fmt.Errorf("%w (and rolling back failed: %v; it will be retried on next start)", err, rerr)
+		}
+		if !strings.Contains(err.Error(), "nothing was written") {
+			err = fmt.Errorf("%w: nothing was written", err)
 		}
 		return nil, err
 	}
@@ -213,6 +222,12 @@ func (s *Store) Commit(changes []Change) (*Result, error) {
 		if sum(cur) != j.Files[i].OldSHA256 {
 			return abort(fmt.Errorf("%s: %w", f.Path, ErrChangedUnderneath))
 		}
+	}
+
+	// Attributes may have changed while staging; look once more, last
+	// thing before the point of no return.
+	if err := checkStaged(j.Files); err != nil {
+		return abort(err)
 	}
 
 	j.State = stateCommitted

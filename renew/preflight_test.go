@@ -163,3 +163,69 @@ func TestReadOnlyAfterTheJournalRollsBackCleanly(t *testing.T) {
 		}
 	}, "read-only file system")
 }
+
+// A rename that fails after the commit record (here a flag set between the
+// last check and the renames) is retried once, then every file already
+// renamed is put back from the backup in the same run: all-old, pairs
+// matching, nothing staged, no journal, and the error names the file.
+func TestRenameFailingAfterTheCommitEndsAllOld(t *testing.T) {
+	needRoot(t)
+	for _, tc := range []struct{ name, flagged, want string }{
+		{"immutable target", "pki/apiserver.crt", "pki/apiserver.crt"},
+		{"immutable directory", "pki/etcd", "pki/etcd/"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t, renewtest.Options{})
+			before, _ := renewtest.HashTree(f.layout.KubeconfigDir)
+			renamed := 0
+			mod := func(o *renew.Options) {
+				o.Step = func(s string) {
+					if s == "renamed:apiserver.key" {
+						chattr(t, "i", filepath.Join(f.layout.KubeconfigDir, tc.flagged))
+					}
+					if strings.HasPrefix(s, "renamed:") {
+						renamed++
+					}
+				}
+			}
+			_, err := f.renew(t, f.renewer(mod), renew.Selection{Force: true})
+			if err == nil || !strings.Contains(err.Error(), filepath.Join(f.layout.KubeconfigDir, tc.want)) || !strings.Contains(err.Error(), "put back") {
+				t.Fatalf("want an error naming %s and saying the files were put back: %v", tc.want, err)
+			}
+			if renamed == 0 {
+				t.Fatal("no rename happened: the test did not reach the commit")
+			}
+			after, _ := renewtest.HashTree(f.layout.KubeconfigDir)
+			for p := range after {
+				if strings.HasPrefix(filepath.Base(p), ".pkirenewd-") {
+					delete(after, p) // looked at below
+				}
+			}
+			if d := renewtest.DiffTrees(before, after); d != "" {
+				t.Fatalf("not all-old:\n%s", d)
+			}
+			requireConsistent(t, f.inventory(t))
+			// A staged file in a directory made immutable cannot be
+			// unlinked: it must at least hold no key, and recovery
+			// removes it once the directory allows.
+			_ = filepath.WalkDir(f.layout.KubeconfigDir, func(p string, d os.DirEntry, err error) error {
+				if st, serr := os.Stat(p); err == nil && serr == nil && strings.HasPrefix(d.Name(), ".pkirenewd-") && st.Size() != 0 {
+					t.Errorf("staged file %s still holds %d bytes", p, st.Size())
+				}
+				return nil
+			})
+			sh(t, "chattr", "-i", filepath.Join(f.layout.KubeconfigDir, tc.flagged))
+			if err := f.renewer(nil).Recover(); err != nil {
+				t.Fatal(err)
+			}
+			for _, l := range leftovers(t, f) {
+				if !strings.HasPrefix(l, filepath.Join(f.stateDir, "backups")+"/") {
+					t.Errorf("left behind: %s", l)
+				}
+			}
+			if pending, _ := (&renew.Store{StateDir: f.stateDir}).Pending(); pending {
+				t.Error("journal left behind")
+			}
+		})
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -43,6 +44,9 @@ type Store struct {
 const (
 	statePrepared  = "prepared"
 	stateCommitted = "committed"
+	// stateRestored marks the filed record of a transaction that was
+	// undone: its backup holds what is on disk again.
+	stateRestored = "restored"
 )
 
 type journalFile struct {
@@ -237,10 +241,12 @@ func (s *Store) Commit(changes []Change) (*Result, error) {
 	s.step("journal-committed")
 
 	if err := s.rollForward(j); err != nil {
-		// The commit record is durable: recovery on the next start
-		// finishes the job. Try once more now before giving up.
-		if err2 := s.rollForward(j); err2 != nil {
-			return nil, fmt.Errorf("transaction %s committed but not finished: %w; it will be completed on next start", id, err)
+		// Most refusals are caught before the commit record; one that
+		// still comes (a flag set this instant, an I/O error) must not
+		// leave new and old files side by side. Try once more, then put
+		// every file back as it was.
+		if err = s.rollForward(j); err != nil {
+			return nil, s.undoCommitted(j, err)
 		}
 	}
 	res := &Result{ID: id, BackupDir: j.BackupDir}
@@ -467,7 +473,11 @@ func (s *Store) Recover() (Recovery, string, error) {
 		if err := s.rollForward(&j); err == nil {
 			return RecoveryRolledFwd, j.ID, nil
 		}
-		if err := s.restoreJournal(&j); err != nil {
+		stuck, err := s.restoreJournal(&j)
+		if err == nil {
+			err = stuck
+		}
+		if err != nil {
 			return RecoveryNone, j.ID, err
 		}
 		return RecoveryRestored, j.ID, nil
@@ -476,21 +486,71 @@ func (s *Store) Recover() (Recovery, string, error) {
 	}
 }
 
-func (s *Store) restoreJournal(j *journal) error {
+// undoCommitted restores the old files of a committed transaction that
+// could not be finished, in the same run, and returns the error that
+// stopped it. Only if the restore fails too does the journal stay for
+// recovery on the next start.
+func (s *Store) undoCommitted(j *journal, cause error) error {
+	stuck, err := s.restoreJournal(j)
+	if err != nil {
+		return fmt.Errorf("transaction %s: %w; putting the previous files back failed too: %v; recovery on next start will finish it", j.ID, cause, err)
+	}
+	err = fmt.Errorf("%w: every file of the transaction was put back as it was before (transaction %s undone)", cause, j.ID)
+	if stuck != nil {
+		err = fmt.Errorf("%w; %v", err, stuck)
+	}
+	return err
+}
+
+// restoreJournal makes a committed transaction all-old again. The staged
+// files go first: they hold keys and cannot be used any more. A crash
+// after that makes recovery restore again (a staged file is missing, so
+// it cannot roll forward). Each target that does not hold its old content
+// is replaced atomically by its backup with the original owner, mode and
+// extended attributes; a target that was never renamed is left alone.
+// stuck names staged files that could not be removed (an immutable
+// directory): they are emptied instead, and recovery removes them later.
+func (s *Store) restoreJournal(j *journal) (stuck, err error) {
+	var stuckErrs []error
 	for _, f := range j.Files {
+		if err := removeStaged(f.Staged); err != nil {
+			stuckErrs = append(stuckErrs, err)
+		}
+	}
+	for _, f := range j.Files {
+		if cur, err := readRegular(f.Path, false); err == nil && sum(cur) == f.OldSHA256 {
+			continue
+		}
 		old, err := readRegular(f.Backup, false)
 		if err != nil {
-			return fmt.Errorf("restore %s: %w", f.Path, err)
+			return nil, fmt.Errorf("restore %s: %w", f.Path, err)
 		}
 		if sum(old) != f.OldSHA256 {
-			return fmt.Errorf("restore %s: backup %s is damaged", f.Path, f.Backup)
+			return nil, fmt.Errorf("restore %s: backup %s is damaged", f.Path, f.Backup)
 		}
 		if err := writeAtomic(f.Path, old, f.Meta); err != nil {
-			return fmt.Errorf("restore %s: %w", f.Path, err)
+			return nil, fmt.Errorf("restore %s: %w", f.Path, err)
 		}
-		_ = os.Remove(f.Staged)
+		s.step("restored:" + filepath.Base(f.Path))
 	}
-	return s.finish(j)
+	j.State = stateRestored
+	return errors.Join(stuckErrs...), s.finish(j)
+}
+
+// removeStaged removes a staged file. Where its directory refuses the
+// unlink, the file is emptied so that no key material stays in it.
+func removeStaged(p string) error {
+	err := removeIfExists(p)
+	if err == nil {
+		return nil
+	}
+	f, terr := os.OpenFile(p, os.O_WRONLY|os.O_TRUNC|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	if terr != nil {
+		return fmt.Errorf("staged file %s could not be removed (%v) nor emptied (%v): remove it, it may hold a private key", p, err, terr)
+	}
+	_ = f.Sync()
+	_ = f.Close()
+	return fmt.Errorf("staged file %s could not be removed (%v): it was emptied; recovery removes it once its directory allows", p, err)
 }
 
 // Restore puts back the files a finished transaction replaced, as a

@@ -151,11 +151,16 @@ func exists(p string) (bool, error) {
 	return false, err
 }
 
-// fileMeta is what must be preserved when a file is replaced.
+// fileMeta is what must be preserved when a file is replaced. Xattrs
+// holds every extended attribute: the POSIX ACL (system.posix_acl_access),
+// an SELinux label (security.selinux), user.* and trusted.* ones. It is
+// kept in the journal because the backup, 0600 and root's, cannot carry
+// the original's.
 type fileMeta struct {
-	Mode fs.FileMode `json:"mode"`
-	UID  int         `json:"uid"`
-	GID  int         `json:"gid"`
+	Mode   fs.FileMode       `json:"mode"`
+	UID    int               `json:"uid"`
+	GID    int               `json:"gid"`
+	Xattrs map[string][]byte `json:"xattrs,omitempty"`
 }
 
 func statMeta(p string) (fileMeta, error) {
@@ -172,6 +177,9 @@ func statMeta(p string) (fileMeta, error) {
 	m := fileMeta{Mode: st.Mode().Perm(), UID: -1, GID: -1}
 	if sys, ok := st.Sys().(*syscall.Stat_t); ok {
 		m.UID, m.GID = int(sys.Uid), int(sys.Gid)
+	}
+	if m.Xattrs, err = readXattrs(p); err != nil {
+		return fileMeta{}, fmt.Errorf("%s: reading its extended attributes: %w", p, err)
 	}
 	return m, nil
 }
@@ -216,12 +224,33 @@ func writeNew(p string, data []byte, meta fileMeta) (err error) {
 			return err
 		}
 	}
-	if meta.Mode != 0o600 {
-		if err = f.Chmod(meta.Mode); err != nil {
-			return err
-		}
+	// The attributes come after the chown (which may clear some) and
+	// before the chmod: an ACL sets the group bits to its mask, so a
+	// chmod to the old mode first would open the key to the owning group
+	// until the ACL is back.
+	if err = setXattrs(f, meta.Xattrs); err != nil {
+		return err
+	}
+	if err = f.Chmod(meta.Mode); err != nil {
+		return err
+	}
+	if err = checkMode(f, meta.Mode); err != nil {
+		return err
 	}
 	return f.Sync()
+}
+
+// checkMode verifies that the file ended with exactly the old mode: an ACL
+// that did not come across would show in the group bits.
+func checkMode(f *os.File, want fs.FileMode) error {
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if got := st.Mode().Perm(); got != want {
+		return fmt.Errorf("%s: mode %04o after copying the attributes, want %04o", f.Name(), got, want)
+	}
+	return nil
 }
 
 // syncDir makes a rename or create in dir durable.

@@ -111,10 +111,7 @@ func TestImmutableOrAppendOnlyTargetIsRefusedUpFront(t *testing.T) {
 			f := newFixture(t, renewtest.Options{})
 			var steps []string
 			chattr(t, tc.flag, filepath.Join(f.layout.KubeconfigDir, tc.file))
-			want := tc.want
-			if strings.Contains(want, "%s") {
-				want = strings.Replace(want, "%s", f.layout.KubeconfigDir, 1)
-			}
+			want := strings.Replace(tc.want, "%s", f.layout.KubeconfigDir, 1)
 			refused(t, f, func(o *renew.Options) { o.Step = func(s string) { steps = append(steps, s) } }, want)
 			if len(steps) > 0 {
 				t.Errorf("the transaction began (%v) before the refusal", steps)

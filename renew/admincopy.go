@@ -5,7 +5,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"io/fs"
-	"os"
 	"path/filepath"
 
 	"github.com/sirupsen/logrus"
@@ -55,15 +54,11 @@ func (r *Renewer) updateAdminCopies(p *Plan) {
 
 var errNotACopy = errors.New("not a copy of admin.conf")
 
+// readNoFollow reads a copy of admin.conf, which lies outside the managed
+// directories: a symlink is not followed and only a bounded regular file is
+// read.
 func readNoFollow(p string) ([]byte, error) {
-	st, err := os.Lstat(p)
-	if err != nil {
-		return nil, err
-	}
-	if !st.Mode().IsRegular() {
-		return nil, errors.New("not a regular file (a symlink is not followed)")
-	}
-	return os.ReadFile(p)
+	return readRegular(p, false)
 }
 
 // carries reports whether a kubeconfig's current user has cert (DER).

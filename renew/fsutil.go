@@ -3,6 +3,7 @@ package renew
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -69,14 +70,71 @@ func (r Roots) ReadFile(p string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	st, err := os.Stat(real)
+	data, err := readRegular(real, false)
+	if err != nil && real != p {
+		return nil, fmt.Errorf("%s (-> %s): %w", p, real, err)
+	}
+	return data, err
+}
+
+// MaxFileSize bounds every file pkirenewd reads. No real certificate, key
+// or kubeconfig comes near it (a kubeconfig with an RSA-4096 pair is about
+// 10 KiB), while a FIFO or a multi-gigabyte sparse file in its place would
+// otherwise hang the inventory or exhaust the node's memory.
+const MaxFileSize = 1 << 20
+
+// readRegular reads a regular file of at most MaxFileSize bytes. The file
+// is opened with O_NONBLOCK, so a FIFO or device cannot block the open, and
+// the opened descriptor is checked, so nothing can be swapped in between a
+// stat and the read. follow says whether a final symlink may be followed;
+// errors name p.
+func readRegular(p string, follow bool) ([]byte, error) {
+	flags := os.O_RDONLY | syscall.O_NONBLOCK | syscall.O_CLOEXEC
+	if !follow {
+		flags |= syscall.O_NOFOLLOW
+	}
+	f, err := os.OpenFile(p, flags, 0)
+	if err != nil {
+		if errors.Is(err, syscall.ELOOP) {
+			return nil, fmt.Errorf("%s is a symlink: not followed", p)
+		}
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
 	if err != nil {
 		return nil, err
 	}
 	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s: not a regular file", p)
+		return nil, fmt.Errorf("%s: not a regular file (%s)", p, typeName(st.Mode()))
 	}
-	return os.ReadFile(real)
+	if st.Size() > MaxFileSize {
+		return nil, fmt.Errorf("%s: %d bytes, more than the %d a certificate, key or kubeconfig can need: refusing to read it", p, st.Size(), MaxFileSize)
+	}
+	data, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", p, err)
+	}
+	if len(data) > MaxFileSize {
+		return nil, fmt.Errorf("%s: grew past %d bytes while being read: refusing it", p, MaxFileSize)
+	}
+	return data, nil
+}
+
+func typeName(m fs.FileMode) string {
+	switch {
+	case m&fs.ModeNamedPipe != 0:
+		return "a FIFO"
+	case m&fs.ModeSocket != 0:
+		return "a socket"
+	case m&fs.ModeDevice != 0:
+		return "a device"
+	case m.IsDir():
+		return "a directory"
+	case m&fs.ModeSymlink != 0:
+		return "a symlink"
+	}
+	return m.Type().String()
 }
 
 // exists reports whether p exists (without following a final symlink); any
@@ -93,11 +151,16 @@ func exists(p string) (bool, error) {
 	return false, err
 }
 
-// fileMeta is what must be preserved when a file is replaced.
+// fileMeta is what must be preserved when a file is replaced. Xattrs
+// holds every extended attribute: the POSIX ACL (system.posix_acl_access),
+// an SELinux label (security.selinux), user.* and trusted.* ones. It is
+// kept in the journal because the backup, 0600 and root's, cannot carry
+// the original's.
 type fileMeta struct {
-	Mode fs.FileMode `json:"mode"`
-	UID  int         `json:"uid"`
-	GID  int         `json:"gid"`
+	Mode   fs.FileMode       `json:"mode"`
+	UID    int               `json:"uid"`
+	GID    int               `json:"gid"`
+	Xattrs map[string][]byte `json:"xattrs,omitempty"`
 }
 
 func statMeta(p string) (fileMeta, error) {
@@ -114,6 +177,9 @@ func statMeta(p string) (fileMeta, error) {
 	m := fileMeta{Mode: st.Mode().Perm(), UID: -1, GID: -1}
 	if sys, ok := st.Sys().(*syscall.Stat_t); ok {
 		m.UID, m.GID = int(sys.Uid), int(sys.Gid)
+	}
+	if m.Xattrs, err = readXattrs(p); err != nil {
+		return fileMeta{}, fmt.Errorf("%s: reading its extended attributes: %w", p, err)
 	}
 	return m, nil
 }
@@ -158,12 +224,33 @@ func writeNew(p string, data []byte, meta fileMeta) (err error) {
 			return err
 		}
 	}
-	if meta.Mode != 0o600 {
-		if err = f.Chmod(meta.Mode); err != nil {
-			return err
-		}
+	// The attributes come after the chown (which may clear some) and
+	// before the chmod: an ACL sets the group bits to its mask, so a
+	// chmod to the old mode first would open the key to the owning group
+	// until the ACL is back.
+	if err = setXattrs(f, meta.Xattrs); err != nil {
+		return err
+	}
+	if err = f.Chmod(meta.Mode); err != nil {
+		return err
+	}
+	if err = checkMode(f, meta.Mode); err != nil {
+		return err
 	}
 	return f.Sync()
+}
+
+// checkMode verifies that the file ended with exactly the old mode: an ACL
+// that did not come across would show in the group bits.
+func checkMode(f *os.File, want fs.FileMode) error {
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if got := st.Mode().Perm(); got != want {
+		return fmt.Errorf("%s: mode %04o after copying the attributes, want %04o", f.Name(), got, want)
+	}
+	return nil
 }
 
 // syncDir makes a rename or create in dir durable.
@@ -180,7 +267,8 @@ func syncDir(dir string) error {
 // directory: readers see the old or the new file, never a mix.
 func writeAtomic(p string, data []byte, meta fileMeta) error {
 	dir := filepath.Dir(p)
-	tmp := filepath.Join(dir, fmt.Sprintf(".%s.%d.tmp", filepath.Base(p), os.Getpid()))
+	// The stagedPrefix lets recovery find and remove it after a crash.
+	tmp := filepath.Join(dir, fmt.Sprintf("%stmp-%d.%s", stagedPrefix, os.Getpid(), filepath.Base(p)))
 	_ = os.Remove(tmp)
 	if err := writeNew(tmp, data, meta); err != nil {
 		return err

@@ -332,7 +332,10 @@ func loadRotated(it *Item, kc *kubeconfig, dir string) *Item {
 	if !filepath.IsAbs(p) {
 		p = filepath.Join(dir, p)
 	}
-	data, err := os.ReadFile(p)
+	// kubelet-client-current.pem is a symlink the kubelet repoints on
+	// every rotation, so it is followed; readRegular still refuses a FIFO
+	// or an oversized file at its end.
+	data, err := readRegular(p, true)
 	if err != nil {
 		it.Err = fmt.Errorf("%s: client-certificate %w", it.CertPath, err)
 		return it

@@ -311,7 +311,8 @@ func (r *Renewer) Restore(backupDir string) (*Result, error) {
 	return res, nil
 }
 
-// Recover completes or undoes a transaction a crash interrupted.
+// Recover completes or undoes a transaction a crash interrupted, then
+// removes the staged files any interrupted run left behind.
 func (r *Renewer) Recover() error {
 	st, err := r.store()
 	if err != nil {
@@ -324,7 +325,11 @@ func (r *Renewer) Recover() error {
 	if what != RecoveryNone {
 		r.opts.Log.WithFields(logrus.Fields{"ACTION": "recover", "TRANSACTION": id}).Warnf("interrupted renewal found: %s", what)
 	}
-	return nil
+	removed, err := st.RemoveStrays()
+	for _, p := range removed {
+		r.opts.Log.WithFields(logrus.Fields{"ACTION": "recover", "PATH": p}).Warn("removed a staged file an interrupted run left behind")
+	}
+	return err
 }
 
 // Lock takes the exclusive lock that serializes pkirenewd processes on a

@@ -3,7 +3,6 @@ package renew
 import (
 	"bytes"
 	"fmt"
-	"os"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -13,7 +12,7 @@ import (
 // certificate and key: the .crt/.key pair, or a kubeconfig's embedded one.
 func pairOK(it *Planned) error {
 	if it.KeyPath == "" {
-		data, err := os.ReadFile(it.CertPath)
+		data, err := readRegular(it.CertPath, true)
 		if err != nil {
 			return err
 		}
@@ -26,11 +25,11 @@ func pairOK(it *Planned) error {
 		}
 		return matching(kc.CertData, kc.KeyData, it.CertPath)
 	}
-	c, err := os.ReadFile(it.CertPath)
+	c, err := readRegular(it.CertPath, true)
 	if err != nil {
 		return err
 	}
-	k, err := os.ReadFile(it.KeyPath)
+	k, err := readRegular(it.KeyPath, true)
 	if err != nil {
 		return err
 	}
@@ -77,7 +76,7 @@ func (r *Renewer) settle(p *Plan) error {
 		r.opts.Log.WithFields(logrus.Fields{"CERT": it.Name, "PATH": it.CertPath, "ACTION": "repair"}).WithError(err).
 			Warn("another writer interleaved with this renewal: writing this renewal's pair again")
 		for _, c := range it.Changes {
-			cur, rerr := os.ReadFile(c.Path)
+			cur, rerr := readRegular(c.Path, true)
 			if rerr == nil && bytes.Equal(cur, c.Data) {
 				continue
 			}

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -43,6 +44,9 @@ type Store struct {
 const (
 	statePrepared  = "prepared"
 	stateCommitted = "committed"
+	// stateRestored marks the filed record of a transaction that was
+	// undone: its backup holds what is on disk again.
+	stateRestored = "restored"
 )
 
 type journalFile struct {
@@ -146,17 +150,23 @@ func (s *Store) Commit(changes []Change) (*Result, error) {
 		if err != nil {
 			return nil, err
 		}
-		if olds[i], err = os.ReadFile(p); err != nil {
+		if olds[i], err = readRegular(p, false); err != nil {
 			return nil, err
 		}
 		j.Files = append(j.Files, journalFile{
 			Path:      p,
-			Staged:    filepath.Join(dir, fmt.Sprintf(".pkirenewd-%s.%s", id, filepath.Base(p))),
+			Staged:    filepath.Join(dir, fmt.Sprintf("%s%s.%s", stagedPrefix, id, filepath.Base(p))),
 			Backup:    filepath.Join(j.BackupDir, fmt.Sprintf("%02d-%s", i, filepath.Base(p))),
 			OldSHA256: sum(olds[i]),
 			NewSHA256: sum(c.Data),
 			Meta:      meta,
 		})
+	}
+
+	// Refuse what would make a rename fail after the commit record
+	// before anything at all is written.
+	if err := s.preflight(j.Files, changes, olds); err != nil {
+		return nil, fmt.Errorf("%w: nothing was written", err)
 	}
 
 	// The journal goes first so that recovery knows which staged files and
@@ -173,6 +183,9 @@ func (s *Store) Commit(changes []Change) (*Result, error) {
 	abort := func(err error) (*Result, error) {
 		if rerr := s.rollbackPrepared(j); rerr != nil {
 			return nil, fmt.Errorf("%w (and rolling back failed: %v; it will be retried on next start)", err, rerr)
+		}
+		if !strings.Contains(err.Error(), "nothing was written") {
+			err = fmt.Errorf("%w: nothing was written", err)
 		}
 		return nil, err
 	}
@@ -206,13 +219,19 @@ func (s *Store) Commit(changes []Change) (*Result, error) {
 	// replaced a target since it was read: committing would interleave
 	// its files with ours. Give way; the caller retries on fresh input.
 	for i, f := range j.Files {
-		cur, err := os.ReadFile(f.Path)
+		cur, err := readRegular(f.Path, false)
 		if err != nil {
 			return abort(err)
 		}
 		if sum(cur) != j.Files[i].OldSHA256 {
 			return abort(fmt.Errorf("%s: %w", f.Path, ErrChangedUnderneath))
 		}
+	}
+
+	// Attributes may have changed while staging; look once more, last
+	// thing before the point of no return.
+	if err := checkStaged(j.Files); err != nil {
+		return abort(err)
 	}
 
 	j.State = stateCommitted
@@ -222,10 +241,12 @@ func (s *Store) Commit(changes []Change) (*Result, error) {
 	s.step("journal-committed")
 
 	if err := s.rollForward(j); err != nil {
-		// The commit record is durable: recovery on the next start
-		// finishes the job. Try once more now before giving up.
-		if err2 := s.rollForward(j); err2 != nil {
-			return nil, fmt.Errorf("transaction %s committed but not finished: %w; it will be completed on next start", id, err)
+		// Most refusals are caught before the commit record; one that
+		// still comes (a flag set this instant, an I/O error) must not
+		// leave new and old files side by side. Try once more, then put
+		// every file back as it was.
+		if err = s.rollForward(j); err != nil {
+			return nil, s.undoCommitted(j, err)
 		}
 	}
 	res := &Result{ID: id, BackupDir: j.BackupDir}
@@ -285,7 +306,7 @@ func (s *Store) rollForward(j *journal) error {
 			s.step("renamed:" + filepath.Base(f.Path))
 			continue
 		}
-		cur, err := os.ReadFile(f.Path)
+		cur, err := readRegular(f.Path, false)
 		if err != nil {
 			return err
 		}
@@ -326,17 +347,95 @@ func (s *Store) finish(j *journal) error {
 // the backup is enough.
 func (s *Store) rollbackPrepared(j *journal) error {
 	for _, f := range j.Files {
-		if err := os.Remove(f.Staged); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if err := removeIfExists(f.Staged); err != nil {
 			return err
 		}
 	}
 	if err := os.RemoveAll(j.BackupDir); err != nil {
 		return err
 	}
-	if err := os.Remove(s.journalPath()); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err := removeIfExists(s.journalPath()); err != nil {
 		return err
 	}
 	return syncDir(s.StateDir)
+}
+
+// removeIfExists removes p unless it is already gone. It looks first
+// because unlinking an absent file on a read-only mount fails with EROFS,
+// not ENOENT, and a file that is not there is not an error.
+func removeIfExists(p string) error {
+	ok, err := exists(p)
+	if err != nil || !ok {
+		return err
+	}
+	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+// stagedPrefix starts the name of every file the store creates next to a
+// target (staged files and temp files): they may hold private keys, so
+// RemoveStrays finds them by it.
+const stagedPrefix = ".pkirenewd-"
+
+// RemoveStrays removes staged and temp files that an interrupted run left
+// next to the targets, whether or not its journal survived: they may hold
+// private keys and no transaction can use them once recovery is done. It
+// looks in each managed directory and the directories directly below it
+// (pki/etcd). Call it only under the lock and after Recover succeeded.
+func (s *Store) RemoveStrays() ([]string, error) {
+	if pending, err := s.Pending(); err != nil || pending {
+		if err == nil {
+			err = fmt.Errorf("an unfinished transaction is recorded in %s", s.journalPath())
+		}
+		return nil, err
+	}
+	var removed []string
+	var errs []error
+	for _, dir := range s.managedDirs() {
+		entries, err := os.ReadDir(dir)
+		if err != nil {
+			continue // a vanished or unreadable subdirectory holds nothing of ours we could remove
+		}
+		for _, e := range entries {
+			if e.IsDir() || !strings.HasPrefix(e.Name(), stagedPrefix) {
+				continue
+			}
+			p := filepath.Join(dir, e.Name())
+			if err := removeIfExists(p); err != nil {
+				errs = append(errs, fmt.Errorf("stray staged file %s (may hold a private key): %w", p, err))
+				continue
+			}
+			removed = append(removed, p)
+		}
+		if len(removed) > 0 {
+			_ = syncDir(dir)
+		}
+	}
+	return removed, errors.Join(errs...)
+}
+
+// managedDirs are the roots and their direct subdirectories.
+func (s *Store) managedDirs() []string {
+	seen := map[string]bool{}
+	var out []string
+	add := func(d string) {
+		if !seen[d] {
+			seen[d] = true
+			out = append(out, d)
+		}
+	}
+	for _, root := range s.Roots {
+		add(root)
+		entries, _ := os.ReadDir(root)
+		for _, e := range entries {
+			if e.IsDir() {
+				add(filepath.Join(root, e.Name()))
+			}
+		}
+	}
+	return out
 }
 
 // Recovery tells what Recover did.
@@ -356,7 +455,7 @@ const (
 // removed by hand), the whole set is restored from the backup so the PKI is
 // all-old rather than mixed.
 func (s *Store) Recover() (Recovery, string, error) {
-	data, err := os.ReadFile(s.journalPath())
+	data, err := readRegular(s.journalPath(), false)
 	if errors.Is(err, fs.ErrNotExist) {
 		return RecoveryNone, "", nil
 	}
@@ -374,7 +473,11 @@ func (s *Store) Recover() (Recovery, string, error) {
 		if err := s.rollForward(&j); err == nil {
 			return RecoveryRolledFwd, j.ID, nil
 		}
-		if err := s.restoreJournal(&j); err != nil {
+		stuck, err := s.restoreJournal(&j)
+		if err == nil {
+			err = stuck
+		}
+		if err != nil {
 			return RecoveryNone, j.ID, err
 		}
 		return RecoveryRestored, j.ID, nil
@@ -383,28 +486,78 @@ func (s *Store) Recover() (Recovery, string, error) {
 	}
 }
 
-func (s *Store) restoreJournal(j *journal) error {
+// undoCommitted restores the old files of a committed transaction that
+// could not be finished, in the same run, and returns the error that
+// stopped it. Only if the restore fails too does the journal stay for
+// recovery on the next start.
+func (s *Store) undoCommitted(j *journal, cause error) error {
+	stuck, err := s.restoreJournal(j)
+	if err != nil {
+		return fmt.Errorf("transaction %s: %w; putting the previous files back failed too: %v; recovery on next start will finish it", j.ID, cause, err)
+	}
+	err = fmt.Errorf("%w: every file of the transaction was put back as it was before (transaction %s undone)", cause, j.ID)
+	if stuck != nil {
+		err = fmt.Errorf("%w; %v", err, stuck)
+	}
+	return err
+}
+
+// restoreJournal makes a committed transaction all-old again. The staged
+// files go first: they hold keys and cannot be used any more. A crash
+// after that makes recovery restore again (a staged file is missing, so
+// it cannot roll forward). Each target that does not hold its old content
+// is replaced atomically by its backup with the original owner, mode and
+// extended attributes; a target that was never renamed is left alone.
+// stuck names staged files that could not be removed (an immutable
+// directory): they are emptied instead, and recovery removes them later.
+func (s *Store) restoreJournal(j *journal) (stuck, err error) {
+	var stuckErrs []error
 	for _, f := range j.Files {
-		old, err := os.ReadFile(f.Backup)
+		if err := removeStaged(f.Staged); err != nil {
+			stuckErrs = append(stuckErrs, err)
+		}
+	}
+	for _, f := range j.Files {
+		if cur, err := readRegular(f.Path, false); err == nil && sum(cur) == f.OldSHA256 {
+			continue
+		}
+		old, err := readRegular(f.Backup, false)
 		if err != nil {
-			return fmt.Errorf("restore %s: %w", f.Path, err)
+			return nil, fmt.Errorf("restore %s: %w", f.Path, err)
 		}
 		if sum(old) != f.OldSHA256 {
-			return fmt.Errorf("restore %s: backup %s is damaged", f.Path, f.Backup)
+			return nil, fmt.Errorf("restore %s: backup %s is damaged", f.Path, f.Backup)
 		}
 		if err := writeAtomic(f.Path, old, f.Meta); err != nil {
-			return fmt.Errorf("restore %s: %w", f.Path, err)
+			return nil, fmt.Errorf("restore %s: %w", f.Path, err)
 		}
-		_ = os.Remove(f.Staged)
+		s.step("restored:" + filepath.Base(f.Path))
 	}
-	return s.finish(j)
+	j.State = stateRestored
+	return errors.Join(stuckErrs...), s.finish(j)
+}
+
+// removeStaged removes a staged file. Where its directory refuses the
+// unlink, the file is emptied so that no key material stays in it.
+func removeStaged(p string) error {
+	err := removeIfExists(p)
+	if err == nil {
+		return nil
+	}
+	f, terr := os.OpenFile(p, os.O_WRONLY|os.O_TRUNC|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	if terr != nil {
+		return fmt.Errorf("staged file %s could not be removed (%v) nor emptied (%v): remove it, it may hold a private key", p, err, terr)
+	}
+	_ = f.Sync()
+	_ = f.Close()
+	return fmt.Errorf("staged file %s could not be removed (%v): it was emptied; recovery removes it once its directory allows", p, err)
 }
 
 // Restore puts back the files a finished transaction replaced, as a
 // transaction of its own (so it is itself backed up and crash-safe). It is
 // how a failed rolling restart returns to the previous certificates.
 func (s *Store) Restore(backupDir string) (*Result, error) {
-	data, err := os.ReadFile(filepath.Join(backupDir, "journal.json"))
+	data, err := readRegular(filepath.Join(backupDir, "journal.json"), false)
 	if err != nil {
 		return nil, fmt.Errorf("restore: %w", err)
 	}
@@ -414,7 +567,7 @@ func (s *Store) Restore(backupDir string) (*Result, error) {
 	}
 	var changes []Change
 	for _, f := range j.Files {
-		old, err := os.ReadFile(f.Backup)
+		old, err := readRegular(f.Backup, false)
 		if err != nil {
 			return nil, fmt.Errorf("restore: %w", err)
 		}

@@ -254,3 +254,47 @@ func TestKeysNeverReadableByOthers(t *testing.T) {
 		t.Fatalf("only %d key-file checks", checked)
 	}
 }
+
+// Staged and temp files of an interrupted run hold private keys: recovery
+// removes them even when the run's journal is gone, and touches nothing
+// else.
+func TestRecoverRemovesStrayStagedFiles(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, renewtest.Options{Algorithm: "ECDSA-P256"})
+	key, err := os.ReadFile(filepath.Join(f.layout.PKIDir, "apiserver.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Not ours: a dot file of the operator's stays.
+	mine := filepath.Join(f.layout.PKIDir, ".keep")
+	if err := os.WriteFile(mine, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := renewtest.HashTree(f.root)
+	strays := []string{
+		filepath.Join(f.layout.PKIDir, ".pkirenewd-20250101T000000Z-0badf00d.apiserver.key"),
+		filepath.Join(f.layout.PKIDir, "etcd", ".pkirenewd-20250101T000000Z-0badf00d.peer.key"),
+		filepath.Join(f.layout.KubeconfigDir, ".pkirenewd-20250101T000000Z-0badf00d.admin.conf"),
+		filepath.Join(f.layout.PKIDir, ".pkirenewd-tmp-4242.sa.key"),
+	}
+	for _, p := range strays {
+		if err := os.WriteFile(p, key, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := f.renewer(nil).Recover(); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range strays {
+		if _, err := os.Lstat(p); !os.IsNotExist(err) {
+			t.Errorf("%s survived recovery (%v)", p, err)
+		}
+	}
+	after, _ := renewtest.HashTree(f.root)
+	if d := renewtest.DiffTrees(before, after); d != "" {
+		t.Fatalf("recovery changed more than the strays:\n%s", d)
+	}
+	if len(f.log.AllEntries()) < len(strays) {
+		t.Errorf("%d log lines for %d removed strays", len(f.log.AllEntries()), len(strays))
+	}
+}

@@ -30,6 +30,9 @@ func HashTree(root string) (map[string]string, error) {
 			out[rel] = "link:" + target
 		case info.IsDir():
 			out[rel] = fmt.Sprintf("dir:%o", info.Mode().Perm())
+		case !info.Mode().IsRegular():
+			// Never open a FIFO or device: a test's tree may hold one.
+			out[rel] = fmt.Sprintf("%s:%o", info.Mode().Type(), info.Mode().Perm())
 		default:
 			if info.Mode().Perm()&0o400 == 0 {
 				out[rel] = fmt.Sprintf("file:%o:unreadable:%d", info.Mode().Perm(), info.Size())

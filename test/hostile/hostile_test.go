@@ -115,13 +115,20 @@ func TestReadOnlyFileSystem(t *testing.T) {
 		t.Fatalf("remount ro: %v %s", err, out)
 	}
 	before, _ := renewtest.HashTree(l.KubeconfigDir)
-	out, err := run(t, l.PKIDir, l.KubeconfigDir, filepath.Join(t.TempDir(), "state"), "renew", "--force")
+	state := filepath.Join(t.TempDir(), "state")
+	out, err := run(t, l.PKIDir, l.KubeconfigDir, state, "renew", "--force")
 	if err == nil || !strings.Contains(out, "read-only file system") {
 		t.Fatalf("renewal on a read-only file system: %v\n%s", err, out)
 	}
 	after, _ := renewtest.HashTree(l.KubeconfigDir)
 	if d := renewtest.DiffTrees(before, after); d != "" {
 		t.Fatalf("changed:\n%s", d)
+	}
+	if strings.Contains(out, "rolling back failed") {
+		t.Errorf("spurious rollback failure:\n%s", out)
+	}
+	if s := stateLeftovers(t, state); len(s) > 0 {
+		t.Errorf("left in the state dir: %v", s)
 	}
 	// check still reports (exit 0: nothing due).
 	if out, err := run(t, l.PKIDir, l.KubeconfigDir, filepath.Join(t.TempDir(), "state"), "check"); err != nil {
@@ -200,3 +207,241 @@ func TestSecondProcessWaitsForTheLock(t *testing.T) {
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
+
+// stateLeftovers lists what a refused renewal left in the state dir
+// beyond the lock and an empty backups dir.
+func stateLeftovers(t *testing.T, state string) []string {
+	t.Helper()
+	var out []string
+	_ = filepath.WalkDir(state, func(p string, d os.DirEntry, err error) error {
+		if err != nil || p == state || p == filepath.Join(state, "backups") || p == filepath.Join(state, "lock") {
+			return nil
+		}
+		out = append(out, p)
+		return nil
+	})
+	return out
+}
+
+// stagedFiles lists staged or temp files of pkirenewd under dir.
+func stagedFiles(dir string) []string {
+	var out []string
+	_ = filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err == nil && strings.HasPrefix(d.Name(), ".pkirenewd-") {
+			out = append(out, p)
+		}
+		return nil
+	})
+	return out
+}
+
+// refusedWithNothingLeft runs a forced renewal that must fail saying want,
+// with every byte as it was, nothing staged and nothing in the state dir.
+func refusedWithNothingLeft(t *testing.T, l renewtest.Layout, want ...string) {
+	t.Helper()
+	state := filepath.Join(t.TempDir(), "state")
+	before, _ := renewtest.HashTree(l.KubeconfigDir)
+	out, err := run(t, l.PKIDir, l.KubeconfigDir, state, "renew", "--force")
+	if err == nil {
+		t.Fatalf("renewal succeeded:\n%s", out)
+	}
+	for _, w := range append(want, "nothing was written") {
+		if !strings.Contains(out, w) {
+			t.Errorf("output does not say %q:\n%s", w, out)
+		}
+	}
+	if strings.Contains(out, "rolling back failed") {
+		t.Errorf("spurious rollback failure:\n%s", out)
+	}
+	after, _ := renewtest.HashTree(l.KubeconfigDir)
+	if d := renewtest.DiffTrees(before, after); d != "" {
+		t.Fatalf("changed:\n%s", d)
+	}
+	if s := stagedFiles(l.KubeconfigDir); len(s) > 0 {
+		t.Errorf("staged files left: %v", s)
+	}
+	if s := stateLeftovers(t, state); len(s) > 0 {
+		t.Errorf("left in the state dir: %v", s)
+	}
+	consistent(t, l)
+}
+
+func chattr(t *testing.T, flag, p string) {
+	t.Helper()
+	if out, err := exec.Command("chattr", "+"+flag, p).CombinedOutput(); err != nil {
+		t.Fatalf("chattr +%s %s: %v %s", flag, p, err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("chattr", "-"+flag, p).Run() })
+}
+
+func TestImmutableTargetIsRefused(t *testing.T) {
+	requireRoot(t)
+	l, err := renewtest.MakePKI(filepath.Join(t.TempDir(), "kubernetes"), renewtest.Options{Algorithm: "ECDSA-P256"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	crt := filepath.Join(l.PKIDir, "apiserver.crt")
+	chattr(t, "i", crt)
+	refusedWithNothingLeft(t, l, crt+" is immutable (chattr +i)")
+}
+
+func TestAppendOnlyTargetIsRefused(t *testing.T) {
+	requireRoot(t)
+	l, err := renewtest.MakePKI(filepath.Join(t.TempDir(), "kubernetes"), renewtest.Options{Algorithm: "ECDSA-P256"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := filepath.Join(l.PKIDir, "apiserver.key")
+	chattr(t, "a", key)
+	refusedWithNothingLeft(t, l, key+" is append-only (chattr +a)")
+}
+
+func TestReadOnlyBindMountIsRefused(t *testing.T) {
+	requireRoot(t)
+	l, err := renewtest.MakePKI(filepath.Join(t.TempDir(), "kubernetes"), renewtest.Options{Algorithm: "ECDSA-P256"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"--bind", l.PKIDir, l.PKIDir}, {"-o", "remount,bind,ro", l.PKIDir}} {
+		if out, err := exec.Command("mount", args...).CombinedOutput(); err != nil {
+			t.Fatalf("mount %v: %v %s", args, err, out)
+		}
+	}
+	t.Cleanup(func() { _ = exec.Command("umount", "-l", l.PKIDir).Run() })
+	refusedWithNothingLeft(t, l, "read-only file system", l.PKIDir)
+}
+
+// The bug report's key: root:1000, 0600, readable by nobody through an
+// ACL. After a renewal getfacl and getfattr must show exactly what they
+// showed before, so gid 1000 never gains read access.
+func TestACLAndExtendedAttributesAreKept(t *testing.T) {
+	requireRoot(t)
+	l, err := renewtest.MakePKI(filepath.Join(t.TempDir(), "kubernetes"), renewtest.Options{Algorithm: "ECDSA-P256"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := filepath.Join(l.PKIDir, "apiserver.key")
+	if err := os.Chown(key, 0, 1000); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range [][]string{
+		{"chmod", "0600", key},
+		{"setfacl", "-m", "u:nobody:r", key},
+		{"setfattr", "-n", "user.owner-team", "-v", "platform", key},
+	} {
+		if out, err := exec.Command(c[0], c[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %v %s", c, err, out)
+		}
+	}
+	security := exec.Command("setfattr", "-n", "security.selinux", "-v", "system_u:object_r:cert_t:s0", key).Run() == nil
+	if !security {
+		t.Log("this kernel does not let root set a security.* attribute: not checked")
+	}
+	show := func() (string, string, os.FileMode) {
+		acl, err := exec.Command("getfacl", "-c", "-n", key).Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		xa, err := exec.Command("getfattr", "-d", "-m", "-", "-e", "hex", "--absolute-names", key).Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := os.Stat(key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(acl), string(xa), st.Mode().Perm()
+	}
+	acl, xa, mode := show()
+	if !strings.Contains(acl, "group::---") || !strings.Contains(xa, "user.owner-team") || security != strings.Contains(xa, "security.selinux") {
+		t.Fatalf("set-up failed:\n%s\n%s", acl, xa)
+	}
+	old, _ := os.ReadFile(key)
+	if out, err := run(t, l.PKIDir, l.KubeconfigDir, filepath.Join(t.TempDir(), "state"), "renew", "apiserver", "--force"); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if now, _ := os.ReadFile(key); bytes.Equal(now, old) {
+		t.Fatal("apiserver.key was not renewed")
+	}
+	acl2, xa2, mode2 := show()
+	if acl2 != acl || xa2 != xa || mode2 != mode {
+		t.Fatalf("access to %s changed:\nbefore %o\n%s%s\nafter %o\n%s%s", key, mode, acl, xa, mode2, acl2, xa2)
+	}
+	st, _ := os.Stat(key)
+	if sys := st.Sys().(*syscall.Stat_t); sys.Uid != 0 || sys.Gid != 1000 {
+		t.Errorf("owner %d:%d, want 0:1000", sys.Uid, sys.Gid)
+	}
+	consistent(t, l)
+}
+
+// kubelet.conf's client-certificate is a FIFO: check and renew must say so
+// and go on, not wait for a writer.
+func TestFIFOKubeletClientCertDoesNotHang(t *testing.T) {
+	root := t.TempDir()
+	kpki := filepath.Join(root, "kubelet-pki")
+	l, err := renewtest.MakePKI(filepath.Join(root, "kubernetes"), renewtest.Options{Algorithm: "ECDSA-P256", KubeletPKIDir: kpki})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cur := filepath.Join(kpki, "kubelet-client-current.pem")
+	if err := os.Remove(cur); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mkfifo(cur, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out := runBounded(t, l, "check")
+	if !strings.Contains(out, cur) || !strings.Contains(out, "FIFO") {
+		t.Fatalf("check does not name the FIFO %s:\n%s", cur, out)
+	}
+}
+
+// A 2 MiB (sparse) front-proxy-client.crt is refused by name, not read
+// whole and reported ok.
+func TestOversizedCertificateIsRefused(t *testing.T) {
+	l, err := renewtest.MakePKI(filepath.Join(t.TempDir(), "kubernetes"), renewtest.Options{Algorithm: "ECDSA-P256"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	crt := filepath.Join(l.PKIDir, "front-proxy-client.crt")
+	if err := os.Truncate(crt, 2<<20); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := renewtest.HashTree(l.KubeconfigDir)
+	for _, args := range [][]string{{"check"}, {"renew", "front-proxy-client", "--force"}} {
+		out := runBounded(t, l, args...)
+		if !strings.Contains(out, crt) || !strings.Contains(out, "1048576") {
+			t.Errorf("%s does not refuse %s by name:\n%s", args[0], crt, out)
+		}
+	}
+	after, _ := renewtest.HashTree(l.KubeconfigDir)
+	if d := renewtest.DiffTrees(before, after); d != "" {
+		t.Fatalf("changed:\n%s", d)
+	}
+}
+
+// runBounded runs pkirenewd with a deadline, expecting it to fail (the
+// inputs are broken) well before it.
+func runBounded(t *testing.T, l renewtest.Layout, args ...string) string {
+	t.Helper()
+	all := append([]string{args[0], "--config", "/dev/null", "--pki-dir", l.PKIDir, "--kubeconfig-dir", l.KubeconfigDir, "--state-dir", filepath.Join(t.TempDir(), "state")}, args[1:]...)
+	cmd := exec.Command(pkirenewdBin, all...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Errorf("pkirenewd %s succeeded on a broken input:\n%s", args[0], out.String())
+		}
+	case <-time.After(20 * time.Second):
+		_ = cmd.Process.Kill()
+		<-done
+		t.Fatalf("pkirenewd %s hung (killed after 20 s):\n%s", args[0], out.String())
+	}
+	return out.String()
+}

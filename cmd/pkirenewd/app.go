@@ -149,10 +149,9 @@ func (o *options) renewer(cacheKubeadm bool) (*renew.Renewer, error) {
 	if src != "" {
 		o.log.WithFields(logrus.Fields{"source": src, "algorithm": cs.EncryptionAlgorithm, "validity": validity}).Debug("kubeadm configuration")
 	}
-	var copies []string
+	copies := o.cfg.AdminCopies()
 	glob := ""
-	if o.cfg.AdminKubeconfigCopy != "" {
-		copies = []string{o.cfg.AdminKubeconfigCopy}
+	if len(copies) > 0 {
 		// Other admins' copies are reported, never written.
 		glob = "/home/*/.kube/config"
 	}

@@ -145,10 +145,10 @@ func aliasTargets(n *yaml.Node) map[*yaml.Node]bool {
 // offsets in the original text, so one replacement cannot move another
 // (several may share a line, as in one-line JSON).
 func locate(raw []byte, edits []credEdit) ([]span, error) {
-	starts, base := lineStarts(raw)
+	starts := lineStarts(raw)
 	spans := make([]span, 0, len(edits))
 	for _, e := range edits {
-		off, err := offsetOf(raw, starts, base, e.node.Line, e.node.Column)
+		off, err := offsetOf(raw, starts, e.node.Line, e.node.Column)
 		if err != nil {
 			return nil, err
 		}
@@ -171,13 +171,14 @@ func locate(raw []byte, edits []credEdit) ([]span, error) {
 const yamlBreaks = "\r\n\u0085\u2028\u2029"
 
 // lineStarts returns the byte offset at which each line begins, counting
-// lines as yaml.v3 does. base is where line 1 begins: yaml.v3 does not
-// count a UTF-8 byte order mark.
-func lineStarts(raw []byte) (starts []int, base int) {
+// lines as yaml.v3 does. Line 1 begins after a UTF-8 byte order mark,
+// which yaml.v3 does not count.
+func lineStarts(raw []byte) []int {
+	base := 0
 	if bytes.HasPrefix(raw, []byte("\ufeff")) {
 		base = 3
 	}
-	starts = []int{base}
+	starts := []int{base}
 	for i := base; i < len(raw); {
 		r, w := utf8.DecodeRune(raw[i:])
 		switch {
@@ -189,12 +190,12 @@ func lineStarts(raw []byte) (starts []int, base int) {
 		}
 		i += w
 	}
-	return starts, base
+	return starts
 }
 
 // offsetOf turns yaml.v3's 1-based line and column, which counts runes,
 // into a byte offset.
-func offsetOf(raw []byte, starts []int, base, line, col int) (int, error) {
+func offsetOf(raw []byte, starts []int, line, col int) (int, error) {
 	if line < 1 || line > len(starts) || col < 1 {
 		return 0, fmt.Errorf("line %d column %d: out of range", line, col)
 	}

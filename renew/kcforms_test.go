@@ -405,3 +405,51 @@ func TestRenewKubeconfigForms(t *testing.T) {
 		}
 	}
 }
+
+// Lines and columns count as yaml.v3 counts them: CRLF is one break, a
+// lone CR, NEL, LS and PS are breaks too, columns are runes and a byte
+// order mark is not counted.
+func TestOffsetOf(t *testing.T) {
+	tests := []struct {
+		raw       string
+		line, col int
+		want      int // -1: out of range
+	}{
+		{"a: b\n", 1, 4, 3},
+		{"a: b\r\nc: d\r\n", 2, 4, 9},
+		{"x\ry\nz", 3, 1, 4},
+		{"é: ü\nk: v", 1, 4, 4},
+		{"{\"日本\": \"v\"}", 1, 8, 11},
+		{"a\u2028b: c", 2, 4, 7},
+		{"a\u0085b: c", 2, 4, 6},
+		{"\ufeffa: b", 1, 4, 6},
+		{"a: b\n", 1, 6, -1},
+		{"a: b\n", 3, 1, -1},
+		{"a: b\n", 1, 0, -1},
+	}
+	for _, tc := range tests {
+		got, err := offsetOf([]byte(tc.raw), lineStarts([]byte(tc.raw)), tc.line, tc.col)
+		if tc.want < 0 {
+			if err == nil {
+				t.Errorf("%q line %d column %d: %d, want out of range", tc.raw, tc.line, tc.col, got)
+			}
+			continue
+		}
+		if err != nil || got != tc.want {
+			t.Errorf("%q line %d column %d: %d %v, want %d", tc.raw, tc.line, tc.col, got, err, tc.want)
+		}
+	}
+	// And those are yaml.v3's positions.
+	for _, raw := range []string{"é: ü\nk: v", "{\"日本\": \"v\"}", "a: 1\r\nb: v", "\ufeffk: v"} {
+		doc, err := parseDoc([]byte(raw))
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := doc.Content[0]
+		v := m.Content[len(m.Content)-1]
+		off, err := offsetOf([]byte(raw), lineStarts([]byte(raw)), v.Line, v.Column)
+		if err != nil || !strings.HasPrefix(strings.Trim(raw[off:], `"}`), v.Value) {
+			t.Errorf("%q: value %q at line %d column %d, offset %d %v", raw, v.Value, v.Line, v.Column, off, err)
+		}
+	}
+}

@@ -15,6 +15,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -74,6 +75,10 @@ type Config struct {
 	// AdminKubeconfigCopy is the usual copy of admin.conf; when it holds
 	// the same credentials it is updated with admin.conf. Empty: none.
 	AdminKubeconfigCopy string
+	// AdminKubeconfigCopies are more copies (or kubeconfigs merged from
+	// admin.conf), updated the same way. AdminKubeconfigCopy stays a key
+	// of its own so that existing config files and flags keep working.
+	AdminKubeconfigCopies []string
 
 	// PKIDirSet records that the user chose PKIDir explicitly (file or
 	// flag); otherwise the kubeadm configuration's certificatesDir, then
@@ -86,6 +91,17 @@ type Config struct {
 
 // MinLeaseDuration is the shortest leaseDuration accepted.
 const MinLeaseDuration = 15 * time.Second
+// AdminCopies is every configured copy of admin.conf, each once, in the
+// order given.
+func (c Config) AdminCopies() []string {
+	var out []string
+	for _, p := range append([]string{c.AdminKubeconfigCopy}, c.AdminKubeconfigCopies...) {
+		if p != "" && !slices.Contains(out, p) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
 
 // Defaults returns the settings for a stock kubeadm node.
 func Defaults() Config {
@@ -122,6 +138,9 @@ type Key struct {
 	Usage string
 	set   func(c *Config, v string) error
 	get   func(c *Config) string
+	// setList, for keys that hold a list, takes a YAML sequence from the
+	// file; set then takes a comma-separated list (the flag's form).
+	setList func(c *Config, vs []string) error
 }
 
 // Keys lists every setting in the order they are documented.
@@ -201,6 +220,33 @@ func Keys() []Key {
 		durKey("coordinationTimeout", "coordination-timeout", "how long to wait for the lease or for healthy etcd peers before retrying later", func(c *Config) *time.Duration { return &c.CoordinationTimeout }, nil),
 		boolKey("etcdQuorumGuard", "etcd-quorum-guard", "restart the local etcd only when every other member is healthy", func(c *Config) *bool { return &c.EtcdQuorumGuard }),
 		pathKey("adminKubeconfigCopy", "admin-kubeconfig-copy", "copy of admin.conf updated along with it when it holds the same credentials (empty: none)", func(c *Config) *string { return &c.AdminKubeconfigCopy }),
+		pathListKey("adminKubeconfigCopies", "admin-kubeconfig-copies", "more copies of admin.conf, or kubeconfigs merged from it, updated the same way (comma-separated)", func(c *Config) *[]string { return &c.AdminKubeconfigCopies }),
+	}
+}
+
+// pathListKey is a list of absolute paths: a YAML sequence in the file
+// (or one comma-separated value), comma-separated as a flag.
+func pathListKey(name, flag, usage string, field func(*Config) *[]string) Key {
+	setList := func(c *Config, vs []string) error {
+		var out []string
+		for _, v := range vs {
+			v = strings.TrimSpace(v)
+			if v == "" {
+				continue
+			}
+			if !filepath.IsAbs(v) {
+				return fmt.Errorf("%q is not an absolute path", v)
+			}
+			out = append(out, filepath.Clean(v))
+		}
+		*field(c) = out
+		return nil
+	}
+	return Key{
+		Name: name, Flag: flag, Usage: usage,
+		setList: setList,
+		set:     func(c *Config, v string) error { return setList(c, strings.Split(v, ",")) },
+		get:     func(c *Config) string { return strings.Join(*field(c), ",") },
 	}
 }
 
@@ -274,6 +320,21 @@ func durKey(name, flag, usage string, field func(*Config) *time.Duration, mark f
 func (k Key) Set(c *Config, v string) error {
 	if err := k.set(c, v); err != nil {
 		return fmt.Errorf("%s: %w", k.Name, err)
+	}
+	return nil
+}
+
+// setSequence assigns a list setting from a YAML sequence of values.
+func (k Key) setSequence(c *Config, n *yaml.Node) error {
+	vs := make([]string, 0, len(n.Content))
+	for _, e := range n.Content {
+		if e.Kind != yaml.ScalarNode {
+			return fmt.Errorf("line %d: %s: expected a list of single values", e.Line, k.Name)
+		}
+		vs = append(vs, e.Value)
+	}
+	if err := k.setList(c, vs); err != nil {
+		return fmt.Errorf("line %d: %s: %w", n.Line, k.Name, err)
 	}
 	return nil
 }
@@ -360,6 +421,12 @@ func Parse(name string, data []byte, base Config) (Config, error) {
 			return base, fmt.Errorf("config %s: line %d: key %q given twice", name, kn.Line, kn.Value)
 		}
 		seen[kn.Value] = true
+		if vn.Kind == yaml.SequenceNode && k.setList != nil {
+			if err := k.setSequence(&c, vn); err != nil {
+				return base, fmt.Errorf("config %s: %w", name, err)
+			}
+			continue
+		}
 		if vn.Kind != yaml.ScalarNode {
 			return base, fmt.Errorf("config %s: line %d: %s: expected a single value", name, vn.Line, kn.Value)
 		}

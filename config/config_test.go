@@ -3,6 +3,7 @@ package config
 import (
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -48,8 +49,8 @@ func TestParse(t *testing.T) {
 		check     func(Config) bool
 		err       string
 	}{
-		{"empty", "", func(c Config) bool { return c == def }, ""},
-		{"comments only", "# nothing\n", func(c Config) bool { return c == def }, ""},
+		{"empty", "", func(c Config) bool { return reflect.DeepEqual(c, def) }, ""},
+		{"comments only", "# nothing\n", func(c Config) bool { return reflect.DeepEqual(c, def) }, ""},
 		{"null value keeps default", "renewBefore:\n", func(c Config) bool { return c.RenewBefore == def.RenewBefore }, ""},
 		{"all keys", "pkiDir: /p\nkubeconfigDir: /k\nmanifestsDir: /m\nstateDir: /s\nkubeadmConfig: /c.yaml\nrenewBefore: 30d\nvalidity: 180d\ncaWarnBefore: 1y\n",
 			nil, `caWarnBefore: invalid duration "1y"`},
@@ -66,6 +67,23 @@ func TestParse(t *testing.T) {
 		{"nested value", "pkiDir:\n  a: b\n", nil, "pkiDir: expected a single value"},
 		{"two documents", "pkiDir: /a\n---\npkiDir: /b\n", nil, "more than one YAML document"},
 		{"not YAML", "pkiDir: [\n", nil, "config test.yaml"},
+		{"copies as a list", "adminKubeconfigCopies:\n- /root/.kube/merged\n- /srv/ops//kubeconfig\n", func(c Config) bool {
+			return reflect.DeepEqual(c.AdminKubeconfigCopies, []string{"/root/.kube/merged", "/srv/ops/kubeconfig"}) &&
+				reflect.DeepEqual(c.AdminCopies(), []string{"/root/.kube/config", "/root/.kube/merged", "/srv/ops/kubeconfig"})
+		}, ""},
+		{"copies as a flow list", "adminKubeconfigCopies: [/a, /b]\n", func(c Config) bool {
+			return reflect.DeepEqual(c.AdminKubeconfigCopies, []string{"/a", "/b"})
+		}, ""},
+		{"copies as one value", "adminKubeconfigCopies: /a,/b\n", func(c Config) bool {
+			return reflect.DeepEqual(c.AdminKubeconfigCopies, []string{"/a", "/b"})
+		}, ""},
+		{"the single copy alone, off", "adminKubeconfigCopy: \"\"\nadminKubeconfigCopies: [/root/.kube/config, /a]\n", func(c Config) bool {
+			return reflect.DeepEqual(c.AdminCopies(), []string{"/root/.kube/config", "/a"})
+		}, ""},
+		{"no copies", "adminKubeconfigCopy: \"\"\n", func(c Config) bool { return c.AdminCopies() == nil }, ""},
+		{"relative copy", "adminKubeconfigCopies: [/a, kube/config]\n", nil, `line 1: adminKubeconfigCopies: "kube/config" is not an absolute path`},
+		{"nested copy", "adminKubeconfigCopies:\n- {path: /a}\n", nil, "line 2: adminKubeconfigCopies: expected a list of single values"},
+		{"list for a single value", "pkiDir: [/a]\n", nil, "pkiDir: expected a single value"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -92,7 +110,7 @@ func TestParse(t *testing.T) {
 func TestLoad(t *testing.T) {
 	dir := t.TempDir()
 	missing := filepath.Join(dir, "nope.yaml")
-	if c, err := Load(missing, false); err != nil || c != Defaults() {
+	if c, err := Load(missing, false); err != nil || !reflect.DeepEqual(c, Defaults()) {
 		t.Fatalf("implicit missing config: %+v %v", c, err)
 	}
 	if _, err := Load(missing, true); err == nil || !strings.Contains(err.Error(), missing) {

@@ -2,6 +2,7 @@ package config
 
 import (
 	"os"
+	"reflect"
 	"regexp"
 	"strings"
 	"testing"
@@ -15,7 +16,7 @@ func TestPackagedConfigFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	c, err := Parse("packaging/config.yaml", data, Defaults())
-	if err != nil || c != Defaults() {
+	if err != nil || !reflect.DeepEqual(c, Defaults()) {
 		t.Fatalf("commented file: %+v %v", c, err)
 	}
 	d := Defaults()
@@ -39,7 +40,7 @@ func TestPackagedConfigFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.ValiditySet, c.PKIDirSet = false, false
-	if c != d {
+	if !reflect.DeepEqual(c, d) {
 		t.Errorf("uncommented defaults differ: %+v", c)
 	}
 }

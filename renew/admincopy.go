@@ -4,19 +4,24 @@ import (
 	"bytes"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"io/fs"
 	"path/filepath"
+	"slices"
 
 	"github.com/sirupsen/logrus"
+	"gopkg.in/yaml.v3"
 )
 
-// updateAdminCopies follows a renewal of admin.conf to the copy admins
-// make of it (`cp /etc/kubernetes/admin.conf ~/.kube/config`): a copy
-// that carries the same client certificate as the old admin.conf would
-// stop working with it. AdminCopy is updated in place (atomically, owner
-// and mode kept, nothing else in it changed); copies matched by
-// AdminCopyGlob are only reported. Neither is part of the transaction: a
-// failure here is logged and leaves the copy as it was.
+// updateAdminCopies follows a renewal of admin.conf to the copies admins
+// make of it (`cp /etc/kubernetes/admin.conf ~/.kube/config`, or merged
+// with other clusters' kubeconfigs): a users entry that carries the same
+// client certificate as the old admin.conf would stop working with it.
+// Each of AdminCopies is updated in place (atomically, owner and mode
+// kept, every such users entry given the new certificate and key, nothing
+// else changed); copies matched by AdminCopyGlob are only reported.
+// Neither is part of the transaction: a copy that cannot be updated is
+// logged with its path and left as it was, and never fails the renewal.
 func (r *Renewer) updateAdminCopies(p *Plan) {
 	var admin *Planned
 	for i := range p.Items {
@@ -24,18 +29,27 @@ func (r *Renewer) updateAdminCopies(p *Plan) {
 			admin = &p.Items[i]
 		}
 	}
-	if admin == nil || (r.opts.AdminCopy == "" && r.opts.AdminCopyGlob == "") {
+	if admin == nil || (len(r.opts.AdminCopies) == 0 && r.opts.AdminCopyGlob == "") {
 		return
 	}
 	old := admin.Cert.Raw
 	log := r.opts.Log.WithField("CERT", "admin.conf")
-	if c := r.opts.AdminCopy; c != "" {
-		switch err := updateCopy(c, old, admin.Issued); {
-		case errors.Is(err, errNotACopy), errors.Is(err, fs.ErrNotExist):
+	configured := map[string]bool{}
+	for _, c := range r.opts.AdminCopies {
+		if configured[c] {
+			continue
+		}
+		configured[c] = true
+		l := log.WithField("PATH", c)
+		switch n, err := updateCopy(c, old, admin.Issued); {
+		case errors.Is(err, fs.ErrNotExist):
+			l.Debug("no copy of admin.conf there")
+		case errors.Is(err, errNotACopy):
+			l.Debug("does not carry the old admin.conf credentials: left as it is")
 		case err != nil:
-			log.WithField("PATH", c).WithError(err).Warn("could not update the copy of admin.conf: copy the renewed admin.conf there")
+			l.WithError(err).Warn("could not update the copy of admin.conf: copy the renewed admin.conf there")
 		default:
-			log.WithFields(logrus.Fields{"PATH": c, "ACTION": "renewed"}).Info("copy of admin.conf updated with the renewed credentials")
+			l.WithFields(logrus.Fields{"ACTION": "renewed", "USERS": n}).Info("copy of admin.conf updated with the renewed credentials")
 		}
 	}
 	if r.opts.AdminCopyGlob == "" {
@@ -43,10 +57,14 @@ func (r *Renewer) updateAdminCopies(p *Plan) {
 	}
 	matches, _ := filepath.Glob(r.opts.AdminCopyGlob)
 	for _, m := range matches {
-		if m == r.opts.AdminCopy {
+		if configured[m] {
 			continue
 		}
-		if data, err := readNoFollow(m); err == nil && carries(data, old) {
+		data, err := readNoFollow(m)
+		if err != nil {
+			continue
+		}
+		if idx, err := usersCarrying(data, old); err == nil && len(idx) > 0 {
 			log.WithField("PATH", m).Warn("holds the old admin.conf credentials, which the renewal replaced; not touched: copy the renewed admin.conf there")
 		}
 	}
@@ -61,35 +79,69 @@ func readNoFollow(p string) ([]byte, error) {
 	return readRegular(p, false)
 }
 
-// carries reports whether a kubeconfig's current user has cert (DER).
-func carries(data, cert []byte) bool {
-	kc, err := parseKubeconfig(data)
-	if err != nil || kc.CertData == nil {
-		return false
+// usersCarrying returns the indexes of the users entries whose embedded
+// client certificate is cert (DER), wherever they are in the list: in a
+// merged kubeconfig admin.conf's user is often not the current one.
+// Entries that do not embed a readable certificate are not ours.
+func usersCarrying(data, cert []byte) ([]int, error) {
+	doc, err := parseDoc(data)
+	if err != nil {
+		return nil, err
 	}
-	b, _ := pem.Decode(kc.CertData)
-	return b != nil && bytes.Equal(b.Bytes, cert)
+	list := mapGet(doc.Content[0], "users")
+	if list == nil || list.Kind != yaml.SequenceNode {
+		return nil, nil
+	}
+	var idx []int
+	for i, e := range list.Content {
+		n := mapGet(mapGet(e, "user"), "client-certificate-data")
+		if n == nil {
+			continue
+		}
+		certPEM, err := decodeB64(n)
+		if err != nil {
+			continue
+		}
+		if b, _ := pem.Decode(certPEM); b != nil && bytes.Equal(b.Bytes, cert) {
+			idx = append(idx, i)
+		}
+	}
+	return idx, nil
 }
 
-func updateCopy(path string, old []byte, issued *Issued) error {
+// updateCopy gives every users entry of the copy at path that carries the
+// old certificate the issued certificate and key. It returns how many.
+func updateCopy(path string, old []byte, issued *Issued) (int, error) {
 	data, err := readNoFollow(path)
 	if err != nil {
-		return err
+		return 0, err
 	}
-	if !carries(data, old) {
-		return errNotACopy
-	}
-	kc, err := parseKubeconfig(data)
+	idx, err := usersCarrying(data, old)
 	if err != nil {
-		return err
+		return 0, fmt.Errorf("%s: %w", path, err)
 	}
-	out, err := kc.withCredentials(issued.CertPEM, issued.KeyPEM)
+	if len(idx) == 0 {
+		return 0, errNotACopy
+	}
+	creds := map[int]credentials{}
+	for _, i := range idx {
+		creds[i] = credentials{CertPEM: issued.CertPEM, KeyPEM: issued.KeyPEM}
+	}
+	out, err := rewriteCredentials(data, creds)
 	if err != nil {
-		return err
+		return 0, fmt.Errorf("%s: %w", path, err)
+	}
+	// Read back as the next kubectl will: the same entries, now with the
+	// renewed certificate.
+	if again, err := usersCarrying(out, issued.Cert.Raw); err != nil || !slices.Equal(again, idx) {
+		return 0, fmt.Errorf("%s: the rewritten copy does not carry the renewed certificate where the old one was", path)
 	}
 	meta, err := statMeta(path)
 	if err != nil {
-		return err
+		return 0, err
 	}
-	return writeAtomic(path, out, meta)
+	if err := writeAtomic(path, out, meta); err != nil {
+		return 0, fmt.Errorf("%s: %w", path, err)
+	}
+	return len(idx), nil
 }

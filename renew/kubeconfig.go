@@ -9,10 +9,9 @@ import (
 	"gopkg.in/yaml.v3"
 )
 
-// kubeconfig is a parsed kubeconfig that remembers where the credentials of
-// the current context's user sit in the original text, so they can be
-// replaced without touching a byte of anything else (unknown fields,
-// comments, ordering and kubeadm's formatting all stay).
+// kubeconfig is a parsed kubeconfig that remembers which users entry holds
+// the current context's credentials, so they can be replaced without
+// touching anything else (see rewriteCredentials).
 type kubeconfig struct {
 	raw      []byte
 	UserName string
@@ -21,6 +20,8 @@ type kubeconfig struct {
 	// Embedded credentials (nil when the user refers to files).
 	CertData, KeyData []byte
 	certNode, keyNode *yaml.Node
+	// userIndex is the user's position in the users list.
+	userIndex int
 
 	// File references (kubelet.conf on current clusters).
 	CertFile, KeyFile string
@@ -43,15 +44,21 @@ func mapGet(m *yaml.Node, key string) *yaml.Node {
 // findNamed finds the entry {name: <name>, <field>: {...}} in a kubeconfig
 // list such as users or contexts and returns its <field> mapping.
 func findNamed(list *yaml.Node, name, field string) *yaml.Node {
+	n, _ := findNamedAt(list, name, field)
+	return n
+}
+
+// findNamedAt is findNamed that also tells the entry's index in the list.
+func findNamedAt(list *yaml.Node, name, field string) (*yaml.Node, int) {
 	if list == nil || list.Kind != yaml.SequenceNode {
-		return nil
+		return nil, -1
 	}
-	for _, e := range list.Content {
+	for i, e := range list.Content {
 		if n := mapGet(e, "name"); n != nil && n.Value == name {
-			return mapGet(e, field)
+			return mapGet(e, field), i
 		}
 	}
-	return nil
+	return nil, -1
 }
 
 func scalar(n *yaml.Node) string {
@@ -91,7 +98,8 @@ func parseKubeconfig(data []byte) (*kubeconfig, error) {
 			kc.CAData, _ = base64.StdEncoding.DecodeString(ca)
 		}
 	}
-	user := findNamed(mapGet(root, "users"), kc.UserName, "user")
+	user, idx := findNamedAt(mapGet(root, "users"), kc.UserName, "user")
+	kc.userIndex = idx
 	if user == nil {
 		return nil, fmt.Errorf("user %q (of context %q) not found in users", kc.UserName, cur)
 	}
@@ -117,14 +125,16 @@ func parseKubeconfig(data []byte) (*kubeconfig, error) {
 }
 
 func decodeB64(n *yaml.Node) ([]byte, error) {
-	// client-go decodes these fields strictly, so a value split over lines
-	// is as broken for kubectl as it is for us.
-	if n.Kind != yaml.ScalarNode || n.Style&(yaml.LiteralStyle|yaml.FoldedStyle) != 0 {
-		return nil, fmt.Errorf("line %d: expected a single-line base64 string", n.Line)
+	// client-go reads these fields with encoding/json, whose base64 skips
+	// line breaks and nothing else: a literal block (lines kept) reads as
+	// one string, a folded block or a plain scalar over several lines
+	// (lines joined with spaces) does not, for kubectl as for us.
+	if n.Kind != yaml.ScalarNode {
+		return nil, fmt.Errorf("line %d: expected a base64 string", n.Line)
 	}
 	b, err := base64.StdEncoding.DecodeString(n.Value)
 	if err != nil {
-		return nil, fmt.Errorf("invalid base64: %w", err)
+		return nil, fmt.Errorf("line %d: invalid base64: %w", n.Line, err)
 	}
 	return b, nil
 }
@@ -135,18 +145,12 @@ func (kc *kubeconfig) withCredentials(certPEM, keyPEM []byte) ([]byte, error) {
 	if kc.certNode == nil || kc.keyNode == nil {
 		return nil, errors.New("credentials are not embedded")
 	}
-	lines := bytes.SplitAfter(kc.raw, []byte("\n"))
-	for _, r := range []struct {
-		n   *yaml.Node
-		val []byte
-	}{{kc.certNode, certPEM}, {kc.keyNode, keyPEM}} {
-		if err := replaceScalar(lines, r.n, base64.StdEncoding.EncodeToString(r.val)); err != nil {
-			return nil, err
-		}
+	out, err := rewriteCredentials(kc.raw, map[int]credentials{kc.userIndex: {CertPEM: certPEM, KeyPEM: keyPEM}})
+	if err != nil {
+		return nil, err
 	}
-	out := bytes.Join(lines, nil)
-	// Parse the result back: the replacement must be exactly what a reader
-	// of the file will see.
+	// Parse the result back as a reader of the file will: the current
+	// context must still lead to exactly the new credentials.
 	check, err := parseKubeconfig(out)
 	if err != nil {
 		return nil, fmt.Errorf("rewritten kubeconfig does not parse: %w", err)
@@ -155,37 +159,4 @@ func (kc *kubeconfig) withCredentials(certPEM, keyPEM []byte) ([]byte, error) {
 		return nil, errors.New("rewritten kubeconfig does not carry the new credentials")
 	}
 	return out, nil
-}
-
-// replaceScalar swaps a single-line plain or quoted scalar in place.
-// kubeadm (and kubectl) always write base64 data that way; anything else
-// (a folded block, a flow mapping) is refused rather than reformatted.
-func replaceScalar(lines [][]byte, n *yaml.Node, value string) error {
-	if n.Line < 1 || n.Line > len(lines) {
-		return errors.New("credential position out of range")
-	}
-	line := lines[n.Line-1]
-	col := n.Column - 1
-	var old string
-	switch n.Style {
-	case 0:
-		old = n.Value
-	case yaml.DoubleQuotedStyle:
-		old = `"` + n.Value + `"`
-		value = `"` + value + `"`
-	case yaml.SingleQuotedStyle:
-		old = `'` + n.Value + `'`
-		value = `'` + value + `'`
-	default:
-		return fmt.Errorf("line %d: credential is not a single-line scalar; refusing to reformat the file", n.Line)
-	}
-	if col < 0 || col+len(old) > len(line) || string(line[col:col+len(old)]) != old {
-		return fmt.Errorf("line %d: credential is not a single-line scalar; refusing to reformat the file", n.Line)
-	}
-	nl := make([]byte, 0, len(line)-len(old)+len(value))
-	nl = append(nl, line[:col]...)
-	nl = append(nl, value...)
-	nl = append(nl, line[col+len(old):]...)
-	lines[n.Line-1] = nl
-	return nil
 }

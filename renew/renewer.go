@@ -33,10 +33,12 @@ type Options struct {
 	Log       logrus.FieldLogger
 	// Step is the store's test hook (see Store.Step).
 	Step func(string)
-	// AdminCopy is a copy of admin.conf updated along with it when it
-	// carries the same credentials; AdminCopyGlob finds copies that are
-	// only reported. Empty: none.
-	AdminCopy, AdminCopyGlob string
+	// AdminCopies are copies of admin.conf (or kubeconfigs merged from
+	// it) whose users entries with admin.conf's old credentials are
+	// updated along with it; AdminCopyGlob finds copies that are only
+	// reported. Empty: none.
+	AdminCopies   []string
+	AdminCopyGlob string
 	// Sleep waits while a concurrent writer finishes (default time.Sleep).
 	Sleep func(time.Duration)
 }

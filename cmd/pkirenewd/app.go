@@ -182,13 +182,14 @@ func (o *options) renewer(cacheKubeadm bool) (*renew.Renewer, error) {
 	if src != "" {
 		o.log.WithFields(logrus.Fields{"source": src, "algorithm": cs.EncryptionAlgorithm, "validity": validity}).Debug("kubeadm configuration")
 	}
+	copies := o.cfg.AdminCopies()
 	glob := ""
-	if o.cfg.AdminKubeconfigCopy != "" {
+	if len(copies) > 0 {
 		// Other admins' copies are reported, never written.
 		glob = "/home/*/.kube/config"
 	}
 	return renew.New(renew.Options{
-		AdminCopy: o.cfg.AdminKubeconfigCopy, AdminCopyGlob: glob,
+		AdminCopies: copies, AdminCopyGlob: glob,
 		Dirs:         renew.Dirs{PKIDir: o.cfg.PKIDir, KubeconfigDir: o.cfg.KubeconfigDir},
 		StateDir:     o.cfg.StateDir,
 		Policy:       renew.Policy{RenewBefore: o.cfg.RenewBefore, NodeName: o.cfg.NodeName},

@@ -450,3 +450,58 @@ func TestCheckShowsOwedRestarts(t *testing.T) {
 		t.Fatalf("nothing owed: exit %d\n%s", code, out)
 	}
 }
+
+// Copies of admin.conf come from adminKubeconfigCopy and
+// adminKubeconfigCopies, in the file or as flags; one that cannot be
+// updated is a warning naming it and the renewal still succeeds.
+func TestAdminKubeconfigCopies(t *testing.T) {
+	n := newNode(t, renewtest.Options{})
+	admin, err := os.ReadFile(filepath.Join(n.kube, "admin.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b, c, broken := filepath.Join(n.root, "a"), filepath.Join(n.root, "b"), filepath.Join(n.root, "c"), filepath.Join(n.root, "broken")
+	for _, p := range []string{a, b, c} {
+		if err := os.WriteFile(p, admin, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(broken, []byte("users: [\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(n.root, "copies.yaml")
+	if err := os.WriteFile(cfg, []byte("adminKubeconfigCopy: "+a+"\nadminKubeconfigCopies:\n- "+b+"\n- "+broken+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"renew", "admin.conf", "--force", "--config", cfg, "--pki-dir", n.pki, "--kubeconfig-dir", n.kube, "--state-dir", n.state}
+	code, out, stderr := n.run(t, args...)
+	if code != 0 {
+		t.Fatalf("exit %d\n%s\n%s", code, out, stderr)
+	}
+	if !strings.Contains(stderr, "level=warning") || !strings.Contains(stderr, "PATH="+broken) {
+		t.Errorf("no warning names the broken copy:\n%s", stderr)
+	}
+	renewed, _ := os.ReadFile(filepath.Join(n.kube, "admin.conf"))
+	for p, want := range map[string][]byte{a: renewed, b: renewed, c: admin} {
+		if got, _ := os.ReadFile(p); !bytes.Equal(got, want) {
+			t.Errorf("%s: renewed=%v, want renewed=%v", p, bytes.Equal(got, renewed), bytes.Equal(want, renewed))
+		}
+	}
+	// The flag replaces the file's list.
+	if err := os.WriteFile(c, renewed, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, out, stderr = n.run(t, append(args, "--admin-kubeconfig-copies", c+","+a)...)
+	if code != 0 {
+		t.Fatalf("exit %d\n%s\n%s", code, out, stderr)
+	}
+	renewed, _ = os.ReadFile(filepath.Join(n.kube, "admin.conf"))
+	for _, p := range []string{a, c} {
+		if got, _ := os.ReadFile(p); !bytes.Equal(got, renewed) {
+			t.Errorf("%s not renewed by the flag's list", p)
+		}
+	}
+	if got, _ := os.ReadFile(b); bytes.Equal(got, renewed) {
+		t.Errorf("%s renewed though the flag replaced the file's list", b)
+	}
+}

@@ -34,6 +34,33 @@ const fastAlg = "encryptionAlgorithm: ECDSA-P256\n"
 // code and output; it never hangs longer than a minute.
 func runPkirenewd(t *testing.T, n *node, cfg string, args ...string) (int, string) {
 	t.Helper()
+	return runPkirenewdAs(t, n, nil, cfg, args...)
+}
+
+// unitCapabilities is `setpriv` run with the bounding set of the shipped
+// unit: the binary then has exactly the capabilities it has under systemd.
+func unitCapabilities(t *testing.T) []string {
+	t.Helper()
+	needTool(t, "setpriv")
+	data, err := os.ReadFile("../../systemd/pkirenewd.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "CapabilityBoundingSet="); ok {
+			set := "-all"
+			for _, c := range strings.Fields(v) {
+				set += ",+" + strings.ToLower(strings.TrimPrefix(c, "CAP_"))
+			}
+			return []string{"setpriv", "--bounding-set=" + set, "--inh-caps=-all", "--"}
+		}
+	}
+	t.Fatal("the unit sets no CapabilityBoundingSet")
+	return nil
+}
+
+func runPkirenewdAs(t *testing.T, n *node, prefix []string, cfg string, args ...string) (int, string) {
+	t.Helper()
 	cfgPath := filepath.Join(n.root, "pkirenewd.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -41,7 +68,8 @@ func runPkirenewd(t *testing.T, n *node, cfg string, args ...string) (int, strin
 	all := append(args, "--config", cfgPath, "--pki-dir", n.pki(), "--kubeconfig-dir", n.kube(), "--state-dir", n.state(), "--kubeadm-config", n.cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, pkirenewdBin, all...).CombinedOutput()
+	argv := append(append(append([]string{}, prefix...), pkirenewdBin), all...)
+	out, err := exec.CommandContext(ctx, argv[0], argv[1:]...).CombinedOutput()
 	if ctx.Err() != nil {
 		t.Fatalf("pkirenewd %s hung:\n%s", strings.Join(args, " "), out)
 	}
@@ -297,12 +325,18 @@ func requireRootHere(t *testing.T) {
 }
 
 // Owners, modes, POSIX ACLs and extended attributes of replaced files are
-// kept, and a private key never becomes readable by more people.
+// kept, and a private key never becomes readable by more people: as root,
+// and with only the capabilities the shipped unit leaves.
 func TestRealNodeMetadataKept(t *testing.T) {
 	requireKubeadm(t)
 	requireRootHere(t)
 	needTool(t, "setfacl")
 	needTool(t, "setfattr")
+	t.Run("root", func(t *testing.T) { metadataKept(t, nil) })
+	t.Run("the unit's capabilities", func(t *testing.T) { metadataKept(t, unitCapabilities(t)) })
+}
+
+func metadataKept(t *testing.T, prefix []string) {
 	n := kubeadmNode(t, fastAlg, nil)
 	old := inventory(t, n)
 	key := filepath.Join(n.pki(), "apiserver.key")
@@ -315,12 +349,13 @@ func TestRealNodeMetadataKept(t *testing.T) {
 	if err := os.Chown(foreign, 1000, 1000); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Chmod(foreign, 0o640); err != nil {
+	// 0600 and not root's: only CAP_DAC_READ_SEARCH lets root read it.
+	if err := os.Chmod(foreign, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	sh(t, "setfattr", "-n", "user.backup-policy", "-v", "nightly", crt)
 	acl := sh(t, "getfacl", "-cn", key)
-	if code, out := runPkirenewd(t, n, "", "renew", "--force"); code != 0 {
+	if code, out := runPkirenewdAs(t, n, prefix, "", "renew", "--force"); code != 0 {
 		t.Fatalf("renew: exit %d\n%s", code, out)
 	}
 	renewedAll(t, n, old)
@@ -331,10 +366,10 @@ func TestRealNodeMetadataKept(t *testing.T) {
 	if st.Gid != 1000 || st.Mode&0o077 != 0o040 { // group bits = the ACL mask r--
 		t.Errorf("%s: gid %d mode %o", key, st.Gid, st.Mode&0o777)
 	}
-	if st := stat(t, foreign); st.Uid != 1000 || st.Gid != 1000 || st.Mode&0o777 != 0o640 {
-		t.Errorf("%s: %d:%d %o, want 1000:1000 640", foreign, st.Uid, st.Gid, st.Mode&0o777)
+	if st := stat(t, foreign); st.Uid != 1000 || st.Gid != 1000 || st.Mode&0o777 != 0o600 {
+		t.Errorf("%s: %d:%d %o, want 1000:1000 600", foreign, st.Uid, st.Gid, st.Mode&0o777)
 	}
-	if got := strings.TrimSpace(sh(t, "getfattr", "--only-values", "-n", "user.backup-policy", crt)); got != "nightly" {
+	if got := strings.TrimSpace(sh(t, "getfattr", "--absolute-names", "--only-values", "-n", "user.backup-policy", crt)); got != "nightly" {
 		t.Errorf("user.backup-policy of %s: %q", crt, got)
 	}
 }

@@ -214,7 +214,7 @@ ct journalctl -u pkirenewd --no-pager -o cat | grep -q "holds the old admin.conf
 [[ $(stat -c %u:%g:%a "$root/etc/kubernetes/pki/front-proxy-client.key") == 1000:1000:600 ]] || fail "front-proxy-client.key lost its owner or mode: $(stat -c %u:%g:%a "$root/etc/kubernetes/pki/front-proxy-client.key")"
 [[ $(getfacl -cn "$root/etc/kubernetes/pki/apiserver.key") == "$acl_before" ]] || fail "apiserver.key's ACL changed: $(getfacl -cn "$root/etc/kubernetes/pki/apiserver.key")"
 [[ $(stat -c %A "$root/etc/kubernetes/pki/apiserver.key") == "$mode_before" ]] || fail "apiserver.key's mode changed"
-[[ $(getfattr --only-values -n user.pkirenewd-test "$root/etc/kubernetes/pki/apiserver.crt" 2>/dev/null) == kept ]] || fail "apiserver.crt lost its user.* attribute"
+[[ $(getfattr --absolute-names --only-values -n user.pkirenewd-test "$root/etc/kubernetes/pki/apiserver.crt" 2>/dev/null) == kept ]] || fail "apiserver.crt lost its user.* attribute"
 say "reload logged; config edit took effect; 12 certificates renewed under the hardened unit: \"$after\"; /root/.kube/config followed admin.conf, /home/alice's copy (0600, hers) reported; another owner, an ACL and an xattr kept"
 
 ct env DEBIAN_FRONTEND=noninteractive apt-get remove -y -q pkirenewd >"$work/apt.log" 2>&1 || { cat "$work/apt.log"; fail "apt remove"; }

@@ -32,10 +32,7 @@ type PromMetrics struct {
 	certLabelSet []string
 }
 
-var (
-	_ Metrics         = (*PromMetrics)(nil)
-	_ RestartRecorder = (*PromMetrics)(nil)
-)
+var _ Metrics = (*PromMetrics)(nil)
 
 // NewPromMetrics registers the metrics in a registry of their own.
 func NewPromMetrics() *PromMetrics {

@@ -13,7 +13,7 @@ import (
 
 	"github.com/pkirenewd/pkirenewd/config"
 	"github.com/pkirenewd/pkirenewd/cri"
-	"github.com/pkirenewd/pkirenewd/daemon"
+	"github.com/pkirenewd/pkirenewd/reconcile"
 	"github.com/pkirenewd/pkirenewd/renew"
 	"github.com/pkirenewd/pkirenewd/systemd"
 )
@@ -168,11 +168,11 @@ Exit status: 0 all healthy, 1 failed.`,
 // is recorded first, so a roll cut short is finished by the daemon.
 func restartAfterRenewal(ctx context.Context, o *options, r *cri.Restarter, rn *renew.Renewer, manifests cri.Manifests, plan *renew.Plan, res *renew.Result) error {
 	affected := manifests.MustRestart(plan.Paths())
-	kubelet := daemon.RenewsKubeletConf(plan)
+	kubelet := reconcile.RenewsKubeletConf(plan)
 	if len(affected) == 0 {
 		cri.WarnProblems(o.log, manifests.Problems)
 		fmt.Fprintln(o.stdout, "No static pod uses the renewed files.")
-		if err := daemon.KubeletAfterRenewal(ctx, plan, kubeletRestarter(o.cfg), o.log, nil); err != nil {
+		if err := reconcile.KubeletAfterRenewal(ctx, plan, kubeletRestarter(o.cfg), o.log, nil); err != nil {
 			return err
 		}
 		if kubelet && kubeletRestarter(o.cfg) != nil {
@@ -180,7 +180,7 @@ func restartAfterRenewal(ctx context.Context, o *options, r *cri.Restarter, rn *
 		}
 		return nil
 	}
-	owed := &renew.PendingRestart{Components: affected, Kubelet: kubelet, BackupDir: res.BackupDir, Recovering: daemon.Expired(plan), Since: o.now()}
+	owed := &renew.PendingRestart{Components: affected, Kubelet: kubelet, BackupDir: res.BackupDir, Recovering: reconcile.Expired(plan), Since: o.now()}
 	prev, err := renew.LoadPending(o.cfg.StateDir)
 	if err != nil {
 		return err
@@ -189,7 +189,7 @@ func restartAfterRenewal(ctx context.Context, o *options, r *cri.Restarter, rn *
 	if err := renew.SavePending(o.cfg.StateDir, owed); err != nil {
 		return fmt.Errorf("recording the restarts owed: %w", err)
 	}
-	e := &daemon.NodeEngine{
+	e := &reconcile.NodeEngine{
 		Renewer: rn, StateDir: o.cfg.StateDir, ManifestsDir: o.cfg.ManifestsDir, Log: o.log,
 		RestartKubelet: kubeletRestarter(o.cfg), Coordinate: coordination(o.cfg, o.log, nil), Now: o.now,
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/pkirenewd/pkirenewd/config"
 	"github.com/pkirenewd/pkirenewd/daemon"
+	"github.com/pkirenewd/pkirenewd/reconcile"
 	"github.com/pkirenewd/pkirenewd/systemd"
 )
 
@@ -50,7 +51,7 @@ func (o *options) nodeEngine(cfg config.Config, metrics *daemon.PromMetrics) (da
 	if err != nil {
 		return nil, err
 	}
-	e := &daemon.NodeEngine{Renewer: r, StateDir: cfg.StateDir, ManifestsDir: cfg.ManifestsDir, Log: o.log}
+	e := &reconcile.NodeEngine{Renewer: r, StateDir: cfg.StateDir, ManifestsDir: cfg.ManifestsDir, Log: o.log}
 	if metrics != nil {
 		e.Restarts = metrics
 	}

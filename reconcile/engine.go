@@ -1,4 +1,4 @@
-package daemon
+package reconcile
 
 import (
 	"context"
@@ -80,7 +80,6 @@ func kubeletRestart(ctx context.Context, restart func(context.Context) error, lo
 	return nil
 }
 
-var _ Engine = (*NodeEngine)(nil)
 
 // Recover implements Engine.
 func (e *NodeEngine) Recover() error {

@@ -1,4 +1,4 @@
-package daemon_test
+package reconcile_test
 
 import (
 	"context"
@@ -17,7 +17,7 @@ import (
 
 	"github.com/pkirenewd/pkirenewd/cri"
 	"github.com/pkirenewd/pkirenewd/cri/critest"
-	"github.com/pkirenewd/pkirenewd/daemon"
+	"github.com/pkirenewd/pkirenewd/reconcile"
 	"github.com/pkirenewd/pkirenewd/renew"
 )
 
@@ -42,21 +42,21 @@ func TestKubeletAfterRenewal(t *testing.T) {
 	calls := 0
 	ok := func(context.Context) error { calls++; return nil }
 	rec := &recorder{}
-	if err := daemon.KubeletAfterRenewal(ctx, planOf("apiserver", "admin.conf"), ok, log, rec); err != nil || calls != 0 {
+	if err := reconcile.KubeletAfterRenewal(ctx, planOf("apiserver", "admin.conf"), ok, log, rec); err != nil || calls != 0 {
 		t.Fatalf("no kubelet.conf: err %v, %d restarts", err, calls)
 	}
-	if err := daemon.KubeletAfterRenewal(ctx, planOf("apiserver", "kubelet.conf"), ok, log, rec); err != nil || calls != 1 {
+	if err := reconcile.KubeletAfterRenewal(ctx, planOf("apiserver", "kubelet.conf"), ok, log, rec); err != nil || calls != 1 {
 		t.Fatalf("kubelet.conf: err %v, %d restarts", err, calls)
 	}
 	fail := func(context.Context) error { return errors.New("unit kubelet.service not found") }
-	err := daemon.KubeletAfterRenewal(ctx, planOf("kubelet.conf"), fail, log, rec)
+	err := reconcile.KubeletAfterRenewal(ctx, planOf("kubelet.conf"), fail, log, rec)
 	if err == nil || !strings.Contains(err.Error(), "kubelet.service not found") {
 		t.Fatalf("failing restart: %v", err)
 	}
 	if strings.Join(rec.results, ",") != "kubelet:success,kubelet:failure" {
 		t.Errorf("recorded %v", rec.results)
 	}
-	if err := daemon.KubeletAfterRenewal(ctx, planOf("kubelet.conf"), nil, log, rec); err != nil {
+	if err := reconcile.KubeletAfterRenewal(ctx, planOf("kubelet.conf"), nil, log, rec); err != nil {
 		t.Errorf("no restarter: %v", err)
 	}
 }
@@ -98,7 +98,7 @@ func TestRollOwedPastUnusableManifests(t *testing.T) {
 	log, hook := logtest.NewNullLogger()
 	rst := &cri.Restarter{Runtime: rt, Prober: &critest.Prober{}, Clock: testclock.NewFakeClock(time.Unix(0, 0)), Timeout: time.Minute, Log: log}
 	state := t.TempDir()
-	e := &daemon.NodeEngine{StateDir: state, ManifestsDir: dir, Log: log, Now: func() time.Time { return time.Unix(0, 0) }}
+	e := &reconcile.NodeEngine{StateDir: state, ManifestsDir: dir, Log: log, Now: func() time.Time { return time.Unix(0, 0) }}
 	owed := &renew.PendingRestart{Components: []string{"etcd", "kube-scheduler", "kube-vip"}}
 	results, err := e.RollOwed(context.Background(), rst, ms, owed)
 	var restarted []string

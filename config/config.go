@@ -91,6 +91,7 @@ type Config struct {
 
 // MinLeaseDuration is the shortest leaseDuration accepted.
 const MinLeaseDuration = 15 * time.Second
+
 // AdminCopies is every configured copy of admin.conf, each once, in the
 // order given.
 func (c Config) AdminCopies() []string {

@@ -367,6 +367,10 @@ func Affected(manifests []*Manifest, changed []string) []string {
 	return Order(out)
 }
 
+// UsesFile reports whether the pod of m reads file f: named in a command
+// flag, or mounted (the file, or the directory holding it).
+func UsesFile(m *Manifest, f string) bool { return uses(m, []string{f}) }
+
 func uses(m *Manifest, changed []string) bool {
 	for _, f := range changed {
 		f = filepath.Clean(f)

@@ -33,6 +33,9 @@ type Container struct {
 	// ContainerMetadata.Attempt): a container that exits is replaced by a
 	// new one with the next attempt.
 	Attempt uint32
+	// StartedAt is when a running container's process started (CRI
+	// ContainerStatus): what it read at start is at least this old.
+	StartedAt time.Time
 }
 
 // Runtime is the part of the CRI the rolling restart needs.
@@ -169,11 +172,22 @@ func (c *Client) Containers(ctx context.Context, sandboxID string) ([]Container,
 	}
 	var out []Container
 	for _, ct := range resp.Containers {
-		c := Container{ID: ct.Id, Running: ct.State == runtimeapi.ContainerState_CONTAINER_RUNNING}
+		ctr := Container{ID: ct.Id, Running: ct.State == runtimeapi.ContainerState_CONTAINER_RUNNING}
 		if ct.Metadata != nil {
-			c.Name, c.Attempt = ct.Metadata.Name, ct.Metadata.Attempt
+			ctr.Name, ctr.Attempt = ct.Metadata.Name, ct.Metadata.Attempt
 		}
-		out = append(out, c)
+		if ctr.Running {
+			// The list carries only the creation time; the process may
+			// have started later, and it is the start that counts.
+			st, err := c.rt.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: ct.Id})
+			if err != nil {
+				return nil, fmt.Errorf("ContainerStatus %.13s: %w", ct.Id, err)
+			}
+			if s := st.GetStatus(); s != nil && s.StartedAt != 0 {
+				ctr.StartedAt = time.Unix(0, s.StartedAt)
+			}
+		}
+		out = append(out, ctr)
 	}
 	return out, nil
 }

@@ -42,6 +42,11 @@ type Metrics interface {
 	Renewal(err error, at time.Time)
 }
 
+// owedMetrics are the metrics of what is owed, when the Metrics have them.
+type owedMetrics interface {
+	Owed(components []string, transaction bool)
+}
+
 // Options configure Run.
 type Options struct {
 	Engine Engine
@@ -185,8 +190,15 @@ func Run(ctx context.Context, o Options) error {
 	return nil
 }
 
-// check takes inventory and plans; the first one logs a line per item.
+// check takes inventory and plans; the first one logs a line per item. A
+// transaction left by anyone (a killed `pkirenewd renew`, a finish that
+// failed) is completed or undone first, every cycle, not only at start.
 func (l *loop) check(first bool) error {
+	if e, ok := l.engine.(interface{ TransactionPending() bool }); ok && e.TransactionPending() {
+		if err := l.engine.Recover(); err != nil {
+			l.Log.WithError(err).Error("an interrupted renewal could not be completed or undone")
+		}
+	}
 	statuses, err := l.engine.Inventory()
 	if err != nil {
 		l.Log.WithError(err).Error("inventory failed")
@@ -197,6 +209,13 @@ func (l *loop) check(first bool) error {
 	}
 	now := l.Clock.Now()
 	l.pending = l.engine.Pending()
+	if m, ok := l.Metrics.(owedMetrics); ok {
+		tx := false
+		if e, ok := l.engine.(interface{ TransactionPending() bool }); ok {
+			tx = e.TransactionPending()
+		}
+		m.Owed(l.pending, tx)
+	}
 	l.statuses = statuses
 	l.plan = NextWake(now, statuses, l.MaxSleep)
 	for _, s := range statuses {
@@ -268,7 +287,7 @@ func (l *loop) renew(ctx context.Context) {
 		l.Notify.Notify("STATUS=renewing " + strings.Join(due, ", "))
 	} else {
 		log = l.Log.WithFields(logrus.Fields{"ACTION": "restart", "COMPONENT": strings.Join(l.pending, ",")})
-		log.Info("restarts owed by an earlier renewal: doing them")
+		log.Info("restarts owed (components on older credentials than the files, or a roll cut short): doing them")
 		l.Notify.Notify("STATUS=restarting " + strings.Join(l.pending, ", "))
 	}
 	written, err := l.engine.Renew(ctx, due)

@@ -29,6 +29,8 @@ type PromMetrics struct {
 	lastSuccess  prometheus.Gauge
 	nextRenewal  prometheus.Gauge
 	brokenCerts  prometheus.Gauge
+	owed         *prometheus.GaugeVec
+	transaction  prometheus.Gauge
 	certLabelSet []string
 }
 
@@ -48,13 +50,29 @@ func NewPromMetrics() *PromMetrics {
 		lastSuccess:  prometheus.NewGauge(prometheus.GaugeOpts{Name: "pkirenewd_last_success_timestamp_seconds", Help: "When the last renewal succeeded."}),
 		nextRenewal:  prometheus.NewGauge(prometheus.GaugeOpts{Name: "pkirenewd_next_renewal_timestamp_seconds", Help: "When the next renewal is due (0: none scheduled)."}),
 		brokenCerts:  prometheus.NewGauge(prometheus.GaugeOpts{Name: "pkirenewd_broken_certificates", Help: "Items that are missing or cannot be read, parsed or verified."}),
+		owed:         prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "pkirenewd_stale_components", Help: "1 for each component (or the kubelet) that runs on credentials older than the files on disk, or whose restart a renewal still owes."}, []string{"component"}),
+		transaction:  prometheus.NewGauge(prometheus.GaugeOpts{Name: "pkirenewd_transaction_pending", Help: "1 while an interrupted renewal is recorded in the state dir."}),
 	}
-	m.Registry.MustRegister(m.notAfter, m.notBefore, m.expired, m.renewals, m.restarts, m.lastSuccess, m.nextRenewal, m.brokenCerts,
+	m.Registry.MustRegister(m.notAfter, m.notBefore, m.expired, m.renewals, m.restarts, m.lastSuccess, m.nextRenewal, m.brokenCerts, m.owed, m.transaction,
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), collectors.NewGoCollector())
 	for _, r := range []string{"success", "failure"} {
 		m.renewals.WithLabelValues(r)
 	}
 	return m
+}
+
+// Owed sets the components that run on old credentials or are owed a
+// restart, and whether a transaction is pending.
+func (m *PromMetrics) Owed(components []string, transaction bool) {
+	m.owed.Reset()
+	for _, c := range components {
+		m.owed.WithLabelValues(c).Set(1)
+	}
+	v := 0.0
+	if transaction {
+		v = 1
+	}
+	m.transaction.Set(v)
 }
 
 // Observe implements Metrics.

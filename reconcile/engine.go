@@ -42,6 +42,8 @@ type NodeEngine struct {
 	// Now stamps the record of owed restarts (default time.Now).
 	Now      func() time.Time
 	Restarts RestartRecorder
+	// KubeletStart tells when the kubelet started (default: /proc).
+	KubeletStart func() (time.Time, bool, error)
 }
 
 // RenewsKubeletConf reports whether a plan replaces kubelet.conf.
@@ -80,7 +82,6 @@ func kubeletRestart(ctx context.Context, restart func(context.Context) error, lo
 	return nil
 }
 
-
 // Recover implements Engine.
 func (e *NodeEngine) Recover() error {
 	unlock, err := renew.Lock(e.StateDir, e.Log)
@@ -104,8 +105,11 @@ func (e *NodeEngine) now() time.Time {
 	return time.Now()
 }
 
-// Pending implements Engine: restarts a renewal still owes (cut short by
-// a crash, a stop, the lease or the etcd guard).
+// Pending implements Engine: the restarts owed, observed — components
+// running on credentials older than the files on disk, whoever wrote them
+// (a renewal cut short, a lost record, an operator's `kubeadm certs
+// renew`) — and recorded (what a renewal noted before its roll). When the
+// runtime cannot be asked, the record alone.
 func (e *NodeEngine) Pending() []string {
 	if e.Connect == nil {
 		return nil
@@ -113,17 +117,94 @@ func (e *NodeEngine) Pending() []string {
 	p, err := renew.LoadPending(e.StateDir)
 	if err != nil {
 		e.Log.WithError(err).Error("reading the owed restarts")
-		return nil
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	stale, err := e.observeStale(ctx, nil)
+	if err != nil {
+		e.Log.WithError(err).Warn("cannot tell which components run on old credentials: going by the record of owed restarts")
+	}
+	p = p.Merge(owedFor(stale, e.now()), cri.Order)
 	if p.Empty() {
 		return nil
 	}
 	out := append([]string{}, p.Components...)
 	if p.Kubelet {
-		out = append(out, "kubelet")
+		out = append(out, Kubelet)
 	}
 	return out
 }
+
+// TransactionPending reports whether an interrupted renewal is recorded
+// (the next Renew completes or undoes it first).
+func (e *NodeEngine) TransactionPending() bool {
+	p, err := renew.TransactionPending(e.StateDir)
+	return err == nil && p
+}
+
+// Stale observes the components that run on credentials older than the
+// files on disk (nil when restarts are off).
+func (e *NodeEngine) Stale(ctx context.Context) ([]StaleComponent, error) {
+	if e.Connect == nil {
+		return nil, nil
+	}
+	return e.observeStale(ctx, nil)
+}
+
+// observeStale asks the runtime (rst, or a new connection) what runs and
+// compares it with the files.
+func (e *NodeEngine) observeStale(ctx context.Context, rst *cri.Restarter) ([]StaleComponent, error) {
+	if rst == nil {
+		r, done, err := e.Connect(ctx)
+		if err != nil {
+			return nil, err
+		}
+		defer done()
+		rst = r
+	}
+	ms, err := cri.LoadManifests(e.ManifestsDir)
+	if err != nil {
+		return nil, err
+	}
+	inv, _, err := e.Renewer.Inventory()
+	if err != nil {
+		return nil, err
+	}
+	files, kubeletConf := CredentialFiles(inv)
+	if e.RestartKubelet == nil && e.KubeletStart == nil {
+		// How this node runs its kubelet is unknown (no systemd unit,
+		// no kubeletRestartCommand): a process named kubelet may not be
+		// this node's (a test host, a nested node), so it is not judged.
+		kubeletConf = ""
+	}
+	return Observer{Runtime: rst.Runtime, Node: rst.Node, KubeletStart: e.KubeletStart}.Stale(ctx, Uses(ms, files, kubeletConf))
+}
+
+// owedFor turns observed stale components into owed restarts.
+func owedFor(stale []StaleComponent, now time.Time) *renew.PendingRestart {
+	p := &renew.PendingRestart{Since: now}
+	for _, s := range stale {
+		if s.Component == Kubelet {
+			p.Kubelet = true
+			continue
+		}
+		p.Components = append(p.Components, s.Component)
+	}
+	p.Components = cri.Order(p.Components)
+	if p.Empty() {
+		return nil
+	}
+	return p
+}
+
+func (e *NodeEngine) logStale(stale []StaleComponent) {
+	for _, s := range stale {
+		e.Log.WithFields(logrus.Fields{"COMPONENT": s.Component, "PATH": s.File, "STARTED": fmtTime(s.StartedAt), "CHANGED": fmtTime(s.Changed)}).
+			Warnf("%s runs on old credentials: it started before %s changed", s.Component, s.File)
+	}
+}
+
+func fmtTime(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }
 
 // Expired reports whether a plan replaces certificates that had already
 // expired or were not valid yet: the control plane may be down (day 366).
@@ -162,11 +243,22 @@ func (e *NodeEngine) Renew(ctx context.Context, names []string) ([]string, error
 		return nil, err
 	}
 	defer unlock()
+	// A transaction left behind by anyone (a killed `pkirenewd renew`, a
+	// finish that failed) is completed or undone before anything else.
+	if err := e.Renewer.Recover(); err != nil {
+		return nil, fmt.Errorf("nothing was written: recovering an interrupted renewal: %w", err)
+	}
 	var owed *renew.PendingRestart
 	if rst != nil {
 		if owed, err = renew.LoadPending(e.StateDir); err != nil {
 			return nil, fmt.Errorf("nothing was written: %w", err)
 		}
+		stale, err := e.observeStale(ctx, rst)
+		if err != nil {
+			return nil, fmt.Errorf("nothing was written: %w", err)
+		}
+		e.logStale(stale)
+		owed = owed.Merge(owedFor(stale, e.now()), cri.Order)
 	}
 	var written []string
 	if len(names) > 0 {
@@ -199,8 +291,30 @@ func (e *NodeEngine) Renew(ctx context.Context, names []string) ([]string, error
 	if err := renew.SavePending(e.StateDir, owed); err != nil {
 		return written, fmt.Errorf("recording the restarts owed: %w", err)
 	}
-	_, err = e.RollOwed(ctx, rst, manifests, owed)
-	return written, err
+	if _, err = e.RollOwed(ctx, rst, manifests, owed); err != nil {
+		return written, err
+	}
+	return written, e.stillStale(ctx, rst)
+}
+
+// stillStale looks again after a roll: only a component that is healthy
+// and no longer older than its files is done. One that is still stale
+// (a kubelet nobody can restart, a restart that did not take) is an error
+// naming it, so the loop backs off and says so instead of calling it done.
+func (e *NodeEngine) stillStale(ctx context.Context, rst *cri.Restarter) error {
+	stale, err := e.observeStale(ctx, rst)
+	if err != nil || len(stale) == 0 {
+		return err
+	}
+	var errs []error
+	for _, s := range stale {
+		hint := ""
+		if s.Component == Kubelet && e.RestartKubelet == nil {
+			hint = " (set kubeletRestartCommand, or restart the kubelet)"
+		}
+		errs = append(errs, fmt.Errorf("%s still runs on credentials older than %s%s", s.Component, s.File, hint))
+	}
+	return errors.Join(errs...)
 }
 
 // RollOwed does the restarts owed (already recorded in the state dir),

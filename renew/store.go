@@ -99,6 +99,12 @@ func (s *Store) ensureStateDir() error {
 	return nil
 }
 
+// TransactionPending reports whether an unfinished transaction is recorded
+// in stateDir.
+func TransactionPending(stateDir string) (bool, error) {
+	return (&Store{StateDir: stateDir}).Pending()
+}
+
 // Pending reports whether an unfinished transaction is recorded.
 func (s *Store) Pending() (bool, error) {
 	return exists(s.journalPath())

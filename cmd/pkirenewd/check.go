@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -11,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 	"gopkg.in/yaml.v3"
 
+	"github.com/pkirenewd/pkirenewd/reconcile"
 	"github.com/pkirenewd/pkirenewd/renew"
 )
 
@@ -31,7 +33,7 @@ item, and the restarts a renewal still owes. Exit status: 0 all fine, 1
 something is due, a CA is within caWarnBefore of expiry or restarts are
 owed, 2 something is expired, missing or broken.`,
 		Args: cobra.NoArgs,
-		RunE: func(*cobra.Command, []string) error {
+		RunE: func(cmd *cobra.Command, _ []string) error {
 			if output != "table" && output != "json" && output != "yaml" {
 				return &exitError{code: 2, err: fmt.Errorf("-o: unknown format %q (table, json, yaml)", output)}
 			}
@@ -55,6 +57,10 @@ owed, 2 something is expired, missing or broken.`,
 					rep.PendingRestarts = append(rep.PendingRestarts, "kubelet")
 				}
 			}
+			rep.StaleComponents = o.staleComponents(cmd.Context(), r)
+			if pending, err := renew.TransactionPending(o.cfg.StateDir); err == nil && pending {
+				rep.TransactionPending = true
+			}
 			switch output {
 			case "json":
 				enc := json.NewEncoder(o.stdout)
@@ -74,7 +80,7 @@ owed, 2 something is expired, missing or broken.`,
 				logStatus(o, s)
 			}
 			code := exitFor(statuses)
-			if code == checkOK && len(rep.PendingRestarts) > 0 {
+			if code == checkOK && (len(rep.PendingRestarts) > 0 || len(rep.StaleComponents) > 0 || rep.TransactionPending) {
 				code = checkDue
 			}
 			if code != checkOK {
@@ -145,6 +151,12 @@ type report struct {
 	CertificateAuthorities []reportCert `json:"certificateAuthorities" yaml:"certificateAuthorities"`
 	// PendingRestarts are restarts a committed renewal still owes.
 	PendingRestarts []string `json:"pendingRestarts,omitempty" yaml:"pendingRestarts,omitempty"`
+	// StaleComponents run on credentials older than the files on disk,
+	// as the runtime and the files show now.
+	StaleComponents []staleComponent `json:"staleComponents,omitempty" yaml:"staleComponents,omitempty"`
+	// TransactionPending: an interrupted renewal is recorded in stateDir;
+	// the next pkirenewd command or daemon cycle completes or undoes it.
+	TransactionPending bool `json:"transactionPending,omitempty" yaml:"transactionPending,omitempty"`
 }
 
 func newReport(statuses []renew.Status, now time.Time) report {
@@ -214,6 +226,17 @@ func printTable(w io.Writer, rep report) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
+	for _, sc := range rep.StaleComponents {
+		if _, err := fmt.Fprintf(w, "\nSTALE %s: running since %s, before %s changed (%s): restart owed\n", sc.Component,
+			sc.StartedAt.Format(dateFormat), sc.File, sc.Changed.Format(dateFormat)); err != nil {
+			return err
+		}
+	}
+	if rep.TransactionPending {
+		if _, err := fmt.Fprintln(w, "\nAn interrupted renewal is recorded in the state dir: the next pkirenewd run or renew completes or undoes it."); err != nil {
+			return err
+		}
+	}
 	if len(rep.PendingRestarts) > 0 {
 		_, err := fmt.Fprintf(w, "\nRestarts owed by an earlier renewal: %s (pkirenewd run finishes them)\n", strings.Join(rep.PendingRestarts, ", "))
 		return err
@@ -270,4 +293,36 @@ func shortHumanDuration(d time.Duration) string {
 		return fmt.Sprintf("%dd", hours/24)
 	}
 	return fmt.Sprintf("%dy", int(d.Hours()/24/365))
+}
+
+type staleComponent struct {
+	Component string    `json:"component" yaml:"component"`
+	StartedAt time.Time `json:"startedAt" yaml:"startedAt"`
+	File      string    `json:"file" yaml:"file"`
+	Changed   time.Time `json:"changed" yaml:"changed"`
+}
+
+// staleComponents asks the runtime which components run on credentials
+// older than the files. Where restarts are off, or there is no runtime to
+// ask (a machine that only holds a PKI), nothing is reported: said at
+// debug level, since check is also used away from nodes.
+func (o *options) staleComponents(ctx context.Context, r *renew.Renewer) []staleComponent {
+	if !o.cfg.RestartComponents {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	e := &reconcile.NodeEngine{Renewer: r, StateDir: o.cfg.StateDir, ManifestsDir: o.cfg.ManifestsDir, Connect: connector(o.cfg, o.log),
+		RestartKubelet: kubeletRestarter(o.cfg), Log: o.log}
+	stale, err := e.Stale(ctx)
+	if err != nil {
+		o.log.WithError(err).Debug("which components run on old credentials cannot be told")
+		return nil
+	}
+	var out []staleComponent
+	for _, s := range stale {
+		out = append(out, staleComponent{Component: s.Component, StartedAt: s.StartedAt.UTC(), File: s.File, Changed: s.Changed.UTC()})
+		o.log.WithFields(map[string]any{"COMPONENT": s.Component, "PATH": s.File}).Warnf("%s runs on credentials older than %s: a restart is owed", s.Component, s.File)
+	}
+	return out
 }

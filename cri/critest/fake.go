@@ -40,6 +40,15 @@ type Runtime struct {
 	// containers: a crash loop.
 	CrashEvery map[string]int
 	crashes    map[string]int // per sandbox, listings since the last crash
+	// Now stamps the start of each container (default time.Now).
+	Now func() time.Time
+}
+
+func (f *Runtime) now() time.Time {
+	if f.Now != nil {
+		return f.Now()
+	}
+	return time.Now()
 }
 
 var _ cri.Runtime = (*Runtime)(nil)
@@ -81,7 +90,7 @@ func (f *Runtime) addLocked(component, source string) string {
 		Labels:      map[string]string{"io.kubernetes.pod.namespace": "kube-system", "component": component},
 		Annotations: map[string]string{"kubernetes.io/config.source": source},
 	})
-	f.containers[id] = []cri.Container{{ID: id + "-c", Name: component, Running: true}}
+	f.containers[id] = []cri.Container{{ID: id + "-c", Name: component, Running: true, StartedAt: f.now()}}
 	return id
 }
 

@@ -518,6 +518,10 @@ func (r *Restarter) newRunning(ctx context.Context, component string, old Sandbo
 	return "", false
 }
 
+// ErrNoRollback is what a restore returns when it chose not to go back
+// (the previous files are no better): the roll stops without a retry.
+var ErrNoRollback = errors.New("not rolled back: the previous files are no better than the renewed ones")
+
 // RollError is a rolling restart that stopped at a component.
 type RollError struct {
 	Component string
@@ -565,7 +569,10 @@ func (r *Restarter) Roll(ctx context.Context, ms []*Manifest, restore func() err
 		if restore == nil || res.OldSandbox == "" {
 			return results, rerr
 		}
-		if err := restore(); err != nil {
+		if err := restore(); errors.Is(err, ErrNoRollback) {
+			rerr.Err = fmt.Errorf("%w; %v", res.Err, err)
+			return results, rerr
+		} else if err != nil {
 			rerr.Err = fmt.Errorf("%w; restoring the previous files also failed: %v", res.Err, err)
 			return results, rerr
 		}

@@ -13,6 +13,10 @@ import (
 	"github.com/pkirenewd/pkirenewd/renew"
 )
 
+// critical is the journal priority (crit) of the lines an operator must
+// act on; the systemd journal hook honours a PRIORITY field.
+const critical = 2
+
 // RestartRecorder counts restarts for the metrics; nil is allowed.
 type RestartRecorder interface {
 	Restart(component string, err error)
@@ -353,6 +357,13 @@ func (e *NodeEngine) RollOwed(ctx context.Context, rst *cri.Restarter, manifests
 	var restore func() error
 	if owed.BackupDir != "" {
 		restore = func() error {
+			// Looked at only when a component failed: forward, not
+			// back, when the previous files are no better.
+			if err := e.Renewer.Restorable(owed.BackupDir); err != nil {
+				e.Log.WithFields(logrus.Fields{"ACTION": "no-rollback", "BACKUP": owed.BackupDir, "PRIORITY": critical}).WithError(err).
+					Error("NOT ROLLING BACK: the previous files are no better than the renewed ones; keeping the renewed files, the failed component stays owed")
+				return fmt.Errorf("%w (%v)", cri.ErrNoRollback, err)
+			}
 			_, err := e.Renewer.Restore(owed.BackupDir)
 			return err
 		}

@@ -19,6 +19,7 @@ import (
 	"github.com/pkirenewd/pkirenewd/cri/critest"
 	"github.com/pkirenewd/pkirenewd/reconcile"
 	"github.com/pkirenewd/pkirenewd/renew"
+	"github.com/pkirenewd/pkirenewd/renew/renewtest"
 )
 
 type recorder struct{ results []string }
@@ -132,4 +133,105 @@ func TestRollOwedPastUnusableManifests(t *testing.T) {
 			t.Errorf("touched: %s", c)
 		}
 	}
+}
+
+// renewedNode is a kubeadm-shaped PKI issued at notBefore and renewed in
+// full, with a backup of the previous files.
+func renewedNode(t *testing.T, notBefore time.Time) (*renew.Renewer, string, string) {
+	t.Helper()
+	root := t.TempDir()
+	l, err := renewtest.MakePKI(filepath.Join(root, "kubernetes"), renewtest.Options{Algorithm: "ECDSA-P256", NotBefore: notBefore})
+	if err != nil {
+		t.Fatal(err)
+	}
+	state := filepath.Join(root, "state")
+	r := renew.New(renew.Options{Dirs: renew.Dirs{PKIDir: l.PKIDir, KubeconfigDir: l.KubeconfigDir}, StateDir: state,
+		Policy: renew.Policy{RenewBefore: 90 * 24 * time.Hour}, Validity: 365 * 24 * time.Hour})
+	inv, _, err := r.Inventory()
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan, err := r.Plan(inv, renew.Selection{Force: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := r.Apply(plan)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r, state, res.BackupDir
+}
+
+// A component that fails its health check after a renewal goes back to
+// the previous files only when they are better: fresh ones, yes; on day
+// 366, expired ones, never — the renewed files stay, the failed component
+// stays owed, and it is said at crit.
+func TestRollBackOnlyToSomethingBetter(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		notBefore time.Time
+		restored  bool
+	}{
+		{"previous files good for months", time.Now().Add(-time.Hour), true},
+		{"day 366: previous files expired", time.Now().Add(-366 * 24 * time.Hour), false},
+		{"previous files due", time.Now().Add(-300 * 24 * time.Hour), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r, state, backup := renewedNode(t, tc.notBefore)
+			dir := copyManifests(t, map[string]string{"kubeadm-v1.37.2/kube-scheduler.yaml": "kube-scheduler.yaml"})
+			ms, err := cri.LoadManifests(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rt := critest.NewRuntime()
+			rt.AddStaticPod("kube-scheduler")
+			rt.NoRecreate = map[string]bool{"kube-scheduler": true}
+			log, hook := logtest.NewNullLogger()
+			rst := &cri.Restarter{Runtime: rt, Prober: &critest.Prober{}, Clock: testclock.NewFakeClock(time.Unix(0, 0)), Timeout: time.Minute, Log: log}
+			e := &reconcile.NodeEngine{Renewer: r, StateDir: state, ManifestsDir: dir, Log: log}
+			owed := &renew.PendingRestart{Components: []string{"kube-scheduler"}, BackupDir: backup}
+			if err := renew.SavePending(state, owed); err != nil {
+				t.Fatal(err)
+			}
+			_, err = e.RollOwed(context.Background(), rst, ms, owed)
+			if err == nil {
+				t.Fatal("the roll succeeded although the scheduler never came back")
+			}
+			if restored := sameAsBackup(t, backup); restored != tc.restored {
+				t.Fatalf("restored=%v, want %v (error %v)", restored, tc.restored, err)
+			}
+			left, _ := renew.LoadPending(state)
+			crit := false
+			for _, en := range hook.AllEntries() {
+				crit = crit || (en.Data["PRIORITY"] == 2 && strings.Contains(en.Message, "NOT ROLLING BACK"))
+			}
+			if !tc.restored {
+				if !strings.Contains(err.Error(), "not rolled back") || !crit {
+					t.Errorf("error %v, crit logged %v", err, crit)
+				}
+				if left == nil || !reflect.DeepEqual(left.Components, []string{"kube-scheduler"}) {
+					t.Errorf("the failed component is not owed any more: %+v", left)
+				}
+			} else if crit {
+				t.Error("a useful rollback was refused")
+			}
+		})
+	}
+}
+
+// sameAsBackup reports whether every file of the backup holds its previous
+// content again.
+func sameAsBackup(t *testing.T, backup string) bool {
+	t.Helper()
+	files, err := renew.BackedUp(backup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for p, old := range files {
+		cur, err := os.ReadFile(p)
+		if err != nil || string(cur) != string(old) {
+			return false
+		}
+	}
+	return true
 }

@@ -298,6 +298,45 @@ func (r *Renewer) Apply(p *Plan) (*Result, error) {
 	return res, nil
 }
 
+// Restorable says whether going back to the files a renewal replaced can
+// help: only when every certificate among them is still good for longer
+// than its renewal window (not due, not expired, already valid). On day
+// 366 the previous files are expired, and restoring them would only put
+// the components that came back on the new ones onto dead credentials: the
+// way out is forward.
+func (r *Renewer) Restorable(backupDir string) error {
+	files, err := BackedUp(backupDir)
+	if err != nil {
+		return err
+	}
+	now := r.opts.Now()
+	for path, data := range files {
+		c := certOf(data)
+		if c == nil {
+			continue // a key
+		}
+		at := r.opts.Policy.RenewAt("", c.NotBefore, c.NotAfter)
+		if st := DecideCert(now, c.NotBefore, at, c.NotAfter); st != StateOK {
+			return fmt.Errorf("the previous %s is %s (expires %s)", path, st, c.NotAfter.UTC().Format(time.RFC3339))
+		}
+	}
+	return nil
+}
+
+// certOf parses a certificate file or a kubeconfig's embedded client
+// certificate; nil for anything else.
+func certOf(data []byte) *x509.Certificate {
+	if c, err := parseCertPEM(data); err == nil {
+		return c
+	}
+	kc, err := parseKubeconfig(data)
+	if err != nil || kc.CertData == nil {
+		return nil
+	}
+	c, _ := parseCertPEM(kc.CertData)
+	return c
+}
+
 // Restore puts back the files of a finished renewal from its backup, as a
 // transaction of its own.
 func (r *Renewer) Restore(backupDir string) (*Result, error) {

@@ -559,6 +559,28 @@ func removeStaged(p string) error {
 	return fmt.Errorf("staged file %s could not be removed (%v): it was emptied; recovery removes it once its directory allows", p, err)
 }
 
+// BackedUp returns, for each file a finished transaction replaced, its path
+// and its previous content.
+func BackedUp(backupDir string) (map[string][]byte, error) {
+	data, err := readRegular(filepath.Join(backupDir, "journal.json"), false)
+	if err != nil {
+		return nil, err
+	}
+	var j journal
+	if err := json.Unmarshal(data, &j); err != nil {
+		return nil, fmt.Errorf("%s: %w", backupDir, err)
+	}
+	out := map[string][]byte{}
+	for _, f := range j.Files {
+		old, err := readRegular(f.Backup, false)
+		if err != nil {
+			return nil, err
+		}
+		out[f.Path] = old
+	}
+	return out, nil
+}
+
 // Restore puts back the files a finished transaction replaced, as a
 // transaction of its own (so it is itself backed up and crash-safe). It is
 // how a failed rolling restart returns to the previous certificates.

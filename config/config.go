@@ -54,6 +54,13 @@ type Config struct {
 	// HTTP probe (kube-vip, keepalived) must run without a restart to be
 	// healthy.
 	RestartRunningFor time.Duration
+	// KubeletConfig is the kubelet's configuration file; its healthz must
+	// answer before any static pod is stopped. Absent file: not checked.
+	KubeletConfig string
+	// LastResortBefore: when restarts are impossible (no runtime, kubelet
+	// down, manifests unreadable), a due renewal still goes ahead, with the
+	// restarts owed, once a certificate has less than this left.
+	LastResortBefore time.Duration
 	// RestartComponents makes the daemon restart what uses renewed files.
 	RestartComponents bool
 	// MetricsAddress is where `run` serves Prometheus metrics; empty: off.
@@ -118,6 +125,11 @@ func Defaults() Config {
 		// back for up to 5 minutes.
 		RestartTimeout:    6 * time.Minute,
 		RestartRunningFor: 10 * time.Second,
+		KubeletConfig:     "/var/lib/kubelet/config.yaml",
+		// Long enough to be noticed and fixed by a human (the journal and
+		// check say it at crit), short enough to leave two weeks for the
+		// restarts after the files were renewed.
+		LastResortBefore: 14 * Day,
 		RestartComponents: true,
 		MetricsAddress:    "127.0.0.1:9795",
 		Lease:             "kube-system/pkirenewd",
@@ -172,6 +184,8 @@ func Keys() []Key {
 			get: func(c *Config) string { return c.CRIEndpoint },
 		},
 		durKey("restartTimeout", "restart-timeout", "how long one component may take from StopPodSandbox to healthy", func(c *Config) *time.Duration { return &c.RestartTimeout }, nil),
+		pathKey("kubeletConfig", "kubelet-config", "the kubelet's configuration file: its healthz address must answer before any static pod is stopped (absent file: not checked)", func(c *Config) *string { return &c.KubeletConfig }),
+		durKey("lastResortBefore", "last-resort-before", "when restarts are impossible, renew the files anyway (restarts owed) once a certificate has less than this left; 0: never", func(c *Config) *time.Duration { return &c.LastResortBefore }, nil),
 		durKey("restartRunningFor", "restart-running-for", "a restarted static pod without an HTTP probe is healthy once its container has run this long without a restart", func(c *Config) *time.Duration { return &c.RestartRunningFor }, nil),
 		{
 			Name: "restartComponents", Flag: "restart-components", Usage: "run: restart the static pods that use renewed files (false: renew files only)",

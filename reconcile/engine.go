@@ -48,6 +48,12 @@ type NodeEngine struct {
 	Restarts RestartRecorder
 	// KubeletStart tells when the kubelet started (default: /proc).
 	KubeletStart func() (time.Time, bool, error)
+	// KubeletAlive, when set, must pass before any pod is stopped.
+	KubeletAlive func(ctx context.Context) error
+	// LastResortBefore: when restarts are impossible, a due renewal goes
+	// ahead without them once a certificate has less than this left.
+	// Zero: never.
+	LastResortBefore time.Duration
 }
 
 // RenewsKubeletConf reports whether a plan replaces kubelet.conf.
@@ -221,26 +227,28 @@ func Expired(p *renew.Plan) bool {
 	return false
 }
 
-// Renew implements Engine. Everything that can be checked (the
-// manifests directory, the runtime) is checked before a byte is written; a
-// manifest that cannot be used stops nothing but the restart of its own
-// component, and only when that is needed. Restarts owed by an earlier run
-// are done too, and with no names only they are.
+// Renew implements Engine. Everything a restart needs (the manifests
+// directory, the runtime, a live kubelet) is checked before a byte is
+// written; a manifest that cannot be used stops nothing but the restart of
+// its own component, and only when that is needed. Restarts owed — observed
+// or recorded — are done too, and with no names only they are. When
+// restarts are impossible, a due renewal still goes ahead once the
+// earliest item has less than LastResortBefore left: renewed files with
+// restarts owed are never worse than expired ones.
 func (e *NodeEngine) Renew(ctx context.Context, names []string) ([]string, error) {
 	var (
 		manifests cri.Manifests
 		rst       *cri.Restarter
+		blocked   error
 	)
 	if e.Connect != nil {
-		var err error
-		if manifests, err = cri.LoadManifests(e.ManifestsDir); err != nil {
-			return nil, fmt.Errorf("nothing was written: %w", err)
-		}
 		var done func()
-		if rst, done, err = e.Connect(ctx); err != nil {
-			return nil, fmt.Errorf("nothing was written: %w", err)
+		manifests, rst, done, blocked = e.prepareRestarts(ctx)
+		if blocked == nil {
+			defer done()
+		} else if len(names) == 0 || !e.lastResort(names) {
+			return nil, fmt.Errorf("nothing was written: %w", blocked)
 		}
-		defer done()
 	}
 	unlock, err := renew.Lock(e.StateDir, e.Log)
 	if err != nil {
@@ -251,6 +259,9 @@ func (e *NodeEngine) Renew(ctx context.Context, names []string) ([]string, error
 	// finish that failed) is completed or undone before anything else.
 	if err := e.Renewer.Recover(); err != nil {
 		return nil, fmt.Errorf("nothing was written: recovering an interrupted renewal: %w", err)
+	}
+	if blocked != nil {
+		return e.renewWithoutRestarts(names, blocked)
 	}
 	var owed *renew.PendingRestart
 	if rst != nil {
@@ -266,15 +277,7 @@ func (e *NodeEngine) Renew(ctx context.Context, names []string) ([]string, error
 	}
 	var written []string
 	if len(names) > 0 {
-		inv, _, err := e.Renewer.Inventory()
-		if err != nil {
-			return nil, err
-		}
-		plan, err := e.Renewer.Plan(inv, renew.Selection{Names: names})
-		if err != nil {
-			return nil, fmt.Errorf("nothing was written: %w", err)
-		}
-		res, err := e.Renewer.Apply(plan)
+		plan, res, err := e.apply(names)
 		if err != nil {
 			return nil, err
 		}
@@ -283,10 +286,7 @@ func (e *NodeEngine) Renew(ctx context.Context, names []string) ([]string, error
 		if rst == nil {
 			return written, KubeletAfterRenewal(ctx, plan, e.RestartKubelet, e.Log, e.Restarts)
 		}
-		owed = owed.Merge(&renew.PendingRestart{
-			Components: manifests.MustRestart(plan.Paths()), Kubelet: RenewsKubeletConf(plan),
-			BackupDir: res.BackupDir, Recovering: Expired(plan), Since: e.now(),
-		}, cri.Order)
+		owed = owed.Merge(e.owedAfter(manifests, plan, res), cri.Order)
 	}
 	if owed.Empty() {
 		cri.WarnProblems(e.Log, manifests.Problems)
@@ -299,6 +299,102 @@ func (e *NodeEngine) Renew(ctx context.Context, names []string) ([]string, error
 		return written, err
 	}
 	return written, e.stillStale(ctx, rst)
+}
+
+// prepareRestarts checks what a roll needs: the manifests directory, the
+// runtime, and a kubelet alive to recreate what is stopped.
+func (e *NodeEngine) prepareRestarts(ctx context.Context) (cri.Manifests, *cri.Restarter, func(), error) {
+	manifests, err := cri.LoadManifests(e.ManifestsDir)
+	if err != nil {
+		return manifests, nil, nil, err
+	}
+	rst, done, err := e.Connect(ctx)
+	if err != nil {
+		return manifests, nil, nil, err
+	}
+	if e.KubeletAlive != nil {
+		if err := e.KubeletAlive(ctx); err != nil {
+			done()
+			return manifests, nil, nil, err
+		}
+	}
+	return manifests, rst, done, nil
+}
+
+// apply plans and writes the named renewals as one transaction.
+func (e *NodeEngine) apply(names []string) (*renew.Plan, *renew.Result, error) {
+	inv, _, err := e.Renewer.Inventory()
+	if err != nil {
+		return nil, nil, err
+	}
+	plan, err := e.Renewer.Plan(inv, renew.Selection{Names: names})
+	if err != nil {
+		return nil, nil, fmt.Errorf("nothing was written: %w", err)
+	}
+	res, err := e.Renewer.Apply(plan)
+	if err != nil {
+		return nil, nil, err
+	}
+	return plan, res, nil
+}
+
+// owedAfter is what a renewal owes: the components that use its files
+// (all of kubeadm's when the manifests could not be read), the kubelet for
+// an embedded kubelet.conf, and where the previous files are.
+func (e *NodeEngine) owedAfter(manifests cri.Manifests, plan *renew.Plan, res *renew.Result) *renew.PendingRestart {
+	components := manifests.MustRestart(plan.Paths())
+	if len(manifests.Usable) == 0 && len(manifests.Problems) == 0 {
+		components = cri.Order([]string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"})
+	}
+	return &renew.PendingRestart{
+		Components: components, Kubelet: RenewsKubeletConf(plan),
+		BackupDir: res.BackupDir, Recovering: Expired(plan), Since: e.now(),
+	}
+}
+
+// lastResort reports whether a due item of names has less than
+// LastResortBefore left (or has expired): then waiting for restarts to be
+// possible could carry it to its expiry.
+func (e *NodeEngine) lastResort(names []string) bool {
+	if e.LastResortBefore <= 0 {
+		return false
+	}
+	_, statuses, err := e.Renewer.Inventory()
+	if err != nil {
+		return false
+	}
+	want := map[string]bool{}
+	for _, n := range names {
+		want[n] = true
+	}
+	for _, s := range statuses {
+		if want[s.Name] && s.Cert != nil && s.Cert.NotAfter.Sub(e.now()) < e.LastResortBefore {
+			return true
+		}
+	}
+	return false
+}
+
+// renewWithoutRestarts is the last resort: the files are renewed, the
+// restarts recorded as owed (the daemon does them once it can), and both
+// said at crit.
+func (e *NodeEngine) renewWithoutRestarts(names []string, why error) ([]string, error) {
+	e.Log.WithFields(logrus.Fields{"ACTION": "last-resort", "CERT": strings.Join(names, ","), "PRIORITY": critical}).WithError(why).
+		Errorf("LAST RESORT: renewing without restarting anything (restarts are impossible and a certificate has less than %s left); the components keep the credentials they loaded until restarted", e.LastResortBefore)
+	plan, res, err := e.apply(names)
+	if err != nil {
+		return nil, err
+	}
+	manifests, _ := cri.LoadManifests(e.ManifestsDir)
+	owed, err := renew.LoadPending(e.StateDir)
+	if err != nil {
+		owed = nil
+	}
+	owed = owed.Merge(e.owedAfter(manifests, plan, res), cri.Order)
+	if err := renew.SavePending(e.StateDir, owed); err != nil {
+		return plan.Paths(), fmt.Errorf("recording the restarts owed: %w", err)
+	}
+	return plan.Paths(), fmt.Errorf("renewed without restarting (%w); restarts owed: %s", why, strings.Join(owed.Components, ", "))
 }
 
 // stillStale looks again after a roll: only a component that is healthy

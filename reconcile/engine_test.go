@@ -235,3 +235,107 @@ func sameAsBackup(t *testing.T, backup string) bool {
 	}
 	return true
 }
+
+// fourManifests writes kubeadm's four components reading the node's files
+// (through a plain flag: the fake prober serves no certificate to check).
+func fourManifests(t *testing.T, pki, kube string) string {
+	t.Helper()
+	dir := t.TempDir()
+	writeManifest(t, dir, "etcd", "etcd", "--fake-cert="+pki+"/etcd/server.crt")
+	writeManifest(t, dir, "kube-apiserver", "kube-apiserver", "--fake-cert="+pki+"/apiserver.crt")
+	writeManifest(t, dir, "kube-controller-manager", "kube-controller-manager", "--kubeconfig="+kube+"/controller-manager.conf")
+	writeManifest(t, dir, "kube-scheduler", "kube-scheduler", "--kubeconfig="+kube+"/scheduler.conf")
+	return dir
+}
+
+// When restarts are impossible (the kubelet down, the runtime gone), a due
+// renewal waits — nothing written, nothing stopped — until a certificate
+// has less than LastResortBefore left; then the files are renewed, the
+// restarts recorded as owed, and both said at crit. Once restarts are
+// possible again the owed ones are done.
+func TestRestartsImpossible(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		age        time.Duration // of the certificates, valid 365 days
+		kubelet    error
+		runtime    error
+		lastResort bool
+	}{
+		{"kubelet down with 65 days left", 300 * 24 * time.Hour, errors.New("the kubelet does not answer"), nil, false},
+		{"kubelet down with 5 days left", 360 * 24 * time.Hour, errors.New("the kubelet does not answer"), nil, true},
+		{"runtime gone with 5 days left", 360 * 24 * time.Hour, nil, errors.New("dial unix /run/containerd/containerd.sock: connection refused"), true},
+		{"runtime gone and expired", 370 * 24 * time.Hour, nil, errors.New("connection refused"), true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			root := t.TempDir()
+			l, err := renewtest.MakePKI(filepath.Join(root, "kubernetes"), renewtest.Options{Algorithm: "ECDSA-P256", NotBefore: time.Now().Add(-tc.age)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			state := filepath.Join(root, "state")
+			log, hook := logtest.NewNullLogger()
+			r := renew.New(renew.Options{Dirs: renew.Dirs{PKIDir: l.PKIDir, KubeconfigDir: l.KubeconfigDir}, StateDir: state,
+				Policy: renew.Policy{RenewBefore: 90 * 24 * time.Hour}, Validity: 365 * 24 * time.Hour, Log: log})
+			rt := critest.NewRuntime()
+			for _, c := range []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"} {
+				rt.AddStaticPod(c)
+			}
+			kubeletErr, runtimeErr := tc.kubelet, tc.runtime
+			e := &reconcile.NodeEngine{
+				Renewer: r, StateDir: state, ManifestsDir: fourManifests(t, l.PKIDir, l.KubeconfigDir), Log: log,
+				LastResortBefore: 14 * 24 * time.Hour,
+				KubeletAlive:     func(context.Context) error { return kubeletErr },
+				Connect: func(context.Context) (*cri.Restarter, func(), error) {
+					if runtimeErr != nil {
+						return nil, nil, runtimeErr
+					}
+					return &cri.Restarter{Runtime: rt, Prober: &critest.Prober{}, Clock: testclock.NewFakeClock(time.Unix(0, 0)), Timeout: time.Minute, Log: log}, func() {}, nil
+				},
+			}
+			before, _ := renewtest.HashTree(l.KubeconfigDir)
+			_, err = e.Renew(context.Background(), []string{"apiserver", "scheduler.conf"})
+			if err == nil {
+				t.Fatal("Renew succeeded although restarts are impossible")
+			}
+			after, _ := renewtest.HashTree(l.KubeconfigDir)
+			changed := renewtest.DiffTrees(before, after) != ""
+			if changed != tc.lastResort {
+				t.Fatalf("files changed=%v, want %v (error %v)", changed, tc.lastResort, err)
+			}
+			if len(rt.Calls) > 0 {
+				t.Fatalf("pods were stopped: %v", rt.Calls)
+			}
+			crit := false
+			for _, en := range hook.AllEntries() {
+				crit = crit || (en.Data["PRIORITY"] == 2 && strings.Contains(en.Message, "LAST RESORT"))
+			}
+			owed, _ := renew.LoadPending(state)
+			if !tc.lastResort {
+				if !strings.Contains(err.Error(), "nothing was written") || crit {
+					t.Errorf("error %v, crit %v", err, crit)
+				}
+				return
+			}
+			if !crit || owed == nil || !reflect.DeepEqual(owed.Components, []string{"kube-apiserver", "kube-scheduler"}) {
+				t.Fatalf("crit %v, owed %+v, error %v", crit, owed, err)
+			}
+			// Restarts possible again: the owed ones are done.
+			kubeletErr, runtimeErr = nil, nil
+			if _, err := e.Renew(context.Background(), nil); err != nil {
+				t.Fatal(err)
+			}
+			var stopped []string
+			for _, c := range rt.Calls {
+				if strings.HasPrefix(c, "stop ") {
+					stopped = append(stopped, strings.Split(strings.TrimPrefix(c, "stop "), "-sandbox")[0])
+				}
+			}
+			if !reflect.DeepEqual(stopped, []string{"kube-apiserver", "kube-scheduler"}) {
+				t.Errorf("stopped %v", stopped)
+			}
+			if owed, _ := renew.LoadPending(state); !owed.Empty() {
+				t.Errorf("still owed: %+v", owed)
+			}
+		})
+	}
+}

@@ -51,6 +51,11 @@ Exit status: 0 success (or nothing to do), 1 failure (nothing was written).`,
 					return &exitError{code: 1, err: fmt.Errorf("nothing was written: %w", err)}
 				}
 				defer done()
+				if alive := kubeletAlive(o.cfg); alive != nil {
+					if err := alive(cmd.Context()); err != nil {
+						return &exitError{code: 1, err: fmt.Errorf("nothing was written: %w (a pod stopped now would not come back)", err)}
+					}
+				}
 			}
 			if !dryRun {
 				unlock, err := renew.Lock(o.cfg.StateDir, o.log)

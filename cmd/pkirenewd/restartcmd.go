@@ -63,6 +63,21 @@ func kubeletRestarter(cfg config.Config) func(ctx context.Context) error {
 	return nil
 }
 
+// kubeletAlive is the check that the kubelet answers, from its
+// configuration file; nil when there is none (nothing to ask).
+func kubeletAlive(cfg config.Config) func(ctx context.Context) error {
+	if cfg.KubeletConfig == "" {
+		return nil
+	}
+	return func(ctx context.Context) error {
+		url, ok, err := reconcile.KubeletHealthzURL(cfg.KubeletConfig)
+		if err != nil || !ok {
+			return err
+		}
+		return reconcile.KubeletAlive(ctx, url)
+	}
+}
+
 func (o *options) restarter(ctx context.Context) (*cri.Restarter, func(), error) {
 	return connector(o.cfg, o.log)(ctx)
 }
@@ -139,6 +154,11 @@ Exit status: 0 all healthy, 1 failed.`,
 				return &exitError{code: 1, err: err}
 			}
 			defer done()
+			if alive := kubeletAlive(o.cfg); alive != nil {
+				if err := alive(ctx); err != nil {
+					return &exitError{code: 1, err: fmt.Errorf("nothing was stopped: %w", err)}
+				}
+			}
 			unlock, err := renew.Lock(o.cfg.StateDir, o.log)
 			if err != nil {
 				return &exitError{code: 1, err: err}

@@ -57,6 +57,8 @@ func (o *options) nodeEngine(cfg config.Config, metrics *daemon.PromMetrics) (da
 	}
 	if cfg.RestartComponents {
 		e.Connect = connector(cfg, o.log)
+		e.KubeletAlive = kubeletAlive(cfg)
+		e.LastResortBefore = cfg.LastResortBefore
 		e.RestartKubelet = kubeletRestarter(cfg)
 		e.Coordinate = coordination(cfg, o.log, o.heartbeat)
 		e.Heartbeat = o.heartbeat

@@ -1,0 +1,79 @@
+package reconcile
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// DefaultKubeletConfig is where kubeadm writes the kubelet's configuration.
+const DefaultKubeletConfig = "/var/lib/kubelet/config.yaml"
+
+// KubeletHealthzURL reads the kubelet's healthz address from its
+// configuration file (KubeletConfiguration: healthzBindAddress, default
+// 127.0.0.1; healthzPort, default 10248, 0 turns it off). ok is false when
+// there is nothing to check: no such file (this node's kubelet is not run
+// the kubeadm way) or healthz turned off.
+func KubeletHealthzURL(path string) (url string, ok bool, err error) {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", false, nil
+	}
+	if err != nil {
+		return "", false, err
+	}
+	var c struct {
+		Kind               string `yaml:"kind"`
+		HealthzBindAddress string `yaml:"healthzBindAddress"`
+		HealthzPort        *int   `yaml:"healthzPort"`
+	}
+	if err := yaml.Unmarshal(data, &c); err != nil {
+		return "", false, fmt.Errorf("kubelet configuration %s: %w", path, err)
+	}
+	if c.Kind != "" && c.Kind != "KubeletConfiguration" {
+		return "", false, fmt.Errorf("kubelet configuration %s: kind is %q, not KubeletConfiguration", path, c.Kind)
+	}
+	port := 10248
+	if c.HealthzPort != nil {
+		port = *c.HealthzPort
+	}
+	if port == 0 {
+		return "", false, nil
+	}
+	host := c.HealthzBindAddress
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "127.0.0.1"
+	}
+	return "http://" + net.JoinHostPort(host, strconv.Itoa(port)) + "/healthz", true, nil
+}
+
+// KubeletAlive asks the kubelet's healthz. A stopped pod is recreated only
+// by a live kubelet: with the kubelet down, stopping etcd (first in every
+// roll) would leave the node without it.
+func KubeletAlive(ctx context.Context, url string) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := (&http.Client{Transport: &http.Transport{DisableKeepAlives: true}}).Do(req)
+	if err != nil {
+		return fmt.Errorf("the kubelet does not answer on %s: %w", url, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 256))
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("the kubelet's %s answers %d %s", url, resp.StatusCode, body)
+	}
+	return nil
+}

@@ -129,7 +129,7 @@ func Defaults() Config {
 		// Long enough to be noticed and fixed by a human (the journal and
 		// check say it at crit), short enough to leave two weeks for the
 		// restarts after the files were renewed.
-		LastResortBefore: 14 * Day,
+		LastResortBefore:  14 * Day,
 		RestartComponents: true,
 		MetricsAddress:    "127.0.0.1:9795",
 		Lease:             "kube-system/pkirenewd",

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/pkirenewd/pkirenewd/cri"
+	"github.com/pkirenewd/pkirenewd/test/containerdrig"
 	"github.com/pkirenewd/pkirenewd/test/testbin"
 )
 
@@ -43,6 +44,49 @@ func TestControlPlane(t *testing.T) {
 	if err := cp.WaitMirrorPods(10 * time.Second); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// addProbelessPod puts a static pod like keepalived's (hostNetwork, no
+// probe, a hostPath config file that no renewal touches) beside kubeadm's
+// manifests and waits until the real kubelet runs it.
+func addProbelessPod(t *testing.T, cp *ControlPlane, name string) Pod {
+	t.Helper()
+	conf := filepath.Join(cp.Dir, name+".conf")
+	if err := os.WriteFile(conf, []byte("vrrp_instance VI_1 {}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	manifest := fmt.Sprintf(`apiVersion: v1
+kind: Pod
+metadata:
+  name: %[1]s
+  namespace: kube-system
+  labels: {component: %[1]s}
+spec:
+  hostNetwork: true
+  containers:
+  - name: %[1]s
+    image: %[2]s
+    command: [healthserver, --addr=127.0.0.1:%[3]d]
+    volumeMounts:
+    - {name: config, mountPath: /etc/keepalived/keepalived.conf, readOnly: true}
+  volumes:
+  - name: config
+    hostPath: {path: %[4]s, type: File}
+`, name, containerdrig.HealthImage, containerdrig.FreePort(t), conf)
+	path := filepath.Join(ManifestsDir, name+".yaml")
+	if err := os.WriteFile(path, []byte(manifest), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var pod Pod
+	err := cp.Poll(2*time.Minute, time.Second, name+" running", func(ctx context.Context) error {
+		p, err := cp.ReadyPod(ctx, name)
+		pod = p
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pod
 }
 
 func createConfigMap(t *testing.T, cp *ControlPlane, name string) {
@@ -190,6 +234,10 @@ func TestRenewalRollsTheRealControlPlane(t *testing.T) {
 		}
 		before[c] = p
 	}
+	// What HA nodes carry beside kubeadm's four (kubeadm's HA guide): a
+	// keepalived-like static pod with no probe that uses no renewed file.
+	// The renewal must neither stop on it nor touch it.
+	vip := addProbelessPod(t, cp, "keepalived")
 	oldSerials := leafSerials(t)
 	expiry := notAfter(t, filepath.Join(PKIDir, "apiserver.crt"))
 	t.Logf("certificates valid until %s (%v from now)", expiry.UTC().Format(time.RFC3339), time.Until(expiry).Round(time.Second))
@@ -322,6 +370,15 @@ func TestRenewalRollsTheRealControlPlane(t *testing.T) {
 		prev = p.CreatedAt
 		t.Logf("%s: sandbox %.13s -> %.13s (created %v after the daemon started)", c, before[c].SandboxID,
 			p.SandboxID, p.CreatedAt.Sub(daemonStart).Round(time.Millisecond))
+	}
+
+	if p, err := cp.ReadyPod(ctx, "keepalived"); err != nil || p.SandboxID != vip.SandboxID || p.ContainerID != vip.ContainerID {
+		t.Errorf("the keepalived-like pod was touched: before sandbox %.13s container %.13s, now %+v %v", vip.SandboxID, vip.ContainerID, p, err)
+	}
+	for _, r := range first {
+		if r.component == "keepalived" {
+			t.Error("pkirenewd restarted the keepalived-like pod, which uses no renewed file")
+		}
 	}
 
 	// Served certificates are the renewed files.

@@ -46,8 +46,9 @@ type NodeEngine struct {
 	// Now stamps the record of owed restarts (default time.Now).
 	Now      func() time.Time
 	Restarts RestartRecorder
-	// KubeletStart tells when the kubelet started (default: /proc).
-	KubeletStart func() (time.Time, bool, error)
+	// KubeletStart tells when the kubelet reading kubelet.conf started
+	// (default: /proc).
+	KubeletStart func(kubeletConf string) (time.Time, bool, error)
 	// KubeletAlive, when set, must pass before any pod is stopped.
 	KubeletAlive func(ctx context.Context) error
 	// LastResortBefore: when restarts are impossible, a due renewal goes
@@ -227,15 +228,44 @@ func Expired(p *renew.Plan) bool {
 	return false
 }
 
-// Renew implements Engine. Everything a restart needs (the manifests
-// directory, the runtime, a live kubelet) is checked before a byte is
-// written; a manifest that cannot be used stops nothing but the restart of
-// its own component, and only when that is needed. Restarts owed — observed
-// or recorded — are done too, and with no names only they are. When
-// restarts are impossible, a due renewal still goes ahead once the
-// earliest item has less than LastResortBefore left: renewed files with
-// restarts owed are never worse than expired ones.
+// Outcome is what Converge did, for the CLI to print.
+type Outcome struct {
+	// Plan and Result of the renewal (nil when nothing was renewed).
+	Plan   *renew.Plan
+	Result *renew.Result
+	// Owed is what the roll set out to restart (nil: nothing).
+	Owed *renew.PendingRestart
+	// Rolled are the component restarts, in order.
+	Rolled []cri.Result
+}
+
+// Renew implements the daemon's Engine: Converge with the due names (none:
+// the owed restarts only), returning the files written.
 func (e *NodeEngine) Renew(ctx context.Context, names []string) ([]string, error) {
+	var sel *renew.Selection
+	if len(names) > 0 {
+		sel = &renew.Selection{Names: names}
+	}
+	out, err := e.Converge(ctx, sel)
+	if out == nil || out.Plan == nil {
+		return nil, err
+	}
+	// The configured paths, as the file watcher reports them.
+	return out.Plan.Paths(), err
+}
+
+// Converge brings the node where it should be, the one path the daemon and
+// every CLI command that renews take: an interrupted transaction is
+// completed or undone; the selected renewals (sel nil: none) are written
+// as one transaction; and every restart owed — recorded, observed stale,
+// or caused by this renewal — is done under the lease, health-checked,
+// and looked at again. Everything a restart needs (the manifests
+// directory, the runtime, a live kubelet) is checked before a byte is
+// written; a manifest that cannot be used stops only its own component's
+// restart. When restarts are impossible a renewal still goes ahead once a
+// certificate has less than LastResortBefore left: renewed files with
+// restarts owed are never worse than expired ones.
+func (e *NodeEngine) Converge(ctx context.Context, sel *renew.Selection) (*Outcome, error) {
 	var (
 		manifests cri.Manifests
 		rst       *cri.Restarter
@@ -246,8 +276,8 @@ func (e *NodeEngine) Renew(ctx context.Context, names []string) ([]string, error
 		manifests, rst, done, blocked = e.prepareRestarts(ctx)
 		if blocked == nil {
 			defer done()
-		} else if len(names) == 0 || !e.lastResort(names) {
-			return nil, fmt.Errorf("nothing was written: %w", blocked)
+		} else if sel == nil || !e.lastResort(*sel) {
+			return nil, fmt.Errorf("nothing was written: %w", errors.Join(blocked, unusable(manifests)))
 		}
 	}
 	unlock, err := renew.Lock(e.StateDir, e.Log)
@@ -261,8 +291,9 @@ func (e *NodeEngine) Renew(ctx context.Context, names []string) ([]string, error
 		return nil, fmt.Errorf("nothing was written: recovering an interrupted renewal: %w", err)
 	}
 	if blocked != nil {
-		return e.renewWithoutRestarts(names, blocked)
+		return e.renewWithoutRestarts(*sel, blocked)
 	}
+	out := &Outcome{}
 	var owed *renew.PendingRestart
 	if rst != nil {
 		if owed, err = renew.LoadPending(e.StateDir); err != nil {
@@ -275,30 +306,84 @@ func (e *NodeEngine) Renew(ctx context.Context, names []string) ([]string, error
 		e.logStale(stale)
 		owed = owed.Merge(owedFor(stale, e.now()), cri.Order)
 	}
-	var written []string
-	if len(names) > 0 {
-		plan, res, err := e.apply(names)
-		if err != nil {
+	if sel != nil {
+		if out.Plan, out.Result, err = e.apply(*sel); err != nil {
 			return nil, err
 		}
-		// The configured paths, as the file watcher reports them.
-		written = plan.Paths()
-		if rst == nil {
-			return written, KubeletAfterRenewal(ctx, plan, e.RestartKubelet, e.Log, e.Restarts)
+		if len(out.Plan.Items) > 0 && rst == nil {
+			return out, KubeletAfterRenewal(ctx, out.Plan, e.RestartKubelet, e.Log, e.Restarts)
 		}
-		owed = owed.Merge(e.owedAfter(manifests, plan, res), cri.Order)
+		if len(out.Plan.Items) > 0 {
+			owed = owed.Merge(e.owedAfter(manifests, out.Plan, out.Result), cri.Order)
+		}
 	}
 	if owed.Empty() {
 		cri.WarnProblems(e.Log, manifests.Problems)
-		return written, nil
+		return out, nil
 	}
+	out.Owed = owed
 	if err := renew.SavePending(e.StateDir, owed); err != nil {
-		return written, fmt.Errorf("recording the restarts owed: %w", err)
+		return out, fmt.Errorf("recording the restarts owed: %w", err)
 	}
-	if _, err = e.RollOwed(ctx, rst, manifests, owed); err != nil {
-		return written, err
+	if out.Rolled, err = e.RollOwed(ctx, rst, manifests, owed); err != nil {
+		return out, err
 	}
-	return written, e.stillStale(ctx, rst)
+	return out, e.stillStale(ctx, rst)
+}
+
+// Restart is the health-checked rolling restart of the named components
+// alone (`pkirenewd restart`): the same preconditions, lock, recovery,
+// lease and record as Converge, so a restart cut short is finished by the
+// daemon; there is no renewal, so nothing to roll back to.
+func (e *NodeEngine) Restart(ctx context.Context, components []string) ([]cri.Result, error) {
+	manifests, rst, done, err := e.prepareRestarts(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("nothing was stopped: %w", errors.Join(err, unusable(manifests)))
+	}
+	defer done()
+	unlock, err := renew.Lock(e.StateDir, e.Log)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	if err := e.Renewer.Recover(); err != nil {
+		return nil, fmt.Errorf("nothing was stopped: recovering an interrupted renewal: %w", err)
+	}
+	prev, err := renew.LoadPending(e.StateDir)
+	if err != nil {
+		return nil, err
+	}
+	owed := &renew.PendingRestart{Components: cri.Order(components), Since: e.now()}
+	// Restarts owed before stay owed, with their backup; these are added.
+	record := prev.Merge(owed, cri.Order)
+	if err := renew.SavePending(e.StateDir, record); err != nil {
+		return nil, fmt.Errorf("recording the restarts owed: %w", err)
+	}
+	results, err := e.RollOwed(ctx, rst, manifests, owed)
+	if !prev.Empty() {
+		// The roll kept the record of the named ones only; what was
+		// owed before still is, less what was just restarted.
+		for _, r := range results {
+			if r.Err == nil {
+				prev = prev.Done(r.Component)
+			}
+		}
+		left, _ := renew.LoadPending(e.StateDir)
+		if serr := renew.SavePending(e.StateDir, prev.Merge(left, cri.Order)); serr != nil {
+			return results, errors.Join(err, fmt.Errorf("recording the restarts owed: %w", serr))
+		}
+	}
+	return results, err
+}
+
+// unusable names the manifests that could not be used, so that an error
+// about something else does not hide them.
+func unusable(ms cri.Manifests) error {
+	var errs []error
+	for _, p := range ms.Problems {
+		errs = append(errs, p)
+	}
+	return errors.Join(errs...)
 }
 
 // prepareRestarts checks what a roll needs: the manifests directory, the
@@ -321,15 +406,19 @@ func (e *NodeEngine) prepareRestarts(ctx context.Context) (cri.Manifests, *cri.R
 	return manifests, rst, done, nil
 }
 
-// apply plans and writes the named renewals as one transaction.
-func (e *NodeEngine) apply(names []string) (*renew.Plan, *renew.Result, error) {
+// apply plans and writes the selected renewals as one transaction; an
+// empty plan writes nothing.
+func (e *NodeEngine) apply(sel renew.Selection) (*renew.Plan, *renew.Result, error) {
 	inv, _, err := e.Renewer.Inventory()
 	if err != nil {
 		return nil, nil, err
 	}
-	plan, err := e.Renewer.Plan(inv, renew.Selection{Names: names})
+	plan, err := e.Renewer.Plan(inv, sel)
 	if err != nil {
-		return nil, nil, fmt.Errorf("nothing was written: %w", err)
+		return nil, nil, fmt.Errorf("nothing was written:\n%w", err)
+	}
+	if len(plan.Items) == 0 {
+		return plan, nil, nil
 	}
 	res, err := e.Renewer.Apply(plan)
 	if err != nil {
@@ -355,20 +444,20 @@ func (e *NodeEngine) owedAfter(manifests cri.Manifests, plan *renew.Plan, res *r
 // lastResort reports whether a due item of names has less than
 // LastResortBefore left (or has expired): then waiting for restarts to be
 // possible could carry it to its expiry.
-func (e *NodeEngine) lastResort(names []string) bool {
+func (e *NodeEngine) lastResort(sel renew.Selection) bool {
 	if e.LastResortBefore <= 0 {
 		return false
 	}
-	_, statuses, err := e.Renewer.Inventory()
+	inv, _, err := e.Renewer.Inventory()
 	if err != nil {
 		return false
 	}
-	want := map[string]bool{}
-	for _, n := range names {
-		want[n] = true
+	plan, err := e.Renewer.Plan(inv, sel)
+	if err != nil {
+		return false
 	}
-	for _, s := range statuses {
-		if want[s.Name] && s.Cert != nil && s.Cert.NotAfter.Sub(e.now()) < e.LastResortBefore {
+	for _, it := range plan.Items {
+		if it.Cert.NotAfter.Sub(e.now()) < e.LastResortBefore {
 			return true
 		}
 	}
@@ -378,12 +467,12 @@ func (e *NodeEngine) lastResort(names []string) bool {
 // renewWithoutRestarts is the last resort: the files are renewed, the
 // restarts recorded as owed (the daemon does them once it can), and both
 // said at crit.
-func (e *NodeEngine) renewWithoutRestarts(names []string, why error) ([]string, error) {
-	e.Log.WithFields(logrus.Fields{"ACTION": "last-resort", "CERT": strings.Join(names, ","), "PRIORITY": critical}).WithError(why).
+func (e *NodeEngine) renewWithoutRestarts(sel renew.Selection, why error) (*Outcome, error) {
+	e.Log.WithFields(logrus.Fields{"ACTION": "last-resort", "CERT": strings.Join(sel.Names, ","), "PRIORITY": critical}).WithError(why).
 		Errorf("LAST RESORT: renewing without restarting anything (restarts are impossible and a certificate has less than %s left); the components keep the credentials they loaded until restarted", e.LastResortBefore)
-	plan, res, err := e.apply(names)
-	if err != nil {
-		return nil, err
+	plan, res, err := e.apply(sel)
+	if err != nil || len(plan.Items) == 0 {
+		return &Outcome{Plan: plan, Result: res}, err
 	}
 	manifests, _ := cri.LoadManifests(e.ManifestsDir)
 	owed, err := renew.LoadPending(e.StateDir)
@@ -391,10 +480,11 @@ func (e *NodeEngine) renewWithoutRestarts(names []string, why error) ([]string, 
 		owed = nil
 	}
 	owed = owed.Merge(e.owedAfter(manifests, plan, res), cri.Order)
+	out := &Outcome{Plan: plan, Result: res, Owed: owed}
 	if err := renew.SavePending(e.StateDir, owed); err != nil {
-		return plan.Paths(), fmt.Errorf("recording the restarts owed: %w", err)
+		return out, fmt.Errorf("recording the restarts owed: %w", err)
 	}
-	return plan.Paths(), fmt.Errorf("renewed without restarting (%w); restarts owed: %s", why, strings.Join(owed.Components, ", "))
+	return out, fmt.Errorf("renewed without restarting (%w); restarts owed: %s", why, strings.Join(owed.Components, ", "))
 }
 
 // stillStale looks again after a roll: only a component that is healthy

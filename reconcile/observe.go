@@ -20,9 +20,10 @@ type Observer struct {
 	Runtime cri.Runtime
 	// Node is the kubelet's node name (see cri.Restarter.Node).
 	Node string
-	// KubeletStart returns when the kubelet process started; ok false
-	// when no kubelet runs (nothing to compare). Default: /proc.
-	KubeletStart func() (time.Time, bool, error)
+	// KubeletStart returns when the kubelet that reads kubeletConf
+	// started; ok false when none runs (nothing to compare). Default:
+	// /proc.
+	KubeletStart func(kubeletConf string) (time.Time, bool, error)
 	// Changed returns a file's change time (default: its ctime).
 	Changed func(path string) (time.Time, error)
 }
@@ -87,8 +88,8 @@ func (o Observer) Stale(ctx context.Context, uses map[string][]string) ([]StaleC
 		}
 	}
 	var running []Running
-	for c := range uses {
-		r, ok, err := o.running(ctx, c)
+	for c, files := range uses {
+		r, ok, err := o.running(ctx, c, files)
 		if err != nil {
 			return nil, err
 		}
@@ -99,13 +100,16 @@ func (o Observer) Stale(ctx context.Context, uses map[string][]string) ([]StaleC
 	return Stale(uses, running, changed), nil
 }
 
-func (o Observer) running(ctx context.Context, component string) (Running, bool, error) {
+func (o Observer) running(ctx context.Context, component string, uses []string) (Running, bool, error) {
 	if component == Kubelet {
 		start := o.KubeletStart
 		if start == nil {
 			start = KubeletStartFromProc
 		}
-		t, ok, err := start()
+		if len(uses) == 0 {
+			return Running{}, false, nil
+		}
+		t, ok, err := start(uses[0])
 		return Running{Component: Kubelet, StartedAt: t}, ok, err
 	}
 	sb, err := cri.FindStaticPodOn(ctx, o.Runtime, component, o.Node)

@@ -50,7 +50,7 @@ func TestObserverStale(t *testing.T) {
 	}
 	o := reconcile.Observer{
 		Runtime:      rt,
-		KubeletStart: func() (time.Time, bool, error) { return t0.Add(2 * time.Hour), true, nil },
+		KubeletStart: func(string) (time.Time, bool, error) { return t0.Add(2 * time.Hour), true, nil },
 		Changed: func(p string) (time.Time, error) {
 			if c, ok := changed[p]; ok {
 				return c, nil
@@ -73,7 +73,7 @@ func TestObserverStale(t *testing.T) {
 	}
 
 	// The kubelet started before its kubelet.conf changed: stale too.
-	o.KubeletStart = func() (time.Time, bool, error) { return t0, true, nil }
+	o.KubeletStart = func(string) (time.Time, bool, error) { return t0, true, nil }
 	stale, _ = o.Stale(context.Background(), uses)
 	if len(stale) != 2 || stale[0].Component != "kube-scheduler" || stale[1].Component != reconcile.Kubelet {
 		t.Errorf("with an old kubelet: %+v", stale)

@@ -21,15 +21,26 @@ const clockTicks = 100
 // (kubeadm init does exactly that) must not make it stale.
 const kubeletStartSlack = time.Second
 
-// KubeletStartFromProc finds the kubelet among the processes (comm
-// "kubelet") and returns when it started. With several (a test rig with
-// one per node), the oldest counts: it is the one that could hold old
-// credentials.
-func KubeletStartFromProc() (time.Time, bool, error) {
-	return processStart("/proc", "kubelet", time.Now)
+// KubeletStartFromProc finds the kubelet that reads kubeletConf (comm
+// "kubelet", with --kubeconfig naming the file, as kubeadm's unit drop-in
+// runs it) and returns when it started. A kubelet of another node on the
+// same host (a test rig, a nested node) is not this node's. With several,
+// the oldest counts: it is the one that could hold old credentials.
+func KubeletStartFromProc(kubeletConf string) (time.Time, bool, error) {
+	return processStart("/proc", "kubelet", func(args []string) bool { return flagNames(args, "kubeconfig", kubeletConf) }, time.Now)
 }
 
-func processStart(proc, comm string, now func() time.Time) (time.Time, bool, error) {
+// flagNames reports whether args carry --name=value or --name value.
+func flagNames(args []string, name, value string) bool {
+	for i, a := range args {
+		if a == "--"+name+"="+value || (a == "--"+name && i+1 < len(args) && args[i+1] == value) {
+			return true
+		}
+	}
+	return false
+}
+
+func processStart(proc, comm string, match func(args []string) bool, now func() time.Time) (time.Time, bool, error) {
 	dirs, err := filepath.Glob(filepath.Join(proc, "[0-9]*"))
 	if err != nil {
 		return time.Time{}, false, err
@@ -43,6 +54,10 @@ func processStart(proc, comm string, now func() time.Time) (time.Time, bool, err
 	for _, d := range dirs {
 		c, err := os.ReadFile(filepath.Join(d, "comm"))
 		if err != nil || string(bytes.TrimSpace(c)) != comm {
+			continue
+		}
+		cmdline, err := os.ReadFile(filepath.Join(d, "cmdline"))
+		if err != nil || !match(strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00")) {
 			continue
 		}
 		stat, err := os.ReadFile(filepath.Join(d, "stat"))

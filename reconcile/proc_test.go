@@ -32,14 +32,36 @@ func TestProcessStartFindsARealProcess(t *testing.T) {
 	if err != nil {
 		t.Skip("no /proc")
 	}
-	started, ok, err := processStart("/proc", strings.TrimSpace(string(comm)), time.Now)
+	all := func([]string) bool { return true }
+	started, ok, err := processStart("/proc", strings.TrimSpace(string(comm)), all, time.Now)
 	if err != nil || !ok {
 		t.Fatalf("%v %v", ok, err)
 	}
 	if d := time.Since(started); d > time.Minute || d < -2*kubeletStartSlack {
 		t.Errorf("started %v ago", d)
 	}
-	if _, ok, _ := processStart("/proc", "no-such-process-name", time.Now); ok {
+	if _, ok, _ := processStart("/proc", "no-such-process-name", all, time.Now); ok {
 		t.Error("found a process that does not exist")
+	}
+	none := func([]string) bool { return false }
+	if _, ok, _ := processStart("/proc", strings.TrimSpace(string(comm)), none, time.Now); ok {
+		t.Error("a process whose arguments do not match was taken")
+	}
+}
+
+func TestFlagNames(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want bool
+	}{
+		{[]string{"kubelet", "--kubeconfig=/etc/kubernetes/kubelet.conf", "--config=/var/lib/kubelet/config.yaml"}, true},
+		{[]string{"kubelet", "--kubeconfig", "/etc/kubernetes/kubelet.conf"}, true},
+		{[]string{"kubelet", "--kubeconfig=/other/kubelet.conf"}, false},
+		{[]string{"kubelet", "--kubeconfig"}, false},
+		{[]string{"kubelet"}, false},
+	} {
+		if got := flagNames(tc.args, "kubeconfig", "/etc/kubernetes/kubelet.conf"); got != tc.want {
+			t.Errorf("%v: %v", tc.args, got)
+		}
 	}
 }

@@ -35,9 +35,9 @@ func (p *PendingRestart) Empty() bool {
 }
 
 // Merge adds what q owes to p, keeping the order of order (components in
-// neither stay at the end in their own order). The newer backup and
-// recovery flag win: a restore goes back to the files before the latest
-// renewal only.
+// neither stay at the end in their own order). The newer backup wins (a
+// restore goes back to the files before the latest renewal only); q
+// without one keeps p's.
 func (p *PendingRestart) Merge(q *PendingRestart, order func([]string) []string) *PendingRestart {
 	if p.Empty() {
 		return q
@@ -56,8 +56,12 @@ func (p *PendingRestart) Merge(q *PendingRestart, order func([]string) []string)
 	if order != nil {
 		all = order(all)
 	}
+	backup := q.BackupDir
+	if backup == "" {
+		backup = p.BackupDir
+	}
 	return &PendingRestart{
-		Components: all, Kubelet: p.Kubelet || q.Kubelet, BackupDir: q.BackupDir,
+		Components: all, Kubelet: p.Kubelet || q.Kubelet, BackupDir: backup,
 		Recovering: p.Recovering || q.Recovering, Since: p.Since,
 	}
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -8,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/pkirenewd/pkirenewd/cri"
+	"github.com/pkirenewd/pkirenewd/reconcile"
 	"github.com/pkirenewd/pkirenewd/renew"
 )
 
@@ -34,78 +36,25 @@ Exit status: 0 success (or nothing to do), 1 failure (nothing was written).`,
 			if err != nil {
 				return &exitError{code: 1, err: err}
 			}
-			// The runtime and the manifests directory are checked before
-			// anything is written: a renewal that cannot be followed by
-			// its restart is not started. An unusable manifest stops only
-			// its own component's restart, after the others.
-			var (
-				rst       *cri.Restarter
-				manifests cri.Manifests
-			)
-			if restart && !dryRun {
-				if manifests, err = cri.LoadManifests(o.cfg.ManifestsDir); err != nil {
-					return &exitError{code: 1, err: fmt.Errorf("nothing was written: %w", err)}
-				}
-				var done func()
-				if rst, done, err = o.restarter(cmd.Context()); err != nil {
-					return &exitError{code: 1, err: fmt.Errorf("nothing was written: %w", err)}
-				}
-				defer done()
-				if alive := kubeletAlive(o.cfg); alive != nil {
-					if err := alive(cmd.Context()); err != nil {
-						return &exitError{code: 1, err: fmt.Errorf("nothing was written: %w (a pod stopped now would not come back)", err)}
-					}
-				}
-			}
-			if !dryRun {
-				unlock, err := renew.Lock(o.cfg.StateDir, o.log)
-				if err != nil {
-					return &exitError{code: 1, err: err}
-				}
-				defer unlock()
-				if err := r.Recover(); err != nil {
-					return &exitError{code: 1, err: err}
-				}
-			}
-			inv, statuses, err := r.Inventory()
-			if err != nil {
-				return &exitError{code: 1, err: err}
-			}
-			for _, s := range statuses {
-				for _, w := range s.Warnings {
-					o.log.WithField("CERT", s.Name).Warn(w)
-				}
-			}
-			plan, err := r.Plan(inv, renew.Selection{Names: names, Force: force})
-			if err != nil {
-				return &exitError{code: 1, err: fmt.Errorf("nothing was written:\n%w", err)}
-			}
-			if len(plan.Items) == 0 {
-				fmt.Fprintln(o.stdout, "Nothing is due.", nextRenewal(statuses, o.now()))
-				return nil
-			}
+			sel := renew.Selection{Names: names, Force: force}
 			if dryRun {
-				for _, p := range plan.Items {
-					fmt.Fprintf(o.stdout, "would renew %-25s expires %s -> %s\n", p.Name,
-						p.Cert.NotAfter.UTC().Format(dateFormat), p.Issued.Cert.NotAfter.UTC().Format(dateFormat))
-				}
-				fmt.Fprintln(o.stdout, "Dry run: nothing was written.")
-				return nil
+				return dryRunPlan(o, r, sel)
 			}
-			res, err := r.Apply(plan)
+			if _, statuses, err := r.Inventory(); err == nil {
+				logWarnings(o, statuses)
+			}
+			// The same path as the daemon's: recovery, the runtime, the
+			// manifests and the kubelet checked before anything is
+			// written (with --restart), one transaction, then the roll
+			// of what is owed, under the lease.
+			out, err := o.node(o.cfg, r, restart, nil).Converge(cmd.Context(), &sel)
+			if out != nil && out.Plan != nil {
+				printRenewed(o, r, out, restart)
+			}
+			if restart && out != nil && out.Owed != nil {
+				printRestarts(o, out, err)
+			}
 			if err != nil {
-				return &exitError{code: 1, err: err}
-			}
-			for _, p := range plan.Items {
-				fmt.Fprintf(o.stdout, "renewed %-25s expires %s (serial %s)\n", p.Name,
-					p.Issued.Cert.NotAfter.UTC().Format(dateFormat), renew.CertSerial(p.Issued.Cert))
-			}
-			fmt.Fprintf(o.stdout, "Previous files backed up in %s\n", res.BackupDir)
-			if rst == nil {
-				fmt.Fprintln(o.stdout, "Restart the control-plane components that use the renewed files so they load them (pkirenewd restart, or renew --restart).")
-				return nil
-			}
-			if err := restartAfterRenewal(cmd.Context(), o, rst, r, manifests, plan, res); err != nil {
 				return &exitError{code: 1, err: err}
 			}
 			return nil
@@ -132,4 +81,77 @@ func nextRenewal(statuses []renew.Status, now time.Time) string {
 	}
 	return fmt.Sprintf("Next: %s on %s (in %s).", next.Name, next.RenewAt.UTC().Format(dateFormat),
 		shortHumanDuration(next.RenewAt.Sub(now)))
+}
+
+// dryRunPlan prepares and verifies the renewals and prints them; nothing is
+// written.
+func dryRunPlan(o *options, r *renew.Renewer, sel renew.Selection) error {
+	inv, statuses, err := r.Inventory()
+	if err != nil {
+		return &exitError{code: 1, err: err}
+	}
+	logWarnings(o, statuses)
+	plan, err := r.Plan(inv, sel)
+	if err != nil {
+		return &exitError{code: 1, err: fmt.Errorf("nothing was written:\n%w", err)}
+	}
+	if len(plan.Items) == 0 {
+		fmt.Fprintln(o.stdout, "Nothing is due.", nextRenewal(statuses, o.now()))
+		return nil
+	}
+	for _, p := range plan.Items {
+		fmt.Fprintf(o.stdout, "would renew %-25s expires %s -> %s\n", p.Name,
+			p.Cert.NotAfter.UTC().Format(dateFormat), p.Issued.Cert.NotAfter.UTC().Format(dateFormat))
+	}
+	fmt.Fprintln(o.stdout, "Dry run: nothing was written.")
+	return nil
+}
+
+func logWarnings(o *options, statuses []renew.Status) {
+	for _, s := range statuses {
+		for _, w := range s.Warnings {
+			o.log.WithField("CERT", s.Name).Warn(w)
+		}
+	}
+}
+
+// printRenewed says what the renewal wrote, or when the next one is due.
+func printRenewed(o *options, r *renew.Renewer, out *reconcile.Outcome, restart bool) {
+	if len(out.Plan.Items) == 0 {
+		if _, statuses, err := r.Inventory(); err == nil {
+			fmt.Fprintln(o.stdout, "Nothing is due.", nextRenewal(statuses, o.now()))
+		}
+		return
+	}
+	if out.Result == nil {
+		return // refused before anything was written
+	}
+	for _, p := range out.Plan.Items {
+		fmt.Fprintf(o.stdout, "renewed %-25s expires %s (serial %s)\n", p.Name,
+			p.Issued.Cert.NotAfter.UTC().Format(dateFormat), renew.CertSerial(p.Issued.Cert))
+	}
+	fmt.Fprintf(o.stdout, "Previous files backed up in %s\n", out.Result.BackupDir)
+	if !restart {
+		fmt.Fprintln(o.stdout, "Restart the control-plane components that use the renewed files so they load them (pkirenewd restart, or renew --restart).")
+	}
+}
+
+// printRestarts says what the roll did and, when it stopped, what is left.
+func printRestarts(o *options, out *reconcile.Outcome, err error) {
+	if len(out.Owed.Components) > 0 {
+		fmt.Fprintf(o.stdout, "Restarted %s:\n", strings.Join(out.Owed.Components, ", "))
+	}
+	printRoll(o, out.Rolled)
+	var rerr *cri.RollError
+	switch {
+	case err != nil && errors.As(err, &rerr) && rerr.Retried != nil:
+		fmt.Fprintf(o.stdout, "The previous files were restored from %s and %s restarted on them.\n", out.Owed.BackupDir, rerr.Component)
+	case err != nil:
+		fmt.Fprintf(o.stdout, "The restarts still owed are recorded in %s; `pkirenewd run` (or renew --restart) finishes them.\n", o.cfg.StateDir)
+	default:
+		fmt.Fprintf(o.stdout, "All %d restarted components are healthy.\n", len(out.Rolled))
+		if out.Owed.Kubelet && kubeletRestarter(o.cfg) != nil {
+			fmt.Fprintln(o.stdout, "restarted kubelet                  for its renewed kubelet.conf")
+		}
+	}
 }

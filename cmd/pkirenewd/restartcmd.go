@@ -63,6 +63,20 @@ func kubeletRestarter(cfg config.Config) func(ctx context.Context) error {
 	return nil
 }
 
+// node builds the orchestrator for cfg: renewing only, or renewing and
+// restarting (the runtime, the kubelet, the lease and the etcd guard).
+func (o *options) node(cfg config.Config, r *renew.Renewer, restarts bool, heartbeat func()) *reconcile.NodeEngine {
+	e := &reconcile.NodeEngine{Renewer: r, StateDir: cfg.StateDir, ManifestsDir: cfg.ManifestsDir, Log: o.log, Now: o.now}
+	if restarts {
+		e.Connect = connector(cfg, o.log)
+		e.KubeletAlive = kubeletAlive(cfg)
+		e.RestartKubelet = kubeletRestarter(cfg)
+		e.Coordinate = coordination(cfg, o.log, heartbeat)
+		e.Heartbeat = heartbeat
+	}
+	return e
+}
+
 // kubeletAlive is the check that the kubelet answers, from its
 // configuration file; nil when there is none (nothing to ask).
 func kubeletAlive(cfg config.Config) func(ctx context.Context) error {
@@ -139,42 +153,23 @@ command, after the others.
 Exit status: 0 all healthy, 1 failed.`,
 		ValidArgs: []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"},
 		RunE: func(cmd *cobra.Command, names []string) error {
-			ctx := cmd.Context()
 			manifests, err := cri.LoadManifests(o.cfg.ManifestsDir)
 			if err != nil {
 				return &exitError{code: 1, err: err}
 			}
-			d, err := selectManifests(manifests, names)
+			if _, err := selectManifests(manifests, names); err != nil {
+				return &exitError{code: 1, err: err}
+			}
+			if len(names) == 0 {
+				names = manifests.Kubeadm()
+			}
+			r, err := o.renewer(false)
 			if err != nil {
 				return &exitError{code: 1, err: err}
 			}
-			cri.WarnProblems(o.log, d.Warnings)
-			r, done, err := o.restarter(ctx)
-			if err != nil {
-				return &exitError{code: 1, err: err}
-			}
-			defer done()
-			if alive := kubeletAlive(o.cfg); alive != nil {
-				if err := alive(ctx); err != nil {
-					return &exitError{code: 1, err: fmt.Errorf("nothing was stopped: %w", err)}
-				}
-			}
-			unlock, err := renew.Lock(o.cfg.StateDir, o.log)
-			if err != nil {
-				return &exitError{code: 1, err: err}
-			}
-			defer unlock()
-			if coord := coordination(o.cfg, o.log, nil); coord != nil {
-				gate, release, err := coord(ctx, false)
-				if err != nil {
-					return &exitError{code: 1, err: err}
-				}
-				defer release()
-				r.Gate = gate
-			}
-			results, err := r.Roll(ctx, d.Restart, nil)
+			results, err := o.node(o.cfg, r, true, nil).Restart(cmd.Context(), names)
 			printRoll(o, results)
-			if err := errors.Join(err, cri.BlockedError(d.Blocked)); err != nil {
+			if err != nil {
 				return &exitError{code: 1, err: err}
 			}
 			return nil
@@ -182,54 +177,3 @@ Exit status: 0 all healthy, 1 failed.`,
 	}
 }
 
-// restartAfterRenewal rolls the components that use the renewed files,
-// under the cluster lease; on failure the previous files come back from
-// the backup and the failed component is restarted on them. What is owed
-// is recorded first, so a roll cut short is finished by the daemon.
-func restartAfterRenewal(ctx context.Context, o *options, r *cri.Restarter, rn *renew.Renewer, manifests cri.Manifests, plan *renew.Plan, res *renew.Result) error {
-	affected := manifests.MustRestart(plan.Paths())
-	kubelet := reconcile.RenewsKubeletConf(plan)
-	if len(affected) == 0 {
-		cri.WarnProblems(o.log, manifests.Problems)
-		fmt.Fprintln(o.stdout, "No static pod uses the renewed files.")
-		if err := reconcile.KubeletAfterRenewal(ctx, plan, kubeletRestarter(o.cfg), o.log, nil); err != nil {
-			return err
-		}
-		if kubelet && kubeletRestarter(o.cfg) != nil {
-			fmt.Fprintln(o.stdout, "restarted kubelet                  for its renewed kubelet.conf")
-		}
-		return nil
-	}
-	owed := &renew.PendingRestart{Components: affected, Kubelet: kubelet, BackupDir: res.BackupDir, Recovering: reconcile.Expired(plan), Since: o.now()}
-	prev, err := renew.LoadPending(o.cfg.StateDir)
-	if err != nil {
-		return err
-	}
-	owed = prev.Merge(owed, cri.Order)
-	if err := renew.SavePending(o.cfg.StateDir, owed); err != nil {
-		return fmt.Errorf("recording the restarts owed: %w", err)
-	}
-	e := &reconcile.NodeEngine{
-		Renewer: rn, StateDir: o.cfg.StateDir, ManifestsDir: o.cfg.ManifestsDir, Log: o.log,
-		RestartKubelet: kubeletRestarter(o.cfg), Coordinate: coordination(o.cfg, o.log, nil), Now: o.now,
-	}
-	fmt.Fprintf(o.stdout, "Restarting %s ...\n", strings.Join(owed.Components, ", "))
-	start := time.Now()
-	results, err := e.RollOwed(ctx, r, manifests, owed)
-	printRoll(o, results)
-	if err != nil {
-		var rerr *cri.RollError
-		switch {
-		case errors.As(err, &rerr) && rerr.Retried != nil:
-			fmt.Fprintf(o.stdout, "The previous files were restored from %s and %s restarted on them.\n", res.BackupDir, rerr.Component)
-		default:
-			fmt.Fprintf(o.stdout, "The restarts still owed are recorded in %s; `pkirenewd run` (or renew --restart) finishes them.\n", o.cfg.StateDir)
-		}
-		return err
-	}
-	fmt.Fprintf(o.stdout, "All %d restarted components are healthy (%.1fs).\n", len(results), time.Since(start).Seconds())
-	if owed.Kubelet && kubeletRestarter(o.cfg) != nil {
-		fmt.Fprintln(o.stdout, "restarted kubelet                  for its renewed kubelet.conf")
-	}
-	return nil
-}

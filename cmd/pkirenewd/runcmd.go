@@ -13,7 +13,6 @@ import (
 
 	"github.com/pkirenewd/pkirenewd/config"
 	"github.com/pkirenewd/pkirenewd/daemon"
-	"github.com/pkirenewd/pkirenewd/reconcile"
 	"github.com/pkirenewd/pkirenewd/systemd"
 )
 
@@ -51,17 +50,10 @@ func (o *options) nodeEngine(cfg config.Config, metrics *daemon.PromMetrics) (da
 	if err != nil {
 		return nil, err
 	}
-	e := &reconcile.NodeEngine{Renewer: r, StateDir: cfg.StateDir, ManifestsDir: cfg.ManifestsDir, Log: o.log}
+	e := o.node(cfg, r, cfg.RestartComponents, o.heartbeat)
+	e.LastResortBefore = cfg.LastResortBefore
 	if metrics != nil {
 		e.Restarts = metrics
-	}
-	if cfg.RestartComponents {
-		e.Connect = connector(cfg, o.log)
-		e.KubeletAlive = kubeletAlive(cfg)
-		e.LastResortBefore = cfg.LastResortBefore
-		e.RestartKubelet = kubeletRestarter(cfg)
-		e.Coordinate = coordination(cfg, o.log, o.heartbeat)
-		e.Heartbeat = o.heartbeat
 	}
 	return e, nil
 }

@@ -408,14 +408,15 @@ func TestRenewRestartPreconditions(t *testing.T) {
 	if code != 1 || !strings.Contains(stderr, "nothing was written") || !strings.Contains(stderr, "none") {
 		t.Fatalf("missing manifests dir: exit %d %s", code, stderr)
 	}
-	// A malformed manifest is not checked before the renewal: it stops
-	// only its own component's restart (the runtime is what stops here).
+	// A malformed manifest alone would stop only its own component's
+	// restart; the runtime is what stops here, and the error names the
+	// unusable manifest beside it, so neither hides the other.
 	if err := os.WriteFile(filepath.Join(manifests, "etcd.yaml"), []byte("kind: Pod\nspec: [\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	before, _ = renewtest.HashTree(n.root)
 	code, _, stderr = n.run(t, append([]string{"renew", "--restart"}, n.args("--manifests-dir", manifests, "--cri-endpoint", "unix://"+filepath.Join(n.root, "no.sock"))...)...)
-	if code != 1 || !strings.Contains(stderr, "unreachable") || strings.Contains(stderr, "etcd.yaml") {
+	if code != 1 || !strings.Contains(stderr, "unreachable") || !strings.Contains(stderr, "etcd.yaml") {
 		t.Fatalf("malformed manifest: exit %d %s", code, stderr)
 	}
 	if after, _ := renewtest.HashTree(n.root); renewtest.DiffTrees(before, after) != "" {

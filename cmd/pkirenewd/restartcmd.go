@@ -176,4 +176,3 @@ Exit status: 0 all healthy, 1 failed.`,
 		},
 	}
 }
-

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -135,7 +136,7 @@ func (s *Store) Commit(changes []Change) (*Result, error) {
 	rnd := make([]byte, 4)
 	_, _ = rand.Read(rnd)
 	id := now().UTC().Format("20060102T150405Z") + "-" + hex.EncodeToString(rnd)
-	j := &journal{ID: id, State: statePrepared, BackupDir: filepath.Join(s.backupsDir(), id)}
+	j := &journal{ID: id, State: statePrepared, BackupDir: filepath.Join(s.backupsDir(), fmt.Sprintf("%08d.%s", s.nextSeq(), id))}
 
 	// Validate every target and read what it holds before anything is
 	// written, so a bad target stops the transaction with no trace.
@@ -607,16 +608,49 @@ func (s *Store) Restore(backupDir string) (*Result, error) {
 	return s.Commit(changes)
 }
 
-// pruneBackups keeps the newest KeepBackups directories. Names start with
-// a UTC timestamp, so lexical order is age order.
-func (s *Store) pruneBackups() {
-	keep := s.KeepBackups
-	if keep <= 0 {
-		keep = 10
+// backupOrder is a backup directory's place in creation order: its
+// sequence number ("00000012.<time>-<id>"). Directories from before
+// sequence numbers (named by time alone) come first, by name. The clock is
+// not trusted for this: after it steps back, the newest backup would have
+// the oldest time and be pruned first.
+func backupOrder(name string) (seq int, ok bool) {
+	prefix, _, found := strings.Cut(name, ".")
+	if !found || len(prefix) != 8 {
+		return 0, false
 	}
+	n, err := strconv.Atoi(prefix)
+	return n, err == nil
+}
+
+func sortBackups(dirs []string) {
+	sort.SliceStable(dirs, func(i, j int) bool {
+		a, aok := backupOrder(dirs[i])
+		b, bok := backupOrder(dirs[j])
+		switch {
+		case aok != bok:
+			return !aok
+		case aok:
+			return a < b
+		}
+		return dirs[i] < dirs[j]
+	})
+}
+
+// nextSeq numbers a new backup after the newest one there is.
+func (s *Store) nextSeq() int {
+	last := 0
+	for _, d := range s.backupDirs() {
+		if n, ok := backupOrder(d); ok && n > last {
+			last = n
+		}
+	}
+	return last + 1
+}
+
+func (s *Store) backupDirs() []string {
 	entries, err := os.ReadDir(s.backupsDir())
 	if err != nil {
-		return
+		return nil
 	}
 	var dirs []string
 	for _, e := range entries {
@@ -624,7 +658,18 @@ func (s *Store) pruneBackups() {
 			dirs = append(dirs, e.Name())
 		}
 	}
-	sort.Strings(dirs)
+	return dirs
+}
+
+// pruneBackups keeps the newest KeepBackups directories, newest by
+// creation order (see backupOrder).
+func (s *Store) pruneBackups() {
+	keep := s.KeepBackups
+	if keep <= 0 {
+		keep = 10
+	}
+	dirs := s.backupDirs()
+	sortBackups(dirs)
 	for len(dirs) > keep {
 		_ = os.RemoveAll(filepath.Join(s.backupsDir(), dirs[0]))
 		dirs = dirs[1:]

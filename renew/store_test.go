@@ -298,3 +298,47 @@ func TestRecoverRemovesStrayStagedFiles(t *testing.T) {
 		t.Errorf("%d log lines for %d removed strays", len(f.log.AllEntries()), len(strays))
 	}
 }
+
+// Backups are pruned oldest first in the order they were made, not by the
+// time in their names: after the clock steps back, the newest backup has
+// the oldest time and must be the one kept.
+func TestBackupsPrunedByCreationOrder(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	target := filepath.Join(dir, "pki", "file")
+	if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(target, []byte("v0"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	roots, err := renew.NewRoots(filepath.Dir(target))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Date(2027, 6, 1, 12, 0, 0, 0, time.UTC)
+	var made []string
+	for i := 1; i <= 6; i++ {
+		at := t0.Add(time.Duration(i) * time.Hour)
+		if i > 3 {
+			at = t0.Add(-time.Duration(i) * 24 * time.Hour) // the clock stepped back
+		}
+		s := &renew.Store{StateDir: filepath.Join(dir, "state"), Roots: roots, Now: func() time.Time { return at }, KeepBackups: 3}
+		res, err := s.Commit([]renew.Change{{Path: target, Data: []byte(fmt.Sprintf("v%d", i))}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		made = append(made, filepath.Base(res.BackupDir))
+	}
+	entries, err := os.ReadDir(filepath.Join(dir, "state", "backups"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kept []string
+	for _, e := range entries {
+		kept = append(kept, e.Name())
+	}
+	if want := made[3:]; strings.Join(kept, " ") != strings.Join(want, " ") {
+		t.Errorf("kept %v, want the last three made %v", kept, want)
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -383,8 +384,14 @@ func removeIfExists(p string) error {
 
 // stagedPrefix starts the name of every file the store creates next to a
 // target (staged files and temp files): they may hold private keys, so
-// RemoveStrays finds them by it.
+// RemoveStrays finds them — by their whole name, never by the prefix
+// alone: a file someone else named .pkirenewd-something is not ours.
 const stagedPrefix = ".pkirenewd-"
+
+// strayName matches exactly the names the store gives staged files
+// (.pkirenewd-<UTC time>-<8 hex>.<target>) and temp files
+// (.pkirenewd-tmp-<pid>.<target>).
+var strayName = regexp.MustCompile(`^\.pkirenewd-([0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}|tmp-[0-9]+)\..+$`)
 
 // RemoveStrays removes staged and temp files that an interrupted run left
 // next to the targets, whether or not its journal survived: they may hold
@@ -406,7 +413,7 @@ func (s *Store) RemoveStrays() ([]string, error) {
 			continue // a vanished or unreadable subdirectory holds nothing of ours we could remove
 		}
 		for _, e := range entries {
-			if e.IsDir() || !strings.HasPrefix(e.Name(), stagedPrefix) {
+			if e.IsDir() || !strayName.MatchString(e.Name()) {
 				continue
 			}
 			p := filepath.Join(dir, e.Name())

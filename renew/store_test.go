@@ -265,10 +265,18 @@ func TestRecoverRemovesStrayStagedFiles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Not ours: a dot file of the operator's stays.
-	mine := filepath.Join(f.layout.PKIDir, ".keep")
-	if err := os.WriteFile(mine, nil, 0o600); err != nil {
-		t.Fatal(err)
+	// Not ours: a dot file of the operator's stays, and so do files that
+	// merely share the prefix (the e2e rig's marker .pkirenewd-e2e was
+	// once taken for a stray and removed).
+	for _, mine := range []string{
+		filepath.Join(f.layout.PKIDir, ".keep"),
+		filepath.Join(f.layout.KubeconfigDir, ".pkirenewd-e2e"),
+		filepath.Join(f.layout.PKIDir, ".pkirenewd-notes.txt"),
+		filepath.Join(f.layout.PKIDir, ".pkirenewd-20250101T000000Z-0badf00d"),
+	} {
+		if err := os.WriteFile(mine, []byte("not pkirenewd's"), 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
 	before, _ := renewtest.HashTree(f.root)
 	strays := []string{

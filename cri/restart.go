@@ -156,6 +156,16 @@ type Restarter struct {
 	// the same restart count, to count as healthy: what the kubelet itself
 	// knows of such a pod. Default 10s.
 	RunningFor time.Duration
+	// Step, when set, is told of each step of a restart ("stopped:etcd",
+	// "removed:etcd", "healthy:etcd"): the failpoints build kills the
+	// process there to prove a roll cut short anywhere is finished.
+	Step func(step string)
+}
+
+func (r *Restarter) step(s string) {
+	if r.Step != nil {
+		r.Step(s)
+	}
 }
 
 // Result is the outcome of one component's restart.
@@ -341,11 +351,13 @@ func (r *Restarter) Restart(ctx context.Context, m *Manifest) Result {
 			res.Err = fmt.Errorf("%s: StopPodSandbox %s: %w", m.Component, short(old.ID), err)
 			return res
 		}
+		r.step("stopped:" + m.Component)
 	}
 	if err := r.remove(ctx, old.ID); err != nil {
 		res.Err = fmt.Errorf("%s: RemovePodSandbox %s: %w", m.Component, short(old.ID), err)
 		return res
 	}
+	r.step("removed:" + m.Component)
 
 	// The kubelet notices the missing sandbox and makes a new one.
 	for {
@@ -365,6 +377,7 @@ func (r *Restarter) Restart(ctx context.Context, m *Manifest) Result {
 		return res
 	}
 	res.Took = r.Clock.Since(start)
+	r.step("healthy:" + m.Component)
 	log.WithFields(logrus.Fields{"ACTION": "restarted", "SANDBOX": short(res.NewSandbox), "TOOK": res.Took.Round(time.Millisecond).String(), "SERIAL": res.Serial}).Info("component healthy")
 	return res
 }

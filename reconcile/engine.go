@@ -290,6 +290,7 @@ func (e *NodeEngine) Converge(ctx context.Context, sel *renew.Selection) (*Outco
 	if err := e.Renewer.Recover(); err != nil {
 		return nil, fmt.Errorf("nothing was written: recovering an interrupted renewal: %w", err)
 	}
+	renew.Failpoint("converge:recovered")
 	if blocked != nil {
 		return e.renewWithoutRestarts(*sel, blocked)
 	}
@@ -310,6 +311,7 @@ func (e *NodeEngine) Converge(ctx context.Context, sel *renew.Selection) (*Outco
 		if out.Plan, out.Result, err = e.apply(*sel); err != nil {
 			return nil, err
 		}
+		renew.Failpoint("converge:committed")
 		if len(out.Plan.Items) > 0 && rst == nil {
 			return out, KubeletAfterRenewal(ctx, out.Plan, e.RestartKubelet, e.Log, e.Restarts)
 		}
@@ -325,9 +327,12 @@ func (e *NodeEngine) Converge(ctx context.Context, sel *renew.Selection) (*Outco
 	if err := renew.SavePending(e.StateDir, owed); err != nil {
 		return out, fmt.Errorf("recording the restarts owed: %w", err)
 	}
+	renew.Failpoint("converge:owed-recorded")
+	rst.Step = renew.Failpoint
 	if out.Rolled, err = e.RollOwed(ctx, rst, manifests, owed); err != nil {
 		return out, err
 	}
+	renew.Failpoint("converge:rolled")
 	return out, e.stillStale(ctx, rst)
 }
 

@@ -11,3 +11,7 @@ func hit(step string) {
 		failpoint(step)
 	}
 }
+
+// Failpoint marks a step of the orchestration around a transaction (the
+// record of owed restarts, each restart) for the same failpoints build.
+func Failpoint(step string) { hit(step) }

@@ -12,11 +12,13 @@ import (
 // SIGKILL at the Nth step reached (steps come in a fixed order for a given
 // PKI, and temp file names differ between runs, so a count is the stable
 // way to name one); PKIRENEWD_FAILPOINT_LOG=<file> appends every step
-// reached to a file.
+// reached to a file; PKIRENEWD_FAILPOINT_NAME=<step> kills it at the first
+// step of that name (the orchestration's steps are named, not counted).
 func init() {
 	at, _ := strconv.Atoi(os.Getenv("PKIRENEWD_FAILPOINT_AT"))
 	logPath := os.Getenv("PKIRENEWD_FAILPOINT_LOG")
-	if at == 0 && logPath == "" {
+	name := os.Getenv("PKIRENEWD_FAILPOINT_NAME")
+	if at == 0 && logPath == "" && name == "" {
 		return
 	}
 	n := 0
@@ -28,7 +30,7 @@ func init() {
 				_ = f.Close()
 			}
 		}
-		if n == at {
+		if n == at || (name != "" && step == name) {
 			_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
 			select {} // never returns
 		}

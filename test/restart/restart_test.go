@@ -136,15 +136,18 @@ func waitHealthy(t *testing.T, m *cri.Manifest) {
 	t.Fatalf("%s never became healthy", m.Component)
 }
 
-func (n *node) pkirenewd(t *testing.T, args ...string) (string, int) {
-	t.Helper()
-	// The subcommand, the node's settings, then the test's own flags
-	// (which win).
-	all := append([]string{args[0], "--config", "/dev/null", "--pki-dir", n.pki, "--kubeconfig-dir", n.kube, "--manifests-dir", n.manifests,
+// args are the subcommand, the node's settings, then the test's own flags
+// (which win).
+func (n *node) args(args ...string) []string {
+	return append([]string{args[0], "--config", "/dev/null", "--pki-dir", n.pki, "--kubeconfig-dir", n.kube, "--manifests-dir", n.manifests,
 		"--state-dir", n.state, "--cri-endpoint", n.rig.Endpoint(), "--restart-timeout", "30s", "--validity", "365d",
 		// The stand-in has no apiserver and its etcd is a health server.
 		"--lease=", "--etcd-quorum-guard=false"}, args[1:]...)
-	cmd := exec.Command(pkirenewdBin, all...)
+}
+
+func (n *node) pkirenewd(t *testing.T, args ...string) (string, int) {
+	t.Helper()
+	cmd := exec.Command(pkirenewdBin, n.args(args...)...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	err := cmd.Run()

@@ -2,12 +2,14 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
 	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
@@ -94,8 +96,13 @@ func NewLease(c LeaseConfig, clk clock.PassiveClock) (*Lease, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", c.Kubeconfig, err)
 	}
-	if c.Server != "" {
-		rc.Host = c.Server
+	hosts := []string{rc.Host}
+	if c.Server != "" && c.Server != rc.Host {
+		// The local apiserver first; the kubeconfig's own server (the
+		// load balancer or controlPlaneEndpoint) while the local one is
+		// down — it is the component being restarted, and the lease must
+		// be renewed while it comes back.
+		hosts = []string{c.Server, rc.Host}
 	}
 	rc.Timeout = c.Timeout
 	rc.UserAgent = "pkirenewd"
@@ -104,9 +111,48 @@ func NewLease(c LeaseConfig, clk clock.PassiveClock) (*Lease, error) {
 	rc.GroupVersion = &gv
 	rc.ContentType = runtime.ContentTypeJSON
 	rc.NegotiatedSerializer = leaseCodecs.WithoutConversion()
-	rcl, err := rest.RESTClientFor(rc)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", c.Kubeconfig, err)
+	var clients failover
+	for _, h := range hosts {
+		hc := rest.CopyConfig(rc)
+		hc.Host = h
+		rcl, err := rest.RESTClientFor(hc)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", c.Kubeconfig, err)
+		}
+		clients = append(clients, &restLeases{c: rcl, ns: ns})
 	}
-	return &Lease{Client: &restLeases{c: rcl, ns: ns}, Name: name, Identity: c.Identity, Duration: c.Duration, Clock: clk}, nil
+	return &Lease{Client: clients, Name: name, Identity: c.Identity, Duration: c.Duration, Clock: clk}, nil
+}
+
+// failover asks each endpoint in turn until one answers. An answer of the
+// API (not found, conflict, forbidden ...) is the answer: the endpoints
+// share one etcd, so asking another would not change it; only an endpoint
+// that cannot be reached passes the call on.
+type failover []LeaseClient
+
+var _ LeaseClient = failover(nil)
+
+func (f failover) try(call func(LeaseClient) (*coordinationv1.Lease, error)) (*coordinationv1.Lease, error) {
+	var errs []error
+	for _, c := range f {
+		l, err := call(c)
+		var status apierrors.APIStatus
+		if err == nil || errors.As(err, &status) {
+			return l, err
+		}
+		errs = append(errs, err)
+	}
+	return nil, errors.Join(errs...)
+}
+
+func (f failover) Get(ctx context.Context, name string, o metav1.GetOptions) (*coordinationv1.Lease, error) {
+	return f.try(func(c LeaseClient) (*coordinationv1.Lease, error) { return c.Get(ctx, name, o) })
+}
+
+func (f failover) Create(ctx context.Context, l *coordinationv1.Lease, o metav1.CreateOptions) (*coordinationv1.Lease, error) {
+	return f.try(func(c LeaseClient) (*coordinationv1.Lease, error) { return c.Create(ctx, l, o) })
+}
+
+func (f failover) Update(ctx context.Context, l *coordinationv1.Lease, o metav1.UpdateOptions) (*coordinationv1.Lease, error) {
+	return f.try(func(c LeaseClient) (*coordinationv1.Lease, error) { return c.Update(ctx, l, o) })
 }

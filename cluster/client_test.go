@@ -159,3 +159,42 @@ users:
 func pemCert(der []byte) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 }
+
+// The lease is renewed through the local apiserver, which is the component
+// being restarted; while it is down, through the kubeconfig's own server
+// (the load balancer), so a slow apiserver cannot let the lease lapse.
+func TestLeaseFailsOverToTheKubeconfigServer(t *testing.T) {
+	api := &apiserver{}
+	lb := httptest.NewTLSServer(api)
+	defer lb.Close()
+	local := httptest.NewTLSServer(api)
+	localURL := local.URL
+	kc := filepath.Join(t.TempDir(), "admin.conf")
+	conf := fmt.Sprintf("apiVersion: v1\nkind: Config\nclusters:\n- cluster:\n    insecure-skip-tls-verify: true\n    server: %s\n  name: k\ncontexts:\n- context: {cluster: k, user: u}\n  name: c\ncurrent-context: c\nusers:\n- name: u\n  user: {token: not-a-secret}\n", lb.URL)
+	if err := os.WriteFile(kc, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	l, err := cluster.NewLease(cluster.LeaseConfig{Kubeconfig: kc, Server: localURL, Lease: "kube-system/pkirenewd",
+		Identity: "node1", Duration: time.Minute, Timeout: 2 * time.Second}, clock.RealClock{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if ok, _, err := l.TryAcquire(ctx); !ok || err != nil {
+		t.Fatalf("through the local apiserver: %v %v", ok, err)
+	}
+	local.Close() // the local apiserver is being restarted
+	before := len(api.paths)
+	if err := l.Renew(ctx); err != nil {
+		t.Fatalf("renewal with the local apiserver down: %v", err)
+	}
+	if len(api.paths) == before {
+		t.Fatal("the renewal reached no server")
+	}
+	// An answer of the API is final: a conflict is not retried elsewhere.
+	other := *l
+	other.Identity = "node2"
+	if ok, h, err := other.TryAcquire(ctx); ok || err != nil || h.Identity != "node1" {
+		t.Fatalf("node2 through the load balancer: %v %+v %v", ok, h, err)
+	}
+}

@@ -92,10 +92,6 @@ func kubeletAlive(cfg config.Config) func(ctx context.Context) error {
 	}
 }
 
-func (o *options) restarter(ctx context.Context) (*cri.Restarter, func(), error) {
-	return connector(o.cfg, o.log)(ctx)
-}
-
 // selectManifests decides the restart of the named components (kubeadm's
 // four when none is named); a name with no manifest at all is an error
 // listing what there is.

@@ -258,7 +258,6 @@ func TestRenewRestartOnRealContainerd(t *testing.T) {
 		!strings.Contains(out, "STALE kube-scheduler:") || strings.Contains(out, "STALE kube-controller-manager:") {
 		t.Errorf("check after the rollback: exit %d, want 1 naming etcd, kube-apiserver and kube-scheduler\n%s", code, out)
 	}
-	schedBefore = n.kubelet.Sandboxes("kube-scheduler")
 	if out, code := n.pkirenewd(t, "restart", "etcd", "kube-apiserver", "kube-scheduler"); code != 0 {
 		t.Fatalf("restart of the stale ones: exit %d\n%s", code, out)
 	}

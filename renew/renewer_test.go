@@ -98,6 +98,20 @@ func requireConsistent(t testing.TB, inv *renew.Inventory) {
 	}
 }
 
+// requireLeafStates: every leaf and kubeconfig is in state want, every CA ok.
+func requireLeafStates(t testing.TB, statuses []renew.Status, want renew.State) {
+	t.Helper()
+	for _, s := range statuses {
+		w := want
+		if s.Kind == renew.KindCA {
+			w = renew.StateOK
+		}
+		if s.State != w {
+			t.Errorf("%s: %v, want %v", s.Name, s.State, w)
+		}
+	}
+}
+
 func certsByName(inv *renew.Inventory) map[string]*x509.Certificate {
 	m := map[string]*x509.Certificate{}
 	for _, it := range inv.Certs {
@@ -270,15 +284,7 @@ func TestRenewOnlyWhatIsDue(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, s := range statuses {
-		want := renew.StateDue
-		if s.Kind == renew.KindCA {
-			want = renew.StateOK
-		}
-		if s.State != want {
-			t.Errorf("%s: %v, want %v", s.Name, s.State, want)
-		}
-	}
+	requireLeafStates(t, statuses, renew.StateDue)
 	plan, err := f.renew(t, r, renew.Selection{})
 	if err != nil || len(plan.Items) != 12 {
 		t.Fatalf("renewed %v items: %v", plan, err)
@@ -511,15 +517,7 @@ func TestNotYetValidIsRenewedAtOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, s := range statuses {
-		want := renew.StateNotYetValid
-		if s.Kind == renew.KindCA {
-			want = renew.StateOK
-		}
-		if s.State != want {
-			t.Errorf("%s: %v, want %v", s.Name, s.State, want)
-		}
-	}
+	requireLeafStates(t, statuses, renew.StateNotYetValid)
 	if _, err := f.renew(t, r, renew.Selection{}); err != nil {
 		t.Fatal(err)
 	}

@@ -1,7 +1,6 @@
 package restart_test
 
 import (
-	"bytes"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -85,12 +84,7 @@ func TestFaultMatrix(t *testing.T) {
 func converge(t *testing.T, n *node) time.Duration {
 	t.Helper()
 	start := time.Now()
-	cmd := exec.Command(pkirenewdBin, n.args("run", "--metrics-address", "")...)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	cmd, out := n.startDaemon(t)
 	defer func() { _ = cmd.Process.Signal(syscall.SIGTERM); _ = cmd.Wait() }()
 	deadline := time.Now().Add(90 * time.Second)
 	for {

@@ -162,6 +162,48 @@ func (n *node) pkirenewd(t *testing.T, args ...string) (string, int) {
 
 var order = []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"}
 
+// sandboxCounts counts each component's sandboxes so far.
+func (n *node) sandboxCounts() map[string]int {
+	out := map[string]int{}
+	for _, c := range order {
+		out[c] = len(n.kubelet.Sandboxes(c))
+	}
+	return out
+}
+
+// startDaemon runs `pkirenewd run` on the node until the test ends; its
+// output goes to the returned buffer.
+func (n *node) startDaemon(t *testing.T, args ...string) (*exec.Cmd, *bytes.Buffer) {
+	t.Helper()
+	cmd := exec.Command(pkirenewdBin, n.args(append([]string{"run", "--metrics-address", ""}, args...)...)...)
+	out := &bytes.Buffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	return cmd, out
+}
+
+// waitRestarted waits until every component has a sandbox beyond before.
+func (n *node) waitRestarted(t *testing.T, before map[string]int, timeout time.Duration, log *bytes.Buffer) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		done := true
+		for _, c := range order {
+			done = done && len(n.kubelet.Sandboxes(c)) > before[c]
+		}
+		if done {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the daemon did not restart all four components in %v:\n%s", timeout, log.String())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
 func TestRenewRestartOnRealContainerd(t *testing.T) {
 	rig := containerdrig.Start(t)
 	// The controller-manager's third pod (the second restart) fails.
@@ -324,33 +366,9 @@ func TestDaemonRestartsAfterRenewal(t *testing.T) {
 	rig := containerdrig.Start(t)
 	// Leaves valid for 40 s (plus the 5 min backdating): due 20 s in.
 	n := newNodeWith(t, rig, nil, renewtest.Options{Algorithm: "ECDSA-P256", Validity: 40 * time.Second}, nil)
-	before := map[string]int{}
-	for _, c := range order {
-		before[c] = len(n.kubelet.Sandboxes(c))
-	}
-	cmd := exec.Command(pkirenewdBin, "run", "--config", "/dev/null", "--pki-dir", n.pki, "--kubeconfig-dir", n.kube,
-		"--manifests-dir", n.manifests, "--state-dir", n.state, "--cri-endpoint", rig.Endpoint(), "--restart-timeout", "30s",
-		"--renew-before", "20s", "--validity", "40s", "--metrics-address", "", "--lease=", "--etcd-quorum-guard=false")
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
-	deadline := time.Now().Add(90 * time.Second)
-	for {
-		done := true
-		for _, c := range order {
-			done = done && len(n.kubelet.Sandboxes(c)) > before[c]
-		}
-		if done {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the daemon did not restart all four components:\n%s", out.String())
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	before := n.sandboxCounts()
+	cmd, out := n.startDaemon(t, "--renew-before", "20s", "--validity", "40s")
+	n.waitRestarted(t, before, 90*time.Second, out)
 	var created []time.Time
 	for _, c := range order {
 		times := n.kubelet.CreationTimes(c)

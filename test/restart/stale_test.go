@@ -1,9 +1,7 @@
 package restart_test
 
 import (
-	"bytes"
 	"os"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -41,38 +39,14 @@ func TestStaleComponentsAreObservedAndRestarted(t *testing.T) {
 		}
 	}
 
-	before := map[string]int{}
-	for _, c := range order {
-		before[c] = len(n.kubelet.Sandboxes(c))
-	}
-	cmd := exec.Command(pkirenewdBin, "run", "--config", "/dev/null", "--pki-dir", n.pki, "--kubeconfig-dir", n.kube,
-		"--manifests-dir", n.manifests, "--state-dir", n.state, "--cri-endpoint", rig.Endpoint(), "--restart-timeout", "30s",
-		"--metrics-address", "", "--lease=", "--etcd-quorum-guard=false")
-	var dout bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &dout, &dout
+	before := n.sandboxCounts()
 	start := time.Now()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
-	deadline := time.Now().Add(90 * time.Second)
-	for {
-		done := true
-		for _, c := range order {
-			done = done && len(n.kubelet.Sandboxes(c)) > before[c]
-		}
-		if done {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the daemon did not restart the stale components:\n%s", dout.String())
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	cmd, dout := n.startDaemon(t)
+	n.waitRestarted(t, before, 90*time.Second, dout)
 	took := time.Since(start)
 	// Converged: check is clean and the daemon renews nothing.
 	var last string
-	for time.Now().Before(deadline) {
+	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); {
 		if last, code = n.pkirenewd(t, "check"); code == 0 {
 			break
 		}

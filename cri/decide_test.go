@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -246,5 +247,38 @@ func TestRestartWithoutProbeCrashLoop(t *testing.T) {
 	}
 	if took := clk.Since(start); took < time.Minute || took > time.Minute+time.Second {
 		t.Errorf("gave up after %v of fake time, want the 1m timeout", took)
+	}
+}
+
+// A FIFO, a directory or a huge file in the manifests directory is a
+// problem naming it, and never hangs the load.
+func TestManifestsThatAreNotFiles(t *testing.T) {
+	dir := t.TempDir()
+	if err := syscall.Mkfifo(filepath.Join(dir, "fifo.yaml"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "huge.yaml"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(filepath.Join(dir, "huge.yaml"), 3<<30); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan cri.Manifests)
+	go func() {
+		ms, _ := cri.LoadManifests(dir)
+		done <- ms
+	}()
+	select {
+	case ms := <-done:
+		if len(ms.Problems) != 2 {
+			t.Fatalf("problems %v", ms.Problems)
+		}
+		for _, p := range ms.Problems {
+			if !strings.Contains(p.Error(), p.Path) {
+				t.Errorf("%v does not name %s", p, p.Path)
+			}
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("loading a FIFO manifest hung")
 	}
 }

@@ -22,6 +22,8 @@ import (
 
 	"github.com/sirupsen/logrus"
 	"gopkg.in/yaml.v3"
+
+	"github.com/pkirenewd/pkirenewd/internal/fsread"
 )
 
 // Probe is an HTTP(S) health check taken from a manifest.
@@ -277,7 +279,7 @@ func LoadManifests(dir string) (Manifests, error) {
 }
 
 func loadManifest(path string) (*Manifest, *Problem) {
-	data, err := os.ReadFile(path)
+	data, err := fsread.Regular(path, true)
 	if err != nil {
 		return nil, &Problem{Path: path, Component: kubeadmFileComponent(path), Err: fmt.Errorf("manifest %s: %w", path, err)}
 	}

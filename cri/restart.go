@@ -10,13 +10,14 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"sort"
 	"strings"
 	"time"
 
 	"github.com/sirupsen/logrus"
 	"k8s.io/utils/clock"
+
+	"github.com/pkirenewd/pkirenewd/internal/fsread"
 )
 
 // Prober checks a component's health and the certificate it serves.
@@ -99,7 +100,7 @@ func (h HTTPProber) ServedSerial(ctx context.Context, addr string) (string, erro
 
 // SerialOnDisk reads the serial (hex) of the first certificate in a file.
 func SerialOnDisk(path string) (string, error) {
-	data, err := os.ReadFile(path)
+	data, err := fsread.Regular(path, true)
 	if err != nil {
 		return "", err
 	}

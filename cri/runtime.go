@@ -13,6 +13,8 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"gopkg.in/yaml.v3"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/pkirenewd/pkirenewd/internal/fsread"
 )
 
 // Sandbox is a pod sandbox as the restart logic sees it.
@@ -62,7 +64,7 @@ func ResolveEndpoint(configured, crictlYAML string) (string, error) {
 	if configured != "" {
 		return configured, nil
 	}
-	if data, err := os.ReadFile(crictlYAML); err == nil {
+	if data, err := fsread.Regular(crictlYAML, true); err == nil {
 		var c struct {
 			RuntimeEndpoint string `yaml:"runtime-endpoint"`
 		}

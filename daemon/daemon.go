@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -12,6 +11,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"k8s.io/utils/clock"
 
+	"github.com/pkirenewd/pkirenewd/internal/fsread"
 	"github.com/pkirenewd/pkirenewd/renew"
 )
 
@@ -293,7 +293,7 @@ func (l *loop) renew(ctx context.Context) {
 	written, err := l.engine.Renew(ctx, due)
 	now := l.Clock.Now()
 	for _, p := range written {
-		if data, rerr := os.ReadFile(p); rerr == nil {
+		if data, rerr := fsread.Regular(p, true); rerr == nil {
 			l.own[p] = sha256.Sum256(data)
 		}
 	}
@@ -326,7 +326,7 @@ func (l *loop) ours(p string) bool {
 	if !ok {
 		return false
 	}
-	data, err := os.ReadFile(p)
+	data, err := fsread.Regular(p, true)
 	return err == nil && sha256.Sum256(data) == want
 }
 

@@ -8,11 +8,12 @@ import (
 	"io/fs"
 	"net"
 	"net/http"
-	"os"
 	"strconv"
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/pkirenewd/pkirenewd/internal/fsread"
 )
 
 // DefaultKubeletConfig is where kubeadm writes the kubelet's configuration.
@@ -24,7 +25,7 @@ const DefaultKubeletConfig = "/var/lib/kubelet/config.yaml"
 // there is nothing to check: no such file (this node's kubelet is not run
 // the kubeadm way) or healthz turned off.
 func KubeletHealthzURL(path string) (url string, ok bool, err error) {
-	data, err := os.ReadFile(path)
+	data, err := fsread.Regular(path, true)
 	if errors.Is(err, fs.ErrNotExist) {
 		return "", false, nil
 	}

@@ -3,12 +3,13 @@ package renew
 import (
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
+
+	"github.com/pkirenewd/pkirenewd/internal/fsread"
 )
 
 // Roots are the directories pkirenewd manages. Paths are resolved once, so a
@@ -77,65 +78,12 @@ func (r Roots) ReadFile(p string) ([]byte, error) {
 	return data, err
 }
 
-// MaxFileSize bounds every file pkirenewd reads. No real certificate, key
-// or kubeconfig comes near it (a kubeconfig with an RSA-4096 pair is about
-// 10 KiB), while a FIFO or a multi-gigabyte sparse file in its place would
-// otherwise hang the inventory or exhaust the node's memory.
-const MaxFileSize = 1 << 20
+// MaxFileSize bounds every file pkirenewd reads (see fsread).
+const MaxFileSize = fsread.MaxFileSize
 
-// readRegular reads a regular file of at most MaxFileSize bytes. The file
-// is opened with O_NONBLOCK, so a FIFO or device cannot block the open, and
-// the opened descriptor is checked, so nothing can be swapped in between a
-// stat and the read. follow says whether a final symlink may be followed;
-// errors name p.
-func readRegular(p string, follow bool) ([]byte, error) {
-	flags := os.O_RDONLY | syscall.O_NONBLOCK | syscall.O_CLOEXEC
-	if !follow {
-		flags |= syscall.O_NOFOLLOW
-	}
-	f, err := os.OpenFile(p, flags, 0)
-	if err != nil {
-		if errors.Is(err, syscall.ELOOP) {
-			return nil, fmt.Errorf("%s is a symlink: not followed", p)
-		}
-		return nil, err
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s: not a regular file (%s)", p, typeName(st.Mode()))
-	}
-	if st.Size() > MaxFileSize {
-		return nil, fmt.Errorf("%s: %d bytes, more than the %d a certificate, key or kubeconfig can need: refusing to read it", p, st.Size(), MaxFileSize)
-	}
-	data, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", p, err)
-	}
-	if len(data) > MaxFileSize {
-		return nil, fmt.Errorf("%s: grew past %d bytes while being read: refusing it", p, MaxFileSize)
-	}
-	return data, nil
-}
-
-func typeName(m fs.FileMode) string {
-	switch {
-	case m&fs.ModeNamedPipe != 0:
-		return "a FIFO"
-	case m&fs.ModeSocket != 0:
-		return "a socket"
-	case m&fs.ModeDevice != 0:
-		return "a device"
-	case m.IsDir():
-		return "a directory"
-	case m&fs.ModeSymlink != 0:
-		return "a symlink"
-	}
-	return m.Type().String()
-}
+// readRegular is fsread.Regular: a bounded, non-blocking read of a regular
+// file.
+func readRegular(p string, follow bool) ([]byte, error) { return fsread.Regular(p, follow) }
 
 // exists reports whether p exists (without following a final symlink); any
 // other error than "not found" is returned so that an unreadable directory

@@ -15,6 +15,7 @@ import (
 
 	"github.com/pkirenewd/pkirenewd/config"
 	"github.com/pkirenewd/pkirenewd/cri"
+	"github.com/pkirenewd/pkirenewd/internal/fsread"
 	"github.com/pkirenewd/pkirenewd/renew"
 )
 
@@ -151,7 +152,7 @@ func (o *options) pkiDir(cfg config.Config) string {
 		kubeadmDir, kubeadmSrc = cs.CertificatesDir, src
 	}
 	apiserver := filepath.Join(cfg.ManifestsDir, "kube-apiserver.yaml")
-	if data, err := os.ReadFile(apiserver); err == nil {
+	if data, err := fsread.Regular(apiserver, true); err == nil {
 		if m, err := cri.ParseManifest(apiserver, data); err == nil {
 			if ca := m.Flag("client-ca-file"); filepath.IsAbs(ca) {
 				manifestDir = filepath.Dir(ca)

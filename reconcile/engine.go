@@ -453,16 +453,19 @@ func (e *NodeEngine) lastResort(sel renew.Selection) bool {
 	if e.LastResortBefore <= 0 {
 		return false
 	}
-	inv, _, err := e.Renewer.Inventory()
+	// From the schedule alone: planning would issue every key just to
+	// read an expiry.
+	_, statuses, err := e.Renewer.Inventory()
 	if err != nil {
 		return false
 	}
-	plan, err := e.Renewer.Plan(inv, sel)
-	if err != nil {
-		return false
+	named := map[string]bool{}
+	for _, n := range sel.Names {
+		named[n] = true
 	}
-	for _, it := range plan.Items {
-		if it.Cert.NotAfter.Sub(e.now()) < e.LastResortBefore {
+	for _, s := range statuses {
+		selected := named[s.Name] || (len(sel.Names) == 0 && (sel.Force || s.State != renew.StateOK))
+		if selected && s.Renewable() && s.Cert.NotAfter.Sub(e.now()) < e.LastResortBefore {
 			return true
 		}
 	}

@@ -37,51 +37,15 @@ func maxNotAfter(t *testing.T) time.Time {
 // loudly that it is recovering without the lease, restarts etcd and the
 // apiserver, takes the lease once the API answers, and finishes the roll.
 func TestDay366ExpiredControlPlaneIsHealed(t *testing.T) {
-	// Long enough for the bring-up, short enough to wait out.
-	const validity = 2 * time.Minute
-	cp := StartControlPlane(t, Options{Validity: validity})
+	cp := expiredControlPlane(t)
 	ctx := cp.Context()
 	old := leafSerials(t)
-	expiry := maxNotAfter(t)
-	t.Logf("every leaf certificate expires by %s (%v from now)", expiry.UTC().Format(time.RFC3339), time.Until(expiry).Round(time.Second))
-	select {
-	case <-ctx.Done():
-		t.Fatal(ctx.Err())
-	case <-time.After(time.Until(expiry) + 5*time.Second):
-	}
-	// The cluster is down: admin.conf's expired credentials get nowhere.
-	if err := cp.apiserverReady(ctx); err == nil {
-		t.Fatal("/readyz answers ok with expired certificates: the scenario did not set in")
-	} else {
-		t.Logf("expired: /readyz: %v", err)
-	}
-	// The apiserver still talks to etcd over the connection it opened
-	// before the expiry. The node reboots (as the day-366 nodes people
-	// find usually have): every component starts again on expired
-	// certificates, and the apiserver cannot reach etcd any more.
-	cp.StopKubelet()
-	if err := cp.Rig.RemoveAllPods(ctx); err != nil {
-		t.Fatal(err)
-	}
-	cp.startKubelet()
-	err := cp.Poll(2*time.Minute, time.Second, "the static pods back after the reboot", func(ctx context.Context) error {
-		for _, c := range Components {
-			if _, err := cp.ReadyPod(ctx, c); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("after the reboot: /readyz: %v", cp.apiserverReady(ctx))
 
 	start := time.Now()
 	d := startDaemon(t, cp, "--validity", "24h", "--restart-timeout", "6m",
 		"--kubelet-restart-command", cp.KubeletRestartCommand())
 	var healedAt time.Time
-	err = cp.Poll(12*time.Minute, time.Second, "the expired control plane healed", func(ctx context.Context) error {
+	err := cp.Poll(12*time.Minute, time.Second, "the expired control plane healed", func(ctx context.Context) error {
 		if d.exited() {
 			return fmt.Errorf("pkirenewd exited: %v", d.Cmd.ProcessState)
 		}
@@ -155,4 +119,120 @@ func TestDay366ExpiredControlPlaneIsHealed(t *testing.T) {
 	}
 	t.Logf("day 366: pkirenewd healed the expired control plane in %v (daemon start to all healthy with the renewed admin.conf); roll finished %v after start",
 		healedAt.Sub(start).Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
+}
+
+// expiredControlPlane brings a control plane up whose every leaf expires
+// two minutes later, waits that out and reboots the node, so that every
+// component starts again on expired certificates and the apiserver cannot
+// reach etcd: day 366 as people find it.
+func expiredControlPlane(t *testing.T) *ControlPlane {
+	t.Helper()
+	// Long enough for the bring-up, short enough to wait out.
+	const validity = 2 * time.Minute
+	cp := StartControlPlane(t, Options{Validity: validity})
+	ctx := cp.Context()
+	expiry := maxNotAfter(t)
+	t.Logf("every leaf certificate expires by %s (%v from now)", expiry.UTC().Format(time.RFC3339), time.Until(expiry).Round(time.Second))
+	select {
+	case <-ctx.Done():
+		t.Fatal(ctx.Err())
+	case <-time.After(time.Until(expiry) + 5*time.Second):
+	}
+	// The cluster is down: admin.conf's expired credentials get nowhere.
+	if err := cp.apiserverReady(ctx); err == nil {
+		t.Fatal("/readyz answers ok with expired certificates: the scenario did not set in")
+	} else {
+		t.Logf("expired: /readyz: %v", err)
+	}
+	// The apiserver still talks to etcd over the connection it opened
+	// before the expiry. The node reboots (as the day-366 nodes people
+	// find usually have): every component starts again on expired
+	// certificates, and the apiserver cannot reach etcd any more.
+	cp.StopKubelet()
+	if err := cp.Rig.RemoveAllPods(ctx); err != nil {
+		t.Fatal(err)
+	}
+	cp.startKubelet()
+	err := cp.Poll(2*time.Minute, time.Second, "the static pods back after the reboot", func(ctx context.Context) error {
+		for _, c := range Components {
+			if _, err := cp.ReadyPod(ctx, c); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("after the reboot: /readyz: %v", cp.apiserverReady(ctx))
+	return cp
+}
+
+// Day 366, and the scheduler cannot come back (its port is taken right
+// after pkirenewd stops it). Going back to the previous files cannot help
+// — they are expired — so pkirenewd says so at crit, keeps the renewed
+// files, the other components run on them, check names the scheduler as
+// owed; once the port is free the daemon finishes it.
+func TestDay366FailingComponentGoesForward(t *testing.T) {
+	cp := expiredControlPlane(t)
+	ctx := cp.Context()
+	old := leafSerials(t)
+	d := startDaemon(t, cp, "--validity", "24h", "--restart-timeout", "40s",
+		"--kubelet-restart-command", cp.KubeletRestartCommand(), "--kubelet-config", cp.kubeletConfigPath())
+	if _, err := waitEvent(cp, d, 6*time.Minute, "pkirenewd stopping kube-scheduler", func(e logEvent) bool {
+		return e.Str("msg") == "stopping static pod" && e.Str("COMPONENT") == "kube-scheduler"
+	}); err != nil {
+		t.Fatal(err)
+	}
+	l, err := holdPort(ctx, "127.0.0.1:10259", 20*time.Second)
+	if err != nil {
+		t.Fatalf("could not take the scheduler's port: %v", err)
+	}
+	released := false
+	release := func() {
+		if !released {
+			released = true
+			l.Close()
+		}
+	}
+	defer release()
+	refused, err := waitEvent(cp, d, 3*time.Minute, "pkirenewd refusing to roll back", func(e logEvent) bool {
+		return e.Str("ACTION") == "no-rollback"
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("pkirenewd: %s (priority %v; %s)", refused.Str("msg"), refused.Fields["PRIORITY"], refused.Str("error"))
+	if fmt.Sprint(refused.Fields["PRIORITY"]) != "2" {
+		t.Errorf("the refusal to roll back is not at crit: %v", refused.Fields)
+	}
+	for k, v := range leafSerials(t) {
+		if v == old[k] {
+			t.Errorf("%s: the expired file is back", k)
+		}
+	}
+	for _, c := range Components[:3] {
+		if _, err := cp.ReadyPod(ctx, c); err != nil {
+			t.Errorf("%s: %v", c, err)
+		}
+	}
+	if code, out := checkNode(cp); code == 0 || !strings.Contains(out, "kube-scheduler") {
+		t.Errorf("check with the scheduler owed: exit %d\n%s", code, out)
+	} else {
+		t.Logf("check names the owed scheduler (exit %d)", code)
+	}
+	release()
+	err = cp.Poll(5*time.Minute, time.Second, "the scheduler back and check clean", func(ctx context.Context) error {
+		if err := cp.Healthy(ctx); err != nil {
+			return err
+		}
+		if code, out := checkNode(cp); code != 0 {
+			return fmt.Errorf("check exits %d:\n%s", code, out)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	createConfigMap(t, cp, "e2e-day-366-forward")
 }

@@ -11,7 +11,10 @@ package kubeadm_test
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"os"
 	"os/exec"
@@ -503,4 +506,43 @@ func TestRealNodeNonFiles(t *testing.T) {
 			t.Fatalf("check: exit %d\n%s", code, out)
 		}
 	})
+}
+
+// A certificate kubeadm issued while the clock was two days ahead (made
+// here by re-signing kubeadm's apiserver certificate with NotBefore in
+// the future): check says it is not valid yet and exits 2, renew replaces
+// it at once, and check is clean.
+func TestRealNodeNotYetValid(t *testing.T) {
+	requireKubeadm(t)
+	n := kubeadmNode(t, fastAlg, nil)
+	crtPath := filepath.Join(n.pki(), "apiserver.crt")
+	inv := inventory(t, n)
+	ca, leaf := inv["ca"], inv["apiserver"]
+	caKey, err := renewtest.ReadKey(filepath.Join(n.pki(), "ca.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := *leaf.Cert
+	tmpl.NotBefore = time.Now().Add(48 * time.Hour)
+	tmpl.NotAfter = tmpl.NotBefore.Add(365 * 24 * time.Hour)
+	der, err := x509.CreateCertificate(rand.Reader, &tmpl, ca.Cert, leaf.Cert.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(crtPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, out := runPkirenewd(t, n, "", "check", "-o", "yaml")
+	if code != 2 || !strings.Contains(out, "state: notyetvalid") {
+		t.Fatalf("check: exit %d, want 2 with a notyetvalid item\n%s", code, out)
+	}
+	if code, out := runPkirenewd(t, n, "", "renew"); code != 0 || !strings.Contains(out, "renewed apiserver ") {
+		t.Fatalf("renew: exit %d\n%s", code, out)
+	}
+	if got := inventory(t, n)["apiserver"].Cert; got.NotBefore.After(time.Now()) {
+		t.Errorf("still not valid before %v", got.NotBefore)
+	}
+	if code, out := runPkirenewd(t, n, "", "check"); code != 0 {
+		t.Errorf("check after the renewal: exit %d\n%s", code, out)
+	}
 }

@@ -216,7 +216,7 @@ func TestDay366FailingComponentGoesForward(t *testing.T) {
 			t.Errorf("%s: %v", c, err)
 		}
 	}
-	if code, out := checkNode(cp); code == 0 || !strings.Contains(out, "kube-scheduler") {
+	if code, out := checkNode(cp, "--state-dir", d.stateDir); code == 0 || !strings.Contains(out, "kube-scheduler") {
 		t.Errorf("check with the scheduler owed: exit %d\n%s", code, out)
 	} else {
 		t.Logf("check names the owed scheduler (exit %d)", code)
@@ -226,7 +226,7 @@ func TestDay366FailingComponentGoesForward(t *testing.T) {
 		if err := cp.Healthy(ctx); err != nil {
 			return err
 		}
-		if code, out := checkNode(cp); code != 0 {
+		if code, out := checkNode(cp, "--state-dir", d.stateDir); code != 0 {
 			return fmt.Errorf("check exits %d:\n%s", code, out)
 		}
 		return nil

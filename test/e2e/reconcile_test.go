@@ -81,7 +81,7 @@ func TestManualKubeadmRenewalIsNoticed(t *testing.T) {
 		if err := restartedSince(ctx, cp, before); err != nil {
 			return err
 		}
-		if code, out := checkNode(cp); code != 0 {
+		if code, out := checkNode(cp, "--state-dir", d.stateDir); code != 0 {
 			return fmt.Errorf("check exits %d:\n%s", code, out)
 		}
 		return nil
@@ -161,7 +161,7 @@ func TestKubeletDownNothingIsStopped(t *testing.T) {
 			t.Fatalf("%s: sandbox changed while the kubelet was down (%v)", c, err)
 		}
 	}
-	if code, out := checkNode(cp); code != 1 || !strings.Contains(out, "STALE") {
+	if code, out := checkNode(cp, "--state-dir", d.stateDir); code != 1 || !strings.Contains(out, "STALE") {
 		t.Errorf("check with the restarts owed: exit %d, want 1 naming the stale components\n%s", code, out)
 	}
 
@@ -173,7 +173,7 @@ func TestKubeletDownNothingIsStopped(t *testing.T) {
 		if err := restartedSince(ctx, cp, before); err != nil {
 			return err
 		}
-		if code, out := checkNode(cp); code == 2 || strings.Contains(out, "STALE") {
+		if code, out := checkNode(cp, "--state-dir", d.stateDir); code == 2 || strings.Contains(out, "STALE") {
 			return fmt.Errorf("check exits %d:\n%s", code, out)
 		}
 		return nil

@@ -149,8 +149,11 @@ type Key struct {
 	Name  string // YAML key
 	Flag  string // kebab-case flag
 	Usage string
-	set   func(c *Config, v string) error
-	get   func(c *Config) string
+	// Type is what the value is, for the flag's help: bool, duration,
+	// path, paths (a list, repeatable as a flag) or string.
+	Type string
+	set  func(c *Config, v string) error
+	get  func(c *Config) string
 	// setList, for keys that hold a list, takes a YAML sequence from the
 	// file; set then takes a comma-separated list (the flag's form).
 	setList func(c *Config, vs []string) error
@@ -185,20 +188,9 @@ func Keys() []Key {
 		},
 		durKey("restartTimeout", "restart-timeout", "how long one component may take from StopPodSandbox to healthy", func(c *Config) *time.Duration { return &c.RestartTimeout }, nil),
 		pathKey("kubeletConfig", "kubelet-config", "the kubelet's configuration file: its healthz address must answer before any static pod is stopped (absent file: not checked)", func(c *Config) *string { return &c.KubeletConfig }),
-		durKey("lastResortBefore", "last-resort-before", "when restarts are impossible, renew the files anyway (restarts owed) once a certificate has less than this left; 0: never", func(c *Config) *time.Duration { return &c.LastResortBefore }, nil),
+		orZero(durKey("lastResortBefore", "last-resort-before", "when restarts are impossible, renew the files anyway (restarts owed) once a certificate has less than this left; 0: never", func(c *Config) *time.Duration { return &c.LastResortBefore }, nil), func(c *Config) { c.LastResortBefore = 0 }),
 		durKey("restartRunningFor", "restart-running-for", "a restarted static pod without an HTTP probe is healthy once its container has run this long without a restart", func(c *Config) *time.Duration { return &c.RestartRunningFor }, nil),
-		{
-			Name: "restartComponents", Flag: "restart-components", Usage: "run: restart the static pods that use renewed files (false: renew files only)",
-			set: func(c *Config, v string) error {
-				b, err := strconv.ParseBool(v)
-				if err != nil {
-					return fmt.Errorf("%q is not true or false", v)
-				}
-				c.RestartComponents = b
-				return nil
-			},
-			get: func(c *Config) string { return strconv.FormatBool(c.RestartComponents) },
-		},
+		boolKey("restartComponents", "restart-components", "run: restart the static pods that use renewed files (false: renew files only)", func(c *Config) *bool { return &c.RestartComponents }),
 		{
 			Name: "metricsAddress", Flag: "metrics-address", Usage: "run: serve Prometheus metrics on this host:port (empty: off)",
 			set: func(c *Config, v string) error {
@@ -235,7 +227,7 @@ func Keys() []Key {
 		durKey("coordinationTimeout", "coordination-timeout", "how long to wait for the lease or for healthy etcd peers before retrying later", func(c *Config) *time.Duration { return &c.CoordinationTimeout }, nil),
 		boolKey("etcdQuorumGuard", "etcd-quorum-guard", "restart the local etcd only when every other member is healthy", func(c *Config) *bool { return &c.EtcdQuorumGuard }),
 		pathKey("adminKubeconfigCopy", "admin-kubeconfig-copy", "copy of admin.conf updated along with it when it holds the same credentials (empty: none)", func(c *Config) *string { return &c.AdminKubeconfigCopy }),
-		pathListKey("adminKubeconfigCopies", "admin-kubeconfig-copies", "more copies of admin.conf, or kubeconfigs merged from it, updated the same way (comma-separated)", func(c *Config) *[]string { return &c.AdminKubeconfigCopies }),
+		pathListKey("adminKubeconfigCopies", "admin-kubeconfig-copies", "more copies of admin.conf, or kubeconfigs merged from it, updated the same way (repeat the flag, or comma-separated)", func(c *Config) *[]string { return &c.AdminKubeconfigCopies }),
 	}
 }
 
@@ -258,7 +250,7 @@ func pathListKey(name, flag, usage string, field func(*Config) *[]string) Key {
 		return nil
 	}
 	return Key{
-		Name: name, Flag: flag, Usage: usage,
+		Name: name, Flag: flag, Usage: usage, Type: "paths",
 		setList: setList,
 		set:     func(c *Config, v string) error { return setList(c, strings.Split(v, ",")) },
 		get:     func(c *Config) string { return strings.Join(*field(c), ",") },
@@ -267,7 +259,7 @@ func pathListKey(name, flag, usage string, field func(*Config) *[]string) Key {
 
 func boolKey(name, flag, usage string, field func(*Config) *bool) Key {
 	return Key{
-		Name: name, Flag: flag, Usage: usage,
+		Name: name, Flag: flag, Usage: usage, Type: "bool",
 		set: func(c *Config, v string) error {
 			b, err := strconv.ParseBool(v)
 			if err != nil {
@@ -295,7 +287,7 @@ func explicit(k Key, mark func(*Config)) Key {
 
 func pathKey(name, flag, usage string, field func(*Config) *string) Key {
 	return Key{
-		Name: name, Flag: flag, Usage: usage,
+		Name: name, Flag: flag, Usage: usage, Type: "path",
 		set: func(c *Config, v string) error {
 			if v != "" && !filepath.IsAbs(v) {
 				return fmt.Errorf("%q is not an absolute path", v)
@@ -310,9 +302,22 @@ func pathKey(name, flag, usage string, field func(*Config) *string) Key {
 	}
 }
 
+// orZero lets a duration key also take 0 (and "0s", "0d"): off.
+func orZero(k Key, zero func(*Config)) Key {
+	set := k.set
+	k.set = func(c *Config, v string) error {
+		if d, err := ParseDuration(v); err == nil && d == 0 {
+			zero(c)
+			return nil
+		}
+		return set(c, v)
+	}
+	return k
+}
+
 func durKey(name, flag, usage string, field func(*Config) *time.Duration, mark func(*Config)) Key {
 	return Key{
-		Name: name, Flag: flag, Usage: usage,
+		Name: name, Flag: flag, Usage: usage, Type: "duration",
 		set: func(c *Config, v string) error {
 			d, err := ParseDuration(v)
 			if err != nil {
@@ -356,6 +361,17 @@ func (k Key) setSequence(c *Config, n *yaml.Node) error {
 
 // Get returns the setting's string form.
 func (k Key) Get(c *Config) string { return k.get(c) }
+
+// TypeName is the key's type for help texts (string when not set).
+func (k Key) TypeName() string {
+	if k.Type == "" {
+		return "string"
+	}
+	return k.Type
+}
+
+// IsList reports whether the key holds a list (a repeatable flag).
+func (k Key) IsList() bool { return k.setList != nil }
 
 // ParseDuration accepts Go duration syntax plus a "d" (day) suffix on a
 // whole or fractional number, alone or leading a Go duration ("90d",

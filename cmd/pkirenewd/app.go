@@ -40,7 +40,7 @@ func (e *exitError) Error() string {
 type options struct {
 	configPath string
 	logLevel   string
-	flagValues map[string]*string
+	flagValues map[string]*keyFlag
 
 	stdout, stderr io.Writer
 	now            func() time.Time
@@ -51,7 +51,7 @@ type options struct {
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	o := &options{stdout: stdout, stderr: stderr, now: time.Now, flagValues: map[string]*string{}}
+	o := &options{stdout: stdout, stderr: stderr, now: time.Now, flagValues: map[string]*keyFlag{}}
 	root := newRootCmd(o)
 	root.SetArgs(args)
 	root.SetOut(stdout)
@@ -86,10 +86,7 @@ everything as one crash-safe transaction with a backup.`,
 	pf := root.PersistentFlags()
 	pf.StringVar(&o.configPath, "config", config.DefaultPath, "config file")
 	pf.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
-	defaults := config.Defaults()
-	for _, k := range config.Keys() {
-		o.flagValues[k.Name] = pf.String(k.Flag, k.Get(&defaults), k.Usage)
-	}
+	o.flagValues = addKeyFlags(pf)
 	root.AddCommand(newCheckCmd(o), newRenewCmd(o), newRestartCmd(o), newRunCmd(o), newVersionCmd(o))
 	return root
 }
@@ -124,7 +121,7 @@ func (o *options) loadConfig(cmd *cobra.Command) (config.Config, error) {
 	}
 	for _, k := range config.Keys() {
 		if cmd.Flags().Changed(k.Flag) {
-			if err := k.Set(&cfg, *o.flagValues[k.Name]); err != nil {
+			if err := k.Set(&cfg, o.flagValues[k.Name].value()); err != nil {
 				return cfg, fmt.Errorf("--%s: %w", k.Flag, err)
 			}
 		}

@@ -12,8 +12,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spf13/pflag"
 	"gopkg.in/yaml.v3"
 
+	"github.com/pkirenewd/pkirenewd/config"
 	"github.com/pkirenewd/pkirenewd/renew"
 	"github.com/pkirenewd/pkirenewd/renew/renewtest"
 )
@@ -504,5 +506,64 @@ func TestAdminKubeconfigCopies(t *testing.T) {
 	}
 	if got, _ := os.ReadFile(b); bytes.Equal(got, renewed) {
 		t.Errorf("%s renewed though the flag replaced the file's list", b)
+	}
+}
+
+// Flags are typed: a boolean needs no argument, a duration takes days, a
+// list repeats, a bad value names the flag before anything runs, and
+// --help shows each type and default.
+func TestTypedFlags(t *testing.T) {
+	n := newNode(t, renewtest.Options{})
+	captured := func(args ...string) (int, string) {
+		var out, errb bytes.Buffer
+		code := run(context.Background(), args, &out, &errb)
+		return code, out.String() + errb.String()
+	}
+	// A boolean alone, and a path right after it, are two flags.
+	if code, out := captured(append([]string{"check", "--etcd-quorum-guard", "--restart-components=false"}, n.args()...)...); code != 0 {
+		t.Fatalf("--etcd-quorum-guard --pki-dir …: exit %d\n%s", code, out)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--renew-before", "soon"}, `invalid argument "soon" for "--renew-before"`},
+		{[]string{"--restart-components=maybe"}, `"--restart-components"`},
+		{[]string{"--pki-dir", "relative/pki"}, `"--pki-dir"`},
+		{[]string{"--lease", "no-slash"}, `"--lease"`},
+	} {
+		code, out := captured(append([]string{"check"}, append(n.args(), tc.args...)...)...)
+		if code != 2 || !strings.Contains(out, tc.want) {
+			t.Errorf("%v: exit %d, want 2 naming %s\n%s", tc.args, code, tc.want, out)
+		}
+	}
+	_, help := captured("check", "--help")
+	for _, want := range []string{"--renew-before duration", "(default 90d)", "--restart-components ", "--pki-dir path", "--admin-kubeconfig-copies paths"} {
+		if !strings.Contains(help, want) {
+			t.Errorf("--help lacks %q", want)
+		}
+	}
+}
+
+// A list flag given twice keeps both values.
+func TestListFlagRepeats(t *testing.T) {
+	fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
+	flags := addKeyFlags(fs)
+	if err := fs.Parse([]string{"--admin-kubeconfig-copies", "/root/.kube/config", "--admin-kubeconfig-copies=/srv/admin/kubeconfig", "--renew-before", "30d", "--etcd-quorum-guard=false"}); err != nil {
+		t.Fatal(err)
+	}
+	cfg := config.Defaults()
+	for _, k := range config.Keys() {
+		if fs.Changed(k.Flag) {
+			if err := k.Set(&cfg, flags[k.Name].value()); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if got := strings.Join(cfg.AdminKubeconfigCopies, " "); got != "/root/.kube/config /srv/admin/kubeconfig" {
+		t.Errorf("copies %q", got)
+	}
+	if cfg.RenewBefore != 30*24*time.Hour || cfg.EtcdQuorumGuard {
+		t.Errorf("renewBefore %v, etcdQuorumGuard %v", cfg.RenewBefore, cfg.EtcdQuorumGuard)
 	}
 }

@@ -43,9 +43,11 @@ e2e: containerd ## End to end: a real control plane (kubelet, etcd, apiserver, c
 	PKIRENEWD_E2E_LOGS=$(E2E_LOGS) $(GO) test -tags e2e -count=1 -p 1 -timeout 45m -v ./test/e2e/ ./test/ha/ || \
 		{ echo "e2e failed; log tails from $(E2E_LOGS):"; find $(E2E_LOGS) -type f -name '*.log' -exec sh -c 'echo "== $$1"; tail -20 "$$1"' _ {} \; ; exit 1; }
 
-package-test: deb rpm ## Unit and package checks (systemd-analyze, lintian, rpm) and the .deb under systemd-nspawn
+package-test: deb rpm ## Unit and package checks (systemd-analyze, lintian, rpm) and the .deb and .rpm under systemd-nspawn
 	bash test/packaging/check.sh
-	bash test/packaging/nspawn.sh dist/pkirenewd_*.deb
+	rm -rf dist/upgrade && mkdir -p dist/upgrade
+	VERSION=$(PKG_VERSION).1 $$(bash test/tools/build-nfpm.sh | tail -1) package -f packaging/nfpm.yaml -p rpm -t dist/upgrade/
+	bash test/packaging/nspawn.sh dist/pkirenewd_*.deb dist/pkirenewd-*.rpm dist/upgrade/pkirenewd-*.rpm
 
 demo: build ## Make a throwaway PKI about to expire, check it, renew it, check again
 	@bash test/demo.sh $(BIN)

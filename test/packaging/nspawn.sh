@@ -4,17 +4,24 @@
 # honoured, no restarts, structured journal fields, reload, a config edit
 # taking effect, remove stops it, purge removes its state.
 #
-#   bash test/packaging/nspawn.sh dist/pkirenewd_*.deb
+#   bash test/packaging/nspawn.sh dist/pkirenewd_*.deb [RPM UPGRADE_RPM]
 #
-# The bookworm rootfs (debootstrap minbase + systemd, dbus) is cached as a
-# tarball in ${PKIRENEWD_CACHE:-~/.cache/pkirenewd}/rootfs.
+# With the two .rpm files, the same container then installs the first with
+# rpm (Debian's rpm, --nodeps: its database is empty): the scriptlets enable
+# and start the unit under the real systemd, an upgrade to the second
+# restarts it, an erase stops and disables it and keeps the state.
+#
+# The bookworm rootfs (debootstrap minbase + systemd, dbus, rpm) is cached as
+# a tarball in ${PKIRENEWD_CACHE:-~/.cache/pkirenewd}/rootfs.
 set -euo pipefail
 # set -e alone would end the script without a word: say where.
 trap 'rc=$?; printf "nspawn: FAIL: line %s exited %s\n" "$LINENO" "$rc" >&2' ERR
 deb=$(readlink -f "$1")
+rpm=${2:+$(readlink -f "$2")}
+rpm2=${3:+$(readlink -f "$3")}
 cd "$(dirname "$0")/../.."
 cache=${PKIRENEWD_CACHE:-$HOME/.cache/pkirenewd}/rootfs
-tarball=$cache/bookworm-minbase-systemd.tar
+tarball=$cache/bookworm-minbase-systemd-rpm.tar
 say() { printf 'nspawn: %s\n' "$*"; }
 fail() { printf 'nspawn: FAIL: %s\n' "$*"; exit 1; }
 
@@ -39,7 +46,7 @@ if [[ ! -s $tarball ]]; then
 	say "debootstrap bookworm from $mirror (once; cached)"
 	build=$(mktemp -d /var/tmp/pkr-debootstrap.XXXXXX)
 	start=$SECONDS
-	debootstrap --variant=minbase --include=systemd,systemd-sysv,dbus bookworm "$build/root" "$mirror" >"$build/log" 2>&1 ||
+	debootstrap --variant=minbase --include=systemd,systemd-sysv,dbus,rpm bookworm "$build/root" "$mirror" >"$build/log" 2>&1 ||
 		{ tail -20 "$build/log"; fail "debootstrap"; }
 	mkdir -p "$cache"
 	tar -C "$build/root" -cf "$tarball.tmp" . && mv "$tarball.tmp" "$tarball"
@@ -105,6 +112,8 @@ chown 1000:1000 "$root/home/alice/.kube/config"
 chmod 0600 "$root/home/alice/.kube/config"
 alice_before=$(sha256sum "$root/home/alice/.kube/config")
 cp "$deb" "$root/root/pkirenewd.deb"
+[[ -z $rpm ]] || cp "$rpm" "$root/root/pkirenewd.rpm"
+[[ -z $rpm2 ]] || cp "$rpm2" "$root/root/pkirenewd-upgrade.rpm"
 
 # systemd-nspawn --keep-unit runs the container in our own cgroup: make it
 # a private one in both the named systemd and the unified hierarchy (cgroup
@@ -228,4 +237,30 @@ ct env DEBIAN_FRONTEND=noninteractive apt-get remove -y -q pkirenewd >"$work/apt
 ct env DEBIAN_FRONTEND=noninteractive apt-get purge -y -q pkirenewd >"$work/apt.log" 2>&1 || { cat "$work/apt.log"; fail "apt purge"; }
 [[ ! -e $root/var/lib/pkirenewd ]] || fail "state kept after apt purge"
 say "apt remove stopped it and kept its state; apt purge removed the state"
+
+if [[ -n $rpm && -n $rpm2 ]]; then
+	ct rpm -i --nodeps /root/pkirenewd.rpm >"$work/rpm.log" 2>&1 || { cat "$work/rpm.log"; fail "rpm -i"; }
+	for _ in $(seq 50); do
+		[[ $(ct systemctl is-active pkirenewd 2>/dev/null) == active ]] && break
+		sleep 0.2
+	done
+	[[ $(show ActiveState) == active ]] || { ct journalctl -u pkirenewd --no-pager | tail -20; fail "after rpm -i pkirenewd is $(show ActiveState)"; }
+	[[ $(ct systemctl is-enabled pkirenewd) == enabled ]] || fail "rpm -i: not enabled"
+	pid_before=$(show MainPID)
+	say "rpm -i: the scriptlet enabled and started it (MainPID $pid_before)"
+	ct rpm -U --nodeps /root/pkirenewd-upgrade.rpm >"$work/rpm.log" 2>&1 || { cat "$work/rpm.log"; fail "rpm -U"; }
+	for _ in $(seq 50); do
+		[[ $(show ActiveState) == active && $(show MainPID) != "$pid_before" && $(show MainPID) != 0 ]] && break
+		sleep 0.2
+	done
+	[[ $(show ActiveState) == active ]] || fail "after rpm -U pkirenewd is $(show ActiveState)"
+	[[ $(show MainPID) != "$pid_before" ]] || fail "rpm -U did not restart it (MainPID still $pid_before)"
+	ct rpm -q pkirenewd | grep -q '\.1-' || fail "rpm -U: $(ct rpm -q pkirenewd) is not the upgrade"
+	say "rpm -U: upgraded to $(ct rpm -q pkirenewd) and restarted (MainPID $pid_before -> $(show MainPID))"
+	ct rpm -e pkirenewd >"$work/rpm.log" 2>&1 || { cat "$work/rpm.log"; fail "rpm -e"; }
+	[[ $(ct systemctl is-active pkirenewd 2>/dev/null || true) != active ]] || fail "still active after rpm -e"
+	[[ $(ct systemctl is-enabled pkirenewd 2>/dev/null || true) != enabled ]] || fail "still enabled after rpm -e"
+	[[ -d $root/var/lib/pkirenewd ]] || fail "rpm -e removed the state (backups of keys are the operator's to delete)"
+	say "rpm -e: stopped and disabled it, kept the state"
+fi
 say "PASS in $((SECONDS - start)) s"

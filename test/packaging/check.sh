@@ -50,7 +50,8 @@ for want in /usr/bin/pkirenewd /usr/lib/systemd/system/pkirenewd.service /etc/pk
 	grep -qF -- "$want" "$tmp/rpm.out" || bad "rpm lacks $want"
 done
 dpkg-deb -c "$deb" >"$tmp/deb.out"
-for want in ./usr/bin/pkirenewd ./lib/systemd/system/pkirenewd.service ./etc/pkirenewd/config.yaml ./usr/share/man/man8/pkirenewd.8.gz; do
+for want in ./usr/bin/pkirenewd ./lib/systemd/system/pkirenewd.service ./etc/pkirenewd/config.yaml ./usr/share/man/man8/pkirenewd.8.gz \
+	./usr/share/doc/pkirenewd/prometheus/pkirenewd-rules.yaml ./usr/share/doc/pkirenewd/grafana/pkirenewd-dashboard.json; do
 	grep -qF -- "$want" "$tmp/deb.out" || bad "deb lacks $want"
 done
 dpkg-deb -I "$deb" conffiles | grep -qx /etc/pkirenewd/config.yaml || bad "config.yaml is not a conffile"

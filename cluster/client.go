@@ -12,6 +12,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -25,6 +26,9 @@ type LeaseConfig struct {
 	// Server, when set, replaces the kubeconfig's server: the local
 	// apiserver, so a node needs no load balancer to coordinate.
 	Server string
+	// LocalOnly uses Server alone, never the kubeconfig's own server:
+	// for what may simply be skipped while the local apiserver is down.
+	LocalOnly bool
 	// Lease is "namespace/name".
 	Lease    string
 	Identity string
@@ -88,6 +92,22 @@ func NewLease(c LeaseConfig, clk clock.PassiveClock) (*Lease, error) {
 	if err != nil {
 		return nil, err
 	}
+	clients, err := restClients(c, coordinationv1.SchemeGroupVersion, leaseCodecs)
+	if err != nil {
+		return nil, err
+	}
+	var fo failover
+	for _, rcl := range clients {
+		fo = append(fo, &restLeases{c: rcl, ns: ns})
+	}
+	return &Lease{Client: fo, Name: name, Identity: c.Identity, Duration: c.Duration, Clock: clk}, nil
+}
+
+// restClients builds, from the kubeconfig as it is on disk now, one REST
+// client for gv per endpoint: the local apiserver first, then the
+// kubeconfig's own server (the load balancer or controlPlaneEndpoint), for
+// while the local one is down — it is the component being restarted.
+func restClients(c LeaseConfig, gv schema.GroupVersion, codecs serializer.CodecFactory) ([]rest.Interface, error) {
 	data, err := os.ReadFile(c.Kubeconfig)
 	if err != nil {
 		return nil, err
@@ -97,21 +117,21 @@ func NewLease(c LeaseConfig, clk clock.PassiveClock) (*Lease, error) {
 		return nil, fmt.Errorf("%s: %w", c.Kubeconfig, err)
 	}
 	hosts := []string{rc.Host}
-	if c.Server != "" && c.Server != rc.Host {
-		// The local apiserver first; the kubeconfig's own server (the
-		// load balancer or controlPlaneEndpoint) while the local one is
-		// down — it is the component being restarted, and the lease must
-		// be renewed while it comes back.
+	switch {
+	case c.LocalOnly && c.Server == "":
+		return nil, fmt.Errorf("%s: no local apiserver to use", c.Kubeconfig)
+	case c.LocalOnly:
+		hosts = []string{c.Server}
+	case c.Server != "" && c.Server != rc.Host:
 		hosts = []string{c.Server, rc.Host}
 	}
 	rc.Timeout = c.Timeout
 	rc.UserAgent = "pkirenewd"
 	rc.APIPath = "/apis"
-	gv := coordinationv1.SchemeGroupVersion
 	rc.GroupVersion = &gv
 	rc.ContentType = runtime.ContentTypeJSON
-	rc.NegotiatedSerializer = leaseCodecs.WithoutConversion()
-	var clients failover
+	rc.NegotiatedSerializer = codecs.WithoutConversion()
+	var out []rest.Interface
 	for _, h := range hosts {
 		hc := rest.CopyConfig(rc)
 		hc.Host = h
@@ -119,9 +139,9 @@ func NewLease(c LeaseConfig, clk clock.PassiveClock) (*Lease, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", c.Kubeconfig, err)
 		}
-		clients = append(clients, &restLeases{c: rcl, ns: ns})
+		out = append(out, rcl)
 	}
-	return &Lease{Client: clients, Name: name, Identity: c.Identity, Duration: c.Duration, Clock: clk}, nil
+	return out, nil
 }
 
 // failover asks each endpoint in turn until one answers. An answer of the

@@ -17,6 +17,21 @@ import (
 // act on; the systemd journal hook honours a PRIORITY field.
 const critical = 2
 
+// EventRecorder tells the cluster what this node did (Kubernetes Events);
+// it never blocks and never fails a renewal. nil is allowed.
+type EventRecorder interface {
+	Event(reason, action, note string, warning bool)
+}
+
+// Event reasons (as `kubectl get events -n kube-system` shows them).
+const (
+	ReasonRenewed    = "CertificatesRenewed"
+	ReasonRestarted  = "ComponentRestarted"
+	ReasonRolledBack = "RolledBack"
+	ReasonFailed     = "RenewalFailed"
+	ReasonRecovered  = "ControlPlaneRecovered"
+)
+
 // RestartRecorder counts restarts for the metrics; nil is allowed.
 type RestartRecorder interface {
 	Restart(component string, err error)
@@ -55,6 +70,14 @@ type NodeEngine struct {
 	// ahead without them once a certificate has less than this left.
 	// Zero: never.
 	LastResortBefore time.Duration
+	// Events, when set, receives what the node did.
+	Events EventRecorder
+}
+
+func (e *NodeEngine) event(reason, action, note string, warning bool) {
+	if e.Events != nil {
+		e.Events.Event(reason, action, note, warning)
+	}
 }
 
 // RenewsKubeletConf reports whether a plan replaces kubelet.conf.
@@ -265,7 +288,12 @@ func (e *NodeEngine) Renew(ctx context.Context, names []string) ([]string, error
 // restart. When restarts are impossible a renewal still goes ahead once a
 // certificate has less than LastResortBefore left: renewed files with
 // restarts owed are never worse than expired ones.
-func (e *NodeEngine) Converge(ctx context.Context, sel *renew.Selection) (*Outcome, error) {
+func (e *NodeEngine) Converge(ctx context.Context, sel *renew.Selection) (out *Outcome, err error) {
+	defer func() {
+		if err != nil {
+			e.event(ReasonFailed, "Renew", err.Error(), true)
+		}
+	}()
 	var (
 		manifests cri.Manifests
 		rst       *cri.Restarter
@@ -291,6 +319,12 @@ func (e *NodeEngine) Converge(ctx context.Context, sel *renew.Selection) (*Outco
 		return nil, fmt.Errorf("nothing was written: recovering an interrupted renewal: %w", err)
 	}
 	renew.Failpoint("converge:recovered")
+	return e.converge(ctx, sel, manifests, rst, blocked)
+}
+
+// converge is Converge under the lock, after recovery.
+func (e *NodeEngine) converge(ctx context.Context, sel *renew.Selection, manifests cri.Manifests, rst *cri.Restarter, blocked error) (*Outcome, error) {
+	var err error
 	if blocked != nil {
 		return e.renewWithoutRestarts(*sel, blocked)
 	}
@@ -312,6 +346,7 @@ func (e *NodeEngine) Converge(ctx context.Context, sel *renew.Selection) (*Outco
 			return nil, err
 		}
 		renew.Failpoint("converge:committed")
+		e.eventRenewed(out.Plan)
 		if len(out.Plan.Items) > 0 && rst == nil {
 			return out, KubeletAfterRenewal(ctx, out.Plan, e.RestartKubelet, e.Log, e.Restarts)
 		}
@@ -333,7 +368,13 @@ func (e *NodeEngine) Converge(ctx context.Context, sel *renew.Selection) (*Outco
 		return out, err
 	}
 	renew.Failpoint("converge:rolled")
-	return out, e.stillStale(ctx, rst)
+	if err := e.stillStale(ctx, rst); err != nil {
+		return out, err
+	}
+	if owed.Recovering {
+		e.event(ReasonRecovered, "Recover", "certificates had expired: renewed, and every component restarted on them", false)
+	}
+	return out, nil
 }
 
 // Restart is the health-checked rolling restart of the named components
@@ -389,6 +430,18 @@ func unusable(ms cri.Manifests) error {
 		errs = append(errs, p)
 	}
 	return errors.Join(errs...)
+}
+
+func (e *NodeEngine) eventRenewed(p *renew.Plan) {
+	if len(p.Items) == 0 {
+		return
+	}
+	var names []string
+	for _, it := range p.Items {
+		names = append(names, it.Name)
+	}
+	e.event(ReasonRenewed, "Renew", fmt.Sprintf("renewed %d: %s; new expiry %s", len(names), strings.Join(names, ", "),
+		p.Items[0].Issued.Cert.NotAfter.UTC().Format(time.RFC3339)), false)
 }
 
 // prepareRestarts checks what a roll needs: the manifests directory, the
@@ -482,6 +535,7 @@ func (e *NodeEngine) renewWithoutRestarts(sel renew.Selection, why error) (*Outc
 	if err != nil || len(plan.Items) == 0 {
 		return &Outcome{Plan: plan, Result: res}, err
 	}
+	e.eventRenewed(plan)
 	manifests, _ := cri.LoadManifests(e.ManifestsDir)
 	owed, err := renew.LoadPending(e.StateDir)
 	if err != nil {
@@ -563,9 +617,12 @@ func (e *NodeEngine) RollOwed(ctx context.Context, rst *cri.Restarter, manifests
 		}
 	}
 	results, err := rst.Roll(ctx, sel, restore)
-	if e.Restarts != nil {
-		for _, r := range results {
+	for _, r := range results {
+		if e.Restarts != nil {
 			e.Restarts.Restart(r.Component, r.Err)
+		}
+		if r.Err == nil {
+			e.event(ReasonRestarted, "Restart", fmt.Sprintf("%s restarted and healthy in %s", r.Component, r.Took.Round(time.Millisecond)), false)
 		}
 	}
 	if err != nil {
@@ -573,6 +630,7 @@ func (e *NodeEngine) RollOwed(ctx context.Context, rst *cri.Restarter, manifests
 		if errors.As(err, &rerr) && rerr.Retried != nil {
 			// The previous files are back: nothing is owed for them.
 			backup := owed.BackupDir
+			e.event(ReasonRolledBack, "Rollback", fmt.Sprintf("%s did not come back healthy: previous files restored from %s", rerr.Component, backup), true)
 			save(nil)
 			return results, fmt.Errorf("%w (previous files restored from %s)", err, backup)
 		}
@@ -581,6 +639,9 @@ func (e *NodeEngine) RollOwed(ctx context.Context, rst *cri.Restarter, manifests
 	if owed.Kubelet {
 		if err := kubeletRestart(ctx, e.RestartKubelet, e.Log, e.Restarts); err != nil {
 			return results, errors.Join(err, blocked)
+		}
+		if e.RestartKubelet != nil {
+			e.event(ReasonRestarted, "Restart", "kubelet restarted for its renewed kubelet.conf", false)
 		}
 	}
 	if blocked != nil {

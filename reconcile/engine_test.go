@@ -281,7 +281,9 @@ func TestRestartsImpossible(t *testing.T) {
 				rt.AddStaticPod(c)
 			}
 			kubeletErr, runtimeErr := tc.kubelet, tc.runtime
+			events := &eventLog{}
 			e := &reconcile.NodeEngine{
+				Events:  events,
 				Renewer: r, StateDir: state, ManifestsDir: fourManifests(t, l.PKIDir, l.KubeconfigDir), Log: log,
 				LastResortBefore: 14 * 24 * time.Hour,
 				KubeletAlive:     func(context.Context) error { return kubeletErr },
@@ -319,6 +321,9 @@ func TestRestartsImpossible(t *testing.T) {
 			if !crit || owed == nil || !reflect.DeepEqual(owed.Components, []string{"kube-apiserver", "kube-scheduler"}) {
 				t.Fatalf("crit %v, owed %+v, error %v", crit, owed, err)
 			}
+			if got := events.reasons(); got != "CertificatesRenewed RenewalFailed!" {
+				t.Errorf("events %q after the last resort", got)
+			}
 			// Restarts possible again: the owed ones are done.
 			kubeletErr, runtimeErr = nil, nil
 			if _, err := e.Renew(context.Background(), nil); err != nil {
@@ -336,6 +341,25 @@ func TestRestartsImpossible(t *testing.T) {
 			if owed, _ := renew.LoadPending(state); !owed.Empty() {
 				t.Errorf("still owed: %+v", owed)
 			}
+			want := "CertificatesRenewed RenewalFailed! ComponentRestarted ComponentRestarted"
+			if tc.age > 365*24*time.Hour {
+				want += " ControlPlaneRecovered" // day 366
+			}
+			if got := events.reasons(); got != want {
+				t.Errorf("events %q after the owed restarts, want %q", got, want)
+			}
 		})
 	}
 }
+
+// eventLog records Events as "Reason" ("Reason!" for a warning).
+type eventLog struct{ got []string }
+
+func (l *eventLog) Event(reason, _, _ string, warning bool) {
+	if warning {
+		reason += "!"
+	}
+	l.got = append(l.got, reason)
+}
+
+func (l *eventLog) reasons() string { return strings.Join(l.got, " ") }

@@ -47,7 +47,9 @@ Exit status: 0 success (or nothing to do), 1 failure (nothing was written).`,
 			// manifests and the kubelet checked before anything is
 			// written (with --restart), one transaction, then the roll
 			// of what is owed, under the lease.
-			out, err := o.node(o.cfg, r, restart, nil).Converge(cmd.Context(), &sel)
+			e := o.node(o.cfg, r, restart, nil)
+			out, err := e.Converge(cmd.Context(), &sel)
+			flushEvents(e)
 			if out != nil && out.Plan != nil {
 				printRenewed(o, r, out, restart)
 			}

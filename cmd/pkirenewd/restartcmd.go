@@ -11,6 +11,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"github.com/spf13/cobra"
 
+	"github.com/pkirenewd/pkirenewd/cluster"
 	"github.com/pkirenewd/pkirenewd/config"
 	"github.com/pkirenewd/pkirenewd/cri"
 	"github.com/pkirenewd/pkirenewd/reconcile"
@@ -73,8 +74,19 @@ func (o *options) node(cfg config.Config, r *renew.Renewer, restarts bool, heart
 		e.RestartKubelet = kubeletRestarter(cfg)
 		e.Coordinate = coordination(cfg, o.log, heartbeat)
 		e.Heartbeat = heartbeat
+		if sink := eventSink(cfg, o.log); sink != nil {
+			e.Events = sink
+		}
 	}
 	return e
+}
+
+// flushEvents gives a one-shot command's Events a moment to reach the API
+// before the process exits.
+func flushEvents(e *reconcile.NodeEngine) {
+	if s, ok := e.Events.(*cluster.EventSink); ok {
+		s.Flush(5 * time.Second)
+	}
 }
 
 // kubeletAlive is the check that the kubelet answers, from its
@@ -163,7 +175,9 @@ Exit status: 0 all healthy, 1 failed.`,
 			if err != nil {
 				return &exitError{code: 1, err: err}
 			}
-			results, err := o.node(o.cfg, r, true, nil).Restart(cmd.Context(), names)
+			e := o.node(o.cfg, r, true, nil)
+			results, err := e.Restart(cmd.Context(), names)
+			flushEvents(e)
 			printRoll(o, results)
 			if err != nil {
 				return &exitError{code: 1, err: err}

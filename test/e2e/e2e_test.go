@@ -432,6 +432,7 @@ func TestRenewalRollsTheRealControlPlane(t *testing.T) {
 	// it there): it was renewed, and pkirenewd ran its
 	// kubeletRestartCommand, which made the harness restart the kubelet.
 	checkKubeletRestarted(t, cp, evs, oldSerials["kubelet.conf"])
+	checkEvents(t, cp)
 
 	var roll time.Duration
 	if n := len(rounds); n > 0 && len(rounds[n-1]) > 0 {
@@ -442,6 +443,53 @@ func TestRenewalRollsTheRealControlPlane(t *testing.T) {
 }
 
 // restartLeaseHolder reads pkirenewd's Lease (it must exist).
+// checkEvents reads back, through the API, the Events pkirenewd posted
+// about the node: the renewal and each component's restart.
+func checkEvents(t *testing.T, cp *ControlPlane) {
+	t.Helper()
+	b, err := cp.Admin.Get(cp.Context(), "/apis/events.k8s.io/v1/namespaces/kube-system/events")
+	if err != nil {
+		t.Errorf("listing Events: %v", err)
+		return
+	}
+	var list struct {
+		Items []struct {
+			Reason              string `json:"reason"`
+			Note                string `json:"note"`
+			ReportingController string `json:"reportingController"`
+			Regarding           struct {
+				Kind string `json:"kind"`
+				Name string `json:"name"`
+			} `json:"regarding"`
+		} `json:"items"`
+	}
+	if err := json.Unmarshal(b, &list); err != nil {
+		t.Errorf("Events: %v", err)
+		return
+	}
+	renewed, restarted := 0, map[string]bool{}
+	for _, ev := range list.Items {
+		if ev.ReportingController != "pkirenewd" || ev.Regarding.Kind != "Node" || ev.Regarding.Name != cp.Opts.NodeName {
+			continue
+		}
+		switch ev.Reason {
+		case "CertificatesRenewed":
+			renewed++
+		case "ComponentRestarted":
+			restarted[strings.Fields(ev.Note)[0]] = true
+		}
+	}
+	if renewed == 0 {
+		t.Error("no CertificatesRenewed Event about the node")
+	}
+	for _, c := range append(append([]string{}, Components...), "kubelet") {
+		if !restarted[c] {
+			t.Errorf("no ComponentRestarted Event for %s (have %v)", c, restarted)
+		}
+	}
+	t.Logf("Events read back through the API: %d CertificatesRenewed, ComponentRestarted for %d components", renewed, len(restarted))
+}
+
 func restartLeaseHolder(ctx context.Context, cp *ControlPlane) (string, error) {
 	b, err := cp.Admin.Get(ctx, "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/pkirenewd")
 	if err != nil {

@@ -252,6 +252,8 @@ func logItem(log logrus.FieldLogger, s renew.Status, verbose bool) {
 		if verbose {
 			e.Infof("%s: signed by an external CA, reported only", s.Name)
 		}
+	case s.RotationStuck():
+		e.WithField("PRIORITY", 2).Errorf("%s: the %s has not rotated %s though it is past 90%% of its life (expires %s): rotation is stuck (CSR approval? the clock?)", s.Name, s.RotatedBy, s.CertPath, fmtTime(s.Cert.NotAfter))
 	case s.RotatedBy != "":
 		if verbose {
 			e.Infof("%s: rotated by the %s, reported only", s.Name, s.RotatedBy)

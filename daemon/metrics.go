@@ -31,6 +31,7 @@ type PromMetrics struct {
 	brokenCerts  prometheus.Gauge
 	owed         *prometheus.GaugeVec
 	transaction  prometheus.Gauge
+	stuck        *prometheus.GaugeVec
 	certLabelSet []string
 }
 
@@ -52,8 +53,9 @@ func NewPromMetrics() *PromMetrics {
 		brokenCerts:  prometheus.NewGauge(prometheus.GaugeOpts{Name: "pkirenewd_broken_certificates", Help: "Items that are missing or cannot be read, parsed or verified."}),
 		owed:         prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "pkirenewd_stale_components", Help: "1 for each component (or the kubelet) that runs on credentials older than the files on disk, or whose restart a renewal still owes."}, []string{"component"}),
 		transaction:  prometheus.NewGauge(prometheus.GaugeOpts{Name: "pkirenewd_transaction_pending", Help: "1 while an interrupted renewal is recorded in the state dir."}),
+		stuck:        prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "pkirenewd_rotation_stuck", Help: "1 when a certificate its owner rotates (the kubelet's client certificate) is past 90% of its life."}, []string{"cert", "filepath"}),
 	}
-	m.Registry.MustRegister(m.notAfter, m.notBefore, m.expired, m.renewals, m.restarts, m.lastSuccess, m.nextRenewal, m.brokenCerts, m.owed, m.transaction,
+	m.Registry.MustRegister(m.notAfter, m.notBefore, m.expired, m.renewals, m.restarts, m.lastSuccess, m.nextRenewal, m.brokenCerts, m.owed, m.transaction, m.stuck,
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), collectors.NewGoCollector())
 	for _, r := range []string{"success", "failure"} {
 		m.renewals.WithLabelValues(r)
@@ -80,6 +82,7 @@ func (m *PromMetrics) Observe(statuses []renew.Status, next time.Time) {
 	m.notAfter.Reset()
 	m.notBefore.Reset()
 	m.expired.Reset()
+	m.stuck.Reset()
 	broken := 0
 	now := time.Now()
 	for _, s := range statuses {
@@ -105,6 +108,13 @@ func (m *PromMetrics) Observe(statuses []renew.Status, next time.Time) {
 			exp = 1
 		}
 		m.expired.With(l).Set(exp)
+		if s.RotatedBy != "" {
+			v := 0.0
+			if s.RotationStuck() {
+				v = 1
+			}
+			m.stuck.WithLabelValues(s.Name, s.CertPath).Set(v)
+		}
 	}
 	m.brokenCerts.Set(float64(broken))
 	if next.IsZero() {

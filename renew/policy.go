@@ -58,6 +58,15 @@ func (p Policy) Window(notBefore, notAfter time.Time) time.Duration {
 	return p.RenewBefore
 }
 
+// RotationDeadline is when a certificate that its owner rotates itself
+// (the kubelet's client certificate) must have been replaced: the kubelet
+// rotates at a jittered 70-90 % of the lifetime (client-go's certificate
+// manager), so one still in place past 90 % means rotation is stuck (CSR
+// approval broken, a clock problem), and the node will drop out at expiry.
+func RotationDeadline(notBefore, notAfter time.Time) time.Time {
+	return notBefore.Add(notAfter.Sub(notBefore) * 9 / 10)
+}
+
 // Held says why a due certificate is not renewed: its replacement, which
 // cannot outlive the CA, would end less than a third of the renewal window
 // later than it does now. Without this a certificate capped at its CA's

@@ -84,6 +84,11 @@ type Status struct {
 	Held string
 }
 
+// RotationStuck reports whether a certificate its owner rotates (the
+// kubelet's client certificate) is past the point where it must have been
+// rotated.
+func (s Status) RotationStuck() bool { return s.RotatedBy != "" && s.State != StateOK }
+
 // Inventory takes inventory and schedules every item at the current time.
 func (r *Renewer) Inventory() (*Inventory, []Status, error) {
 	inv, err := TakeInventory(r.opts.Dirs)
@@ -106,7 +111,11 @@ func (r *Renewer) Assess(inv *Inventory, now time.Time) []Status {
 	}
 	for _, it := range inv.Certs {
 		s := Status{Item: it}
-		if it.Cert != nil {
+		if it.Cert != nil && it.RotatedBy != "" {
+			// Not ours to renew: due means its owner failed to rotate it.
+			s.RenewAt = RotationDeadline(it.Cert.NotBefore, it.Cert.NotAfter)
+			s.State = DecideCert(now, it.Cert.NotBefore, s.RenewAt, it.Cert.NotAfter)
+		} else if it.Cert != nil {
 			s.RenewAt = r.opts.Policy.RenewAt(it.Name, it.Cert.NotBefore, it.Cert.NotAfter)
 			s.State = DecideCert(now, it.Cert.NotBefore, s.RenewAt, it.Cert.NotAfter)
 			if ca := inv.CA(it.CAName); ca != nil && ca.Cert != nil && it.Renewable() {

@@ -560,3 +560,33 @@ func TestCADataMismatchIsAWarning(t *testing.T) {
 		t.Error("certificate-authority-data was re-pointed")
 	}
 }
+
+// The kubelet rotates its own client certificate at 70-90 % of its life;
+// one still in place past 90 % means rotation is stuck: due (never
+// renewed by pkirenewd), expired when it has run out.
+func TestKubeletRotationStuck(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		age   time.Duration
+		state renew.State
+	}{
+		{100 * day, renew.StateOK},
+		{320 * day, renew.StateOK}, // 88 %: the kubelet may still rotate it
+		{335 * day, renew.StateDue},
+		{370 * day, renew.StateExpired},
+	} {
+		f := newFixture(t, renewtest.Options{KubeletPKIDir: filepath.Join(t.TempDir(), "kubelet-pki"), NotBefore: time.Now().Add(-tc.age)})
+		_, statuses, err := f.renewer(nil).Inventory()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range statuses {
+			if s.Name != "kubelet.conf" {
+				continue
+			}
+			if s.State != tc.state || s.RotationStuck() != (tc.state != renew.StateOK) {
+				t.Errorf("issued %v ago: state %v stuck %v, want %v", tc.age, s.State, s.RotationStuck(), tc.state)
+			}
+		}
+	}
+}

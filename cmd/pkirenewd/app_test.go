@@ -567,3 +567,27 @@ func TestListFlagRepeats(t *testing.T) {
 		t.Errorf("renewBefore %v, etcdQuorumGuard %v", cfg.RenewBefore, cfg.EtcdQuorumGuard)
 	}
 }
+
+// check judges the kubelet's own rotation of its client certificate.
+func TestCheckKubeletRotationStuck(t *testing.T) {
+	for _, tc := range []struct {
+		age  time.Duration
+		want string
+		code int
+	}{
+		{10 * 24 * time.Hour, "rotated by kubelet", 0},
+		{335 * 24 * time.Hour, "ROTATION STUCK", 1},
+	} {
+		root := t.TempDir()
+		n := newNode(t, renewtest.Options{KubeletPKIDir: filepath.Join(root, "kubelet-pki"), NotBefore: time.Now().Add(-tc.age), Validity: 365 * 24 * time.Hour})
+		// Everything else fresh enough not to be due: only the kubelet's
+		// own certificate speaks.
+		code, out, stderr := n.run(t, append([]string{"check"}, n.args("--renew-before", "1d")...)...)
+		if !strings.Contains(out, tc.want) || (tc.code == 1 && code == 0) || (tc.code == 0 && code != 0) {
+			t.Errorf("issued %v ago: exit %d, want %d and %q\n%s\n%s", tc.age, code, tc.code, tc.want, out, stderr)
+		}
+		if tc.code == 1 && !strings.Contains(stderr, "rotation is stuck") {
+			t.Errorf("the stuck rotation is not logged:\n%s", stderr)
+		}
+	}
+}

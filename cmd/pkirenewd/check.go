@@ -103,6 +103,8 @@ func logStatus(o *options, s renew.Status) {
 		l.WithError(s.Err).Error("broken")
 	case s.Missing:
 		l.WithField("PATH", s.CertPath).Error("missing")
+	case s.RotationStuck():
+		l.WithField("PATH", s.CertPath).Errorf("the %s has not rotated this certificate though it is past 90%% of its life: rotation is stuck (CSR approval? the clock?); the node drops out when it expires", s.RotatedBy)
 	case s.Held != "":
 		l.Error("due but not renewed: " + s.Held)
 	case s.State == renew.StateNotYetValid:
@@ -250,6 +252,8 @@ func renewAtText(c reportCert) string {
 		return "broken: see log"
 	case c.Held != "":
 		return "held: CA expires first"
+	case c.RotatedBy != "" && c.State != "ok":
+		return "ROTATION STUCK: the " + c.RotatedBy + " has not replaced it"
 	case c.RotatedBy != "":
 		return "rotated by " + c.RotatedBy
 	case c.ExternallyManaged:

@@ -137,7 +137,7 @@ func TestAlertsFireInARealPrometheus(t *testing.T) {
 	if !cas["ca"] || !cas["front-proxy-ca"] || !cas["etcd-ca"] {
 		t.Errorf("CA alerts for %v, want ca, etcd-ca and front-proxy-ca", cas)
 	}
-	for _, quiet := range []string{"KubeadmCertificateExpiresSoon", "KubeadmCertificateExpired", "PkirenewdDown", "PkirenewdAbsent", "PkirenewdStaleComponent", "PkirenewdTransactionPending", "PkirenewdBrokenCertificates"} {
+	for _, quiet := range []string{"KubeadmCertificateExpiresSoon", "KubeadmCertificateExpired", "PkirenewdDown", "PkirenewdAbsent", "PkirenewdStaleComponent", "PkirenewdTransactionPending", "PkirenewdBrokenCertificates", "KubeletClientRotationStuck"} {
 		if len(firing[quiet]) > 0 {
 			t.Errorf("%s fires on a healthy node: %v", quiet, firing[quiet])
 		}

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"crypto/x509/pkix"
 	"errors"
 	"net"
 	"net/http"
@@ -39,7 +40,13 @@ var _ Metrics = (*PromMetrics)(nil)
 
 // NewPromMetrics registers the metrics in a registry of their own.
 func NewPromMetrics() *PromMetrics {
-	labels := []string{"filepath", "filename", "embedded_kind", "subject_CN", "subject_O", "issuer_CN", "serial_number", "cert"}
+	// x509-certificate-exporter's label schema (v4: the full subject and
+	// issuer DNs, embedded_kind and embedded_key for kubeconfigs; v3's
+	// labels are a subset), plus cert, kubeadm's name of the item.
+	labels := []string{"filepath", "filename", "embedded_kind", "embedded_key",
+		"subject_C", "subject_ST", "subject_L", "subject_O", "subject_OU", "subject_CN",
+		"issuer_C", "issuer_ST", "issuer_L", "issuer_O", "issuer_OU", "issuer_CN",
+		"serial_number", "cert"}
 	m := &PromMetrics{
 		Registry:     prometheus.NewRegistry(),
 		certLabelSet: labels,
@@ -77,6 +84,16 @@ func (m *PromMetrics) Owed(components []string, transaction bool) {
 	m.transaction.Set(v)
 }
 
+// dnLabels sets the six DN labels x509-certificate-exporter uses; a field
+// with several values is joined with commas.
+func dnLabels(l prometheus.Labels, prefix string, n pkix.Name) {
+	for k, v := range map[string][]string{
+		"C": n.Country, "ST": n.Province, "L": n.Locality, "O": n.Organization, "OU": n.OrganizationalUnit, "CN": {n.CommonName},
+	} {
+		l[prefix+k] = strings.Join(v, ",")
+	}
+}
+
 // Observe implements Metrics.
 func (m *PromMetrics) Observe(statuses []renew.Status, next time.Time) {
 	m.notAfter.Reset()
@@ -92,15 +109,16 @@ func (m *PromMetrics) Observe(statuses []renew.Status, next time.Time) {
 		if s.Cert == nil {
 			continue
 		}
-		kind := ""
+		kind, key := "", ""
 		if s.Kind == renew.KindKubeconfig && s.RotatedBy == "" {
-			kind = "user"
+			kind, key = "user", "client-certificate-data"
 		}
 		l := prometheus.Labels{
-			"filepath": s.CertPath, "filename": filepath.Base(s.CertPath), "embedded_kind": kind,
-			"subject_CN": s.Cert.Subject.CommonName, "subject_O": strings.Join(s.Cert.Subject.Organization, ","),
-			"issuer_CN": s.Cert.Issuer.CommonName, "serial_number": s.Cert.SerialNumber.String(), "cert": s.Name,
+			"filepath": s.CertPath, "filename": filepath.Base(s.CertPath), "embedded_kind": kind, "embedded_key": key,
+			"serial_number": s.Cert.SerialNumber.String(), "cert": s.Name,
 		}
+		dnLabels(l, "subject_", s.Cert.Subject)
+		dnLabels(l, "issuer_", s.Cert.Issuer)
 		m.notAfter.With(l).Set(float64(s.Cert.NotAfter.Unix()))
 		m.notBefore.With(l).Set(float64(s.Cert.NotBefore.Unix()))
 		exp := 0.0

@@ -125,7 +125,10 @@ for h in systemd unified; do
 	fi
 done
 start=$SECONDS
-systemd-nspawn -q -D "$root" -M "$name" --boot --register=no --keep-unit --console=read-only >"$work/console.log" 2>&1 &
+# --private-network: the container needs no network (the packages are copied
+# in), and its pkirenewd's metrics listener (127.0.0.1:9795) must not meet
+# anything on the host's loopback (two package tests at once did).
+systemd-nspawn -q -D "$root" -M "$name" --boot --register=no --keep-unit --private-network --console=read-only >"$work/console.log" 2>&1 &
 nspawn_pid=$!
 # The container's PID 1 is the child of nspawn in another PID namespace:
 # nspawn first forks an "outer child" in ours, which sets up the mounts and

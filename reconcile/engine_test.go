@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -363,3 +364,43 @@ func (l *eventLog) Event(reason, _, _ string, warning bool) {
 }
 
 func (l *eventLog) reasons() string { return strings.Join(l.got, " ") }
+
+// Something unrelated to a due renewal never blocks it: a pod whose
+// staleness cannot be told (two ready sandboxes: which one the kubelet
+// runs cannot be known) leaves the renewal and the other restarts to go
+// ahead; only that component's restart fails, naming it.
+func TestObservationNeverBlocksARenewal(t *testing.T) {
+	root := t.TempDir()
+	l, err := renewtest.MakePKI(filepath.Join(root, "kubernetes"), renewtest.Options{Algorithm: "ECDSA-P256", NotBefore: time.Now().Add(-300 * 24 * time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	state := filepath.Join(root, "state")
+	log, _ := logtest.NewNullLogger()
+	r := renew.New(renew.Options{Dirs: renew.Dirs{PKIDir: l.PKIDir, KubeconfigDir: l.KubeconfigDir}, StateDir: state,
+		Policy: renew.Policy{RenewBefore: 90 * 24 * time.Hour}, Validity: 365 * 24 * time.Hour, Log: log})
+	rt := critest.NewRuntime()
+	for _, c := range []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "etcd"} {
+		rt.AddStaticPod(c) // etcd twice: ambiguous
+	}
+	e := &reconcile.NodeEngine{
+		Renewer: r, StateDir: state, ManifestsDir: fourManifests(t, l.PKIDir, l.KubeconfigDir), Log: log,
+		Connect: func(context.Context) (*cri.Restarter, func(), error) {
+			return &cri.Restarter{Runtime: rt, Prober: &critest.Prober{}, Clock: testclock.NewFakeClock(time.Unix(0, 0)), Timeout: time.Minute, Log: log}, func() {}, nil
+		},
+	}
+	before, _ := renewtest.HashTree(l.KubeconfigDir)
+	written, err := e.Renew(context.Background(), []string{"etcd-server", "scheduler.conf"})
+	if len(written) == 0 {
+		t.Fatalf("nothing was written: %v", err)
+	}
+	if after, _ := renewtest.HashTree(l.KubeconfigDir); renewtest.DiffTrees(before, after) == "" {
+		t.Fatal("the files did not change")
+	}
+	if err == nil || !strings.Contains(err.Error(), "etcd") {
+		t.Errorf("error %v, want etcd's ambiguity named", err)
+	}
+	if owed, _ := renew.LoadPending(state); owed == nil || !slices.Contains(owed.Components, "etcd") {
+		t.Errorf("etcd is not owed: %+v", owed)
+	}
+}

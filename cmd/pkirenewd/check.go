@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 	"gopkg.in/yaml.v3"
 
+	"github.com/pkirenewd/pkirenewd/cri"
 	"github.com/pkirenewd/pkirenewd/reconcile"
 	"github.com/pkirenewd/pkirenewd/renew"
 )
@@ -320,7 +321,14 @@ func (o *options) staleComponents(ctx context.Context, r *renew.Renewer) []stale
 		RestartKubelet: kubeletRestarter(o.cfg), Log: o.log}
 	stale, err := e.Stale(ctx)
 	if err != nil {
-		o.log.WithError(err).Debug("which components run on old credentials cannot be told")
+		// On a control-plane node (kubeadm's manifests are there) that is
+		// worth a warning: check cannot vouch for the running components.
+		l := o.log.WithError(err)
+		if ms, merr := cri.LoadManifests(o.cfg.ManifestsDir); merr == nil && len(ms.Kubeadm()) > 0 {
+			l.Warn("cannot tell whether components run on old credentials: the container runtime cannot be asked")
+		} else {
+			l.Debug("which components run on old credentials cannot be told")
+		}
 		return nil
 	}
 	var out []staleComponent

@@ -54,6 +54,9 @@ type Config struct {
 	// HTTP probe (kube-vip, keepalived) must run without a restart to be
 	// healthy.
 	RestartRunningFor time.Duration
+	// RestartPolicy is "needed" (restart only what cannot reload its
+	// renewed files) or "all" (every static pod that uses one).
+	RestartPolicy string
 	// KubeletConfig is the kubelet's configuration file; its healthz must
 	// answer before any static pod is stopped. Absent file: not checked.
 	KubeletConfig string
@@ -125,7 +128,10 @@ func Defaults() Config {
 		// back for up to 5 minutes.
 		RestartTimeout:    6 * time.Minute,
 		RestartRunningFor: 10 * time.Second,
-		KubeletConfig:     "/var/lib/kubelet/config.yaml",
+		// etcd and the apiserver re-read their certificates: restarting
+		// them costs API downtime and, for etcd, risks quorum.
+		RestartPolicy: "needed",
+		KubeletConfig: "/var/lib/kubelet/config.yaml",
 		// Long enough to be noticed and fixed by a human (the journal and
 		// check say it at crit), short enough to leave two weeks for the
 		// restarts after the files were renewed.
@@ -190,6 +196,17 @@ func Keys() []Key {
 		pathKey("kubeletConfig", "kubelet-config", "the kubelet's configuration file: its healthz address must answer before any static pod is stopped (absent file: not checked)", func(c *Config) *string { return &c.KubeletConfig }),
 		orZero(durKey("lastResortBefore", "last-resort-before", "when restarts are impossible, renew the files anyway (restarts owed) once a certificate has less than this left; 0: never", func(c *Config) *time.Duration { return &c.LastResortBefore }, nil), func(c *Config) { c.LastResortBefore = 0 }),
 		durKey("restartRunningFor", "restart-running-for", "a restarted static pod without an HTTP probe is healthy once its container has run this long without a restart", func(c *Config) *time.Duration { return &c.RestartRunningFor }, nil),
+		{
+			Name: "restartPolicy", Flag: "restart-policy", Usage: "needed: restart only the components that cannot reload their renewed files (kube-controller-manager, kube-scheduler, the kubelet, foreign pods); all: every static pod that uses one",
+			set: func(c *Config, v string) error {
+				if v != "needed" && v != "all" {
+					return fmt.Errorf("%q is not needed or all", v)
+				}
+				c.RestartPolicy = v
+				return nil
+			},
+			get: func(c *Config) string { return c.RestartPolicy },
+		},
 		boolKey("restartComponents", "restart-components", "run: restart the static pods that use renewed files (false: renew files only)", func(c *Config) *bool { return &c.RestartComponents }),
 		{
 			Name: "metricsAddress", Flag: "metrics-address", Usage: "run: serve Prometheus metrics on this host:port (empty: off)",

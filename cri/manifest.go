@@ -56,6 +56,8 @@ type Manifest struct {
 	ServingCert string
 	// ServingAddr is where ServingCert can be seen (host:port).
 	ServingAddr string
+	// Image is the first container's image (its tag tells the version).
+	Image string
 }
 
 // HasProbe reports whether the manifest has an HTTP health check. Pods
@@ -71,6 +73,7 @@ type podSpec struct {
 	Kind string `yaml:"kind"`
 	Spec struct {
 		Containers []struct {
+			Image   string   `yaml:"image"`
 			Command []string `yaml:"command"`
 			Args    []string `yaml:"args"`
 			Ports   []struct {
@@ -132,6 +135,7 @@ func ParseManifest(path string, data []byte) (*Manifest, error) {
 	}
 	c := pod.Spec.Containers[0]
 	m.Args = append(append([]string{}, c.Command...), c.Args...)
+	m.Image = c.Image
 	for _, v := range pod.Spec.Volumes {
 		if v.HostPath != nil && v.HostPath.Path != "" {
 			m.HostPaths = append(m.HostPaths, filepath.Clean(v.HostPath.Path))
@@ -423,7 +427,15 @@ func (ms Manifests) MustRestart(changed []string) []string {
 	if len(changed) == 0 {
 		return nil
 	}
-	out := Affected(ms.Usable, changed)
+	out := append(Affected(ms.Usable, changed), ms.problemsUsing(changed)...)
+	return Order(dedup(out))
+}
+
+// problemsUsing are the components with an unusable manifest that either
+// use a changed file as far as it could be read, or are one of kubeadm's
+// four and could not be read far enough to tell.
+func (ms Manifests) problemsUsing(changed []string) []string {
+	var out []string
 	for _, p := range ms.Problems {
 		switch {
 		case p.Component == "":
@@ -433,7 +445,7 @@ func (ms Manifests) MustRestart(changed []string) []string {
 			out = append(out, p.Component)
 		}
 	}
-	return Order(dedup(out))
+	return out
 }
 
 // Select decides the restart of the named components: a usable manifest

@@ -72,6 +72,32 @@ type NodeEngine struct {
 	LastResortBefore time.Duration
 	// Events, when set, receives what the node did.
 	Events EventRecorder
+	// RestartPolicy is cri.PolicyNeeded or cri.PolicyAll ("" is all).
+	RestartPolicy string
+	// MemoryMargin: a component is restarted when less than this is left
+	// of a certificate it keeps in memory (default 30 days).
+	MemoryMargin time.Duration
+	// AssumeMemoryLife, when positive, replaces the life of every
+	// in-memory certificate (a test setting).
+	AssumeMemoryLife time.Duration
+	// ReloadBound, when positive, replaces how long a component is given
+	// to take up its renewed certificate (a test setting; by default the
+	// reload table's bound and a grace).
+	ReloadBound time.Duration
+}
+
+func (e *NodeEngine) policy() string {
+	if e.RestartPolicy == "" {
+		return cri.PolicyAll
+	}
+	return e.RestartPolicy
+}
+
+func (e *NodeEngine) memoryMargin() time.Duration {
+	if e.MemoryMargin <= 0 {
+		return 30 * 24 * time.Hour
+	}
+	return e.MemoryMargin
 }
 
 func (e *NodeEngine) event(reason, action, note string, warning bool) {
@@ -211,7 +237,21 @@ func (e *NodeEngine) observeStale(ctx context.Context, rst *cri.Restarter) ([]St
 		// this node's (a test host, a nested node), so it is not judged.
 		kubeletConf = ""
 	}
-	return Observer{Runtime: rst.Runtime, Node: rst.Node, KubeletStart: e.KubeletStart}.Stale(ctx, Uses(ms, files, kubeletConf))
+	obs := Observer{Runtime: rst.Runtime, Node: rst.Node, KubeletStart: e.KubeletStart, Prober: rst.Prober}
+	uses, served := UsesUnder(ms, files, kubeletConf, e.policy())
+	stale, err := obs.Stale(ctx, uses)
+	if err != nil {
+		return nil, err
+	}
+	late, err := obs.notReloaded(ctx, served, e.now())
+	if err != nil {
+		return nil, err
+	}
+	mem, err := obs.inMemory(ctx, ms, e.memoryMargin(), e.AssumeMemoryLife, e.now())
+	if err != nil {
+		return nil, err
+	}
+	return mergeStale(stale, late, mem), nil
 }
 
 // owedFor turns observed stale components into owed restarts.
@@ -233,6 +273,11 @@ func owedFor(stale []StaleComponent, now time.Time) *renew.PendingRestart {
 
 func (e *NodeEngine) logStale(stale []StaleComponent) {
 	for _, s := range stale {
+		if s.Reason != "" {
+			e.Log.WithFields(logrus.Fields{"COMPONENT": s.Component, "PATH": s.File, "STARTED": fmtTime(s.StartedAt)}).
+				Warnf("%s must be restarted: %s", s.Component, s.Reason)
+			continue
+		}
 		e.Log.WithFields(logrus.Fields{"COMPONENT": s.Component, "PATH": s.File, "STARTED": fmtTime(s.StartedAt), "CHANGED": fmtTime(s.Changed)}).
 			Warnf("%s runs on old credentials: it started before %s changed", s.Component, s.File)
 	}
@@ -354,7 +399,9 @@ func (e *NodeEngine) converge(ctx context.Context, sel *renew.Selection, manifes
 			return out, KubeletAfterRenewal(ctx, out.Plan, e.RestartKubelet, e.Log, e.Restarts)
 		}
 		if len(out.Plan.Items) > 0 {
-			owed = owed.Merge(e.owedAfter(manifests, out.Plan, out.Result), cri.Order)
+			rp := e.restartPlan(manifests, out.Plan)
+			rp.Restart = cri.Order(append(rp.Restart, e.awaitReloads(ctx, rst, rp.Checks)...))
+			owed = owed.Merge(e.owedAfter(rp, out.Plan, out.Result), cri.Order)
 		}
 	}
 	if owed.Empty() {
@@ -488,16 +535,38 @@ func (e *NodeEngine) apply(sel renew.Selection) (*renew.Plan, *renew.Result, err
 	return plan, res, nil
 }
 
-// owedAfter is what a renewal owes: the components that use its files
-// (all of kubeadm's when the manifests could not be read), the kubelet for
-// an embedded kubelet.conf, and where the previous files are.
-func (e *NodeEngine) owedAfter(manifests cri.Manifests, plan *renew.Plan, res *renew.Result) *renew.PendingRestart {
-	components := manifests.MustRestart(plan.Paths())
-	if len(manifests.Usable) == 0 && len(manifests.Problems) == 0 {
-		components = cri.Order([]string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"})
+// restartPlan is what the renewal of plan needs restarted under the
+// restart policy (all of kubeadm's components when no manifest could be
+// read at all), each reason logged.
+func (e *NodeEngine) restartPlan(manifests cri.Manifests, plan *renew.Plan) cri.RestartPlan {
+	var changes []cri.Change
+	for _, it := range plan.Items {
+		var old time.Time
+		if it.Cert != nil {
+			old = it.Cert.NotAfter
+		}
+		for _, c := range it.Changes {
+			changes = append(changes, cri.Change{Path: c.Path, OldNotAfter: old})
+		}
 	}
+	rp := manifests.PlanRestarts(changes, e.policy(), e.now())
+	if len(manifests.Usable) == 0 && len(manifests.Problems) == 0 {
+		rp = cri.RestartPlan{Restart: cri.Order([]string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"})}
+	}
+	for _, c := range rp.Restart {
+		if why := rp.Reasons[c]; why != "" {
+			e.Log.WithFields(logrus.Fields{"COMPONENT": c, "POLICY": e.policy()}).Infof("%s will be restarted: %s", c, why)
+		}
+	}
+	return rp
+}
+
+// owedAfter is what a renewal owes: the components of the restart plan,
+// the kubelet for an embedded kubelet.conf, and where the previous files
+// are.
+func (e *NodeEngine) owedAfter(rp cri.RestartPlan, plan *renew.Plan, res *renew.Result) *renew.PendingRestart {
 	return &renew.PendingRestart{
-		Components: components, Kubelet: RenewsKubeletConf(plan),
+		Components: rp.Restart, Kubelet: RenewsKubeletConf(plan),
 		BackupDir: res.BackupDir, Recovering: Expired(plan), Since: e.now(),
 	}
 }
@@ -544,7 +613,9 @@ func (e *NodeEngine) renewWithoutRestarts(sel renew.Selection, why error) (*Outc
 	if err != nil {
 		owed = nil
 	}
-	owed = owed.Merge(e.owedAfter(manifests, plan, res), cri.Order)
+	// The reloads cannot be watched now; a component that did not reload
+	// is seen stale by a later look at what it serves.
+	owed = owed.Merge(e.owedAfter(e.restartPlan(manifests, plan), plan, res), cri.Order)
 	out := &Outcome{Plan: plan, Result: res, Owed: owed}
 	if err := renew.SavePending(e.StateDir, owed); err != nil {
 		return out, fmt.Errorf("recording the restarts owed: %w", err)

@@ -26,6 +26,8 @@ type Observer struct {
 	KubeletStart func(kubeletConf string) (time.Time, bool, error)
 	// Changed returns a file's change time (default: its ctime).
 	Changed func(path string) (time.Time, error)
+	// Prober reads served serials (default cri.HTTPProber).
+	Prober cri.Prober
 }
 
 // CredentialFiles are the files of the inventory that a process reads at
@@ -72,21 +74,11 @@ func Uses(ms cri.Manifests, files []string, kubeletConf string) map[string][]str
 // kubelet starts it on the files as they are); a runtime that does not
 // answer is an error, since then nothing can be told.
 func (o Observer) Stale(ctx context.Context, uses map[string][]string) ([]StaleComponent, error) {
-	changedAt := o.Changed
-	if changedAt == nil {
-		changedAt = Ctime
-	}
-	changed := map[string]time.Time{}
+	var all []string
 	for _, files := range uses {
-		for _, f := range files {
-			if _, ok := changed[f]; ok {
-				continue
-			}
-			if t, err := changedAt(f); err == nil {
-				changed[f] = t
-			}
-		}
+		all = append(all, files...)
 	}
+	changed := o.changedTimes(all)
 	var running []Running
 	for c, files := range uses {
 		r, ok, err := o.running(ctx, c, files)
@@ -98,6 +90,24 @@ func (o Observer) Stale(ctx context.Context, uses map[string][]string) ([]StaleC
 		}
 	}
 	return Stale(uses, running, changed), nil
+}
+
+// changedTimes are the change times of files (those that can be read).
+func (o Observer) changedTimes(files []string) map[string]time.Time {
+	changedAt := o.Changed
+	if changedAt == nil {
+		changedAt = Ctime
+	}
+	changed := map[string]time.Time{}
+	for _, f := range files {
+		if _, ok := changed[f]; ok {
+			continue
+		}
+		if t, err := changedAt(f); err == nil {
+			changed[f] = t
+		}
+	}
+	return changed
 }
 
 func (o Observer) running(ctx context.Context, component string, uses []string) (Running, bool, error) {

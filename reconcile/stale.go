@@ -31,6 +31,10 @@ type StaleComponent struct {
 	// File is the newest such file and Changed its change time.
 	File    string
 	Changed time.Time
+	// Reason, when set, says why in words (a reload that did not
+	// happen, an in-memory certificate near its end); otherwise File
+	// changed after the component started.
+	Reason string
 }
 
 // Stale computes which running components are stale. uses maps each

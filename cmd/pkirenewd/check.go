@@ -230,6 +230,12 @@ func printTable(w io.Writer, rep report) error {
 		return err
 	}
 	for _, sc := range rep.StaleComponents {
+		if sc.Reason != "" {
+			if _, err := fmt.Fprintf(w, "\nSTALE %s: %s\n", sc.Component, sc.Reason); err != nil {
+				return err
+			}
+			continue
+		}
 		if _, err := fmt.Fprintf(w, "\nSTALE %s: running since %s, before %s changed (%s): restart owed\n", sc.Component,
 			sc.StartedAt.Format(dateFormat), sc.File, sc.Changed.Format(dateFormat)); err != nil {
 			return err
@@ -303,8 +309,9 @@ func shortHumanDuration(d time.Duration) string {
 type staleComponent struct {
 	Component string    `json:"component" yaml:"component"`
 	StartedAt time.Time `json:"startedAt" yaml:"startedAt"`
-	File      string    `json:"file" yaml:"file"`
+	File      string    `json:"file,omitempty" yaml:"file,omitempty"`
 	Changed   time.Time `json:"changed" yaml:"changed"`
+	Reason    string    `json:"reason,omitempty" yaml:"reason,omitempty"`
 }
 
 // staleComponents asks the runtime which components run on credentials
@@ -318,7 +325,8 @@ func (o *options) staleComponents(ctx context.Context, r *renew.Renewer) []stale
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	e := &reconcile.NodeEngine{Renewer: r, StateDir: o.cfg.StateDir, ManifestsDir: o.cfg.ManifestsDir, Connect: connector(o.cfg, o.log),
-		RestartKubelet: kubeletRestarter(o.cfg), Log: o.log}
+		RestartKubelet: kubeletRestarter(o.cfg), Log: o.log, Now: o.now}
+	observing(e, o.cfg)
 	stale, err := e.Stale(ctx)
 	if err != nil {
 		// On a control-plane node (kubeadm's manifests are there) that is
@@ -333,7 +341,11 @@ func (o *options) staleComponents(ctx context.Context, r *renew.Renewer) []stale
 	}
 	var out []staleComponent
 	for _, s := range stale {
-		out = append(out, staleComponent{Component: s.Component, StartedAt: s.StartedAt.UTC(), File: s.File, Changed: s.Changed.UTC()})
+		out = append(out, staleComponent{Component: s.Component, StartedAt: s.StartedAt.UTC(), File: s.File, Changed: s.Changed.UTC(), Reason: s.Reason})
+		if s.Reason != "" {
+			o.log.WithFields(map[string]any{"COMPONENT": s.Component, "PATH": s.File}).Warnf("%s: %s", s.Component, s.Reason)
+			continue
+		}
 		o.log.WithFields(map[string]any{"COMPONENT": s.Component, "PATH": s.File}).Warnf("%s runs on credentials older than %s: a restart is owed", s.Component, s.File)
 	}
 	return out

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
 	"strings"
 	"time"
@@ -68,6 +69,7 @@ func kubeletRestarter(cfg config.Config) func(ctx context.Context) error {
 // restarting (the runtime, the kubelet, the lease and the etcd guard).
 func (o *options) node(cfg config.Config, r *renew.Renewer, restarts bool, heartbeat func()) *reconcile.NodeEngine {
 	e := &reconcile.NodeEngine{Renewer: r, StateDir: cfg.StateDir, ManifestsDir: cfg.ManifestsDir, Log: o.log, Now: o.now}
+	observing(e, cfg)
 	if restarts {
 		e.Connect = connector(cfg, o.log)
 		e.KubeletAlive = kubeletAlive(cfg)
@@ -184,5 +186,23 @@ Exit status: 0 all healthy, 1 failed.`,
 			}
 			return nil
 		},
+	}
+}
+
+// assumeMemoryLifeEnv shortens the assumed life of every in-memory
+// certificate (kube-apiserver's loopback certificate, the self-signed
+// serving certificates of kube-controller-manager and kube-scheduler), so
+// that a test sees their planned restart without waiting a year.
+const assumeMemoryLifeEnv = "PKIRENEWD_TEST_MEMORY_CERT_LIFE"
+
+// observing sets what the engine's observation of running components
+// needs from cfg: the restart policy and the in-memory certificate margin.
+func observing(e *reconcile.NodeEngine, cfg config.Config) {
+	e.RestartPolicy = cfg.RestartPolicy
+	e.MemoryMargin = cfg.RenewBefore
+	if v := os.Getenv(assumeMemoryLifeEnv); v != "" {
+		if d, err := time.ParseDuration(v); err == nil && d > 0 {
+			e.AssumeMemoryLife = d
+		}
 	}
 }

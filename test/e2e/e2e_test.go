@@ -136,6 +136,12 @@ func startPkirenewd(t *testing.T, cp *ControlPlane, logName, sub string, args ..
 	if sub == "run" {
 		all = append(all, "--log-format", "json")
 	}
+	if sub == "run" || sub == "renew" {
+		// The scenarios written for restarting every component that uses
+		// a renewed file say so; those of the default policy (needed)
+		// pass --restart-policy needed, which comes later and wins.
+		all = append(all, "--restart-policy", "all")
+	}
 	state := t.TempDir()
 	all = append(all, []string{"--log-level", "debug",
 		"--config", "/dev/null",

@@ -37,6 +37,11 @@ func startPkirenewd(t *testing.T, c *ha.Cluster, n *ha.Node, sub string, args ..
 		"--state-dir", n.StateDir(), "--cri-endpoint", c.CRIEndpoint(), "--node-name", n.NodeName(),
 		"--metrics-address", "", "--admin-kubeconfig-copy", "", "--kubelet-restart-command", "true",
 		"--restart-timeout", "2m")
+	if sub == "run" || sub == "renew" {
+		// Every node restarts its etcd: what the lease and the quorum
+		// guard are proven on.
+		all = append(all, "--restart-policy", "all")
+	}
 	all = append(all, args...)
 	logPath := filepath.Join(c.LogDir, "pkirenewd-"+n.NodeName()+"-"+sub+".log")
 	return &proc{Proc: testbin.Start(t, pkirenewdBin, logPath, all...), node: n}

@@ -218,6 +218,13 @@ func (l *loop) check(first bool) error {
 	}
 	l.statuses = statuses
 	l.plan = NextWake(now, statuses, l.MaxSleep)
+	if e, ok := l.engine.(interface{ LookAgainAt() time.Time }); ok {
+		// A component still has time to reload a changed certificate:
+		// whether it did is seen only after that.
+		if at := e.LookAgainAt(); !at.IsZero() && at.Before(l.plan.Wake) {
+			l.plan.Wake = at
+		}
+	}
 	for _, s := range statuses {
 		logItem(l.Log, s, first)
 	}

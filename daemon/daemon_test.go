@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -341,5 +342,40 @@ func TestOwedRestartsAreDone(t *testing.T) {
 	h.step(time.Hour)
 	if n := h.engine.RenewalCount(); n != 2 {
 		t.Fatalf("called again with nothing owed: %v", h.engine.Renewals)
+	}
+}
+
+// lookingEngine asks to be looked at again at a given time (a component
+// may still be reloading a changed certificate).
+type lookingEngine struct {
+	*daemontest.Engine
+	at atomic.Int64 // Unix nanoseconds; 0: no reason
+}
+
+func (e *lookingEngine) LookAgainAt() time.Time {
+	if n := e.at.Load(); n != 0 {
+		return time.Unix(0, n)
+	}
+	return time.Time{}
+}
+
+// The loop wakes when the engine asks to look again, before its hourly
+// re-check.
+func TestLooksAgainWhenAReloadCanBeJudged(t *testing.T) {
+	var eng *lookingEngine
+	h := start(t, map[string]*daemontest.Item{"a": item(100*time.Hour, 300*time.Hour)}, func(o *daemon.Options) {
+		eng = &lookingEngine{Engine: o.Engine.(*daemontest.Engine)}
+		eng.at.Store(t0.Add(75 * time.Second).UnixNano())
+		o.Engine = eng
+	})
+	base := h.engine.InventoryCount()
+	h.step(74 * time.Second)
+	if n := h.engine.InventoryCount(); n != base {
+		t.Fatalf("looked again before it was asked to (%d -> %d)", base, n)
+	}
+	eng.at.Store(0)
+	h.step(time.Second)
+	if n := h.engine.InventoryCount(); n != base+1 {
+		t.Fatalf("did not look again when asked to (%d -> %d)", base, n)
 	}
 }

@@ -84,7 +84,16 @@ type NodeEngine struct {
 	// to take up its renewed certificate (a test setting; by default the
 	// reload table's bound and a grace).
 	ReloadBound time.Duration
+
+	// lookAgain is when the last observation can next tell more: a
+	// changed certificate whose reload may still be under way.
+	lookAgain time.Time
 }
+
+// LookAgainAt tells the daemon when to observe again, before its usual
+// wake, because a component may still be reloading a changed certificate
+// (zero: no such reason).
+func (e *NodeEngine) LookAgainAt() time.Time { return e.lookAgain }
 
 func (e *NodeEngine) policy() string {
 	if e.RestartPolicy == "" {
@@ -237,7 +246,8 @@ func (e *NodeEngine) observeStale(ctx context.Context, rst *cri.Restarter) ([]St
 		// this node's (a test host, a nested node), so it is not judged.
 		kubeletConf = ""
 	}
-	obs := Observer{Runtime: rst.Runtime, Node: rst.Node, KubeletStart: e.KubeletStart, Prober: rst.Prober}
+	e.lookAgain = time.Time{}
+	obs := Observer{Runtime: rst.Runtime, Node: rst.Node, KubeletStart: e.KubeletStart, Prober: rst.Prober, lookAgain: &e.lookAgain}
 	uses, served := UsesUnder(ms, files, kubeletConf, e.policy())
 	stale, err := obs.Stale(ctx, uses)
 	if err != nil {

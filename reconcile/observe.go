@@ -28,6 +28,9 @@ type Observer struct {
 	Changed func(path string) (time.Time, error)
 	// Prober reads served serials (default cri.HTTPProber).
 	Prober cri.Prober
+	// lookAgain, when set, receives the earliest time a reload that may
+	// still be under way can be judged.
+	lookAgain *time.Time
 }
 
 // CredentialFiles are the files of the inventory that a process reads at

@@ -64,7 +64,7 @@ func (o Observer) notReloaded(ctx context.Context, checks []cri.ReloadCheck, now
 	var out []StaleComponent
 	for _, c := range checks {
 		ch, ok := changed[c.File]
-		if !ok || now.Sub(ch) < c.Within+reloadGrace {
+		if !ok {
 			continue
 		}
 		r, running, err := o.running(ctx, c.Component, nil)
@@ -80,6 +80,13 @@ func (o Observer) notReloaded(ctx context.Context, checks []cri.ReloadCheck, now
 		}
 		got, err := prober.ServedSerial(ctx, c.Addr)
 		if err != nil || got == want {
+			continue
+		}
+		if at := ch.Add(c.Within + reloadGrace); now.Before(at) {
+			// It may still be reloading: judged once its time is up.
+			if o.lookAgain != nil && (o.lookAgain.IsZero() || at.Before(*o.lookAgain)) {
+				*o.lookAgain = at
+			}
 			continue
 		}
 		out = append(out, StaleComponent{Component: c.Component, StartedAt: r.StartedAt, File: c.File, Changed: ch,

@@ -268,3 +268,27 @@ func TestMemoryDue(t *testing.T) {
 		}
 	}
 }
+
+// Right after a change a reloading server is not judged yet; the engine
+// says when it can be: the change plus the reload's bound and a grace.
+func TestLookAgainWhileAReloadMayBeUnderWay(t *testing.T) {
+	n := newTestNode(t, 0, time.Now().Add(-2*time.Hour))
+	n.prober.frozen["192.0.2.10:6443"] = "0123"
+	e := n.engine(t)
+	stale, err := e.Stale(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range stale {
+		if s.Component == "kube-apiserver" {
+			t.Errorf("judged before its reload could happen: %+v", s)
+		}
+	}
+	ch, err := reconcile.Ctime(n.l.PKIDir + "/apiserver.crt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := e.LookAgainAt(), ch.Add(time.Minute+15*time.Second); !got.Equal(want) {
+		t.Errorf("look again at %s, want %s", got, want)
+	}
+}

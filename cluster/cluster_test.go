@@ -261,6 +261,19 @@ func TestUnreachableAPI(t *testing.T) {
 	})
 }
 
+// Recovering, an API that hangs (it cannot reach etcd) is given a second,
+// not the usual call bound: the node goes ahead alone.
+func TestRecoveringDoesNotWaitOnAHangingAPI(t *testing.T) {
+	store := clustertest.NewLeases()
+	store.Hang = true
+	c := coordinator(store, "node1", clocktesting.NewFakeClock(t0), nil)
+	c.Call = time.Hour // were it used, the test would time out
+	h, err := c.Acquire(context.Background(), true)
+	if err != nil || h.Leased() {
+		t.Fatalf("%v leased=%v", err, h.Leased())
+	}
+}
+
 // An expired control plane whose API came back with the renewed files
 // (etcd and the apiserver reload their certificates) takes the lease as
 // usual, but the expiry is still said at crit.

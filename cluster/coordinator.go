@@ -98,6 +98,12 @@ func (c *Coordinator) pause(ctx context.Context, deadline time.Time) bool {
 	}
 }
 
+// recoveryCall bounds the lease call of a node recovering from expired
+// certificates: its API, still on expired credentials or unable to reach
+// etcd, tends to hang rather than refuse, and every second of waiting is a
+// second more of a cluster that is down.
+const recoveryCall = time.Second
+
 // Acquire waits until this node may restart its components and returns
 // the hold. recovering says the renewal replaced expired certificates:
 // then an API that does not answer is the expiry's doing, and the node
@@ -117,12 +123,16 @@ func (c *Coordinator) Acquire(ctx context.Context, recovering bool) (*Hold, erro
 		return c.hold(nil, recovering), nil
 	}
 	deadline := c.Clock.Now().Add(c.Wait)
+	call := c.Call
+	if recovering && call > recoveryCall {
+		call = recoveryCall
+	}
 	var last Holder
 	for {
 		lease, err := c.NewLease()
 		if err == nil {
 			lease.Seen = &c.seen
-			cctx, cancel := context.WithTimeout(ctx, c.Call)
+			cctx, cancel := context.WithTimeout(ctx, call)
 			var ok bool
 			var h Holder
 			ok, h, err = lease.TryAcquire(cctx)

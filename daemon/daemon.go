@@ -208,16 +208,22 @@ func (l *loop) check(first bool) error {
 		return err
 	}
 	now := l.Clock.Now()
-	l.pending = l.engine.Pending()
-	if m, ok := l.Metrics.(owedMetrics); ok {
-		tx := false
-		if e, ok := l.engine.(interface{ TransactionPending() bool }); ok {
-			tx = e.TransactionPending()
-		}
-		m.Owed(l.pending, tx)
-	}
 	l.statuses = statuses
 	l.plan = NextWake(now, statuses, l.MaxSleep)
+	l.pending = nil
+	if len(l.plan.Due) == 0 {
+		// With a renewal due the renewal observes the running components
+		// itself; looking now would only delay it (on day 366, seconds of
+		// dials to an apiserver that cannot answer).
+		l.pending = l.engine.Pending()
+		if m, ok := l.Metrics.(owedMetrics); ok {
+			tx := false
+			if e, ok := l.engine.(interface{ TransactionPending() bool }); ok {
+				tx = e.TransactionPending()
+			}
+			m.Owed(l.pending, tx)
+		}
+	}
 	if e, ok := l.engine.(interface{ LookAgainAt() time.Time }); ok {
 		// A component still has time to reload a changed certificate:
 		// whether it did is seen only after that.

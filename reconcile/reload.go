@@ -78,7 +78,11 @@ func (o Observer) notReloaded(ctx context.Context, checks []cri.ReloadCheck, now
 		if err != nil {
 			continue // the inventory reports a broken file
 		}
-		got, err := prober.ServedSerial(ctx, c.Addr)
+		// A second is plenty on the node itself; an apiserver that hangs
+		// (day 366) must not delay the renewal that heals it.
+		sctx, cancel := context.WithTimeout(ctx, time.Second)
+		got, err := prober.ServedSerial(sctx, c.Addr)
+		cancel()
 		if err != nil || got == want {
 			continue
 		}

@@ -27,6 +27,9 @@ type Leases struct {
 	items map[string]*coordinationv1.Lease
 	rv    int
 	Down  error
+	// Hang makes Get wait for its context to end, as an apiserver that
+	// cannot reach etcd does.
+	Hang bool
 	// Holders records every holder identity set, in order ("" for a
 	// release), so a test can check the lease passed hands cleanly.
 	Holders []string
@@ -55,7 +58,14 @@ func (f *Leases) Holder(name string) string {
 }
 
 // Get implements cluster.LeaseClient.
-func (f *Leases) Get(_ context.Context, name string, _ metav1.GetOptions) (*coordinationv1.Lease, error) {
+func (f *Leases) Get(ctx context.Context, name string, _ metav1.GetOptions) (*coordinationv1.Lease, error) {
+	f.mu.Lock()
+	hang := f.Hang
+	f.mu.Unlock()
+	if hang {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.Down != nil {

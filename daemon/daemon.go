@@ -108,6 +108,9 @@ type loop struct {
 	// own maps files we wrote to the hash of what we wrote, so their
 	// events do not trigger a re-check.
 	own map[string][32]byte
+	// renewing are the items the last renewal was asked for: a new
+	// certificate there is ours, anywhere else someone else's.
+	renewing map[string]bool
 }
 
 // Run is the daemon's main loop; it returns when ctx is done (nil) or when
@@ -208,6 +211,11 @@ func (l *loop) check(first bool) error {
 		return err
 	}
 	now := l.Clock.Now()
+	for _, name := range RenewedElsewhere(l.statuses, statuses, l.renewing) {
+		l.Log.WithFields(logrus.Fields{"CERT": name, "ACTION": "outside-renewal"}).
+			Infof("%s was renewed outside pkirenewd (kubeadm certs renew, kubeadm upgrade or by hand): taking it as it is, and checking the components against it", name)
+	}
+	l.renewing = nil
 	l.statuses = statuses
 	l.plan = NextWake(now, statuses, l.MaxSleep)
 	l.pending = nil
@@ -304,6 +312,10 @@ func (l *loop) renew(ctx context.Context) {
 		log = l.Log.WithFields(logrus.Fields{"ACTION": "restart", "COMPONENT": strings.Join(l.pending, ",")})
 		log.Info("restarts owed (components on older credentials than the files, or a roll cut short): doing them")
 		l.Notify.Notify("STATUS=restarting " + strings.Join(l.pending, ", "))
+	}
+	l.renewing = map[string]bool{}
+	for _, n := range due {
+		l.renewing[n] = true
 	}
 	written, err := l.engine.Renew(ctx, due)
 	now := l.Clock.Now()

@@ -4,9 +4,11 @@ import (
 	"context"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -377,5 +379,30 @@ func TestLooksAgainWhenAReloadCanBeJudged(t *testing.T) {
 	h.step(time.Second)
 	if n := h.engine.InventoryCount(); n != base+1 {
 		t.Fatalf("did not look again when asked to (%d -> %d)", base, n)
+	}
+}
+
+func TestRenewedElsewhere(t *testing.T) {
+	cert := func(name string, notAfter time.Duration) renew.Status {
+		return status(name, t0, t0.Add(notAfter), t0)
+	}
+	before := []renew.Status{cert("apiserver", time.Hour), cert("admin.conf", time.Hour), cert("scheduler.conf", time.Hour)}
+	after := []renew.Status{cert("apiserver", 2*time.Hour), cert("admin.conf", 2*time.Hour), cert("scheduler.conf", time.Hour), cert("new", time.Hour)}
+	for _, tc := range []struct {
+		name string
+		ours map[string]bool
+		want string
+	}{
+		{"nothing renewed by pkirenewd", nil, "admin.conf apiserver"},
+		{"apiserver renewed by pkirenewd", map[string]bool{"apiserver": true}, "admin.conf"},
+		{"both ours", map[string]bool{"apiserver": true, "admin.conf": true}, ""},
+	} {
+		got := daemon.RenewedElsewhere(before, after, tc.ours)
+		if s := fmt.Sprint(strings.Join(got, " ")); s != tc.want {
+			t.Errorf("%s: %q, want %q", tc.name, s, tc.want)
+		}
+	}
+	if got := daemon.RenewedElsewhere(nil, after, nil); len(got) != 0 {
+		t.Errorf("first inventory: %v", got)
 	}
 }

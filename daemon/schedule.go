@@ -10,6 +10,9 @@
 package daemon
 
 import (
+	"bytes"
+	"crypto/x509"
+	"sort"
 	"time"
 
 	"github.com/pkirenewd/pkirenewd/renew"
@@ -103,4 +106,34 @@ func SoonestExpiry(statuses []renew.Status) (time.Time, bool) {
 		}
 	}
 	return t, !t.IsZero()
+}
+
+// RenewedElsewhere names the items whose certificate changed between two
+// inventories without pkirenewd having renewed them (ours lists what it
+// renewed in between).
+func RenewedElsewhere(before, after []renew.Status, ours map[string]bool) []string {
+	old := map[string]*x509.Certificate{}
+	for _, s := range before {
+		if s.Item != nil && s.Cert != nil {
+			old[s.Name] = s.Cert
+		}
+	}
+	var out []string
+	for _, s := range after {
+		if s.Item == nil || s.Cert == nil || ours[s.Name] {
+			continue
+		}
+		if o, ok := old[s.Name]; ok && !sameCert(o, s.Cert) {
+			out = append(out, s.Name)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+func sameCert(a, b *x509.Certificate) bool {
+	if len(a.Raw) > 0 || len(b.Raw) > 0 {
+		return bytes.Equal(a.Raw, b.Raw)
+	}
+	return a.NotBefore.Equal(b.NotBefore) && a.NotAfter.Equal(b.NotAfter)
 }

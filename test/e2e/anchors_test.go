@@ -287,6 +287,39 @@ func TestRestartMethodsSideBySide(t *testing.T) {
 			fmt.Sprintf("exited after %.1fs; %s", exited.Seconds(), strings.Join(per, ", "))})
 	}
 
+	// (d) and (e): a full renewal of all 12 items with pkirenewd, by
+	// restart policy: everything that uses a renewed file, or only what
+	// cannot reload it.
+	for i, policy := range []string{"all", "needed"} {
+		settle()
+		before := readyPods(t, cp)
+		s := sampleReadyz(cp)
+		start := time.Now()
+		d := startPkirenewd(t, cp, "pkirenewd-renew-"+policy+".log", "renew", "--force", "--restart", "--restart-policy", policy,
+			"--restart-timeout", "3m", "--kubelet-restart-command", cp.KubeletRestartCommand())
+		awaitExit(t, d, 5*time.Minute)
+		restarted := Components
+		if policy == "needed" {
+			restarted = []string{"kube-controller-manager", "kube-scheduler"}
+		}
+		if err := waitRestarted(cp, before, restarted, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		total := time.Since(start)
+		down, n, _ := s.Stop()
+		var per []string
+		for _, e := range d.Events() {
+			if e.Str("msg") == "component healthy" {
+				per = append(per, e.Str("COMPONENT")+" "+e.Str("TOOK"))
+			}
+		}
+		if policy == "needed" {
+			samePods(t, before, readyPods(t, cp), []string{"etcd", "kube-apiserver"}, nil)
+		}
+		results = append(results, anchorResult{fmt.Sprintf("(%c) pkirenewd renew --force --restart, restartPolicy %s", 'd'+i, policy), total, down, n,
+			strings.Join(per, ", ") + "; then the kubelet"})
+	}
+
 	createConfigMap(t, cp, "e2e-after-anchors")
 	var b strings.Builder
 	fmt.Fprintf(&b, "\n| method | all four healthy again | /readyz not ok (100 ms samples) | detail |\n|---|---|---|---|\n")
@@ -294,7 +327,7 @@ func TestRestartMethodsSideBySide(t *testing.T) {
 		fmt.Fprintf(&b, "| %s | %.1f s | %.1f s (%d samples) | %s |\n", r.method, r.total.Seconds(), r.down.Seconds(), r.samples, r.detail)
 	}
 	t.Log(b.String())
-	if len(results) != 3 {
+	if len(results) != 5 {
 		t.Error(errors.New("not every method ran"))
 	}
 }

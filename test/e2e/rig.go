@@ -588,7 +588,7 @@ failSwapOn: false
 failCgroupV1: false
 protectKernelDefaults: false
 makeIPTablesUtilChains: false
-address: 127.0.0.1
+address: %[7]s
 port: 10250
 readOnlyPort: 0
 healthzBindAddress: 127.0.0.1
@@ -598,6 +598,8 @@ authentication:
     enabled: true
   webhook:
     enabled: false
+  x509:
+    clientCAFile: %[6]s
 authorization:
   mode: AlwaysAllow
 crashLoopBackOff:
@@ -614,7 +616,10 @@ evictionHard:
   imagefs.available: "1%%"
 resolvConf: /etc/resolv.conf
 `, ManifestsDir, filepath.Join(cp.LogDir, "pods"), cp.Rig.Endpoint(), cp.Opts.MaxContainerRestartPeriod,
-		filepath.Join(cp.Dir, "volume-plugins"))
+		filepath.Join(cp.Dir, "volume-plugins"), filepath.Join(PKIDir, "ca.crt"),
+		// The node's InternalIP: where the apiserver reaches the kubelet
+		// (logs, exec) with its kubelet client certificate.
+		AdvertiseAddress)
 	if err := os.MkdirAll(filepath.Join(cp.LogDir, "pods"), 0o755); err != nil {
 		cp.t.Fatal(err)
 	}

@@ -142,7 +142,10 @@ func (n *node) args(args ...string) []string {
 	return append([]string{args[0], "--config", "/dev/null", "--pki-dir", n.pki, "--kubeconfig-dir", n.kube, "--manifests-dir", n.manifests,
 		"--state-dir", n.state, "--cri-endpoint", n.rig.Endpoint(), "--restart-timeout", "30s", "--validity", "365d",
 		// The stand-in has no apiserver and its etcd is a health server.
-		"--lease=", "--etcd-quorum-guard=false"}, args[1:]...)
+		"--lease=", "--etcd-quorum-guard=false",
+		// Its health servers read their certificates only at start, so
+		// every component must be restarted: what these tests roll.
+		"--restart-policy", "all"}, args[1:]...)
 }
 
 func (n *node) pkirenewd(t *testing.T, args ...string) (string, int) {

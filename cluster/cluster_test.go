@@ -262,7 +262,8 @@ func TestUnreachableAPI(t *testing.T) {
 }
 
 // Recovering, an API that hangs (it cannot reach etcd) is given a second,
-// not the usual call bound: the node goes ahead alone.
+// not the usual call bound, when the lease is asked for and again before
+// each component: the node goes ahead alone.
 func TestRecoveringDoesNotWaitOnAHangingAPI(t *testing.T) {
 	store := clustertest.NewLeases()
 	store.Hang = true
@@ -272,6 +273,11 @@ func TestRecoveringDoesNotWaitOnAHangingAPI(t *testing.T) {
 	if err != nil || h.Leased() {
 		t.Fatalf("%v leased=%v", err, h.Leased())
 	}
+	// Each component's gate tries the lease again, as briefly.
+	if err := h.Gate(context.Background(), "kube-apiserver"); err != nil || h.Leased() {
+		t.Fatalf("gate: %v leased=%v", err, h.Leased())
+	}
+	h.Release(context.Background())
 }
 
 // An expired control plane whose API came back with the renewed files

@@ -290,7 +290,9 @@ func (h *Hold) tryUpgrade(ctx context.Context) {
 		return
 	}
 	lease.Seen = &c.seen
-	cctx, cancel := context.WithTimeout(ctx, c.Call)
+	// Asked before every component of a recovery: an API that hangs must
+	// not hold each restart back by the usual call bound.
+	cctx, cancel := context.WithTimeout(ctx, min(c.Call, recoveryCall))
 	ok, holder, err := lease.TryAcquire(cctx)
 	cancel()
 	switch {

@@ -21,8 +21,8 @@ help: ## Show this help
 build: ## Build bin/pkirenewd (static)
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/pkirenewd
 
-kubeadm: ## Build the pinned kubeadm into the cache (minutes cold, instant warm)
-	@bash test/tools/build-k8s.sh kubeadm >/dev/null
+kubeadm: ## Build kubeadm of every pinned Kubernetes version (test/tools/versions) into the cache (minutes each cold, instant warm)
+	@bash test/tools/build-k8s.sh --range >/dev/null
 
 unit: ## Unit tests only (no kubeadm)
 	$(GO) test -count=1 ./...
@@ -32,8 +32,16 @@ containerd: ## Install containerd and runc from Debian if missing (for the CRI t
 
 test: kubeadm containerd ## Full test suite: packages under a real systemd, unit tests, real kubeadm, real containerd
 	$(MAKE) --no-print-directory package-test
+	@# test/kubeadm's TestKubeadmCompatibility runs for the kubeadm of every
+	@# pinned version and writes a line per version to the report printed here.
+	report=$$(mktemp) && \
 	PKIRENEWD_KUBEADM=$$(bash test/tools/build-k8s.sh kubeadm | tail -1)/kubeadm \
-		$(GO) test -count=1 -timeout 20m ./...
+	PKIRENEWD_KUBEADMS="$$(bash test/tools/build-k8s.sh --range | tail -1)" \
+	PKIRENEWD_KUBEADM_REPORT=$$report \
+		$(GO) test -count=1 -timeout 20m ./...; rc=$$?; \
+	echo "kubeadm compatibility, per Kubernetes version (test/tools/versions):"; \
+	if [ -s $$report ]; then sed 's/^/  /' $$report; else echo "  no result (test/kubeadm did not finish)"; fi; \
+	rm -f $$report; exit $$rc
 
 E2E_LOGS ?= /tmp/pkirenewd-e2e-logs
 

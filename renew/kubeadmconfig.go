@@ -90,6 +90,11 @@ func clusterSettingsFrom(doc map[string]any) (ClusterSettings, error) {
 		}
 		s.EncryptionAlgorithm = alg
 	}
+	if alg, err := publicKeysECDSAGate(doc); err != nil {
+		return s, err
+	} else if alg != "" {
+		s.EncryptionAlgorithm = alg
+	}
 	if v, ok := doc["certificateValidityPeriod"]; ok && v != nil {
 		str, ok := v.(string)
 		if !ok {
@@ -102,6 +107,32 @@ func clusterSettingsFrom(doc map[string]any) (ClusterSettings, error) {
 		s.CertificateValidityPeriod = d
 	}
 	return s, nil
+}
+
+// publicKeysECDSAGate returns the algorithm the deprecated PublicKeysECDSA
+// feature gate chooses, or "" when the gate is not set. kubeadm v1.36 and
+// older let the gate, when set either way, decide over encryptionAlgorithm
+// (true: ECDSA-P256, false: RSA-2048): a cluster made with it has ECDSA keys
+// while its kubeadm-config ConfigMap says `encryptionAlgorithm: RSA-2048`
+// (the v1beta4 default kubeadm fills in), and following that field alone
+// would change every key's type. kubeadm v1.37 dropped the gate and refuses
+// a configuration that sets it, so it only appears on older clusters.
+func publicKeysECDSAGate(doc map[string]any) (string, error) {
+	gates, ok := doc["featureGates"].(map[string]any)
+	if !ok {
+		return "", nil
+	}
+	v, ok := gates["PublicKeysECDSA"]
+	if !ok || v == nil {
+		return "", nil
+	}
+	switch v {
+	case true:
+		return "ECDSA-P256", nil
+	case false:
+		return "RSA-2048", nil
+	}
+	return "", fmt.Errorf("featureGates.PublicKeysECDSA: expected true or false, got %v", v)
 }
 
 // generateKey makes a new private key. alg is a kubeadm encryptionAlgorithm

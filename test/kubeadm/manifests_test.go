@@ -10,11 +10,11 @@ import (
 	"github.com/pkirenewd/pkirenewd/cri"
 )
 
-// The affected-component mapping, on manifests the real kubeadm writes now
-// (`init phase control-plane all` and `etcd local`, dry-run into a dir).
-func TestAffectedFromKubeadmManifests(t *testing.T) {
-	requireKubeadm(t)
-	n := kubeadmNode(t, "", nil)
+// affectedFromKubeadmManifests: the affected-component mapping and the
+// health probes, on the manifests this kubeadm writes (`init phase
+// control-plane all` and `etcd local`, dry-run into a dir).
+func affectedFromKubeadmManifests(t *testing.T, ka kubeadmVersion) {
+	n := kubeadmNodeOf(t, ka, "", nil)
 	dir := filepath.Join(n.root, "manifests")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
@@ -22,7 +22,7 @@ func TestAffectedFromKubeadmManifests(t *testing.T) {
 	for _, phase := range [][]string{{"control-plane", "all"}, {"etcd", "local"}} {
 		args := append([]string{"init", "phase"}, phase...)
 		args = append(args, "--config", n.cfg, "--dry-run")
-		cmd := exec.Command(kubeadmBin, args...)
+		cmd := exec.Command(ka.bin, args...)
 		cmd.Env = append(os.Environ(), "KUBEADM_INIT_DRYRUN_DIR="+dir)
 		if out, err := cmd.CombinedOutput(); err != nil {
 			t.Fatalf("kubeadm %v: %v\n%s", args, err, out)

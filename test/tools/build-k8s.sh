@@ -2,28 +2,33 @@
 # Build pinned Kubernetes (and etcd) binaries from the Go module proxy, cached
 # outside the repository.
 #
-#   bash test/tools/build-k8s.sh [COMPONENT...]
+#   bash test/tools/build-k8s.sh [--version VERSION] [COMPONENT...]
+#   bash test/tools/build-k8s.sh --range
+#   bash test/tools/build-k8s.sh --list
 #
 # COMPONENT is any of: kubeadm kubelet kube-apiserver kube-controller-manager
-# kube-scheduler etcd, or "all". Default: kubeadm.
+# kube-scheduler etcd, or "all". Default: kubeadm. The versions are the lines
+# of test/tools/versions; VERSION defaults to its "full" one (v1.37.2), the
+# only one whose whole control plane is built; the others build kubeadm only.
 #
-# Binaries go to ${PKIRENEWD_CACHE:-$HOME/.cache/pkirenewd}/bin/k8s-v1.37.2/
-# (etcd to .../bin/etcd-v3.7.3/etcd, symlinked as k8s-v1.37.2/etcd). A binary
+# Binaries go to ${PKIRENEWD_CACHE:-$HOME/.cache/pkirenewd}/bin/k8s-VERSION/
+# (etcd to .../bin/etcd-v3.7.3/etcd, symlinked as k8s-VERSION/etcd). A binary
 # already in the cache is not rebuilt (PKIRENEWD_REBUILD=1 forces a rebuild).
 # Progress goes to stderr; the last stdout line is the k8s bin dir, so
 #
 #   BIN=$(bash test/tools/build-k8s.sh kubeadm | tail -1)
 #   "$BIN/kubeadm" version -o short
 #
-# The modules are test/tools/k8s and test/tools/etcd. GOPROXY, GOCACHE,
-# GOMODCACHE and GOFLAGS from the environment are used as they are.
+# --range builds kubeadm of every version and prints, as its last line,
+# VERSION=PATH pairs (oldest first, space-separated), as test/kubeadm reads
+# them from PKIRENEWD_KUBEADMS. --list prints the versions, one a line.
+#
+# The modules are test/tools/k8s* (one per version, see test/tools/versions)
+# and test/tools/etcd. GOPROXY, GOCACHE, GOMODCACHE and GOFLAGS from the
+# environment are used as they are.
 set -euo pipefail
 
-K8S_VERSION=v1.37.2
 ETCD_VERSION=v3.7.3
-# Release time of k8s.io/kubernetes@v1.37.2 on the module proxy (its .info);
-# fixed so that builds are reproducible.
-K8S_BUILD_DATE=2026-10-27T12:01:04Z
 
 K8S_COMPONENTS=(kubeadm kubelet kube-apiserver kube-controller-manager kube-scheduler)
 
@@ -31,16 +36,69 @@ log() { printf 'build-k8s: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
 usage() {
-	sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+	sed -n '2,28p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
 }
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cache=${PKIRENEWD_CACHE:-${HOME:?HOME or PKIRENEWD_CACHE must be set}/.cache/pkirenewd}
-k8s_bin=$cache/bin/k8s-$K8S_VERSION
 etcd_bin=$cache/bin/etcd-$ETCD_VERSION
 rebuild=${PKIRENEWD_REBUILD:-0}
 
+# versions prints the rows of test/tools/versions (comments and blank lines
+# dropped), checking each: four fields, a v1.MINOR.PATCH version, an RFC 3339
+# UTC time, an existing module dir, a set of "full" or "kubeadm".
+versions() {
+	local f=$here/versions v d m set rest full=0
+	while read -r v d m set rest; do
+		[[ -z $v || $v == \#* ]] && continue
+		[[ $v =~ ^v1\.[0-9]+\.[0-9]+$ && $d =~ ^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:]{8}Z$ &&
+			-f $here/$m/go.mod && ($set == full || $set == kubeadm) && -z $rest ]] ||
+			die "$f: bad line: $v $d $m $set $rest"
+		[[ $set == full ]] && full=$((full + 1))
+		printf '%s %s %s %s\n' "$v" "$d" "$m" "$set"
+	done <"$f"
+	[[ $full == 1 ]] || die "$f: $full lines with set \"full\", want exactly one"
+}
+version_rows=$(versions)
+
+# select_version VERSION sets K8S_VERSION, K8S_BUILD_DATE, K8S_MODULE and
+# K8S_SET from its row; an empty VERSION selects the "full" one.
+select_version() {
+	local v d m set
+	while read -r v d m set; do
+		if [[ $v == "$1" || (-z $1 && $set == full) ]]; then
+			K8S_VERSION=$v K8S_BUILD_DATE=$d K8S_MODULE=$here/$m K8S_SET=$set
+			return
+		fi
+	done <<<"$version_rows"
+	die "Kubernetes $1 is not in $here/versions"
+}
+
 command -v go >/dev/null 2>&1 || die "go is not on PATH"
+
+version=
+case ${1:-} in
+--list)
+	cut -d' ' -f1 <<<"$version_rows"
+	exit 0
+	;;
+--range)
+	[[ $# -eq 1 ]] || die "--range takes no components (it builds kubeadm of every version)"
+	pairs=()
+	for v in $(cut -d' ' -f1 <<<"$version_rows"); do
+		pairs+=("$v=$(bash "${BASH_SOURCE[0]}" --version "$v" kubeadm | tail -1)/kubeadm")
+	done
+	printf '%s\n' "${pairs[*]}"
+	exit 0
+	;;
+--version)
+	[[ $# -ge 2 ]] || die "--version needs a version"
+	version=$2
+	shift 2
+	;;
+esac
+select_version "$version"
+k8s_bin=$cache/bin/k8s-$K8S_VERSION
 
 if [[ $# -eq 0 ]]; then
 	set -- kubeadm
@@ -49,6 +107,9 @@ fi
 want_k8s=()
 want_etcd=0
 for c in "$@"; do
+	if [[ $K8S_SET != full && $c != kubeadm && $c != -h && $c != --help ]]; then
+		die "only kubeadm is built for $K8S_VERSION (test/tools/versions); asked for $c"
+	fi
 	case $c in
 	-h | --help)
 		usage
@@ -135,7 +196,7 @@ build_k8s() {
 	tmpdirs+=("$tmp")
 	log "building ${missing_k8s[*]} $K8S_VERSION (cold: several minutes per binary on 2 cores)"
 	start=$SECONDS
-	go_build "$here/k8s" "$tmp/" "$ldflags" "${pkgs[@]}"
+	go_build "$K8S_MODULE" "$tmp/" "$ldflags" "${pkgs[@]}"
 	for c in "${missing_k8s[@]}"; do
 		mv -f -- "$tmp/$c" "$k8s_bin/$c"
 	done

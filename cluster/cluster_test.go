@@ -251,6 +251,11 @@ func TestUnreachableAPI(t *testing.T) {
 			t.Fatalf("gate while the API is down: %v leased=%v", err, h.Leased())
 		}
 		store.SetDown(nil)
+		// Asked again at once, the API is not asked: a second later it is.
+		if err := h.Gate(context.Background(), "kube-controller-manager"); err != nil || h.Leased() {
+			t.Fatalf("gate right after the API failed to answer: %v leased=%v", err, h.Leased())
+		}
+		clk.Step(time.Second)
 		if err := h.Gate(context.Background(), "kube-controller-manager"); err != nil || !h.Leased() || store.Holder("pkirenewd") != "node1" {
 			t.Fatalf("gate once the API answers: %v leased=%v holder %q", err, h.Leased(), store.Holder("pkirenewd"))
 		}
@@ -267,13 +272,16 @@ func TestUnreachableAPI(t *testing.T) {
 func TestRecoveringDoesNotWaitOnAHangingAPI(t *testing.T) {
 	store := clustertest.NewLeases()
 	store.Hang = true
-	c := coordinator(store, "node1", clocktesting.NewFakeClock(t0), nil)
+	clk := clocktesting.NewFakeClock(t0)
+	c := coordinator(store, "node1", clk, nil)
 	c.Call = time.Hour // were it used, the test would time out
 	h, err := c.Acquire(context.Background(), true)
 	if err != nil || h.Leased() {
 		t.Fatalf("%v leased=%v", err, h.Leased())
 	}
-	// Each component's gate tries the lease again, as briefly.
+	// Each component's gate tries the lease again (a second later), as
+	// briefly.
+	clk.Step(time.Second)
 	if err := h.Gate(context.Background(), "kube-apiserver"); err != nil || h.Leased() {
 		t.Fatalf("gate: %v leased=%v", err, h.Leased())
 	}

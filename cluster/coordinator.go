@@ -188,10 +188,16 @@ type Hold struct {
 	lost      error
 	stop      chan struct{}
 	done      chan struct{}
+	// triedAt is when the lease was last asked for without an answer
+	// (recovering): it is not asked for again within recoveryCall.
+	triedAt time.Time
 }
 
 func (c *Coordinator) hold(l *Lease, recovering bool) *Hold {
 	h := &Hold{c: c, recovering: recovering}
+	if l == nil && recovering {
+		h.triedAt = c.Clock.Now()
+	}
 	if l != nil {
 		h.start(l)
 	}
@@ -243,9 +249,11 @@ func (h *Hold) renewLoop(l *Lease, stop, done chan struct{}) {
 func (h *Hold) Gate(ctx context.Context, component string) error {
 	c := h.c
 	h.mu.Lock()
-	leased := h.lease != nil
+	leased, tried := h.lease != nil, h.triedAt
 	h.mu.Unlock()
-	if !leased && h.recovering && c.NewLease != nil {
+	// An API that did not answer a moment ago is not asked again at once:
+	// that second is a second more of a cluster that is down.
+	if !leased && h.recovering && c.NewLease != nil && c.Clock.Since(tried) >= recoveryCall {
 		h.tryUpgrade(ctx)
 	}
 	if err := h.check(ctx); err != nil {
@@ -297,6 +305,9 @@ func (h *Hold) tryUpgrade(ctx context.Context) {
 	cancel()
 	switch {
 	case err != nil:
+		h.mu.Lock()
+		h.triedAt = c.Clock.Now()
+		h.mu.Unlock()
 		c.Log.WithError(err).Debug("the API does not answer yet")
 	case ok:
 		h.mu.Lock()

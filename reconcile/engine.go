@@ -639,6 +639,12 @@ func (e *NodeEngine) renewWithoutRestarts(sel renew.Selection, why error) (*Outc
 // naming it, so the loop backs off and says so instead of calling it done.
 func (e *NodeEngine) stillStale(ctx context.Context, rst *cri.Restarter) error {
 	stale, err := e.observeStale(ctx, rst)
+	if err != nil && ctx.Err() != nil {
+		// Stopped (SIGTERM) after the roll, before the look: the roll is
+		// done, and the next start looks again.
+		e.Log.WithError(err).Info("stopped before looking at the components again after the roll: the next start does")
+		return nil
+	}
 	if err != nil || len(stale) == 0 {
 		return err
 	}

@@ -188,8 +188,11 @@ func TestDay366NeededPolicy(t *testing.T) {
 	}
 	var order []string
 	for _, e := range d.Events() {
-		if e.Str("msg") == "component healthy" {
+		switch e.Str("msg") {
+		case "component healthy":
 			order = append(order, e.Str("COMPONENT"))
+		case "renewal failed":
+			t.Errorf("the daemon reported a failed renewal: %v", e.Fields)
 		}
 	}
 	if want := "kube-apiserver,kube-controller-manager,kube-scheduler"; strings.Join(order, ",") != want {

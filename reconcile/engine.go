@@ -362,6 +362,11 @@ func (e *NodeEngine) Converge(ctx context.Context, sel *renew.Selection) (out *O
 		} else if sel == nil || !e.lastResort(*sel) {
 			return nil, fmt.Errorf("nothing was written: %w", errors.Join(blocked, unusable(manifests)))
 		}
+		if rst != nil {
+			if why, ok := e.unsettled(ctx, rst, manifests); ok {
+				return nil, fmt.Errorf("%w: %s; nothing was written or restarted, retrying once it settles", ErrUnsettled, why)
+			}
+		}
 	}
 	unlock, err := renew.Lock(e.StateDir, e.Log)
 	if err != nil {
@@ -447,6 +452,9 @@ func (e *NodeEngine) Restart(ctx context.Context, components []string) ([]cri.Re
 		return nil, fmt.Errorf("nothing was stopped: %w", errors.Join(err, unusable(manifests)))
 	}
 	defer done()
+	if why, ok := e.unsettled(ctx, rst, manifests); ok {
+		return nil, fmt.Errorf("%w: %s; nothing was stopped", ErrUnsettled, why)
+	}
 	unlock, err := renew.Lock(e.StateDir, e.Log)
 	if err != nil {
 		return nil, err

@@ -277,6 +277,10 @@ func TestRestartsImpossible(t *testing.T) {
 			log, hook := logtest.NewNullLogger()
 			r := renew.New(renew.Options{Dirs: renew.Dirs{PKIDir: l.PKIDir, KubeconfigDir: l.KubeconfigDir}, StateDir: state,
 				Policy: renew.Policy{RenewBefore: 90 * 24 * time.Hour}, Validity: 365 * 24 * time.Hour, Log: log})
+			// The manifests before the pods, as on a node (a manifest
+			// changed after its pod started means the kubelet is about to
+			// replace it).
+			manifests := fourManifests(t, l.PKIDir, l.KubeconfigDir)
 			rt := critest.NewRuntime()
 			for _, c := range []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"} {
 				rt.AddStaticPod(c)
@@ -285,7 +289,7 @@ func TestRestartsImpossible(t *testing.T) {
 			events := &eventLog{}
 			e := &reconcile.NodeEngine{
 				Events:  events,
-				Renewer: r, StateDir: state, ManifestsDir: fourManifests(t, l.PKIDir, l.KubeconfigDir), Log: log,
+				Renewer: r, StateDir: state, ManifestsDir: manifests, Log: log,
 				LastResortBefore: 14 * 24 * time.Hour,
 				KubeletAlive:     func(context.Context) error { return kubeletErr },
 				Connect: func(context.Context) (*cri.Restarter, func(), error) {
@@ -379,12 +383,13 @@ func TestObservationNeverBlocksARenewal(t *testing.T) {
 	log, _ := logtest.NewNullLogger()
 	r := renew.New(renew.Options{Dirs: renew.Dirs{PKIDir: l.PKIDir, KubeconfigDir: l.KubeconfigDir}, StateDir: state,
 		Policy: renew.Policy{RenewBefore: 90 * 24 * time.Hour}, Validity: 365 * 24 * time.Hour, Log: log})
+	manifests := fourManifests(t, l.PKIDir, l.KubeconfigDir)
 	rt := critest.NewRuntime()
 	for _, c := range []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "etcd"} {
 		rt.AddStaticPod(c) // etcd twice: ambiguous
 	}
 	e := &reconcile.NodeEngine{
-		Renewer: r, StateDir: state, ManifestsDir: fourManifests(t, l.PKIDir, l.KubeconfigDir), Log: log,
+		Renewer: r, StateDir: state, ManifestsDir: manifests, Log: log,
 		Connect: func(context.Context) (*cri.Restarter, func(), error) {
 			return &cri.Restarter{Runtime: rt, Prober: &critest.Prober{}, Clock: testclock.NewFakeClock(time.Unix(0, 0)), Timeout: time.Minute, Log: log}, func() {}, nil
 		},

@@ -2,6 +2,7 @@ package reconcile_test
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -79,13 +80,14 @@ func (p *servingProber) stopped(addr string) bool {
 // four components (started at started, zero: now), and a prober that
 // serves what each loaded.
 type testNode struct {
-	l      renewtest.Layout
-	state  string
-	r      *renew.Renewer
-	rt     *critest.Runtime
-	prober *servingProber
-	log    *logrus.Logger
-	hook   *logtest.Hook
+	l         renewtest.Layout
+	manifests string
+	state     string
+	r         *renew.Renewer
+	rt        *critest.Runtime
+	prober    *servingProber
+	log       *logrus.Logger
+	hook      *logtest.Hook
 }
 
 func newTestNode(t *testing.T, age time.Duration, started time.Time) *testNode {
@@ -99,6 +101,8 @@ func newTestNode(t *testing.T, age time.Duration, started time.Time) *testNode {
 	n.log, n.hook = logtest.NewNullLogger()
 	n.r = renew.New(renew.Options{Dirs: renew.Dirs{PKIDir: l.PKIDir, KubeconfigDir: l.KubeconfigDir}, StateDir: n.state,
 		Policy: renew.Policy{RenewBefore: 90 * 24 * time.Hour}, Validity: 365 * 24 * time.Hour, Log: n.log})
+	// The manifests before the pods, as on a node.
+	n.manifests = kubeadmManifests(t, l)
 	if !started.IsZero() {
 		n.rt.Now = func() time.Time { return started }
 	}
@@ -114,7 +118,7 @@ func newTestNode(t *testing.T, age time.Duration, started time.Time) *testNode {
 // engine is a NodeEngine of the node under restartPolicy needed.
 func (n *testNode) engine(t *testing.T) *reconcile.NodeEngine {
 	return &reconcile.NodeEngine{
-		Renewer: n.r, StateDir: n.state, ManifestsDir: kubeadmManifests(t, n.l), Log: n.log, RestartPolicy: cri.PolicyNeeded,
+		Renewer: n.r, StateDir: n.state, ManifestsDir: n.manifests, Log: n.log, RestartPolicy: cri.PolicyNeeded,
 		Connect: func(context.Context) (*cri.Restarter, func(), error) {
 			return &cri.Restarter{Runtime: n.rt, Prober: n.prober, Clock: testclock.NewFakeClock(time.Unix(0, 0)), Timeout: time.Minute, Log: n.log}, func() {}, nil
 		},
@@ -290,5 +294,60 @@ func TestLookAgainWhileAReloadMayBeUnderWay(t *testing.T) {
 	}
 	if got, want := e.LookAgainAt(), ch.Add(time.Minute+15*time.Second); !got.Equal(want) {
 		t.Errorf("look again at %s, want %s", got, want)
+	}
+}
+
+func TestUnsettled(t *testing.T) {
+	now := time.Date(2027, 1, 1, 12, 0, 0, 0, time.UTC)
+	ago := func(d time.Duration) time.Time { return now.Add(-d) }
+	for _, tc := range []struct {
+		name string
+		tmp  []reconcile.Entry
+		pods []reconcile.Pod
+		want string // part of the reason; "" when settled
+	}{
+		{"nothing going on", []reconcile.Entry{{Name: "some-file", ModTime: ago(time.Minute)}},
+			[]reconcile.Pod{{Manifest: "etcd.yaml", ManifestChanged: ago(time.Hour), Started: ago(50 * time.Minute)}}, ""},
+		{"kubeadm upgrade staging manifests", []reconcile.Entry{{Name: "kubeadm-upgraded-manifests123456", ModTime: ago(30 * time.Second)}}, nil, "kubeadm upgrade in progress"},
+		{"kubeadm's etcd backup", []reconcile.Entry{{Name: "kubeadm-backup-etcd-2027-01-01-11-58-00", ModTime: ago(2 * time.Minute)}}, nil, "kubeadm-backup-etcd-"},
+		{"what a killed upgrade left a day ago", []reconcile.Entry{{Name: "kubeadm-backup-manifests-2026-12-31", ModTime: ago(24 * time.Hour)}}, nil, ""},
+		{"a manifest changed after its pod started", nil,
+			[]reconcile.Pod{{Manifest: "kube-apiserver.yaml", ManifestChanged: ago(10 * time.Second), Started: ago(time.Hour)}}, "kube-apiserver.yaml changed 10s ago"},
+		{"the kubelet has replaced it", nil,
+			[]reconcile.Pod{{Manifest: "kube-apiserver.yaml", ManifestChanged: ago(10 * time.Second), Started: ago(5 * time.Second)}}, ""},
+		{"a change the kubelet never acted on does not block for ever", nil,
+			[]reconcile.Pod{{Manifest: "kube-apiserver.yaml", ManifestChanged: ago(6 * time.Minute), Started: ago(time.Hour)}}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			why, ok := reconcile.Unsettled(tc.tmp, tc.pods, now)
+			if ok != (tc.want != "") || !strings.Contains(why, tc.want) {
+				t.Errorf("got %q %v, want %q", why, ok, tc.want)
+			}
+		})
+	}
+}
+
+// While kubeadm upgrades the node nothing is written or restarted; once
+// its directories are gone the renewal goes through.
+func TestNothingDuringAKubeadmUpgrade(t *testing.T) {
+	n := newTestNode(t, 300*24*time.Hour, time.Time{})
+	e := n.engine(t)
+	staging := filepath.Join(filepath.Dir(e.ManifestsDir), "tmp", "kubeadm-upgraded-manifests3210")
+	if err := os.MkdirAll(staging, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := renewtest.HashTree(n.l.KubeconfigDir)
+	_, err := e.Renew(context.Background(), []string{"all"})
+	if !errors.Is(err, reconcile.ErrUnsettled) || !strings.Contains(err.Error(), "kubeadm upgrade in progress") {
+		t.Fatalf("error %v", err)
+	}
+	if after, _ := renewtest.HashTree(n.l.KubeconfigDir); renewtest.DiffTrees(before, after) != "" || len(n.rt.Calls) > 0 {
+		t.Fatalf("something was written or stopped: %v", n.rt.Calls)
+	}
+	if err := os.RemoveAll(filepath.Dir(staging)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Renew(context.Background(), []string{"scheduler.conf"}); err != nil {
+		t.Fatalf("after the upgrade: %v", err)
 	}
 }

@@ -396,6 +396,24 @@ func (r *Rig) killShims() {
 
 func (r *Rig) shimPIDs() []int {
 	var pids []int
+	for _, s := range r.Shims() {
+		pids = append(pids, s.PID)
+	}
+	return pids
+}
+
+// Shim is a containerd-shim process serving the rig's containerd.
+type Shim struct {
+	PID int
+	// SandboxID is the pod sandbox it serves (its -id; "" if none).
+	SandboxID string
+}
+
+// Shims lists the containerd-shim processes serving this rig's
+// containerd, read from their command lines (… -id <sandbox ID> -address
+// <the rig's socket>): a shim outlives a containerd that died.
+func (r *Rig) Shims() []Shim {
+	var out []Shim
 	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
 	for _, p := range procs {
 		b, err := os.ReadFile(p)
@@ -406,15 +424,20 @@ func (r *Rig) shimPIDs() []int {
 		if !strings.Contains(filepath.Base(args[0]), "containerd-shim") {
 			continue
 		}
+		var id, addr string
 		for i := 0; i+1 < len(args); i++ {
-			if args[i] == "-address" && args[i+1] == r.sock {
-				if pid, err := strconv.Atoi(filepath.Base(filepath.Dir(p))); err == nil {
-					pids = append(pids, pid)
-				}
+			switch args[i] {
+			case "-id":
+				id = args[i+1]
+			case "-address":
+				addr = args[i+1]
 			}
 		}
+		if pid, err := strconv.Atoi(filepath.Base(filepath.Dir(p))); err == nil && addr == r.sock {
+			out = append(out, Shim{PID: pid, SandboxID: id})
+		}
 	}
-	return pids
+	return out
 }
 
 // cgroupDirs lists the rig's cgroup parent in every mounted hierarchy.

@@ -895,31 +895,13 @@ func (cp *ControlPlane) teardownPods() {
 	t.Logf("e2e: teardown: kubelet stopped and pods removed in %v", time.Since(start).Round(time.Millisecond))
 }
 
-// shimSandboxIDs reads the sandbox IDs of the rig's shims from their
-// command lines (… -id <ID> -address <rig socket>).
+// shimSandboxIDs lists the sandbox IDs of the rig's shims (a pod the CRI
+// no longer lists can still have one).
 func (cp *ControlPlane) shimSandboxIDs() []string {
 	var ids []string
-	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
-	for _, p := range procs {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			continue
-		}
-		args := strings.Split(string(b), "\x00")
-		if !strings.Contains(filepath.Base(args[0]), "containerd-shim") {
-			continue
-		}
-		var id, addr string
-		for i := 0; i+1 < len(args); i++ {
-			switch args[i] {
-			case "-id":
-				id = args[i+1]
-			case "-address":
-				addr = args[i+1]
-			}
-		}
-		if id != "" && cp.Rig != nil && addr == cp.Rig.Socket() {
-			ids = append(ids, id)
+	for _, s := range cp.Rig.Shims() {
+		if s.SandboxID != "" {
+			ids = append(ids, s.SandboxID)
 		}
 	}
 	return ids

@@ -3,8 +3,6 @@ package cplane
 import (
 	"context"
 	"errors"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -138,25 +136,5 @@ func TestPollGivesUpWhenAChildIsGone(t *testing.T) {
 	}}.Poll(time.Minute, time.Millisecond, "pods", func(context.Context) error { tries++; return errors.New("no pod") })
 	if !errors.Is(err, gone) || tries != 2 {
 		t.Errorf("err %v after %d tries, want the kubelet's exit after 2", err, tries)
-	}
-}
-
-func TestCopyFilesKeepsKeysPrivate(t *testing.T) {
-	from, to := t.TempDir(), t.TempDir()
-	if err := os.MkdirAll(filepath.Join(from, "etcd"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(from, "etcd/ca.key"), []byte("key"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := CopyFiles(from, to, []string{"etcd/ca.key"}); err != nil {
-		t.Fatal(err)
-	}
-	fi, err := os.Stat(filepath.Join(to, "etcd/ca.key"))
-	if err != nil || fi.Mode().Perm() != 0o600 {
-		t.Errorf("copy: %v %v, want mode 0600", fi, err)
-	}
-	if err := CopyFiles(from, to, []string{"missing.key"}); err == nil {
-		t.Error("a missing file: no error")
 	}
 }

@@ -95,3 +95,22 @@ func TestEtcdHealth(t *testing.T) {
 		}
 	}
 }
+
+func TestCheckImages(t *testing.T) {
+	images := map[string]string{"pause": "registry.k8s.io/pause:3.10.2", "etcd": "registry.k8s.io/etcd:3.7.0-0"}
+	for _, tc := range []struct {
+		name  string
+		pause string
+		want  map[string]string
+		ok    bool
+	}{
+		{"same", "registry.k8s.io/pause:3.10.2", map[string]string{"etcd": "registry.k8s.io/etcd:3.7.0-0"}, true},
+		{"other pause", "registry.k8s.io/pause:3.9", nil, false},
+		{"other etcd", "registry.k8s.io/pause:3.10.2", map[string]string{"etcd": "registry.k8s.io/etcd:3.6.0-0"}, false},
+		{"not listed", "registry.k8s.io/pause:3.10.2", map[string]string{"kube-apiserver": "registry.k8s.io/kube-apiserver:v1.37.2"}, false},
+	} {
+		if err := CheckImages(images, tc.pause, tc.want); (err == nil) != tc.ok {
+			t.Errorf("%s: %v", tc.name, err)
+		}
+	}
+}

@@ -63,6 +63,21 @@ func (k *Kubeadm) Images(config string) (map[string]string, error) {
 	return ParseImages(out)
 }
 
+// CheckImages checks kubeadm's image list against the images a rig
+// runs: the pause image must be the rig's sandbox image, and each
+// component's the one want names (e.g. from a manifest).
+func CheckImages(images map[string]string, sandboxImage string, want map[string]string) error {
+	if images["pause"] != sandboxImage {
+		return fmt.Errorf("kubeadm wants %s, the rig's sandbox image is %s", images["pause"], sandboxImage)
+	}
+	for c, ref := range want {
+		if images[c] != ref {
+			return fmt.Errorf("%s: kubeadm config images list names %q, the rig runs %s", c, images[c], ref)
+		}
+	}
+	return nil
+}
+
 // ParseImages reads `kubeadm config images list` output: one reference a
 // line, registry/name:tag, keyed by name.
 func ParseImages(out string) (map[string]string, error) {

@@ -403,9 +403,7 @@ func (cp *ControlPlane) kubeadmPhases() {
 	cp.must(cp.kubeadmRunner.CheckVersion(cp.Opts.KubernetesVersion))
 	images, err := cp.kubeadmRunner.Images(cp.KubeadmConfig)
 	cp.must(err)
-	if images["pause"] != containerdrig.PauseImage {
-		t.Fatalf("e2e: kubeadm wants %s, the rig's sandbox image is %s", images["pause"], containerdrig.PauseImage)
-	}
+	cp.must(cplane.CheckImages(images, containerdrig.PauseImage, nil))
 	cp.Images = map[string]string{}
 	for _, c := range Components {
 		if cp.Images[c] = images[c]; cp.Images[c] == "" {

@@ -526,6 +526,14 @@ func (c *Cluster) makeNodeFiles() error {
 			return fmt.Errorf("etcd image: %s has %s, node1 %s", n.name, n.Pod.Image, c.EtcdImage)
 		}
 	}
+	// The etcd and pause tags are the ones this kubeadm version lists.
+	images, err := c.kubeadm.Images(n1.kubeadm)
+	if err != nil {
+		return err
+	}
+	if err := cplane.CheckImages(images, containerdrig.PauseImage, map[string]string{"etcd": c.EtcdImage}); err != nil {
+		return err
+	}
 	return c.loadEtcdTLS()
 }
 

@@ -14,12 +14,10 @@
 package containerdrig
 
 import (
-	"bufio"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -36,6 +34,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/pkirenewd/pkirenewd/test/cplane"
 )
 
 // PauseImage is the sandbox image, tagged as kubeadm v1.37 expects it so
@@ -286,23 +286,12 @@ func TailFile(path string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
-// moduleRoot finds the repository root (where go.mod is).
-func moduleRoot() string {
-	dir, _ := os.Getwd()
-	for d := dir; d != "/"; d = filepath.Dir(d) {
-		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
-			return d
-		}
-	}
-	return dir
-}
-
 // build builds the static pause and healthserver binaries into Bin.
 func (r *Rig) build() {
 	r.t.Helper()
 	cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", r.Bin+"/",
 		"./test/containerdrig/pause", "./test/containerdrig/healthserver")
-	cmd.Dir = moduleRoot()
+	cmd.Dir = cplane.ModuleRoot()
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		r.t.Fatalf("containerdrig: build pause, healthserver: %v\n%s", err, out)
@@ -391,12 +380,7 @@ func (r *Rig) stop() {
 	r.killShims()
 	r.removeCgroups()
 	r.removeShimSockets()
-	for _, m := range MountsUnder(r.Dir) {
-		if err := syscall.Unmount(m, syscall.MNT_DETACH); err != nil {
-			t.Errorf("containerdrig: cleanup: unmount %s: %v", m, err)
-		}
-	}
-	if err := os.RemoveAll(r.Dir); err != nil {
+	if err := cplane.RemoveTree(r.Dir); err != nil {
 		t.Errorf("containerdrig: cleanup: %v", err)
 	}
 }
@@ -412,6 +396,24 @@ func (r *Rig) killShims() {
 
 func (r *Rig) shimPIDs() []int {
 	var pids []int
+	for _, s := range r.Shims() {
+		pids = append(pids, s.PID)
+	}
+	return pids
+}
+
+// Shim is a containerd-shim process serving the rig's containerd.
+type Shim struct {
+	PID int
+	// SandboxID is the pod sandbox it serves (its -id; "" if none).
+	SandboxID string
+}
+
+// Shims lists the containerd-shim processes serving this rig's
+// containerd, read from their command lines (… -id <sandbox ID> -address
+// <the rig's socket>): a shim outlives a containerd that died.
+func (r *Rig) Shims() []Shim {
+	var out []Shim
 	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
 	for _, p := range procs {
 		b, err := os.ReadFile(p)
@@ -422,15 +424,20 @@ func (r *Rig) shimPIDs() []int {
 		if !strings.Contains(filepath.Base(args[0]), "containerd-shim") {
 			continue
 		}
+		var id, addr string
 		for i := 0; i+1 < len(args); i++ {
-			if args[i] == "-address" && args[i+1] == r.sock {
-				if pid, err := strconv.Atoi(filepath.Base(filepath.Dir(p))); err == nil {
-					pids = append(pids, pid)
-				}
+			switch args[i] {
+			case "-id":
+				id = args[i+1]
+			case "-address":
+				addr = args[i+1]
 			}
 		}
+		if pid, err := strconv.Atoi(filepath.Base(filepath.Dir(p))); err == nil && addr == r.sock {
+			out = append(out, Shim{PID: pid, SandboxID: id})
+		}
 	}
-	return pids
+	return out
 }
 
 // cgroupDirs lists the rig's cgroup parent in every mounted hierarchy.
@@ -452,35 +459,8 @@ func (r *Rig) cgroupDirs() []string {
 // process still in one.
 func (r *Rig) removeCgroups() {
 	for _, base := range r.cgroupDirs() {
-		var dirs []string
-		_ = filepath.WalkDir(base, func(p string, d os.DirEntry, err error) error {
-			if err == nil && d.IsDir() {
-				dirs = append(dirs, p)
-			}
-			return nil
-		})
-		for i := len(dirs) - 1; i >= 0; i-- {
-			var err error
-			for try := 0; try < 100; try++ {
-				if err = syscall.Rmdir(dirs[i]); err == nil || errors.Is(err, syscall.ENOENT) {
-					err = nil
-					break
-				}
-				killCgroupProcs(dirs[i])
-				time.Sleep(20 * time.Millisecond)
-			}
-			if err != nil {
-				r.t.Errorf("containerdrig: cleanup: rmdir %s: %v", dirs[i], err)
-			}
-		}
-	}
-}
-
-func killCgroupProcs(dir string) {
-	b, _ := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
-	for _, f := range strings.Fields(string(b)) {
-		if pid, err := strconv.Atoi(f); err == nil && pid > 0 {
-			_ = syscall.Kill(pid, syscall.SIGKILL)
+		if err := cplane.RemoveCgroupTree(base, true); err != nil {
+			r.t.Errorf("containerdrig: cleanup: %v", err)
 		}
 	}
 }
@@ -519,45 +499,6 @@ func (r *Rig) shimSockets() []string {
 
 func exists(p string) bool { _, err := os.Lstat(p); return err == nil }
 
-// MountsUnder lists mount points at or below dir, deepest first.
-func MountsUnder(dir string) []string {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return nil
-	}
-	defer f.Close()
-	var out []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 5 {
-			continue
-		}
-		mp := unescapeOctal(fields[4])
-		if mp == dir || strings.HasPrefix(mp, dir+"/") {
-			out = append(out, mp)
-		}
-	}
-	sort.Slice(out, func(i, j int) bool { return len(out[i]) > len(out[j]) })
-	return out
-}
-
-// unescapeOctal undoes mountinfo's \040-style escapes.
-func unescapeOctal(s string) string {
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
-
 // Leftovers lists whatever of the rig still exists: mounts under Dir, Dir
 // itself, shim sockets of its sandboxes, its cgroups, its containerd or
 // shim processes. After the rig's cleanup it should be empty; a test checks
@@ -565,7 +506,7 @@ func unescapeOctal(s string) string {
 // first-out) or after the subtest that started the rig.
 func (r *Rig) Leftovers() []string {
 	var out []string
-	for _, m := range MountsUnder(r.Dir) {
+	for _, m := range cplane.MountsUnder(r.Dir) {
 		out = append(out, "mount "+m)
 	}
 	if exists(r.Dir) {

@@ -13,22 +13,19 @@
 // and the pinned Kubernetes binaries (test/tools/build-k8s.sh all, cached).
 // It owns /etc/kubernetes for the duration of a test (kubeadm's manifests
 // folder is fixed): it refuses to run when that exists and was not made by
-// it. See README.md.
+// it. What it shares with test/ha is in test/cplane. See README.md.
 package e2e
 
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -42,14 +39,14 @@ import (
 
 	"github.com/pkirenewd/pkirenewd/cri"
 	"github.com/pkirenewd/pkirenewd/test/containerdrig"
+	"github.com/pkirenewd/pkirenewd/test/cplane"
 )
 
 // Fixed locations of a kubeadm node.
 const (
-	KubernetesVersion = "v1.37.2"
-	KubernetesDir     = "/etc/kubernetes"
-	PKIDir            = "/etc/kubernetes/pki"
-	ManifestsDir      = "/etc/kubernetes/manifests"
+	KubernetesDir = "/etc/kubernetes"
+	PKIDir        = "/etc/kubernetes/pki"
+	ManifestsDir  = "/etc/kubernetes/manifests"
 	// MarkerFile says /etc/kubernetes was made by this harness (it holds
 	// the owning process's PID).
 	MarkerFile = "/etc/kubernetes/.pkirenewd-e2e"
@@ -83,6 +80,12 @@ var hostPathsKubeletMakes = []string{"/var/lib/kubelet/device-plugins", "/var/lo
 
 // Options shape a control plane.
 type Options struct {
+	// KubernetesVersion is the version of kubeadm, the kubelet and the
+	// components (default: the "full" version of test/tools/versions, the
+	// only one test/tools/build-k8s.sh builds a control plane of; the
+	// images, etcd's and pause's tags included, are the ones that
+	// version's `kubeadm config images list` names).
+	KubernetesVersion string
 	// Validity is kubeadm's certificateValidityPeriod for every leaf
 	// certificate and kubeconfig (0: kubeadm's default, 8760h).
 	Validity time.Duration
@@ -128,9 +131,8 @@ type ControlPlane struct {
 	CertsIssued time.Time
 	BringUp     time.Duration
 
-	ctx         context.Context
-	cancel      context.CancelCauseFunc
-	signalsDone chan struct{}
+	ctx           context.Context
+	kubeadmRunner *cplane.Kubeadm
 
 	logDirIsTemp bool
 	markerOurs   bool
@@ -139,8 +141,7 @@ type ControlPlane struct {
 	tunables     map[string]string // sysctl -> value before the kubelet ran
 
 	mu          sync.Mutex
-	kubelet     *exec.Cmd
-	kubeletDone chan struct{}
+	kubelet     *cplane.Process
 	kubeletArgs []string
 	sandboxes   map[string]bool // every sandbox ID seen (for shim sockets)
 
@@ -158,8 +159,9 @@ type ControlPlane struct {
 // it so that an interrupted run still tears down.
 func (cp *ControlPlane) Context() context.Context { return cp.ctx }
 
-// StartControlPlane brings up kubeadm's control plane for v1.37.2 from
-// nothing and returns once etcd, kube-apiserver, kube-controller-manager and
+// StartControlPlane brings up kubeadm's control plane
+// (Options.KubernetesVersion, by default the pinned one) from nothing and
+// returns once etcd, kube-apiserver, kube-controller-manager and
 // kube-scheduler are healthy and each runs as a static pod made by the
 // kubelet. Everything is torn down by t.Cleanup (also when the test fails
 // or is interrupted with Ctrl-C): the kubelet first, then every pod,
@@ -178,35 +180,29 @@ func StartControlPlane(t *testing.T, opts Options) *ControlPlane {
 	if opts.ReadyTimeout == 0 {
 		opts.ReadyTimeout = 4 * time.Minute
 	}
+	var err error
+	if opts.KubernetesVersion, err = cplane.Version(opts.KubernetesVersion); err != nil {
+		t.Fatalf("e2e: %v", err)
+	}
 	cp := &ControlPlane{t: t, Opts: opts, sandboxes: map[string]bool{}, tunables: map[string]string{}}
-	cp.ctx, cp.cancel = context.WithCancelCause(context.Background())
-	cp.watchSignals()
+	sig := cplane.Signals{Prefix: "e2e", What: "the control plane", Margin: 2 * time.Minute} // leave the teardown two minutes
+	sig.Deadline, _ = t.Deadline()
+	var stopSignals func()
+	cp.ctx, _, stopSignals = sig.Watch()
 	// Registered first, so it runs after every other cleanup: signals are
 	// caught until the teardown is complete.
-	t.Cleanup(func() {
-		cp.cancel(errors.New("control plane torn down"))
-		close(cp.signalsDone)
-	})
+	t.Cleanup(stopSignals)
 
 	// Binaries (cached: instant warm).
-	cp.Bin = buildK8s(t)
+	cp.Bin, err = cplane.Build(opts.KubernetesVersion, "all")
+	cp.must(err)
 
-	// Logs.
 	// One folder per test under PKIRENEWD_E2E_LOGS (kept), else a temp
 	// dir (kept only when the test fails).
-	if base := os.Getenv("PKIRENEWD_E2E_LOGS"); base != "" {
-		cp.LogDir = filepath.Join(base, strings.NewReplacer("/", "_", " ", "_").Replace(t.Name()))
-	}
-	if cp.LogDir == "" {
-		d, err := os.MkdirTemp("", "pkirenewd-e2e-logs")
-		if err != nil {
-			t.Fatal(err)
-		}
-		cp.LogDir, cp.logDirIsTemp = d, true
-	} else if err := os.MkdirAll(cp.LogDir, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	cp.LogDir, cp.logDirIsTemp, err = cplane.LogDir(t.Name(), "pkirenewd-e2e-logs")
+	cp.must(err)
 	t.Logf("e2e: logs in %s", cp.LogDir)
+	cp.kubeadmRunner = &cplane.Kubeadm{Path: filepath.Join(cp.Bin, "kubeadm"), Log: filepath.Join(cp.LogDir, "kubeadm.log"), Ctx: cp.ctx}
 
 	cp.preflight()
 	// From here on everything made is undone by the host teardown, which
@@ -256,7 +252,7 @@ func StartControlPlane(t *testing.T, opts Options) *ControlPlane {
 		t.Fatalf("e2e: kube-apiserver not ready: %v", err)
 	}
 	tAPI := time.Now()
-	if err := cp.bindClusterAdmins(); err != nil {
+	if err := cplane.BindClusterAdmins(cp.poller(), cp.SuperAdmin); err != nil {
 		t.Fatalf("e2e: %v", err)
 	}
 	if err := cp.WaitHealthy(opts.ReadyTimeout - time.Since(tImages)); err != nil {
@@ -284,60 +280,12 @@ func StartControlPlane(t *testing.T, opts Options) *ControlPlane {
 	return cp
 }
 
-// watchSignals turns SIGINT/SIGTERM and the approaching test deadline into
-// a cancelled Context, so the test returns and the cleanups run. Signals
-// are caught until the teardown is over.
-func (cp *ControlPlane) watchSignals() {
-	sig := make(chan os.Signal, 2)
-	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
-	cp.signalsDone = make(chan struct{})
-	var deadline <-chan time.Time
-	if d, ok := cp.t.Deadline(); ok {
-		// Leave the teardown two minutes.
-		deadline = time.After(time.Until(d) - 2*time.Minute)
-	}
-	go func() {
-		defer signal.Stop(sig)
-		for {
-			select {
-			case s := <-sig:
-				if cp.ctx.Err() == nil {
-					fmt.Fprintf(os.Stderr, "e2e: %v: stopping the test and tearing the control plane down\n", s)
-				} else {
-					fmt.Fprintf(os.Stderr, "e2e: %v: teardown in progress, please wait\n", s)
-				}
-				cp.cancel(fmt.Errorf("interrupted by %v", s))
-			case <-deadline:
-				fmt.Fprintln(os.Stderr, "e2e: the test deadline is near: stopping the test and tearing the control plane down")
-				cp.cancel(errors.New("test deadline near (run with -timeout 30m)"))
-			case <-cp.signalsDone:
-				return
-			}
-		}
-	}()
-}
-
-// buildK8s returns the dir with the pinned binaries (built once, cached).
-func buildK8s(t *testing.T) string {
-	t.Helper()
-	cmd := exec.Command("bash", filepath.Join(moduleRoot(), "test/tools/build-k8s.sh"), "all")
-	cmd.Stderr = os.Stderr
-	out, err := cmd.Output()
+// must fails the test on a bring-up error.
+func (cp *ControlPlane) must(err error) {
+	cp.t.Helper()
 	if err != nil {
-		t.Fatalf("e2e: test/tools/build-k8s.sh all: %v", err)
+		cp.t.Fatalf("e2e: %v", err)
 	}
-	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-	return lines[len(lines)-1]
-}
-
-func moduleRoot() string {
-	dir, _ := os.Getwd()
-	for d := dir; d != "/"; d = filepath.Dir(d) {
-		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
-			return d
-		}
-	}
-	return dir
 }
 
 // preflight refuses to run over anything that is not the harness's own.
@@ -375,8 +323,8 @@ func (cp *ControlPlane) preflight() {
 	}
 	// Empty kubepods cgroups of an earlier run are removed; ones with
 	// processes mean another kubelet.
-	for _, d := range kubepodsCgroups() {
-		if err := removeCgroupTree(d, false); err != nil {
+	for _, d := range cplane.KubepodsCgroups() {
+		if err := cplane.RemoveCgroupTree(d, false); err != nil {
 			t.Fatalf("e2e: %s exists and cannot be removed (another kubelet runs here?): %v", d, err)
 		}
 	}
@@ -430,31 +378,18 @@ apiServer:
 etcd:
   local:
     dataDir: %s
-`, AdvertiseAddress, cp.Opts.NodeName, "unix:///run/containerd/containerd.sock", KubernetesVersion, PKIDir, filepath.Join(cp.Dir, "etcd"))
-	if cp.Opts.Validity > 0 {
-		fmt.Fprintf(&b, "certificateValidityPeriod: %s\n", cp.Opts.Validity)
-	}
-	if cp.Opts.EncryptionAlgorithm != "" {
-		fmt.Fprintf(&b, "encryptionAlgorithm: %s\n", cp.Opts.EncryptionAlgorithm)
-	}
+`, AdvertiseAddress, cp.Opts.NodeName, "unix:///run/containerd/containerd.sock", cp.Opts.KubernetesVersion, PKIDir, filepath.Join(cp.Dir, "etcd"))
+	b.WriteString(cplane.ClusterTail(cp.Opts.Validity, cp.Opts.EncryptionAlgorithm))
 	return b.String()
 }
 
-// kubeadm runs the pinned kubeadm, its output appended to kubeadm.log.
+// kubeadm runs the pinned kubeadm (its output appended to kubeadm.log)
+// and returns its output; an error fails the test.
 func (cp *ControlPlane) kubeadm(env []string, args ...string) string {
-	t := cp.t
-	t.Helper()
-	cmd := exec.CommandContext(cp.ctx, filepath.Join(cp.Bin, "kubeadm"), args...)
-	cmd.Env = append(os.Environ(), env...)
-	out, err := cmd.CombinedOutput()
-	if f, ferr := os.OpenFile(filepath.Join(cp.LogDir, "kubeadm.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644); ferr == nil {
-		fmt.Fprintf(f, "### %s kubeadm %s\n%s\n", strings.Join(env, " "), strings.Join(args, " "), out)
-		f.Close()
-	}
-	if err != nil {
-		t.Fatalf("e2e: kubeadm %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	return string(out)
+	cp.t.Helper()
+	out, err := cp.kubeadmRunner.Run(env, args...)
+	cp.must(err)
+	return out
 }
 
 // kubeadmPhases lays down the PKI and kubeconfigs in /etc/kubernetes and the
@@ -464,47 +399,32 @@ func (cp *ControlPlane) kubeadmPhases() {
 	t := cp.t
 	t.Helper()
 	cp.KubeadmConfig = filepath.Join(cp.Dir, "kubeadm.yaml")
-	if err := os.WriteFile(cp.KubeadmConfig, []byte(cp.kubeadmConfig()), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if v := strings.TrimSpace(cp.kubeadm(nil, "version", "-o", "short")); v != KubernetesVersion {
-		t.Fatalf("e2e: kubeadm is %s, want %s", v, KubernetesVersion)
-	}
+	cp.must(os.WriteFile(cp.KubeadmConfig, []byte(cp.kubeadmConfig()), 0o600))
+	cp.must(cp.kubeadmRunner.CheckVersion(cp.Opts.KubernetesVersion))
+	images, err := cp.kubeadmRunner.Images(cp.KubeadmConfig)
+	cp.must(err)
+	cp.must(cplane.CheckImages(images, containerdrig.PauseImage, nil))
 	cp.Images = map[string]string{}
-	for _, line := range strings.Fields(cp.kubeadm(nil, "config", "images", "list", "--config", cp.KubeadmConfig)) {
-		for _, c := range Components {
-			if strings.Contains(line, "/"+c+":") {
-				cp.Images[c] = line
-			}
+	for _, c := range Components {
+		if cp.Images[c] = images[c]; cp.Images[c] == "" {
+			t.Fatalf("e2e: kubeadm config images list: no %s in %v", c, images)
 		}
-		if strings.Contains(line, "/pause:") && line != containerdrig.PauseImage {
-			t.Fatalf("e2e: kubeadm wants %s, the rig's sandbox image is %s", line, containerdrig.PauseImage)
-		}
-	}
-	if len(cp.Images) != len(Components) {
-		t.Fatalf("e2e: kubeadm config images list: found %v", cp.Images)
 	}
 	cp.CertsIssued = time.Now()
-	cp.kubeadm(nil, "init", "phase", "certs", "all", "--config", cp.KubeadmConfig)
-	cp.kubeadm(nil, "init", "phase", "kubeconfig", "all", "--config", cp.KubeadmConfig)
-	dry := filepath.Join(cp.Dir, "dryrun")
-	env := []string{"KUBEADM_INIT_DRYRUN_DIR=" + dry}
-	cp.kubeadm(env, "init", "phase", "etcd", "local", "--config", cp.KubeadmConfig, "--dry-run")
-	cp.kubeadm(env, "init", "phase", "control-plane", "all", "--config", cp.KubeadmConfig, "--dry-run")
-	if err := os.MkdirAll(ManifestsDir, 0o700); err != nil {
-		t.Fatal(err)
+	for _, phase := range []string{"certs", "kubeconfig"} {
+		cp.kubeadm(nil, "init", "phase", phase, "all", "--config", cp.KubeadmConfig)
 	}
+	cp.must(os.MkdirAll(ManifestsDir, 0o700))
+	dry := filepath.Join(cp.Dir, "dryrun")
+	cp.must(cp.kubeadmRunner.DryRun(dry, cp.KubeadmConfig, "etcd", "local"))
+	cp.must(cp.kubeadmRunner.DryRun(dry, cp.KubeadmConfig, "control-plane", "all"))
 	for _, c := range Components {
-		data, err := os.ReadFile(filepath.Join(dry, c+".yaml"))
-		if err != nil {
-			t.Fatalf("e2e: kubeadm's dry run made no manifest for %s: %v", c, err)
-		}
+		data, err := cplane.Manifest(dry, c)
+		cp.must(err)
 		if !strings.Contains(string(data), "image: "+cp.Images[c]) {
 			t.Fatalf("e2e: manifest of %s does not use %s", c, cp.Images[c])
 		}
-		if err := os.WriteFile(filepath.Join(ManifestsDir, c+".yaml"), data, 0o600); err != nil {
-			t.Fatal(err)
-		}
+		cp.must(os.WriteFile(filepath.Join(ManifestsDir, c+".yaml"), data, 0o600))
 	}
 }
 
@@ -643,27 +563,17 @@ resolvConf: /etc/resolv.conf
 func (cp *ControlPlane) startKubelet() {
 	cp.t.Helper()
 	if err := cp.startKubeletErr(); err != nil {
-		cp.t.Fatalf("e2e: start kubelet: %v", err)
+		cp.t.Fatalf("e2e: %v", err)
 	}
 }
 
 func (cp *ControlPlane) startKubeletErr() error {
-	logf, err := os.OpenFile(filepath.Join(cp.LogDir, "kubelet.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	p, err := cplane.StartProcess(filepath.Join(cp.Bin, "kubelet"), cp.kubeletArgs, filepath.Join(cp.LogDir, "kubelet.log"))
 	if err != nil {
 		return err
 	}
-	defer logf.Close()
-	fmt.Fprintf(logf, "### %s kubelet %s\n", time.Now().UTC().Format(time.RFC3339Nano), strings.Join(cp.kubeletArgs, " "))
-	cmd := exec.Command(filepath.Join(cp.Bin, "kubelet"), cp.kubeletArgs...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		return err
-	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
 	cp.mu.Lock()
-	cp.kubelet, cp.kubeletDone = cmd, done
+	cp.kubelet = p
 	cp.mu.Unlock()
 	return nil
 }
@@ -726,53 +636,27 @@ func (cp *ControlPlane) watchKubeletTrigger(trigger string) {
 func (cp *ControlPlane) KubeletRunning() bool {
 	cp.mu.Lock()
 	defer cp.mu.Unlock()
-	if cp.kubelet == nil {
-		return false
-	}
-	select {
-	case <-cp.kubeletDone:
-		return false
-	default:
-		return true
-	}
+	return cp.kubelet.Running()
 }
 
-// kubeletExited reports whether a started kubelet has exited.
-func (cp *ControlPlane) kubeletExited() bool {
+// kubeletGone says, for a poll, that a started kubelet has exited (not
+// while a requested restart is under way).
+func (cp *ControlPlane) kubeletGone() error {
 	cp.mu.Lock()
 	defer cp.mu.Unlock()
-	if cp.kubelet == nil || cp.restarting {
-		return false
+	if cp.kubelet == nil || cp.restarting || cp.kubelet.Running() {
+		return nil
 	}
-	select {
-	case <-cp.kubeletDone:
-		return true
-	default:
-		return false
-	}
+	return fmt.Errorf("the kubelet exited (see %s)", filepath.Join(cp.LogDir, "kubelet.log"))
 }
 
 // StopKubelet stops the kubelet (SIGTERM, then SIGKILL after 15 s). The
 // static pods keep running. Idempotent.
 func (cp *ControlPlane) StopKubelet() {
 	cp.mu.Lock()
-	cmd, done := cp.kubelet, cp.kubeletDone
+	p := cp.kubelet
 	cp.mu.Unlock()
-	if cmd == nil {
-		return
-	}
-	select {
-	case <-done:
-		return
-	default:
-	}
-	_ = cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-done:
-	case <-time.After(15 * time.Second):
-		_ = cmd.Process.Kill()
-		<-done
-	}
+	p.Stop()
 }
 
 // RestartKubelet stops and starts the kubelet, e.g. so it reads a renewed
@@ -783,32 +667,18 @@ func (cp *ControlPlane) RestartKubelet() {
 	cp.startKubelet()
 }
 
-// poll calls f every interval until it returns nil, the timeout passes or
-// the Context is cancelled; the error says what was last seen.
-func (cp *ControlPlane) poll(timeout, interval time.Duration, what string, f func(ctx context.Context) error) error {
-	ctx, cancel := context.WithTimeout(cp.ctx, timeout)
-	defer cancel()
-	var last error
-	for {
-		if cp.kubeletExited() {
-			return fmt.Errorf("%s: the kubelet exited (see %s)", what, filepath.Join(cp.LogDir, "kubelet.log"))
-		}
-		if last = f(ctx); last == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			cause := context.Cause(cp.ctx)
-			if cause == nil {
-				cause = fmt.Errorf("not within %v", timeout)
-			}
-			return fmt.Errorf("%s: %w (last: %v)", what, cause, last)
-		case <-time.After(interval):
-		}
-	}
+// poller polls under the Context, giving up when the kubelet has exited.
+func (cp *ControlPlane) poller() cplane.Poller {
+	return cplane.Poller{Ctx: cp.ctx, Gone: cp.kubeletGone}
 }
 
-// Poll is poll for tests.
+func (cp *ControlPlane) poll(timeout, interval time.Duration, what string, f func(ctx context.Context) error) error {
+	return cp.poller().Poll(timeout, interval, what, f)
+}
+
+// Poll calls f at once and then every interval until it returns nil, the
+// timeout passes, the Context ends or the kubelet exits; the error says
+// what was last seen.
 func (cp *ControlPlane) Poll(timeout, interval time.Duration, what string, f func(ctx context.Context) error) error {
 	return cp.poll(timeout, interval, what, f)
 }
@@ -826,25 +696,6 @@ func (cp *ControlPlane) apiserverReady(ctx context.Context) error {
 		return fmt.Errorf("/readyz: %s", b)
 	}
 	return nil
-}
-
-// bindClusterAdmins makes the ClusterRoleBinding kubeadm:cluster-admins ->
-// cluster-admin that a full `kubeadm init` makes (admin.conf's group has no
-// rights without it), with super-admin.conf (system:masters).
-func (cp *ControlPlane) bindClusterAdmins() error {
-	crb := map[string]any{
-		"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-		"metadata": map[string]any{"name": "kubeadm:cluster-admins"},
-		"roleRef":  map[string]any{"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
-		"subjects": []any{map[string]any{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "kubeadm:cluster-admins"}},
-	}
-	return cp.poll(time.Minute, 500*time.Millisecond, "ClusterRoleBinding kubeadm:cluster-admins", func(ctx context.Context) error {
-		_, err := cp.SuperAdmin.Create(ctx, "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", crb)
-		if err == nil || IsStatus(err, http.StatusConflict) {
-			return nil
-		}
-		return err
-	})
 }
 
 // Healthy checks the four components once: kube-apiserver's /readyz with
@@ -911,27 +762,16 @@ func (cp *ControlPlane) WaitHealthy(timeout time.Duration) error {
 }
 
 func etcdHealthy(ctx context.Context) error {
-	pair, err := tls.LoadX509KeyPair(filepath.Join(PKIDir, "etcd/healthcheck-client.crt"), filepath.Join(PKIDir, "etcd/healthcheck-client.key"))
+	cfg, err := cplane.ClientTLS(filepath.Join(PKIDir, "etcd/healthcheck-client.crt"), filepath.Join(PKIDir, "etcd/healthcheck-client.key"),
+		filepath.Join(PKIDir, "etcd/ca.crt"))
 	if err != nil {
 		return err
 	}
-	caPEM, err := os.ReadFile(filepath.Join(PKIDir, "etcd/ca.crt"))
+	body, code, err := cplane.Get(ctx, cfg, "https://127.0.0.1:2379/health", 5*time.Second)
 	if err != nil {
 		return err
 	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(caPEM)
-	body, err := getOK(ctx, &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}, "https://127.0.0.1:2379/health")
-	if err != nil {
-		return err
-	}
-	var h struct {
-		Health string `json:"health"`
-	}
-	if err := json.Unmarshal(body, &h); err != nil || h.Health != "true" {
-		return fmt.Errorf("/health: %s", body)
-	}
-	return nil
+	return cplane.EtcdHealth(body, code)
 }
 
 func insecureGetOK(ctx context.Context, url string) error {
@@ -940,24 +780,11 @@ func insecureGetOK(ctx context.Context, url string) error {
 }
 
 func getOK(ctx context.Context, cfg *tls.Config, url string) ([]byte, error) {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	tr := &http.Transport{TLSClientConfig: cfg, DisableKeepAlives: true}
-	defer tr.CloseIdleConnections()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return nil, err
+	body, code, err := cplane.Get(ctx, cfg, url, 5*time.Second)
+	if err == nil && code != http.StatusOK {
+		err = fmt.Errorf("%s: %d %s", url, code, strings.TrimSpace(string(body)))
 	}
-	resp, err := (&http.Client{Transport: tr}).Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-	if resp.StatusCode != http.StatusOK {
-		return body, fmt.Errorf("%s: %d %s", url, resp.StatusCode, strings.TrimSpace(string(body)))
-	}
-	return body, nil
+	return body, err
 }
 
 // Pod is one pod sandbox of a component as the CRI reports it, with its
@@ -1055,71 +882,27 @@ func (cp *ControlPlane) teardownPods() {
 	cp.StopKubelet()
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	if resp, err := cp.Rig.RT.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{}); err == nil {
-		var b strings.Builder
-		for _, s := range resp.Items {
-			cp.noteSandbox(s.Id)
-			name := ""
-			if s.Metadata != nil {
-				name = s.Metadata.Name
-			}
-			fmt.Fprintf(&b, "%s %s %s attempt=%d created=%s\n", s.Id, name, s.State, s.GetMetadata().GetAttempt(),
-				time.Unix(0, s.CreatedAt).UTC().Format(time.RFC3339Nano))
-		}
-		_ = os.WriteFile(filepath.Join(cp.LogDir, "sandboxes-at-teardown.txt"), []byte(b.String()), 0o644)
-	}
-	for _, id := range cp.shimSandboxIDs() {
+	ids, _ := cplane.WriteSandboxes(ctx, cp.Rig.RT, filepath.Join(cp.LogDir, "sandboxes-at-teardown.txt"))
+	for _, id := range append(ids, cp.shimSandboxIDs()...) {
 		cp.noteSandbox(id)
 	}
 	if err := cp.Rig.RemoveAllPods(ctx); err != nil {
 		t.Errorf("e2e: teardown: %v", err)
 	}
-	copyFile(cp.Rig.ContainerdLog(), filepath.Join(cp.LogDir, "containerd.log"))
+	cplane.CopyFile(cp.Rig.ContainerdLog(), filepath.Join(cp.LogDir, "containerd.log"))
 	t.Logf("e2e: teardown: kubelet stopped and pods removed in %v", time.Since(start).Round(time.Millisecond))
 }
 
-// shimSandboxIDs reads the sandbox IDs of the rig's shims from their
-// command lines (… -id <ID> -address <rig socket>).
+// shimSandboxIDs lists the sandbox IDs of the rig's shims (a pod the CRI
+// no longer lists can still have one).
 func (cp *ControlPlane) shimSandboxIDs() []string {
 	var ids []string
-	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
-	for _, p := range procs {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			continue
-		}
-		args := strings.Split(string(b), "\x00")
-		if !strings.Contains(filepath.Base(args[0]), "containerd-shim") {
-			continue
-		}
-		var id, addr string
-		for i := 0; i+1 < len(args); i++ {
-			switch args[i] {
-			case "-id":
-				id = args[i+1]
-			case "-address":
-				addr = args[i+1]
-			}
-		}
-		if id != "" && cp.Rig != nil && addr == cp.Rig.Socket() {
-			ids = append(ids, id)
+	for _, s := range cp.Rig.Shims() {
+		if s.SandboxID != "" {
+			ids = append(ids, s.SandboxID)
 		}
 	}
 	return ids
-}
-
-func copyFile(from, to string) {
-	in, err := os.Open(from)
-	if err != nil {
-		return
-	}
-	defer in.Close()
-	out, err := os.Create(to)
-	if err != nil {
-		return
-	}
-	defer out.Close()
-	_, _ = io.Copy(out, in)
 }
 
 // teardownHost runs last, after containerd has gone: it removes what the
@@ -1129,20 +912,13 @@ func (cp *ControlPlane) teardownHost() {
 	t := cp.t
 	start := time.Now()
 	cp.StopKubelet() // in case the rig never started
-	for _, d := range kubepodsCgroups() {
-		if err := removeCgroupTree(d, true); err != nil {
+	for _, d := range cplane.KubepodsCgroups() {
+		if err := cplane.RemoveCgroupTree(d, true); err != nil {
 			t.Errorf("e2e: teardown: %v", err)
 		}
 	}
-	if cp.Dir != "" {
-		for _, m := range containerdrig.MountsUnder(cp.Dir) {
-			if err := syscall.Unmount(m, syscall.MNT_DETACH); err != nil {
-				t.Errorf("e2e: teardown: unmount %s: %v", m, err)
-			}
-		}
-		if err := os.RemoveAll(cp.Dir); err != nil {
-			t.Errorf("e2e: teardown: %v", err)
-		}
+	if err := cplane.RemoveTree(cp.Dir); err != nil {
+		t.Errorf("e2e: teardown: %v", err)
 	}
 	if cp.Rig != nil {
 		cp.mu.Lock()
@@ -1154,10 +930,7 @@ func (cp *ControlPlane) teardownHost() {
 		cp.mu.Unlock()
 	}
 	for _, p := range cp.created {
-		for _, m := range containerdrig.MountsUnder(p) {
-			_ = syscall.Unmount(m, syscall.MNT_DETACH)
-		}
-		if err := os.RemoveAll(p); err != nil {
+		if err := cplane.RemoveTree(p); err != nil {
 			t.Errorf("e2e: teardown: %v", err)
 		}
 	}
@@ -1208,27 +981,20 @@ func (cp *ControlPlane) Leftovers() []string {
 	if _, err := os.Lstat(KubernetesDir); err == nil && cp.markerOurs {
 		out = append(out, "dir "+KubernetesDir)
 	}
-	if cp.Dir != "" {
-		if _, err := os.Lstat(cp.Dir); err == nil {
-			out = append(out, "dir "+cp.Dir)
-		}
-		for _, m := range containerdrig.MountsUnder(cp.Dir) {
-			out = append(out, "mount "+m)
-		}
-	}
+	out = append(out, cplane.TreeLeftovers(cp.Dir)...)
 	for _, p := range cp.created {
 		if _, err := os.Lstat(p); err == nil {
 			out = append(out, "path "+p)
 		}
 	}
-	for _, d := range kubepodsCgroups() {
+	for _, d := range cplane.KubepodsCgroups() {
 		out = append(out, "cgroup "+d)
 	}
 	if cp.ifaceOurs && linkExists(Interface) {
 		out = append(out, "interface "+Interface)
 	}
 	if cp.KubeletRunning() {
-		out = append(out, fmt.Sprintf("kubelet process %d", cp.kubelet.Process.Pid))
+		out = append(out, fmt.Sprintf("kubelet process %d", cp.kubelet.Pid()))
 	}
 	if cp.Rig != nil {
 		out = append(out, cp.Rig.Leftovers()...)
@@ -1240,62 +1006,4 @@ func (cp *ControlPlane) Leftovers() []string {
 		}
 	}
 	return out
-}
-
-// kubepodsCgroups lists the kubelet's /kubepods cgroup in every mounted
-// hierarchy (cgroup v1 hybrid: /sys/fs/cgroup/<controller>/kubepods, and
-// the unified one).
-func kubepodsCgroups() []string {
-	roots, _ := filepath.Glob("/sys/fs/cgroup/*")
-	roots = append(roots, "/sys/fs/cgroup")
-	var out []string
-	seen := map[string]bool{}
-	for _, r := range roots {
-		d := filepath.Join(r, "kubepods")
-		real, err := filepath.EvalSymlinks(d)
-		if err != nil || seen[real] {
-			continue
-		}
-		if fi, err := os.Stat(real); err == nil && fi.IsDir() {
-			seen[real] = true
-			out = append(out, d)
-		}
-	}
-	return out
-}
-
-// removeCgroupTree removes a cgroup and its children depth-first; with
-// kill, processes still in one are killed (they can only be containers of
-// this run's kubelet).
-func removeCgroupTree(base string, kill bool) error {
-	var dirs []string
-	_ = filepath.WalkDir(base, func(p string, d os.DirEntry, err error) error {
-		if err == nil && d.IsDir() {
-			dirs = append(dirs, p)
-		}
-		return nil
-	})
-	for i := len(dirs) - 1; i >= 0; i-- {
-		var err error
-		for try := 0; try < 100; try++ {
-			if err = syscall.Rmdir(dirs[i]); err == nil || errors.Is(err, syscall.ENOENT) {
-				err = nil
-				break
-			}
-			if !kill {
-				break
-			}
-			b, _ := os.ReadFile(filepath.Join(dirs[i], "cgroup.procs"))
-			for _, f := range strings.Fields(string(b)) {
-				if pid, perr := strconv.Atoi(f); perr == nil && pid > 0 {
-					_ = syscall.Kill(pid, syscall.SIGKILL)
-				}
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-		if err != nil {
-			return fmt.Errorf("rmdir %s: %w", dirs[i], err)
-		}
-	}
-	return nil
 }

@@ -20,29 +20,26 @@
 //
 // It needs root, containerd and runc (`make containerd`) and the pinned
 // kubeadm, kube-apiserver and etcd (test/tools/build-k8s.sh, cached).
+// What it shares with test/e2e (binaries, kubeadm, polling, signals, the
+// admin binding, teardown helpers) is in test/cplane; this file keeps
+// what is particular to three members.
 package ha
 
 import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"crypto/x509"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"regexp"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -52,11 +49,9 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/pkirenewd/pkirenewd/test/containerdrig"
+	"github.com/pkirenewd/pkirenewd/test/cplane"
 	"github.com/pkirenewd/pkirenewd/test/kubeclient"
 )
-
-// KubernetesVersion is the pinned version of kubeadm and kube-apiserver.
-const KubernetesVersion = "v1.37.2"
 
 // NodeNames are the nodes, in order; node i (from 0) has IP 127.0.0.1{i+1}.
 var NodeNames = []string{"node1", "node2", "node3"}
@@ -72,6 +67,10 @@ func placeholderIP(i int) string { return fmt.Sprintf("203.0.113.%d", 11+i) }
 
 // Options shape a cluster.
 type Options struct {
+	// KubernetesVersion is the version of kubeadm and kube-apiserver
+	// (default: the "full" version of test/tools/versions); etcd's and
+	// pause's images are the ones that version's kubeadm lists.
+	KubernetesVersion string
 	// Validity is kubeadm's certificateValidityPeriod for every node's
 	// leaf certificates and kubeconfigs (0: kubeadm's default, 8760h). The
 	// apiserver's own credentials and the rig's etcd client do not depend
@@ -115,7 +114,7 @@ type Cluster struct {
 	// LogDir gathers the logs: kubeadm.log, kube-apiserver.log, and at
 	// teardown containerd.log, sandboxes.txt and pods/ (every etcd
 	// container's log). PKIRENEWD_E2E_LOGS/<test name> when that variable
-	// is set (kept), else a t.TempDir().
+	// is set (kept), else a temp dir (kept only when the test fails).
 	LogDir string
 	// EtcdImage is the image of the etcd pods (kubeadm's name for it).
 	EtcdImage string
@@ -127,11 +126,11 @@ type Cluster struct {
 	ctx    context.Context
 	cancel context.CancelCauseFunc
 
+	logDirIsTemp bool
 	apiPort      int
 	apiPKI       string
-	apiserver    *exec.Cmd
-	apiDone      chan struct{}
-	kubeadmLogMu sync.Mutex
+	apiserver    *cplane.Process
+	kubeadm      *cplane.Kubeadm
 	etcdTLS      *tls.Config // the rig's own etcd client (long-lived cert)
 }
 
@@ -258,21 +257,28 @@ func Start(t *testing.T, opts Options) *Cluster {
 	if opts.ReadyTimeout == 0 {
 		opts.ReadyTimeout = 3 * time.Minute
 	}
+	var err error
+	if opts.KubernetesVersion, err = cplane.Version(opts.KubernetesVersion); err != nil {
+		t.Fatalf("ha: %v", err)
+	}
 	c := &Cluster{t: t, Opts: opts}
-	c.ctx, c.cancel = context.WithCancelCause(context.Background())
-	sigDone := c.watchSignals()
-	t.Cleanup(func() { close(sigDone) }) // runs last
+	sig := cplane.Signals{Prefix: "ha", What: "the cluster"}
+	if d, ok := t.Deadline(); ok {
+		// Leave the teardown a minute (a quarter of a shorter run).
+		sig.Deadline, sig.Margin = d, min(time.Minute, time.Until(d)/4)
+	}
+	var stopSignals func()
+	c.ctx, c.cancel, stopSignals = sig.Watch()
+	t.Cleanup(stopSignals) // runs last
 
-	c.Bin = buildK8s(t)
-	if base := os.Getenv("PKIRENEWD_E2E_LOGS"); base != "" {
-		c.LogDir = filepath.Join(base, strings.NewReplacer("/", "_", " ", "_").Replace(t.Name()))
-		if err := os.MkdirAll(c.LogDir, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	} else {
-		c.LogDir = t.TempDir()
+	if c.Bin, err = cplane.Build(opts.KubernetesVersion, "kubeadm", "kube-apiserver", "etcd"); err != nil {
+		t.Fatalf("ha: %v", err)
+	}
+	if c.LogDir, c.logDirIsTemp, err = cplane.LogDir(t.Name(), "pkirenewd-ha-logs"); err != nil {
+		t.Fatal(err)
 	}
 	t.Logf("ha: logs in %s", c.LogDir)
+	c.kubeadm = &cplane.Kubeadm{Path: filepath.Join(c.Bin, "kubeadm"), Log: filepath.Join(c.LogDir, "kubeadm.log"), Ctx: c.ctx}
 
 	d, err := os.MkdirTemp("/tmp", "pkreha")
 	if err != nil {
@@ -291,6 +297,11 @@ func Start(t *testing.T, opts Options) *Cluster {
 		c.removeDir()
 		if left := c.Leftovers(); len(left) > 0 {
 			t.Errorf("ha: teardown left: %s", strings.Join(left, "; "))
+		}
+		if c.logDirIsTemp && !t.Failed() {
+			os.RemoveAll(c.LogDir)
+		} else {
+			t.Logf("ha: logs kept in %s", c.LogDir)
 		}
 	})
 
@@ -331,13 +342,14 @@ func Start(t *testing.T, opts Options) *Cluster {
 		t.Fatalf("ha: %v", err)
 	}
 	tEtcd := time.Now()
-	if err := c.poll(opts.ReadyTimeout, 250*time.Millisecond, "kube-apiserver /readyz (node1's admin.conf)", func(ctx context.Context) error {
+	if err := c.Poll(opts.ReadyTimeout, 250*time.Millisecond, "kube-apiserver /readyz (node1's admin.conf)", func(ctx context.Context) error {
 		return c.Nodes[0].Admin().Ready(ctx)
 	}); err != nil {
 		t.Fatalf("ha: %v", err)
 	}
 	tAPI := time.Now()
-	if err := c.bindClusterAdmins(); err != nil {
+	super := &KubeClient{Kubeconfig: filepath.Join(c.Nodes[0].KubeconfigDir(), "super-admin.conf")}
+	if err := cplane.BindClusterAdmins(c.poller(), super); err != nil {
 		t.Fatalf("ha: %v", err)
 	}
 	c.BringUp = time.Since(t0)
@@ -345,58 +357,6 @@ func Start(t *testing.T, opts Options) *Cluster {
 		c.BringUp.Round(time.Millisecond), tRig.Sub(t0).Round(time.Millisecond), tPKI.Sub(t0).Round(time.Millisecond),
 		tPods.Sub(t0).Round(time.Millisecond), tEtcd.Sub(t0).Round(time.Millisecond), tAPI.Sub(t0).Round(time.Millisecond))
 	return c
-}
-
-// watchSignals turns SIGINT/SIGTERM and the approaching test deadline into
-// a cancelled Context; closing the returned channel stops watching.
-func (c *Cluster) watchSignals() chan struct{} {
-	sig := make(chan os.Signal, 2)
-	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
-	done := make(chan struct{})
-	var deadline <-chan time.Time
-	if d, ok := c.t.Deadline(); ok {
-		// Leave the teardown a minute (a quarter of a shorter run).
-		margin := min(time.Minute, time.Until(d)/4)
-		deadline = time.After(time.Until(d) - margin)
-	}
-	go func() {
-		defer signal.Stop(sig)
-		for {
-			select {
-			case s := <-sig:
-				fmt.Fprintf(os.Stderr, "ha: %v: stopping the test and tearing the cluster down\n", s)
-				c.cancel(fmt.Errorf("interrupted by %v", s))
-			case <-deadline:
-				c.cancel(errors.New("test deadline near"))
-			case <-done:
-				return
-			}
-		}
-	}()
-	return done
-}
-
-// buildK8s returns the dir with the pinned binaries (built once, cached).
-func buildK8s(t *testing.T) string {
-	t.Helper()
-	cmd := exec.Command("bash", filepath.Join(moduleRoot(), "test/tools/build-k8s.sh"), "kubeadm", "kube-apiserver", "etcd")
-	cmd.Stderr = os.Stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("ha: test/tools/build-k8s.sh: %v", err)
-	}
-	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-	return lines[len(lines)-1]
-}
-
-func moduleRoot() string {
-	dir, _ := os.Getwd()
-	for d := dir; d != "/"; d = filepath.Dir(d) {
-		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
-			return d
-		}
-	}
-	return dir
 }
 
 // pickPorts picks the apiserver port and, unless given, the etcd ports:
@@ -488,47 +448,10 @@ etcd:
     - {name: listen-metrics-urls, value: %[10]q}
     - {name: initial-cluster, value: %[11]q}
     - {name: initial-cluster-state, value: new}
-`, placeholderIP(n.index), c.apiPort, n.ip, n.name, KubernetesVersion, pkiDir, n.EtcdDataDir(),
+`, placeholderIP(n.index), c.apiPort, n.ip, n.name, c.Opts.KubernetesVersion, pkiDir, n.EtcdDataDir(),
 		n.EtcdClientURL(), n.EtcdPeerURL(), n.EtcdMetricsURL(), strings.Join(initial, ","))
-	if validity > 0 {
-		fmt.Fprintf(&b, "certificateValidityPeriod: %s\n", validity)
-	}
-	if c.Opts.EncryptionAlgorithm != "" {
-		fmt.Fprintf(&b, "encryptionAlgorithm: %s\n", c.Opts.EncryptionAlgorithm)
-	}
+	b.WriteString(cplane.ClusterTail(validity, c.Opts.EncryptionAlgorithm))
 	return b.String()
-}
-
-// kubeadm runs the pinned kubeadm, its output appended to kubeadm.log.
-func (c *Cluster) kubeadm(env []string, args ...string) (string, error) {
-	cmd := exec.CommandContext(c.ctx, filepath.Join(c.Bin, "kubeadm"), args...)
-	cmd.Env = append(os.Environ(), env...)
-	out, err := cmd.CombinedOutput()
-	c.kubeadmLogMu.Lock()
-	if f, ferr := os.OpenFile(filepath.Join(c.LogDir, "kubeadm.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644); ferr == nil {
-		fmt.Fprintf(f, "### %s kubeadm %s\n%s\n", strings.Join(env, " "), strings.Join(args, " "), out)
-		f.Close()
-	}
-	c.kubeadmLogMu.Unlock()
-	if err != nil {
-		return string(out), fmt.Errorf("kubeadm %s: %w\n%s", strings.Join(args, " "), err, out)
-	}
-	return string(out), nil
-}
-
-// parallel runs fs at once and joins their errors.
-func parallel(fs ...func() error) error {
-	errs := make([]error, len(fs))
-	var wg sync.WaitGroup
-	for i, f := range fs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs[i] = f()
-		}()
-	}
-	wg.Wait()
-	return errors.Join(errs...)
 }
 
 // caFiles are the shared CA set, relative to certificatesDir.
@@ -550,10 +473,8 @@ func (c *Cluster) makeNodeFiles() error {
 		}
 	}
 	n1 := c.Nodes[0]
-	if v, err := c.kubeadm(nil, "version", "-o", "short"); err != nil {
+	if err := c.kubeadm.CheckVersion(c.Opts.KubernetesVersion); err != nil {
 		return err
-	} else if strings.TrimSpace(v) != KubernetesVersion {
-		return fmt.Errorf("kubeadm is %s, want %s", strings.TrimSpace(v), KubernetesVersion)
 	}
 
 	// The shared CA set.
@@ -567,11 +488,11 @@ func (c *Cluster) makeNodeFiles() error {
 	var fs []func() error
 	for _, phase := range []string{"ca", "etcd-ca", "front-proxy-ca", "sa"} {
 		fs = append(fs, func() error {
-			_, err := c.kubeadm(nil, "init", "phase", "certs", phase, "--config", caCfg)
+			_, err := c.kubeadm.Run(nil, "init", "phase", "certs", phase, "--config", caCfg)
 			return err
 		})
 	}
-	if err := parallel(fs...); err != nil {
+	if err := cplane.Parallel(fs...); err != nil {
 		return err
 	}
 
@@ -587,16 +508,16 @@ func (c *Cluster) makeNodeFiles() error {
 	}
 	c.CertsIssued = time.Now()
 	fs = []func() error{func() error {
-		if err := copyFiles(c.CADir(), c.apiPKI, caFiles); err != nil {
+		if err := cplane.CopyFiles(c.CADir(), c.apiPKI, caFiles); err != nil {
 			return err
 		}
-		_, err := c.kubeadm(nil, "init", "phase", "certs", "all", "--config", apiCfg)
+		_, err := c.kubeadm.Run(nil, "init", "phase", "certs", "all", "--config", apiCfg)
 		return err
 	}}
 	for _, n := range c.Nodes {
 		fs = append(fs, func() error { return c.makeNode(n) })
 	}
-	if err := parallel(fs...); err != nil {
+	if err := cplane.Parallel(fs...); err != nil {
 		return err
 	}
 	c.EtcdImage = c.Nodes[0].Pod.Image
@@ -605,15 +526,23 @@ func (c *Cluster) makeNodeFiles() error {
 			return fmt.Errorf("etcd image: %s has %s, node1 %s", n.name, n.Pod.Image, c.EtcdImage)
 		}
 	}
+	// The etcd and pause tags are the ones this kubeadm version lists.
+	images, err := c.kubeadm.Images(n1.kubeadm)
+	if err != nil {
+		return err
+	}
+	if err := cplane.CheckImages(images, containerdrig.PauseImage, map[string]string{"etcd": c.EtcdImage}); err != nil {
+		return err
+	}
 	return c.loadEtcdTLS()
 }
 
 // makeNode makes one node's PKI, kubeconfigs and etcd manifest.
 func (c *Cluster) makeNode(n *Node) error {
-	if err := copyFiles(c.CADir(), n.PKIDir(), caFiles); err != nil {
+	if err := cplane.CopyFiles(c.CADir(), n.PKIDir(), caFiles); err != nil {
 		return err
 	}
-	if _, err := c.kubeadm(nil, "init", "phase", "certs", "all", "--config", n.kubeadm); err != nil {
+	if _, err := c.kubeadm.Run(nil, "init", "phase", "certs", "all", "--config", n.kubeadm); err != nil {
 		return err
 	}
 	kcs := []string{"admin"}
@@ -622,22 +551,19 @@ func (c *Cluster) makeNode(n *Node) error {
 	}
 	kcs = append(kcs, c.Opts.Kubeconfigs...)
 	for _, kc := range kcs {
-		if _, err := c.kubeadm(nil, "init", "phase", "kubeconfig", kc, "--config", n.kubeadm, "--kubeconfig-dir", n.KubeconfigDir()); err != nil {
+		if _, err := c.kubeadm.Run(nil, "init", "phase", "kubeconfig", kc, "--config", n.kubeadm, "--kubeconfig-dir", n.KubeconfigDir()); err != nil {
 			return err
 		}
 	}
 	// etcd.yaml: kubeadm writes it to /etc/kubernetes/manifests unless
 	// dry-run, which writes it to KUBEADM_INIT_DRYRUN_DIR.
 	dry := filepath.Join(n.dir, "dryrun")
-	if err := os.MkdirAll(dry, 0o700); err != nil {
+	if err := c.kubeadm.DryRun(dry, n.kubeadm, "etcd", "local"); err != nil {
 		return err
 	}
-	if _, err := c.kubeadm([]string{"KUBEADM_INIT_DRYRUN_DIR=" + dry}, "init", "phase", "etcd", "local", "--config", n.kubeadm, "--dry-run"); err != nil {
-		return err
-	}
-	data, err := os.ReadFile(filepath.Join(dry, "etcd.yaml"))
+	data, err := cplane.Manifest(dry, "etcd")
 	if err != nil {
-		return fmt.Errorf("kubeadm's dry run made no etcd.yaml: %w", err)
+		return err
 	}
 	if err := os.RemoveAll(dry); err != nil {
 		return err
@@ -655,23 +581,6 @@ func (c *Cluster) makeNode(n *Node) error {
 	}
 	n.Pod = pod
 	return os.WriteFile(n.Manifest(), data, 0o600)
-}
-
-func copyFiles(from, to string, names []string) error {
-	for _, name := range names {
-		b, err := os.ReadFile(filepath.Join(from, name))
-		if err != nil {
-			return err
-		}
-		dst := filepath.Join(to, name)
-		if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
-			return err
-		}
-		if err := os.WriteFile(dst, b, 0o600); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // manifest is the part of a static pod manifest the stand-in kubelet uses.
@@ -751,21 +660,10 @@ func (*Cluster) staticPod(n *Node, data []byte) (containerdrig.StaticPod, error)
 // loadEtcdTLS makes the rig's own etcd client credentials: the
 // healthcheck-client certificate of the apiserver's PKI (kubeadm's default
 // validity, untouched by renewals of the nodes).
-func (c *Cluster) loadEtcdTLS() error {
-	pair, err := tls.LoadX509KeyPair(filepath.Join(c.apiPKI, "etcd/healthcheck-client.crt"), filepath.Join(c.apiPKI, "etcd/healthcheck-client.key"))
-	if err != nil {
-		return err
-	}
-	caPEM, err := os.ReadFile(filepath.Join(c.apiPKI, "etcd/ca.crt"))
-	if err != nil {
-		return err
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(caPEM) {
-		return errors.New("etcd/ca.crt: no certificate")
-	}
-	c.etcdTLS = &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}
-	return nil
+func (c *Cluster) loadEtcdTLS() (err error) {
+	p := func(f string) string { return filepath.Join(c.apiPKI, f) }
+	c.etcdTLS, err = cplane.ClientTLS(p("etcd/healthcheck-client.crt"), p("etcd/healthcheck-client.key"), p("etcd/ca.crt"))
+	return err
 }
 
 // ---- kube-apiserver ----
@@ -812,100 +710,33 @@ func (c *Cluster) startAPIServer() error {
 		"--tls-cert-file=" + p("apiserver.crt"),
 		"--tls-private-key-file=" + p("apiserver.key"),
 	}
-	logf, err := os.OpenFile(c.APIServerLog(), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
-	if err != nil {
-		return err
-	}
-	defer logf.Close()
-	fmt.Fprintf(logf, "### %s kube-apiserver %s\n", time.Now().UTC().Format(time.RFC3339Nano), strings.Join(args, " "))
-	cmd := exec.Command(filepath.Join(c.Bin, "kube-apiserver"), args...)
-	cmd.Stdout, cmd.Stderr = logf, logf
 	// Own process group (a Ctrl-C does not reach it: the teardown stops
 	// it); killed if the test binary dies.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start kube-apiserver: %w", err)
-	}
-	c.apiserver, c.apiDone = cmd, make(chan struct{})
-	go func() { _ = cmd.Wait(); close(c.apiDone) }()
-	return nil
+	proc, err := cplane.StartProcess(filepath.Join(c.Bin, "kube-apiserver"), args, c.APIServerLog())
+	c.apiserver = proc
+	return err
 }
 
 // APIServerRunning reports whether the apiserver process is alive.
-func (c *Cluster) APIServerRunning() bool {
-	if c.apiserver == nil {
-		return false
-	}
-	select {
-	case <-c.apiDone:
-		return false
-	default:
-		return true
-	}
-}
+func (c *Cluster) APIServerRunning() bool { return c.apiserver.Running() }
 
-func (c *Cluster) stopAPIServer() {
-	if !c.APIServerRunning() {
-		return
-	}
-	_ = c.apiserver.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-c.apiDone:
-	case <-time.After(15 * time.Second):
-		_ = c.apiserver.Process.Kill()
-		<-c.apiDone
-	}
-}
+func (c *Cluster) stopAPIServer() { c.apiserver.Stop() }
 
-// bindClusterAdmins makes the ClusterRoleBinding kubeadm:cluster-admins ->
-// cluster-admin that `kubeadm init` makes (admin.conf's group has no
-// rights without it), with node1's super-admin.conf (system:masters).
-func (c *Cluster) bindClusterAdmins() error {
-	crb := map[string]any{
-		"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-		"metadata": map[string]any{"name": "kubeadm:cluster-admins"},
-		"roleRef":  map[string]any{"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
-		"subjects": []any{map[string]any{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "kubeadm:cluster-admins"}},
-	}
-	super := &KubeClient{Kubeconfig: filepath.Join(c.Nodes[0].KubeconfigDir(), "super-admin.conf")}
-	return c.poll(time.Minute, 500*time.Millisecond, "ClusterRoleBinding kubeadm:cluster-admins", func(ctx context.Context) error {
-		_, err := super.Create(ctx, "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", crb)
-		if err == nil || IsStatus(err, http.StatusConflict) {
-			return nil
-		}
-		return err
-	})
-}
-
-// poll calls f every interval until it returns nil, the timeout passes or
-// the Context is cancelled; the error says what was last seen.
-func (c *Cluster) poll(timeout, interval time.Duration, what string, f func(ctx context.Context) error) error {
-	ctx, cancel := context.WithTimeout(c.ctx, timeout)
-	defer cancel()
-	var last error
-	for {
+// poller polls under the Context, giving up when the apiserver has exited.
+func (c *Cluster) poller() cplane.Poller {
+	return cplane.Poller{Ctx: c.ctx, Gone: func() error {
 		if c.apiserver != nil && !c.APIServerRunning() {
-			return fmt.Errorf("%s: kube-apiserver exited: %v (see %s)", what, c.apiserver.ProcessState, c.APIServerLog())
+			return fmt.Errorf("kube-apiserver exited: %v (see %s)", c.apiserver.State(), c.APIServerLog())
 		}
-		if last = f(ctx); last == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			cause := context.Cause(c.ctx)
-			if cause == nil {
-				cause = fmt.Errorf("not within %v", timeout)
-			}
-			return fmt.Errorf("%s: %w (last: %v)", what, cause, last)
-		case <-time.After(interval):
-		}
-	}
+		return nil
+	}}
 }
 
-// Poll is poll for tests: f every interval until nil, timeout or the
-// Context's end.
+// Poll calls f at once and then every interval until it returns nil, the
+// timeout passes, the Context ends or the apiserver exits; the error says
+// what was last seen.
 func (c *Cluster) Poll(timeout, interval time.Duration, what string, f func(ctx context.Context) error) error {
-	return c.poll(timeout, interval, what, f)
+	return c.poller().Poll(timeout, interval, what, f)
 }
 
 // ---- etcd ----
@@ -952,13 +783,7 @@ func (n *Node) Health(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	var h struct {
-		Health string `json:"health"`
-	}
-	if err := json.Unmarshal(body, &h); err != nil || h.Health != "true" || code != http.StatusOK {
-		return fmt.Errorf("/health: %d %s", code, strings.TrimSpace(string(body)))
-	}
-	return nil
+	return cplane.EtcdHealth(body, code)
 }
 
 // Live is one /livez of the member (2s timeout): 200 "ok".
@@ -974,26 +799,12 @@ func (n *Node) Live(ctx context.Context) error {
 }
 
 func (n *Node) getMetrics(ctx context.Context, path string) ([]byte, int, error) {
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, n.EtcdMetricsURL()+path, nil)
-	if err != nil {
-		return nil, 0, err
-	}
-	tr := &http.Transport{DisableKeepAlives: true}
-	defer tr.CloseIdleConnections()
-	resp, err := (&http.Client{Transport: tr}).Do(req)
-	if err != nil {
-		return nil, 0, err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 4096))
-	return body, resp.StatusCode, err
+	return cplane.Get(ctx, nil, n.EtcdMetricsURL()+path, 2*time.Second)
 }
 
 // WaitHealthy waits until every member is healthy.
 func (c *Cluster) WaitHealthy(timeout time.Duration) error {
-	return c.poll(timeout, 200*time.Millisecond, "etcd members healthy", func(ctx context.Context) error {
+	return c.Poll(timeout, 200*time.Millisecond, "etcd members healthy", func(ctx context.Context) error {
 		var errs []error
 		h := c.MemberHealth(ctx)
 		for _, n := range c.Nodes {
@@ -1216,14 +1027,7 @@ func (c *Cluster) teardown() {
 	c.stopAPIServer()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	if resp, err := c.Rig.RT.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{}); err == nil {
-		var b strings.Builder
-		for _, s := range resp.Items {
-			fmt.Fprintf(&b, "%s %s %s attempt=%d created=%s\n", s.Id, s.GetMetadata().GetName(), s.State, s.GetMetadata().GetAttempt(),
-				time.Unix(0, s.CreatedAt).UTC().Format(time.RFC3339Nano))
-		}
-		_ = os.WriteFile(filepath.Join(c.LogDir, "sandboxes.txt"), []byte(b.String()), 0o644)
-	}
+	_, _ = cplane.WriteSandboxes(ctx, c.Rig.RT, filepath.Join(c.LogDir, "sandboxes.txt"))
 	if err := c.Rig.RemoveAllPods(ctx); err != nil {
 		t.Errorf("ha: teardown: %v", err)
 	}
@@ -1233,9 +1037,9 @@ func (c *Cluster) teardown() {
 		rel, _ := filepath.Rel(filepath.Join(c.Rig.Dir, "logs"), l)
 		dst := filepath.Join(c.LogDir, "pods", rel)
 		_ = os.MkdirAll(filepath.Dir(dst), 0o755)
-		copyFile(l, dst)
+		cplane.CopyFile(l, dst)
 	}
-	copyFile(c.Rig.ContainerdLog(), filepath.Join(c.LogDir, "containerd.log"))
+	cplane.CopyFile(c.Rig.ContainerdLog(), filepath.Join(c.LogDir, "containerd.log"))
 	if t.Failed() {
 		t.Logf("ha: kube-apiserver.log (tail):\n%s", containerdrig.TailFile(c.APIServerLog(), 20))
 	}
@@ -1248,12 +1052,7 @@ func (c *Cluster) removeDir() {
 		return
 	}
 	c.stopAPIServer() // in case the rig never started
-	for _, m := range containerdrig.MountsUnder(c.Dir) {
-		if err := syscall.Unmount(m, syscall.MNT_DETACH); err != nil {
-			c.t.Errorf("ha: teardown: unmount %s: %v", m, err)
-		}
-	}
-	if err := os.RemoveAll(c.Dir); err != nil {
+	if err := cplane.RemoveTree(c.Dir); err != nil {
 		c.t.Errorf("ha: teardown: %v", err)
 	}
 }
@@ -1265,12 +1064,7 @@ func (c *Cluster) removeDir() {
 func (c *Cluster) Leftovers() []string {
 	var out []string
 	if c.Dir != "" {
-		if _, err := os.Lstat(c.Dir); err == nil {
-			out = append(out, "dir "+c.Dir)
-		}
-		for _, m := range containerdrig.MountsUnder(c.Dir) {
-			out = append(out, "mount "+m)
-		}
+		out = append(out, cplane.TreeLeftovers(c.Dir)...)
 		procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
 		for _, p := range procs {
 			if b, err := os.ReadFile(p); err == nil && bytes.Contains(b, []byte(c.Dir+"/")) {
@@ -1279,26 +1073,12 @@ func (c *Cluster) Leftovers() []string {
 		}
 	}
 	if c.APIServerRunning() {
-		out = append(out, fmt.Sprintf("kube-apiserver process %d", c.apiserver.Process.Pid))
+		out = append(out, fmt.Sprintf("kube-apiserver process %d", c.apiserver.Pid()))
 	}
 	if c.Rig != nil {
 		out = append(out, c.Rig.Leftovers()...)
 	}
 	return out
-}
-
-func copyFile(from, to string) {
-	in, err := os.Open(from)
-	if err != nil {
-		return
-	}
-	defer in.Close()
-	out, err := os.Create(to)
-	if err != nil {
-		return
-	}
-	defer out.Close()
-	_, _ = io.Copy(out, in)
 }
 
 // KubeClient is the shared test client.

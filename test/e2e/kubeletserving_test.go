@@ -1,0 +1,175 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bytes"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pkirenewd/pkirenewd/cri"
+	"github.com/pkirenewd/pkirenewd/renew"
+)
+
+// kubeletServingCerts reads the kubelet's kubelet.crt: the leaf, then
+// what else the file holds.
+func kubeletServingCerts(t *testing.T, p string) []*x509.Certificate {
+	t.Helper()
+	data, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []*x509.Certificate
+	for b, rest := pem.Decode(data); b != nil; b, rest = pem.Decode(rest) {
+		c, err := x509.ParseCertificate(b.Bytes)
+		if err != nil {
+			t.Fatalf("%s: %v", p, err)
+		}
+		out = append(out, c)
+	}
+	if len(out) == 0 {
+		t.Fatalf("%s: no certificate", p)
+	}
+	return out
+}
+
+// checkKubeletServing runs `pkirenewd check -o json` against the rig's
+// kubelet and returns the kubelet-serving item and the served serial
+// comparison.
+func checkKubeletServing(t *testing.T, cp *ControlPlane) (item map[string]any, serving map[string]any) {
+	t.Helper()
+	_, out := checkNode(cp, "-o", "json", "--kubelet-config", cp.kubeletConfigPath(), "--log-level", "error")
+	var rep struct {
+		Certificates   []map[string]any `json:"certificates"`
+		KubeletServing map[string]any   `json:"kubeletServing"`
+	}
+	// checkNode returns stdout and stderr together; the JSON is the
+	// first document.
+	if err := json.NewDecoder(strings.NewReader(out[strings.Index(out, "{"):])).Decode(&rep); err != nil {
+		t.Fatalf("check -o json: %v\n%s", err, out)
+	}
+	for _, c := range rep.Certificates {
+		if c["name"] == renew.KubeletServingName {
+			item = c
+		}
+	}
+	if item == nil {
+		t.Fatalf("check does not list %s:\n%s", renew.KubeletServingName, out)
+	}
+	return item, rep.KubeletServing
+}
+
+var tookRE = regexp.MustCompile(`TOOK=(\S+)`)
+
+// TestKubeletServingCertRenewedAndServed: the real kubelet v1.37.2
+// generated its self-signed serving certificate in --cert-dir at its first
+// start. pkirenewd lists it, renews it in place (the kubelet's shape, the
+// identity kept, a new key, a year), and the kubelet then serves the new
+// serial on 10250: reloaded by the kubelet itself
+// (ReloadKubeletServerCertificateFile), or restarted by pkirenewd. Which
+// one, and how long it took, is logged for the README.
+func TestKubeletServingCertRenewedAndServed(t *testing.T) {
+	cp := StartControlPlane(t, Options{})
+	ctx := cp.Context()
+	crt := filepath.Join(cp.KubeletRoot, "pki", "kubelet.crt")
+	old := kubeletServingCerts(t, crt)
+	if len(old) != 2 || !old[1].IsCA || old[0].CheckSignatureFrom(old[1]) != nil {
+		t.Fatalf("the kubelet's %s: %d certificates, want its leaf and the CA that signed it", crt, len(old))
+	}
+	t.Logf("the kubelet made %s: leaf %q (DNS %v, IP %v, serial %s, until %s), CA %q", crt, old[0].Subject, old[0].DNSNames, old[0].IPAddresses,
+		renew.CertSerial(old[0]), old[0].NotAfter.UTC().Format(time.RFC3339), old[1].Subject)
+	const addr = "127.0.0.1:10250"
+	if served, err := (cri.HTTPProber{}).ServedSerial(ctx, addr); err != nil || served != renew.CertSerial(old[0]) {
+		t.Fatalf("before: %s serves %q (%v), the file has %s", addr, served, err, renew.CertSerial(old[0]))
+	}
+
+	item, serving := checkKubeletServing(t, cp)
+	if item["state"] != "ok" || item["path"] != crt || serving == nil || serving["stale"] != false {
+		t.Fatalf("check before the renewal: %v, kubeletServing %v", item, serving)
+	}
+
+	restartsBefore := len(cp.KubeletRestarts())
+	args := []string{"renew", renew.KubeletServingName, "--restart", "--log-level", "debug", "--config", "/dev/null",
+		"--pki-dir", PKIDir, "--kubeconfig-dir", KubernetesDir, "--manifests-dir", ManifestsDir,
+		"--state-dir", t.TempDir(), "--cri-endpoint", cp.Rig.Endpoint(), "--node-name", cp.Opts.NodeName,
+		"--admin-kubeconfig-copy", "", "--metrics-address", "", "--lease", "",
+		"--kubelet-config", cp.kubeletConfigPath(), "--kubelet-restart-command", cp.KubeletRestartCommand()}
+	cmd := exec.CommandContext(ctx, pkirenewdBin, args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	start := time.Now()
+	err := cmd.Run()
+	took := time.Since(start)
+	_ = os.WriteFile(filepath.Join(cp.LogDir, "pkirenewd-renew-kubelet-serving.log"), append(stdout.Bytes(), stderr.Bytes()...), 0o644)
+	var ee *exec.ExitError
+	if errors.As(err, &ee) || err != nil {
+		t.Fatalf("pkirenewd renew %s: %v\n%s\n%s", renew.KubeletServingName, err, stdout.String(), stderr.String())
+	}
+
+	got := kubeletServingCerts(t, crt)
+	if len(got) != 2 || !got[1].IsCA || got[0].CheckSignatureFrom(got[1]) != nil {
+		t.Fatalf("renewed %s: %d certificates, not the leaf and its CA", crt, len(got))
+	}
+	if err := renew.SameIdentity(old[0], got[0]); err != nil {
+		t.Error(err)
+	}
+	if !bytes.Equal(got[1].RawSubject, old[1].RawSubject) {
+		t.Errorf("CA subject %q, want %q", got[1].Subject, old[1].Subject)
+	}
+	if got[0].SerialNumber.Cmp(old[0].SerialNumber) == 0 || bytes.Equal(got[0].RawSubjectPublicKeyInfo, old[0].RawSubjectPublicKeyInfo) {
+		t.Error("same serial or key as the kubelet's")
+	}
+	if life := time.Until(got[0].NotAfter); life < 364*24*time.Hour || life > 366*24*time.Hour {
+		t.Errorf("renewed for %v, want a year", life)
+	}
+	want := renew.CertSerial(got[0])
+	served, err := (cri.HTTPProber{}).ServedSerial(ctx, addr)
+	if err != nil || served != want {
+		t.Fatalf("after: %s serves %q (%v), the renewed file has %s", addr, served, err, want)
+	}
+
+	log := stderr.String()
+	how := ""
+	for _, line := range strings.Split(log, "\n") {
+		if !strings.Contains(line, "COMPONENT=kubelet") {
+			continue
+		}
+		switch {
+		case strings.Contains(line, "ACTION=reloaded"):
+			how = "reloaded by the kubelet itself"
+		case strings.Contains(line, "ACTION=restarted"):
+			how = "served after pkirenewd restarted the kubelet"
+		default:
+			continue
+		}
+		if m := tookRE.FindStringSubmatch(line); m != nil {
+			how += " " + m[1] + " after the commit"
+		}
+	}
+	if how == "" {
+		t.Fatalf("pkirenewd did not log how the kubelet came to serve the renewed certificate:\n%s", log)
+	}
+	restarted := len(cp.KubeletRestarts()) - restartsBefore
+	t.Logf("MEASURED kubelet v1.37.2: the renewed serving certificate was %s; kubelet restarts: %d; the whole renew command took %v",
+		how, restarted, took.Round(time.Millisecond))
+	if strings.HasPrefix(how, "reloaded") && restarted != 0 {
+		t.Errorf("reloaded, yet the kubelet was restarted %d times", restarted)
+	}
+
+	item, serving = checkKubeletServing(t, cp)
+	if item["state"] != "ok" || serving == nil || serving["stale"] != false || serving["servedSerial"] != want {
+		t.Errorf("check after the renewal: %v, kubeletServing %v", item, serving)
+	}
+	if err := cp.Healthy(ctx); err != nil {
+		t.Error(err)
+	}
+}

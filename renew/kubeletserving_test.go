@@ -66,19 +66,11 @@ func serving(t *testing.T, statuses []renew.Status) renew.Status {
 
 func readCerts(t *testing.T, p string) []*x509.Certificate {
 	t.Helper()
-	data, err := os.ReadFile(p)
+	certs, err := renewtest.ReadCerts(p)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out []*x509.Certificate
-	for b, rest := pem.Decode(data); b != nil; b, rest = pem.Decode(rest) {
-		c, err := x509.ParseCertificate(b.Bytes)
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, c)
-	}
-	return out
+	return certs
 }
 
 func TestKubeletServingRenewedLikeTheKubeletMadeIt(t *testing.T) {

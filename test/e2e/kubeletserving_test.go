@@ -7,7 +7,6 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"os"
 	"os/exec"
@@ -19,28 +18,18 @@ import (
 
 	"github.com/pkirenewd/pkirenewd/cri"
 	"github.com/pkirenewd/pkirenewd/renew"
+	"github.com/pkirenewd/pkirenewd/renew/renewtest"
 )
 
 // kubeletServingCerts reads the kubelet's kubelet.crt: the leaf, then
 // what else the file holds.
 func kubeletServingCerts(t *testing.T, p string) []*x509.Certificate {
 	t.Helper()
-	data, err := os.ReadFile(p)
+	certs, err := renewtest.ReadCerts(p)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out []*x509.Certificate
-	for b, rest := pem.Decode(data); b != nil; b, rest = pem.Decode(rest) {
-		c, err := x509.ParseCertificate(b.Bytes)
-		if err != nil {
-			t.Fatalf("%s: %v", p, err)
-		}
-		out = append(out, c)
-	}
-	if len(out) == 0 {
-		t.Fatalf("%s: no certificate", p)
-	}
-	return out
+	return certs
 }
 
 // checkKubeletServing runs `pkirenewd check -o json` against the rig's

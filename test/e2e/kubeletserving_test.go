@@ -117,7 +117,7 @@ func renewServing(t *testing.T, cp *ControlPlane, crt string, old []*x509.Certif
 			continue
 		}
 		if m := tookRE.FindStringSubmatch(line); m != nil {
-			how += " " + m[1] + " after the commit"
+			how += " " + m[1] + " after pkirenewd wrote it"
 		}
 	}
 	if how == "" {

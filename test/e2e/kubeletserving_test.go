@@ -111,13 +111,14 @@ func renewServing(t *testing.T, cp *ControlPlane, crt string, old []*x509.Certif
 		switch {
 		case strings.Contains(line, "ACTION=reloaded"):
 			how = "reloaded by the kubelet itself"
+			if m := tookRE.FindStringSubmatch(line); m != nil {
+				how += " " + m[1] + " after pkirenewd wrote it"
+			}
 		case strings.Contains(line, "ACTION=restarted"):
 			how = "served after pkirenewd restarted the kubelet"
-		default:
-			continue
-		}
-		if m := tookRE.FindStringSubmatch(line); m != nil {
-			how += " " + m[1] + " after pkirenewd wrote it"
+			if m := tookRE.FindStringSubmatch(line); m != nil {
+				how += ", " + m[1] + " from the restart to the new serial"
+			}
 		}
 	}
 	if how == "" {

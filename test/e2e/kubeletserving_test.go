@@ -132,6 +132,17 @@ func renewServing(t *testing.T, cp *ControlPlane, crt string, old []*x509.Certif
 
 const kubeletAddr = "127.0.0.1:10250"
 
+// servesSerial waits (up to 2 minutes) until the kubelet serves want.
+func servesSerial(cp *ControlPlane, want string) error {
+	return cp.Poll(2*time.Minute, 500*time.Millisecond, "the kubelet serving serial "+want+" on "+kubeletAddr, func(ctx context.Context) error {
+		served, err := (cri.HTTPProber{}).ServedSerial(ctx, kubeletAddr)
+		if err == nil && served != want {
+			return fmt.Errorf("serves %s", served)
+		}
+		return err
+	})
+}
+
 // TestKubeletServingCertRenewedAndServed: the real kubelet v1.37.2
 // generated its self-signed serving certificate in --cert-dir at its first
 // start. pkirenewd lists it, renews it in place (the kubelet's shape, the
@@ -150,8 +161,10 @@ func TestKubeletServingCertRenewedAndServed(t *testing.T) {
 	}
 	t.Logf("the kubelet made %s: leaf %q (DNS %v, IP %v, serial %s, until %s), CA %q", crt, old[0].Subject, old[0].DNSNames, old[0].IPAddresses,
 		renew.CertSerial(old[0]), old[0].NotAfter.UTC().Format(time.RFC3339), old[1].Subject)
-	if served, err := (cri.HTTPProber{}).ServedSerial(ctx, kubeletAddr); err != nil || served != renew.CertSerial(old[0]) {
-		t.Fatalf("before: %s serves %q (%v), the file has %s", kubeletAddr, served, err, renew.CertSerial(old[0]))
+	// The kubelet opens 10250 a moment after the control plane is
+	// healthy (seen once: connection refused right after the bring-up).
+	if err := servesSerial(cp, renew.CertSerial(old[0])); err != nil {
+		t.Fatalf("before: %v", err)
 	}
 	item, serving := checkKubeletServing(t, cp)
 	if item["state"] != "ok" || item["path"] != crt || serving == nil || serving["stale"] != false {
@@ -177,13 +190,7 @@ func TestKubeletServingCertRenewedAndServed(t *testing.T) {
 		t.Fatal(err)
 	}
 	cp.RestartKubelet()
-	if err := cp.Poll(2*time.Minute, time.Second, "the kubelet serving again", func(ctx context.Context) error {
-		served, err := (cri.HTTPProber{}).ServedSerial(ctx, kubeletAddr)
-		if err == nil && served != want {
-			return fmt.Errorf("serves %s, not %s", served, want)
-		}
-		return err
-	}); err != nil {
+	if err := servesSerial(cp, want); err != nil {
 		t.Fatal(err)
 	}
 	how, restarted, _ = renewServing(t, cp, crt, kubeletServingCerts(t, crt))

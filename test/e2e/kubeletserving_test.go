@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/pkirenewd/pkirenewd/cri"
+	"github.com/pkirenewd/pkirenewd/reconcile"
 	"github.com/pkirenewd/pkirenewd/renew"
 	"github.com/pkirenewd/pkirenewd/renew/renewtest"
 )
@@ -101,8 +102,9 @@ func renewServing(t *testing.T, cp *ControlPlane, crt string, old []*x509.Certif
 		t.Errorf("renewed for %v, want a year", life)
 	}
 	want = renew.CertSerial(got[0])
-	if served, err := (cri.HTTPProber{}).ServedSerial(cp.Context(), kubeletAddr); err != nil || served != want {
-		t.Fatalf("after: %s serves %q (%v), the renewed file has %s", kubeletAddr, served, err, want)
+	addr := kubeletAddr(t, cp)
+	if served, err := (cri.HTTPProber{}).ServedSerial(cp.Context(), addr); err != nil || served != want {
+		t.Fatalf("after: %s serves %q (%v), the renewed file has %s", addr, served, err, want)
 	}
 	for _, line := range strings.Split(stderr.String(), "\n") {
 		if !strings.Contains(line, "COMPONENT=kubelet") {
@@ -130,12 +132,22 @@ func renewServing(t *testing.T, cp *ControlPlane, crt string, old []*x509.Certif
 	return how, restarted, want
 }
 
-const kubeletAddr = "127.0.0.1:10250"
+// kubeletAddr is where the rig's kubelet serves (its address and port),
+// as pkirenewd reads them from the kubelet's configuration.
+func kubeletAddr(t *testing.T, cp *ControlPlane) string {
+	t.Helper()
+	s, ok, err := reconcile.LocateKubeletServing(cp.kubeletConfigPath(), "", true)
+	if err != nil || !ok {
+		t.Fatalf("the rig's kubelet configuration: %v", err)
+	}
+	return s.Addr
+}
 
 // servesSerial waits (up to 2 minutes) until the kubelet serves want.
-func servesSerial(cp *ControlPlane, want string) error {
-	return cp.Poll(2*time.Minute, 500*time.Millisecond, "the kubelet serving serial "+want+" on "+kubeletAddr, func(ctx context.Context) error {
-		served, err := (cri.HTTPProber{}).ServedSerial(ctx, kubeletAddr)
+func servesSerial(t *testing.T, cp *ControlPlane, want string) error {
+	addr := kubeletAddr(t, cp)
+	return cp.Poll(2*time.Minute, 500*time.Millisecond, "the kubelet serving serial "+want+" on "+addr, func(ctx context.Context) error {
+		served, err := (cri.HTTPProber{}).ServedSerial(ctx, addr)
 		if err == nil && served != want {
 			return fmt.Errorf("serves %s", served)
 		}
@@ -161,9 +173,9 @@ func TestKubeletServingCertRenewedAndServed(t *testing.T) {
 	}
 	t.Logf("the kubelet made %s: leaf %q (DNS %v, IP %v, serial %s, until %s), CA %q", crt, old[0].Subject, old[0].DNSNames, old[0].IPAddresses,
 		renew.CertSerial(old[0]), old[0].NotAfter.UTC().Format(time.RFC3339), old[1].Subject)
-	// The kubelet opens 10250 a moment after the control plane is
-	// healthy (seen once: connection refused right after the bring-up).
-	if err := servesSerial(cp, renew.CertSerial(old[0])); err != nil {
+	// On the address and port of the rig's kubelet configuration (the
+	// rig binds it to its own interface, not the loopback).
+	if err := servesSerial(t, cp, renew.CertSerial(old[0])); err != nil {
 		t.Fatalf("before: %v", err)
 	}
 	item, serving := checkKubeletServing(t, cp)
@@ -190,7 +202,7 @@ func TestKubeletServingCertRenewedAndServed(t *testing.T) {
 		t.Fatal(err)
 	}
 	cp.RestartKubelet()
-	if err := servesSerial(cp, want); err != nil {
+	if err := servesSerial(t, cp, want); err != nil {
 		t.Fatal(err)
 	}
 	how, restarted, _ = renewServing(t, cp, crt, kubeletServingCerts(t, crt))

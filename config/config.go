@@ -60,6 +60,12 @@ type Config struct {
 	// KubeletConfig is the kubelet's configuration file; its healthz must
 	// answer before any static pod is stopped. Absent file: not checked.
 	KubeletConfig string
+	// KubeletServingCert is what pkirenewd does with the kubelet's
+	// self-signed serving certificate: "renew" or "monitor".
+	KubeletServingCert string
+	// KubeletCertDir is the kubelet's --cert-dir; empty: the running
+	// kubelet's, else /var/lib/kubelet/pki.
+	KubeletCertDir string
 	// LastResortBefore: when restarts are impossible (no runtime, kubelet
 	// down, manifests unreadable), a due renewal still goes ahead, with the
 	// restarts owed, once a certificate has less than this left.
@@ -99,6 +105,12 @@ type Config struct {
 	ValiditySet bool
 }
 
+// kubeletServingCert values.
+const (
+	KubeletServingRenew   = "renew"
+	KubeletServingMonitor = "monitor"
+)
+
 // MinLeaseDuration is the shortest leaseDuration accepted.
 const MinLeaseDuration = 15 * time.Second
 
@@ -132,6 +144,9 @@ func Defaults() Config {
 		// them costs API downtime and, for etcd, risks quorum.
 		RestartPolicy: "needed",
 		KubeletConfig: "/var/lib/kubelet/config.yaml",
+		// Nobody else ever renews it (the kubelet only makes one when
+		// there is none): see the README's "The kubelet's certificates".
+		KubeletServingCert: KubeletServingRenew,
 		// Long enough to be noticed and fixed by a human (the journal and
 		// check say it at crit), short enough to leave two weeks for the
 		// restarts after the files were renewed.
@@ -194,6 +209,18 @@ func Keys() []Key {
 		},
 		durKey("restartTimeout", "restart-timeout", "how long one component may take from StopPodSandbox to healthy", func(c *Config) *time.Duration { return &c.RestartTimeout }, nil),
 		pathKey("kubeletConfig", "kubelet-config", "the kubelet's configuration file: its healthz address must answer before any static pod is stopped (absent file: not checked)", func(c *Config) *string { return &c.KubeletConfig }),
+		{
+			Name: "kubeletServingCert", Flag: "kubelet-serving-cert", Usage: "the kubelet's self-signed serving certificate (kubelet.crt): renew it in place and make the kubelet serve it, or monitor it only (certificates from tlsCertFile or serverTLSBootstrap are always only monitored)",
+			set: func(c *Config, v string) error {
+				if v != KubeletServingRenew && v != KubeletServingMonitor {
+					return fmt.Errorf("%q is not %s or %s", v, KubeletServingRenew, KubeletServingMonitor)
+				}
+				c.KubeletServingCert = v
+				return nil
+			},
+			get: func(c *Config) string { return c.KubeletServingCert },
+		},
+		pathKey("kubeletCertDir", "kubelet-cert-dir", "the kubelet's --cert-dir, where its self-signed kubelet.crt is (default: the running kubelet's --cert-dir, else /var/lib/kubelet/pki)", func(c *Config) *string { return &c.KubeletCertDir }),
 		orZero(durKey("lastResortBefore", "last-resort-before", "when restarts are impossible, renew the files anyway (restarts owed) once a certificate has less than this left; 0: never", func(c *Config) *time.Duration { return &c.LastResortBefore }, nil), func(c *Config) { c.LastResortBefore = 0 }),
 		durKey("restartRunningFor", "restart-running-for", "a restarted static pod without an HTTP probe is healthy once its container has run this long without a restart", func(c *Config) *time.Duration { return &c.RestartRunningFor }, nil),
 		{

@@ -58,6 +58,10 @@ func TestParse(t *testing.T) {
 			return c.PKIDir == "/p" && c.RenewBefore == 30*Day && c.Validity == 180*Day && c.ValiditySet && c.NodeName == "cp-1"
 		}, ""},
 		{"unknown key", "pkiDir: /p\nrenewbefore: 30d\n", nil, `line 2: unknown key "renewbefore"`},
+		{"kubelet serving cert monitored", "kubeletServingCert: monitor\nkubeletCertDir: /srv/kubelet/pki/\n", func(c Config) bool {
+			return c.KubeletServingCert == KubeletServingMonitor && c.KubeletCertDir == "/srv/kubelet/pki" && def.KubeletServingCert == KubeletServingRenew
+		}, ""},
+		{"kubelet serving cert misspelt", "kubeletServingCert: renewed\n", nil, `line 1: kubeletServingCert: "renewed" is not renew or monitor`},
 		{"bad duration", "renewBefore: soon\n", nil, `line 1: renewBefore: invalid duration "soon"`},
 		{"negative duration", "validity: -5d\n", nil, "validity"},
 		{"zero duration", "renewBefore: 0s\n", nil, "renewBefore"},

@@ -279,6 +279,12 @@ func logItem(log logrus.FieldLogger, s renew.Status, verbose bool) {
 		if verbose {
 			e.Infof("%s: rotated by the %s, reported only", s.Name, s.RotatedBy)
 		}
+	case s.Unmanaged != "" && s.State != renew.StateOK:
+		e.Warnf("%s: %s, expires %s: %s", s.Name, s.State, fmtTime(s.Cert.NotAfter), s.Unmanaged)
+	case s.Unmanaged != "":
+		if verbose {
+			e.Infof("%s: %s", s.Name, s.Unmanaged)
+		}
 	case s.Held != "":
 		e.Errorf("%s: due but not renewed: %s", s.Name, s.Held)
 	case s.State == renew.StateExpired:

@@ -51,3 +51,47 @@ func TestCertificateLabelsMatchTheExporter(t *testing.T) {
 	}
 	t.Fatal("no x509_cert_not_after series")
 }
+
+// The kubelet's serving certificate is exported like the others, whoever
+// renews it; one the kubelet rotates (serverTLSBootstrap) also has its
+// rotation judged.
+func TestKubeletServingCertExported(t *testing.T) {
+	m := daemon.NewPromMetrics()
+	now := time.Now()
+	cert := &x509.Certificate{SerialNumber: big.NewInt(7), NotBefore: now.Add(-364 * 24 * time.Hour), NotAfter: now.Add(24 * time.Hour),
+		Subject: pkix.Name{CommonName: "system:node:node-1"}, Issuer: pkix.Name{CommonName: "kubernetes"}}
+	self := &x509.Certificate{SerialNumber: big.NewInt(8), NotBefore: now, NotAfter: now.Add(365 * 24 * time.Hour), Subject: pkix.Name{CommonName: "node-1@1"}}
+	m.Observe([]renew.Status{
+		{Item: &renew.Item{Name: renew.KubeletServingName, Kind: renew.KindCert, CertPath: "/var/lib/kubelet/pki/kubelet-server-current.pem", Cert: cert, RotatedBy: "kubelet"}, State: renew.StateDue},
+	}, time.Time{})
+	families, err := m.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for _, f := range families {
+		for _, s := range f.GetMetric() {
+			for _, l := range s.GetLabel() {
+				if l.GetName() == "cert" && l.GetValue() == renew.KubeletServingName {
+					seen[f.GetName()] = true
+					if f.GetName() == "pkirenewd_rotation_stuck" && s.GetGauge().GetValue() != 1 {
+						t.Errorf("rotation stuck %v, want 1", s.GetGauge().GetValue())
+					}
+				}
+			}
+		}
+	}
+	if !seen["x509_cert_not_after"] || !seen["pkirenewd_rotation_stuck"] {
+		t.Errorf("series for kubelet-serving: %v", seen)
+	}
+	m.Observe([]renew.Status{{Item: &renew.Item{Name: renew.KubeletServingName, Kind: renew.KindCert, CertPath: "/var/lib/kubelet/pki/kubelet.crt", Cert: self}}}, time.Time{})
+	families, err = m.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() == "x509_cert_not_after" && len(f.GetMetric()) != 1 {
+			t.Errorf("self-signed: %d x509_cert_not_after series, want 1", len(f.GetMetric()))
+		}
+	}
+}

@@ -84,6 +84,10 @@ type NodeEngine struct {
 	// to take up its renewed certificate (a test setting; by default the
 	// reload table's bound and a grace).
 	ReloadBound time.Duration
+	// KubeletServing, when set, makes the kubelet serve its renewed
+	// self-signed serving certificate after each round (see
+	// kubeletserving.go).
+	KubeletServing *KubeletServingCheck
 
 	// lookAgain is when the last observation can next tell more: a
 	// changed certificate whose reload may still be under way.
@@ -194,11 +198,11 @@ func (e *NodeEngine) Pending() []string {
 		e.Log.WithError(err).Warn("cannot tell which components run on old credentials: going by the record of owed restarts")
 	}
 	p = p.Merge(owedFor(stale, e.now()), cri.Order)
-	if p.Empty() {
-		return nil
+	var out []string
+	if !p.Empty() {
+		out = append(out, p.Components...)
 	}
-	out := append([]string{}, p.Components...)
-	if p.Kubelet {
+	if _, _, serving := e.KubeletServesStale(ctx); (!p.Empty() && p.Kubelet) || serving {
 		out = append(out, Kubelet)
 	}
 	return out
@@ -379,7 +383,8 @@ func (e *NodeEngine) Converge(ctx context.Context, sel *renew.Selection) (out *O
 		return nil, fmt.Errorf("nothing was written: recovering an interrupted renewal: %w", err)
 	}
 	renew.Failpoint("converge:recovered")
-	return e.converge(ctx, sel, manifests, rst, blocked)
+	out, err = e.converge(ctx, sel, manifests, rst, blocked)
+	return out, errors.Join(err, e.kubeletServes(ctx, out))
 }
 
 // converge is Converge under the lock, after recovery.

@@ -25,23 +25,9 @@ const DefaultKubeletConfig = "/var/lib/kubelet/config.yaml"
 // there is nothing to check: no such file (this node's kubelet is not run
 // the kubeadm way) or healthz turned off.
 func KubeletHealthzURL(path string) (url string, ok bool, err error) {
-	data, err := fsread.Regular(path, true)
-	if errors.Is(err, fs.ErrNotExist) {
-		return "", false, nil
-	}
-	if err != nil {
+	c, ok, err := loadKubeletConfig(path)
+	if !ok || err != nil {
 		return "", false, err
-	}
-	var c struct {
-		Kind               string `yaml:"kind"`
-		HealthzBindAddress string `yaml:"healthzBindAddress"`
-		HealthzPort        *int   `yaml:"healthzPort"`
-	}
-	if err := yaml.Unmarshal(data, &c); err != nil {
-		return "", false, fmt.Errorf("kubelet configuration %s: %w", path, err)
-	}
-	if c.Kind != "" && c.Kind != "KubeletConfiguration" {
-		return "", false, fmt.Errorf("kubelet configuration %s: kind is %q, not KubeletConfiguration", path, c.Kind)
 	}
 	port := 10248
 	if c.HealthzPort != nil {
@@ -50,11 +36,48 @@ func KubeletHealthzURL(path string) (url string, ok bool, err error) {
 	if port == 0 {
 		return "", false, nil
 	}
-	host := c.HealthzBindAddress
-	if host == "" || host == "0.0.0.0" || host == "::" {
-		host = "127.0.0.1"
+	return "http://" + net.JoinHostPort(localHost(c.HealthzBindAddress), strconv.Itoa(port)) + "/healthz", true, nil
+}
+
+// kubeletConfig is what pkirenewd reads of a KubeletConfiguration.
+type kubeletConfig struct {
+	Kind               string `yaml:"kind"`
+	HealthzBindAddress string `yaml:"healthzBindAddress"`
+	HealthzPort        *int   `yaml:"healthzPort"`
+	Address            string `yaml:"address"`
+	Port               *int   `yaml:"port"`
+	TLSCertFile        string `yaml:"tlsCertFile"`
+	TLSPrivateKeyFile  string `yaml:"tlsPrivateKeyFile"`
+	ServerTLSBootstrap bool   `yaml:"serverTLSBootstrap"`
+}
+
+// loadKubeletConfig reads the kubelet's configuration file; ok is false
+// when there is none.
+func loadKubeletConfig(path string) (*kubeletConfig, bool, error) {
+	data, err := fsread.Regular(path, true)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, false, nil
 	}
-	return "http://" + net.JoinHostPort(host, strconv.Itoa(port)) + "/healthz", true, nil
+	if err != nil {
+		return nil, false, err
+	}
+	var c kubeletConfig
+	if err := yaml.Unmarshal(data, &c); err != nil {
+		return nil, false, fmt.Errorf("kubelet configuration %s: %w", path, err)
+	}
+	if c.Kind != "" && c.Kind != "KubeletConfiguration" {
+		return nil, false, fmt.Errorf("kubelet configuration %s: kind is %q, not KubeletConfiguration", path, c.Kind)
+	}
+	return &c, true, nil
+}
+
+// localHost is where to reach a kubelet listener bound to host: a
+// wildcard address is reached on the loopback.
+func localHost(host string) string {
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		return "127.0.0.1"
+	}
+	return host
 }
 
 // KubeletAlive asks the kubelet's healthz. A stopped pod is recreated only

@@ -40,8 +40,41 @@ func flagNames(args []string, name, value string) bool {
 	return false
 }
 
+// matching lists the process directories under proc whose comm is comm and
+// whose command line match accepts, with that command line.
+func matching(proc, comm string, match func(args []string) bool) (dirs []string, args [][]string, err error) {
+	all, err := filepath.Glob(filepath.Join(proc, "[0-9]*"))
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, d := range all {
+		c, err := os.ReadFile(filepath.Join(d, "comm"))
+		if err != nil || string(bytes.TrimSpace(c)) != comm {
+			continue
+		}
+		cmdline, err := os.ReadFile(filepath.Join(d, "cmdline"))
+		if err != nil {
+			continue
+		}
+		a := strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00")
+		if match(a) {
+			dirs, args = append(dirs, d), append(args, a)
+		}
+	}
+	return dirs, args, nil
+}
+
+// processArgs is the command line of the first matching process.
+func processArgs(proc, comm string, match func(args []string) bool) ([]string, bool) {
+	_, args, err := matching(proc, comm, match)
+	if err != nil || len(args) == 0 {
+		return nil, false
+	}
+	return args[0], true
+}
+
 func processStart(proc, comm string, match func(args []string) bool, now func() time.Time) (time.Time, bool, error) {
-	dirs, err := filepath.Glob(filepath.Join(proc, "[0-9]*"))
+	dirs, _, err := matching(proc, comm, match)
 	if err != nil {
 		return time.Time{}, false, err
 	}
@@ -52,14 +85,6 @@ func processStart(proc, comm string, match func(args []string) bool, now func() 
 	sinceBoot := time.Duration(boot.Nano())
 	var oldest time.Time
 	for _, d := range dirs {
-		c, err := os.ReadFile(filepath.Join(d, "comm"))
-		if err != nil || string(bytes.TrimSpace(c)) != comm {
-			continue
-		}
-		cmdline, err := os.ReadFile(filepath.Join(d, "cmdline"))
-		if err != nil || !match(strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00")) {
-			continue
-		}
 		stat, err := os.ReadFile(filepath.Join(d, "stat"))
 		if err != nil {
 			continue

@@ -41,6 +41,11 @@ type Item struct {
 	External bool
 	// RotatedBy names who renews it instead of us ("kubelet").
 	RotatedBy string
+	// Unmanaged says why pkirenewd only reports an item that nobody it
+	// knows of renews (an operator's kubelet serving certificate).
+	Unmanaged string
+	// Note explains who looks after it, for check.
+	Note string
 	// Err makes the item broken: it is reported and never renewed.
 	Err error
 	// Warnings are oddities worth a log line that do not stop renewal.
@@ -48,11 +53,20 @@ type Item struct {
 
 	key parsedKey
 	kc  *kubeconfig
+	// bundleCA is the throwaway CA a self-signed kubelet serving
+	// certificate carries in its file (nil: the leaf signed itself).
+	bundleCA *x509.Certificate
+}
+
+// SelfSigned reports whether the item is a self-signed pair pkirenewd
+// renews as one (the kubelet's serving certificate), not from a CA.
+func (it *Item) SelfSigned() bool {
+	return it.Name == KubeletServingName && it.RotatedBy == "" && it.Unmanaged == ""
 }
 
 // Renewable reports whether pkirenewd may write a new certificate for it.
 func (it *Item) Renewable() bool {
-	return it.Kind != KindCA && !it.Missing && !it.External && it.RotatedBy == "" && it.Err == nil && it.Cert != nil
+	return it.Kind != KindCA && !it.Missing && !it.External && it.RotatedBy == "" && it.Unmanaged == "" && it.Err == nil && it.Cert != nil
 }
 
 // Inventory is the state of a node's PKI at one instant.
@@ -85,6 +99,9 @@ func (inv *Inventory) Find(name string) *Item {
 type Dirs struct {
 	PKIDir        string
 	KubeconfigDir string
+	// KubeletServing is the kubelet's serving certificate (zero: not
+	// looked at).
+	KubeletServing KubeletServing
 }
 
 type caSpec struct {
@@ -135,6 +152,7 @@ func Names() []string {
 	for _, s := range leafSpecs {
 		n = append(n, s.name)
 	}
+	n = append(n, KubeletServingName)
 	for _, s := range confSpecs {
 		n = append(n, s.name)
 	}
@@ -166,6 +184,9 @@ func TakeInventory(d Dirs) (*Inventory, error) {
 		if it := loadKubeconfig(roots, d.KubeconfigDir, s, inv); it != nil {
 			inv.Certs = append(inv.Certs, it)
 		}
+	}
+	if it := loadKubeletServing(d.KubeletServing); it != nil {
+		inv.Certs = append(inv.Certs, it)
 	}
 	sort.Slice(inv.Certs, func(i, j int) bool { return inv.Certs[i].Name < inv.Certs[j].Name })
 	return inv, nil

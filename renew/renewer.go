@@ -66,7 +66,11 @@ func New(o Options) *Renewer {
 }
 
 func (r *Renewer) store() (*Store, error) {
-	roots, err := NewRoots(r.opts.PKIDir, r.opts.KubeconfigDir)
+	dirs := []string{r.opts.PKIDir, r.opts.KubeconfigDir}
+	if d := r.opts.KubeletServing.dir(); d != "" {
+		dirs = append(dirs, d)
+	}
+	roots, err := NewRoots(dirs...)
 	if err != nil {
 		return nil, err
 	}
@@ -195,7 +199,7 @@ func (r *Renewer) Plan(inv *Inventory, sel Selection) (*Plan, error) {
 	} else {
 		forceAll := sel.Force || len(sel.Names) == 1
 		for _, s := range statuses {
-			if s.Kind == KindCA || s.Missing || s.RotatedBy != "" {
+			if s.Kind == KindCA || s.Missing || s.RotatedBy != "" || s.Unmanaged != "" {
 				continue
 			}
 			if !forceAll && s.State == StateOK {
@@ -267,11 +271,16 @@ func renewable(s Status) error {
 		return fmt.Errorf("%s: signed by CA %s whose key is not on this node (external CA): renew it with that CA", s.Name, s.CAName)
 	case s.RotatedBy != "":
 		return fmt.Errorf("%s: rotated by the %s (%s), not by pkirenewd", s.Name, s.RotatedBy, s.CertPath)
+	case s.Unmanaged != "":
+		return fmt.Errorf("%s (%s): %s", s.Name, s.CertPath, s.Unmanaged)
 	}
 	return nil
 }
 
 func (r *Renewer) issue(inv *Inventory, s Status, now time.Time) (*Planned, error) {
+	if s.SelfSigned() {
+		return r.planSelfSigned(s, now)
+	}
 	ca := inv.CA(s.CAName)
 	if ca == nil || ca.Cert == nil || ca.key.Signer == nil {
 		return nil, fmt.Errorf("CA %s is not usable", s.CAName)

@@ -16,6 +16,7 @@ import (
 	"github.com/pkirenewd/pkirenewd/config"
 	"github.com/pkirenewd/pkirenewd/cri"
 	"github.com/pkirenewd/pkirenewd/internal/fsread"
+	"github.com/pkirenewd/pkirenewd/reconcile"
 	"github.com/pkirenewd/pkirenewd/renew"
 )
 
@@ -186,9 +187,10 @@ func (o *options) renewer(cacheKubeadm bool) (*renew.Renewer, error) {
 		// Other admins' copies are reported, never written.
 		glob = "/home/*/.kube/config"
 	}
+	kubelet, _ := o.kubeletServing()
 	return renew.New(renew.Options{
 		AdminCopies: copies, AdminCopyGlob: glob,
-		Dirs:         renew.Dirs{PKIDir: o.cfg.PKIDir, KubeconfigDir: o.cfg.KubeconfigDir},
+		Dirs:         renew.Dirs{PKIDir: o.cfg.PKIDir, KubeconfigDir: o.cfg.KubeconfigDir, KubeletServing: kubelet.Serving},
 		StateDir:     o.cfg.StateDir,
 		Policy:       renew.Policy{RenewBefore: o.cfg.RenewBefore, NodeName: o.cfg.NodeName},
 		CAWarnBefore: o.cfg.CAWarnBefore,
@@ -197,6 +199,31 @@ func (o *options) renewer(cacheKubeadm bool) (*renew.Renewer, error) {
 		Now:          o.now,
 		Log:          o.log,
 	}), nil
+}
+
+// kubeletServing locates the kubelet's serving certificate from its
+// configuration; ok is false when there is none to look at. A kubelet
+// configuration that cannot be read is said once here; the kubelet's
+// healthz check reports it where it matters.
+func (o *options) kubeletServing() (reconcile.KubeletServingSetup, bool) {
+	if o.cfg.KubeletConfig == "" {
+		return reconcile.KubeletServingSetup{}, false
+	}
+	s, ok, err := reconcile.LocateKubeletServing(o.cfg.KubeletConfig, o.cfg.KubeletCertDir, o.cfg.KubeletServingCert == config.KubeletServingRenew)
+	if err != nil {
+		o.log.WithError(err).Warn("the kubelet's serving certificate cannot be located")
+	}
+	return s, ok && err == nil
+}
+
+// kubeletServingCheck is what makes the kubelet serve a renewed
+// self-signed certificate; nil when pkirenewd does not renew one.
+func (o *options) kubeletServingCheck() *reconcile.KubeletServingCheck {
+	s, ok := o.kubeletServing()
+	if !ok || s.Serving.Source != renew.ServingSelfSigned || !s.Serving.Renew {
+		return nil
+	}
+	return &reconcile.KubeletServingCheck{Addr: s.Addr}
 }
 
 func newVersionCmd(o *options) *cobra.Command {

@@ -3,17 +3,22 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
+	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/spf13/pflag"
 	"gopkg.in/yaml.v3"
+	certutil "k8s.io/client-go/util/cert"
 
 	"github.com/pkirenewd/pkirenewd/config"
 	"github.com/pkirenewd/pkirenewd/renew"
@@ -589,5 +594,106 @@ func TestCheckKubeletRotationStuck(t *testing.T) {
 		if tc.code == 1 && !strings.Contains(stderr, "rotation is stuck") {
 			t.Errorf("the stuck rotation is not logged:\n%s", stderr)
 		}
+	}
+}
+
+// kubeletNode adds a kubelet to n: its configuration (serving on a
+// loopback TLS listener of the test) and the self-signed pair the real
+// kubelet generates; served is the certificate file the listener serves.
+func kubeletNode(t *testing.T, n *node, extraConfig string, served *atomic.Pointer[string]) (configPath, certDir string) {
+	t.Helper()
+	certDir = filepath.Join(n.root, "kubelet", "pki")
+	if err := os.MkdirAll(certDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	certPEM, keyPEM, err := certutil.GenerateSelfSignedCertKey("node-1", nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = os.WriteFile(filepath.Join(certDir, "kubelet.crt"), certPEM, 0o644)
+	_ = os.WriteFile(filepath.Join(certDir, "kubelet.key"), keyPEM, 0o600)
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+		p := *served.Load()
+		c, err := tls.LoadX509KeyPair(p, filepath.Join(filepath.Dir(p), "kubelet.key"))
+		return &c, err
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { _ = c.(*tls.Conn).Handshake(); c.Close() }()
+		}
+	}()
+	port := ln.Addr().(*net.TCPAddr).Port
+	configPath = filepath.Join(n.root, "kubelet", "config.yaml")
+	cfg := fmt.Sprintf("kind: KubeletConfiguration\naddress: 127.0.0.1\nport: %d\n%s", port, extraConfig)
+	if err := os.WriteFile(configPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return configPath, certDir
+}
+
+func TestCheckKubeletServingCert(t *testing.T) {
+	n := newNode(t, renewtest.Options{})
+	var served atomic.Pointer[string]
+	cfgPath, certDir := kubeletNode(t, n, "", &served)
+	crt := filepath.Join(certDir, "kubelet.crt")
+	served.Store(&crt)
+	args := n.args("--kubelet-config", cfgPath, "--kubelet-cert-dir", certDir, "--restart-components=false")
+	code, out, stderr := n.run(t, append([]string{"check"}, args...)...)
+	if code != 0 || countLines(out, "kubelet-serving ") != 1 {
+		t.Fatalf("serving the file: exit %d\n%s\n%s", code, out, stderr)
+	}
+	var rep report
+	_, js, _ := n.run(t, append([]string{"check", "-o", "json"}, args...)...)
+	if err := json.Unmarshal([]byte(js), &rep); err != nil || rep.KubeletServing == nil || rep.KubeletServing.Stale || rep.KubeletServing.FileSerial == "" {
+		t.Fatalf("json: %v %+v", err, rep.KubeletServing)
+	}
+
+	// Renewed; the kubelet (the listener) reloads it. Then it serves
+	// the pair from before (as a kubelet that did not reload would):
+	// check must not say ok.
+	old := filepath.Join(n.root, "old", "kubelet.crt")
+	_ = os.MkdirAll(filepath.Dir(old), 0o755)
+	for _, f := range []string{"kubelet.crt", "kubelet.key"} {
+		data, _ := os.ReadFile(filepath.Join(certDir, f))
+		_ = os.WriteFile(filepath.Join(filepath.Dir(old), f), data, 0o600)
+	}
+	if code, out, stderr := n.run(t, append([]string{"renew", "kubelet-serving"}, args...)...); code != 0 || !strings.Contains(stderr, "reloaded its renewed serving certificate") {
+		t.Fatalf("renew kubelet-serving: %d\n%s\n%s", code, out, stderr)
+	}
+	served.Store(&old)
+	code, out, _ = n.run(t, append([]string{"check"}, args...)...)
+	if code != 1 || !strings.Contains(out, "STALE kubelet: serves serial") {
+		t.Errorf("serving an older certificate than the file: exit %d\n%s", code, out)
+	}
+
+	// monitor: reported only, and renewing it by name is refused.
+	mon := append(args, "--kubelet-serving-cert", "monitor")
+	code, out, _ = n.run(t, append([]string{"check"}, mon...)...)
+	if code != 0 || !strings.Contains(out, "kubeletServingCert: monitor") || !strings.Contains(out, "reported only") {
+		t.Errorf("monitor: exit %d\n%s", code, out)
+	}
+	if code, _, stderr := n.run(t, append([]string{"renew", "kubelet-serving"}, mon...)...); code != 1 || !strings.Contains(stderr, "kubeletServingCert: monitor") {
+		t.Errorf("renew under monitor: exit %d %s", code, stderr)
+	}
+}
+
+func TestCheckKubeletServingBootstrap(t *testing.T) {
+	n := newNode(t, renewtest.Options{})
+	var served atomic.Pointer[string]
+	cfgPath, certDir := kubeletNode(t, n, "serverTLSBootstrap: true\n", &served)
+	if err := os.Rename(filepath.Join(certDir, "kubelet.crt"), filepath.Join(certDir, "kubelet-server-current.pem")); err != nil {
+		t.Fatal(err)
+	}
+	code, out, _ := n.run(t, append([]string{"check"}, n.args("--kubelet-config", cfgPath, "--kubelet-cert-dir", certDir, "--restart-components=false")...)...)
+	if code != 0 || !strings.Contains(out, "CSR approver's job") || !strings.Contains(out, "rotated by kubelet") {
+		t.Errorf("serverTLSBootstrap: exit %d\n%s", code, out)
 	}
 }

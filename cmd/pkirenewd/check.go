@@ -59,6 +59,7 @@ owed, 2 something is expired, missing or broken.`,
 				}
 			}
 			rep.StaleComponents = o.staleComponents(cmd.Context(), r)
+			rep.KubeletServing = o.kubeletServingReport(cmd.Context(), r)
 			if pending, err := renew.TransactionPending(o.cfg.StateDir); err == nil && pending {
 				rep.TransactionPending = true
 			}
@@ -81,7 +82,8 @@ owed, 2 something is expired, missing or broken.`,
 				logStatus(o, s)
 			}
 			code := exitFor(statuses)
-			if code == checkOK && (len(rep.PendingRestarts) > 0 || len(rep.StaleComponents) > 0 || rep.TransactionPending) {
+			servingStale := rep.KubeletServing != nil && rep.KubeletServing.Stale
+			if code == checkOK && (len(rep.PendingRestarts) > 0 || len(rep.StaleComponents) > 0 || rep.TransactionPending || servingStale) {
 				code = checkDue
 			}
 			if code != checkOK {
@@ -145,6 +147,22 @@ type reportCert struct {
 	Error     string     `json:"error,omitempty" yaml:"error,omitempty"`
 	// Held says why a due certificate is not renewed (its CA ends first).
 	Held string `json:"held,omitempty" yaml:"held,omitempty"`
+	// Unmanaged says why pkirenewd only reports it; Note who looks
+	// after it (the kubelet's serving certificate).
+	Unmanaged string `json:"unmanaged,omitempty" yaml:"unmanaged,omitempty"`
+	Note      string `json:"note,omitempty" yaml:"note,omitempty"`
+}
+
+// kubeletServingReport compares the kubelet's self-signed serving
+// certificate on disk with the one it serves.
+type kubeletServingReport struct {
+	Path         string `json:"path" yaml:"path"`
+	Address      string `json:"address" yaml:"address"`
+	FileSerial   string `json:"fileSerial" yaml:"fileSerial"`
+	ServedSerial string `json:"servedSerial,omitempty" yaml:"servedSerial,omitempty"`
+	// Stale: it serves an older certificate than the file (a restart is
+	// owed).
+	Stale bool `json:"stale" yaml:"stale"`
 }
 
 type report struct {
@@ -157,6 +175,9 @@ type report struct {
 	// StaleComponents run on credentials older than the files on disk,
 	// as the runtime and the files show now.
 	StaleComponents []staleComponent `json:"staleComponents,omitempty" yaml:"staleComponents,omitempty"`
+	// KubeletServing: what the kubelet serves, when pkirenewd renews its
+	// self-signed serving certificate and the kubelet answers.
+	KubeletServing *kubeletServingReport `json:"kubeletServing,omitempty" yaml:"kubeletServing,omitempty"`
 	// TransactionPending: an interrupted renewal is recorded in stateDir;
 	// the next pkirenewd command or daemon cycle completes or undoes it.
 	TransactionPending bool `json:"transactionPending,omitempty" yaml:"transactionPending,omitempty"`
@@ -169,6 +190,7 @@ func newReport(statuses []renew.Status, now time.Time) report {
 		rc := reportCert{
 			Name: s.Name, ExternallyManaged: s.External, Missing: s.Missing,
 			CertificateAuthority: s.CAName, Path: s.CertPath, RotatedBy: s.RotatedBy, State: s.State.String(), Held: s.Held,
+			Unmanaged: s.Unmanaged, Note: s.Note,
 		}
 		if s.Cert != nil {
 			exp := s.Cert.NotAfter.UTC()
@@ -241,6 +263,18 @@ func printTable(w io.Writer, rep report) error {
 			return err
 		}
 	}
+	for _, c := range rep.Certificates {
+		if note := strings.TrimSpace(c.Unmanaged + " " + c.Note); note != "" {
+			if _, err := fmt.Fprintf(w, "\n%s (%s): %s\n", c.Name, c.Path, note); err != nil {
+				return err
+			}
+		}
+	}
+	if ks := rep.KubeletServing; ks != nil && ks.Stale {
+		if _, err := fmt.Fprintf(w, "\nSTALE kubelet: serves serial %s on %s, %s has %s: restart owed\n", ks.ServedSerial, ks.Address, ks.Path, ks.FileSerial); err != nil {
+			return err
+		}
+	}
 	if rep.TransactionPending {
 		if _, err := fmt.Fprintln(w, "\nAn interrupted renewal is recorded in the state dir: the next pkirenewd run or renew completes or undoes it."); err != nil {
 			return err
@@ -263,6 +297,10 @@ func renewAtText(c reportCert) string {
 		return "ROTATION STUCK: the " + c.RotatedBy + " has not replaced it"
 	case c.RotatedBy != "":
 		return "rotated by " + c.RotatedBy
+	case c.Unmanaged != "" && c.State != "ok":
+		return "DUE: renewed by nobody pkirenewd knows"
+	case c.Unmanaged != "":
+		return "reported only"
 	case c.ExternallyManaged:
 		return "-"
 	case c.RenewAt == nil:
@@ -349,4 +387,29 @@ func (o *options) staleComponents(ctx context.Context, r *renew.Renewer) []stale
 		o.log.WithFields(map[string]any{"COMPONENT": s.Component, "PATH": s.File}).Warnf("%s runs on credentials older than %s: a restart is owed", s.Component, s.File)
 	}
 	return out
+}
+
+// kubeletServingReport reads the serial the kubelet serves when pkirenewd
+// renews its self-signed serving certificate; nil when it does not, or
+// the kubelet cannot be reached (then nothing can be told).
+func (o *options) kubeletServingReport(ctx context.Context, r *renew.Renewer) *kubeletServingReport {
+	c := o.kubeletServingCheck()
+	if c == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	e := &reconcile.NodeEngine{Renewer: r, Log: o.log, KubeletServing: c}
+	file, served, stale := e.KubeletServesStale(ctx)
+	if file == "" || served == "" {
+		return nil
+	}
+	path := ""
+	if s, ok := o.kubeletServing(); ok {
+		path = s.Serving.CertPath
+	}
+	if stale {
+		o.log.WithFields(map[string]any{"COMPONENT": "kubelet", "PATH": path}).Warnf("the kubelet serves serial %s, %s has %s: a restart is owed", served, path, file)
+	}
+	return &kubeletServingReport{Path: path, Address: c.Addr, FileSerial: file, ServedSerial: served, Stale: stale}
 }

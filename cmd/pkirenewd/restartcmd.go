@@ -68,7 +68,8 @@ func kubeletRestarter(cfg config.Config) func(ctx context.Context) error {
 // node builds the orchestrator for cfg: renewing only, or renewing and
 // restarting (the runtime, the kubelet, the lease and the etcd guard).
 func (o *options) node(cfg config.Config, r *renew.Renewer, restarts bool, heartbeat func()) *reconcile.NodeEngine {
-	e := &reconcile.NodeEngine{Renewer: r, StateDir: cfg.StateDir, ManifestsDir: cfg.ManifestsDir, Log: o.log, Now: o.now}
+	e := &reconcile.NodeEngine{Renewer: r, StateDir: cfg.StateDir, ManifestsDir: cfg.ManifestsDir, Log: o.log, Now: o.now,
+		KubeletServing: o.kubeletServingCheck()}
 	observing(e, cfg)
 	if restarts {
 		e.Connect = connector(cfg, o.log)

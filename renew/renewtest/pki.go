@@ -347,3 +347,24 @@ func ReadKey(path string) (crypto.Signer, error) {
 	}
 	return s, nil
 }
+
+// ReadCerts reads every certificate of a PEM file, in order (a leaf, then
+// what else the file holds, as the kubelet's kubelet.crt does).
+func ReadCerts(path string) ([]*x509.Certificate, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var out []*x509.Certificate
+	for b, rest := pem.Decode(data); b != nil; b, rest = pem.Decode(rest) {
+		c, err := x509.ParseCertificate(b.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		out = append(out, c)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%s: no certificate", path)
+	}
+	return out, nil
+}

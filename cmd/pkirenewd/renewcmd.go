@@ -26,7 +26,10 @@ but writes nothing.
 
 Names: ` + strings.Join(renew.Names(), ", ") + `.
 
-Exit status: 0 success (or nothing to do), 1 failure (nothing was written).`,
+Exit status: 0 success (or nothing to do), 1 failure: nothing was written,
+unless the message says what was renewed and what is still owed (a restart
+that failed, a kubelet that does not serve its renewed certificate); check
+then names it too.`,
 		ValidArgs: renew.Names(),
 		RunE: func(cmd *cobra.Command, names []string) error {
 			if len(names) > 0 && force {

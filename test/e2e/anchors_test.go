@@ -138,6 +138,17 @@ func waitRestarted(cp *ControlPlane, before map[string]Pod, components []string,
 	})
 }
 
+// restartTimes lists "component TOOK" for each restart pkirenewd logged.
+func restartTimes(d *daemon) []string {
+	var per []string
+	for _, e := range d.Events() {
+		if e.Str("msg") == "component healthy" {
+			per = append(per, e.Str("COMPONENT")+" "+e.Str("TOOK"))
+		}
+	}
+	return per
+}
+
 func readyPods(t *testing.T, cp *ControlPlane) map[string]Pod {
 	t.Helper()
 	out := map[string]Pod{}
@@ -277,12 +288,7 @@ func TestRestartMethodsSideBySide(t *testing.T) {
 		}
 		total := time.Since(start)
 		down, n, _ := s.Stop()
-		var per []string
-		for _, e := range d.Events() {
-			if e.Str("msg") == "component healthy" {
-				per = append(per, e.Str("COMPONENT")+" "+e.Str("TOOK"))
-			}
-		}
+		per := restartTimes(d)
 		results = append(results, anchorResult{"(c) pkirenewd restart", total, down, n,
 			fmt.Sprintf("exited after %.1fs; %s", exited.Seconds(), strings.Join(per, ", "))})
 	}
@@ -307,12 +313,7 @@ func TestRestartMethodsSideBySide(t *testing.T) {
 		}
 		total := time.Since(start)
 		down, n, _ := s.Stop()
-		var per []string
-		for _, e := range d.Events() {
-			if e.Str("msg") == "component healthy" {
-				per = append(per, e.Str("COMPONENT")+" "+e.Str("TOOK"))
-			}
-		}
+		per := restartTimes(d)
 		if policy == "needed" {
 			samePods(t, before, readyPods(t, cp), []string{"etcd", "kube-apiserver"}, nil)
 		}

@@ -15,6 +15,18 @@ import (
 	"github.com/pkirenewd/pkirenewd/renew"
 )
 
+// rollFinished fails until the daemon has restarted the kubelet and owes
+// no restart.
+func rollFinished(d *daemon) error {
+	if !kubeletRestartLogged(d.Events()) {
+		return errors.New("pkirenewd has not restarted the kubelet yet")
+	}
+	if _, err := os.Stat(filepath.Join(d.stateDir, "pending-restart.json")); err == nil {
+		return errors.New("restarts still owed")
+	}
+	return nil
+}
+
 // maxNotAfter is the latest expiry of the renewable items.
 func maxNotAfter(t *testing.T) time.Time {
 	t.Helper()
@@ -55,13 +67,7 @@ func TestDay366ExpiredControlPlaneIsHealed(t *testing.T) {
 		if healedAt.IsZero() {
 			healedAt = time.Now()
 		}
-		if !kubeletRestartLogged(d.Events()) {
-			return errors.New("pkirenewd has not restarted the kubelet yet")
-		}
-		if _, err := os.Stat(filepath.Join(d.stateDir, "pending-restart.json")); err == nil {
-			return errors.New("restarts still owed")
-		}
-		return nil
+		return rollFinished(d)
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -4,9 +4,7 @@ package e2e
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -171,13 +169,7 @@ func TestDay366NeededPolicy(t *testing.T) {
 		if err := cp.Healthy(ctx); err != nil {
 			return err
 		}
-		if !kubeletRestartLogged(d.Events()) {
-			return errors.New("pkirenewd has not restarted the kubelet yet")
-		}
-		if _, err := os.Stat(filepath.Join(d.stateDir, "pending-restart.json")); err == nil {
-			return errors.New("restarts still owed")
-		}
-		return nil
+		return rollFinished(d)
 	})
 	if err != nil {
 		t.Fatal(err)

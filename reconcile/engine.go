@@ -667,6 +667,10 @@ func (e *NodeEngine) stillStale(ctx context.Context, rst *cri.Restarter) error {
 		if s.Component == Kubelet && e.RestartKubelet == nil {
 			hint = " (set kubeletRestartCommand, or restart the kubelet)"
 		}
+		if s.Reason != "" {
+			errs = append(errs, fmt.Errorf("%s must still be restarted: %s", s.Component, s.Reason))
+			continue
+		}
 		errs = append(errs, fmt.Errorf("%s still runs on credentials older than %s%s", s.Component, s.File, hint))
 	}
 	return errors.Join(errs...)

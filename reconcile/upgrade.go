@@ -22,17 +22,22 @@ type Entry struct {
 	ModTime time.Time
 }
 
-// kubeadm upgrade apply and kubeadm upgrade node stage the new manifests in
-// <kubernetesDir>/tmp/kubeadm-upgraded-manifests*, keep the old ones in
-// kubeadm-backup-manifests-* and etcd's data in kubeadm-backup-etcd-*, and
-// remove all three when they are done (cmd/kubeadm/app/phases/upgrade
-// staticpods.go, CleanupDirs).
-var upgradeDirs = []string{"kubeadm-upgraded-manifests", "kubeadm-backup-manifests-", "kubeadm-backup-etcd-"}
+// kubeadm upgrade apply and kubeadm upgrade node stage the new manifests
+// in <kubernetesDir>/tmp/kubeadm-upgraded-manifests*, made when the
+// upgrade of the static pods starts and removed when it succeeds. The old
+// manifests and etcd's data go to kubeadm-backup-manifests-* and
+// kubeadm-backup-etcd-*, which kubeadm keeps after a successful upgrade
+// (GetPathManagerForUpgrade asks CleanupDirs to keep both; seen on the e2e
+// rig after `kubeadm upgrade apply` v1.36.3 -> v1.37.2), so only the
+// staging directory says an upgrade is under way (cmd/kubeadm/app/phases/
+// upgrade/staticpods.go).
+const upgradeStaging = "kubeadm-upgraded-manifests"
 
 const (
-	// upgradeLeftover: a kubeadm directory older than this is what a
-	// failed or killed upgrade left behind, not one under way (kubeadm
-	// waits at most 5 minutes per component).
+	// upgradeLeftover: a staging directory older than this is what a
+	// failed or killed upgrade left behind (kubeadm keeps it for the
+	// operator when it rolls back), not one under way (kubeadm waits at
+	// most 5 minutes per component).
 	upgradeLeftover = time.Hour
 	// manifestSettle bounds the wait for the kubelet to replace a pod
 	// whose manifest changed (it looks every 20 s): a manifest it never
@@ -56,10 +61,8 @@ type Pod struct {
 // the kubelet's) until they settle.
 func Unsettled(tmp []Entry, pods []Pod, now time.Time) (string, bool) {
 	for _, e := range tmp {
-		for _, p := range upgradeDirs {
-			if strings.HasPrefix(e.Name, p) && now.Sub(e.ModTime) < upgradeLeftover {
-				return fmt.Sprintf("kubeadm upgrade in progress (%s, %s old)", e.Name, now.Sub(e.ModTime).Round(time.Second)), true
-			}
+		if strings.HasPrefix(e.Name, upgradeStaging) && now.Sub(e.ModTime) < upgradeLeftover {
+			return fmt.Sprintf("kubeadm upgrade in progress (%s, %s old)", e.Name, now.Sub(e.ModTime).Round(time.Second)), true
 		}
 	}
 	for _, p := range pods {

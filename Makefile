@@ -46,9 +46,9 @@ test: kubeadm containerd ## Full test suite: packages under a real systemd, unit
 E2E_LOGS ?= /tmp/pkirenewd-e2e-logs
 
 e2e: containerd ## End to end: a real control plane (kubelet, etcd, apiserver, cm, scheduler on containerd; owns /etc/kubernetes), day 366, and a three-member etcd HA rig
-	bash test/tools/build-k8s.sh all >/dev/null
+	bash test/tools/build-k8s.sh --full >/dev/null
 	rm -rf $(E2E_LOGS) && mkdir -p $(E2E_LOGS)
-	PKIRENEWD_E2E_LOGS=$(E2E_LOGS) $(GO) test -tags e2e -count=1 -p 1 -timeout 45m -v ./test/e2e/ ./test/ha/ || \
+	PKIRENEWD_E2E_LOGS=$(E2E_LOGS) $(GO) test -tags e2e -count=1 -p 1 -timeout 60m -v ./test/e2e/ ./test/ha/ || \
 		{ echo "e2e failed; log tails from $(E2E_LOGS):"; find $(E2E_LOGS) -type f -name '*.log' -exec sh -c 'echo "== $$1"; tail -20 "$$1"' _ {} \; ; exit 1; }
 
 package-test: deb rpm ## Unit and package checks (systemd-analyze, lintian, rpm) and the .deb and .rpm under systemd-nspawn

@@ -41,37 +41,89 @@ func ModuleRoot() string {
 	return dir
 }
 
-// ParseFullVersion reads the version of the one "full" row of
-// test/tools/versions (VERSION BUILD-DATE MODULE full|kubeadm): the only
-// version whose whole control plane the build script builds.
-func ParseFullVersion(versions []byte) (string, error) {
-	var full []string
-	for _, line := range strings.Split(string(versions), "\n") {
-		if f := strings.Fields(line); len(f) == 4 && f[3] == "full" && !strings.HasPrefix(f[0], "#") {
-			full = append(full, f[0])
-		}
-	}
-	if len(full) != 1 {
-		return "", fmt.Errorf("%s: want exactly one row with set \"full\", found %d", VersionsFile, len(full))
-	}
-	return full[0], nil
+// Row is one line of test/tools/versions.
+type Row struct {
+	// Version is the k8s.io/kubernetes module version, v1.MINOR.PATCH.
+	Version string
+	// Set is "default" (a full set and the rigs' default), "full" (kubeadm,
+	// the kubelet, the components and etcd are built) or "kubeadm".
+	Set string
+	// Etcd is the etcd release built for a full set ("-" for kubeadm).
+	Etcd string
 }
 
-// PinnedVersion is the default Kubernetes version of the rigs: the "full"
-// one of test/tools/versions, so that it is written down once.
-func PinnedVersion() (string, error) {
+// Full tells whether the build script builds a whole control plane of r.
+func (r Row) Full() bool { return r.Set == "full" || r.Set == "default" }
+
+// ParseVersions reads test/tools/versions (VERSION BUILD-DATE MODULE SET
+// ETCD, oldest first); the build script checks the same file more closely.
+// Exactly one row is the default.
+func ParseVersions(versions []byte) ([]Row, error) {
+	var rows []Row
+	defaults := 0
+	for _, line := range strings.Split(string(versions), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 || strings.HasPrefix(f[0], "#") {
+			continue
+		}
+		if len(f) != 5 {
+			return nil, fmt.Errorf("%s: %q: want VERSION BUILD-DATE MODULE SET ETCD", VersionsFile, line)
+		}
+		r := Row{Version: f[0], Set: f[3], Etcd: f[4]}
+		if r.Set == "default" {
+			defaults++
+		}
+		rows = append(rows, r)
+	}
+	if defaults != 1 {
+		return nil, fmt.Errorf("%s: want exactly one row with set \"default\", found %d", VersionsFile, defaults)
+	}
+	return rows, nil
+}
+
+// Versions reads the rows of test/tools/versions.
+func Versions() ([]Row, error) {
 	b, err := os.ReadFile(filepath.Join(ModuleRoot(), VersionsFile))
+	if err != nil {
+		return nil, err
+	}
+	return ParseVersions(b)
+}
+
+// PinnedVersion is the default Kubernetes version of the rigs: the
+// "default" row of test/tools/versions, so that it is written down once.
+func PinnedVersion() (string, error) {
+	rows, err := Versions()
 	if err != nil {
 		return "", err
 	}
-	return ParseFullVersion(b)
+	for _, r := range rows {
+		if r.Set == "default" {
+			return r.Version, nil
+		}
+	}
+	return "", fmt.Errorf("%s: no default row", VersionsFile)
+}
+
+// OldestFull is the oldest version whose whole control plane is built.
+func OldestFull() (Row, error) {
+	rows, err := Versions()
+	if err != nil {
+		return Row{}, err
+	}
+	for _, r := range rows {
+		if r.Full() {
+			return r, nil
+		}
+	}
+	return Row{}, fmt.Errorf("%s: no full row", VersionsFile)
 }
 
 // Build returns the dir with the given components (kubeadm, kubelet,
 // kube-apiserver, ..., etcd, or "all") of Kubernetes version (empty: the
 // pinned one), built once by test/tools/build-k8s.sh and cached. The
 // script knows the versions of test/tools/versions and builds more than
-// kubeadm only for the "full" one; it names what it refuses.
+// kubeadm only for its full sets; it names what it refuses.
 func Build(version string, components ...string) (dir string, err error) {
 	var args []string
 	if version != "" {

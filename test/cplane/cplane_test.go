@@ -1,31 +1,42 @@
 package cplane
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
 )
 
-func TestParseFullVersion(t *testing.T) {
+func TestParseVersions(t *testing.T) {
 	for _, tc := range []struct {
-		name, versions, want string
+		name, versions string
+		want           []Row
+		bad            bool
 	}{
-		{"one full", "# version  build-date  module  set\nv1.36.3 2026-07-22T18:07:38Z k8s-v1.36 kubeadm\nv1.37.2 2026-10-27T12:01:04Z k8s full\n", "v1.37.2"},
-		{"none", "v1.36.3 2026-07-22T18:07:38Z k8s-v1.36 kubeadm\n", ""},
-		{"two", "v1.36.3 2026-07-22T18:07:38Z k8s-v1.36 full\nv1.37.2 2026-10-27T12:01:04Z k8s full\n", ""},
-		{"a comment is no row", "#   set  full\n# v1.37.2 2026-10-27T12:01:04Z k8s full\n", ""},
+		{"default and kubeadm", "# version  build-date  module  set  etcd\nv1.36.3 2026-07-22T18:07:38Z k8s-v1.36 kubeadm -\nv1.37.2 2026-10-27T12:01:04Z k8s default v3.7.3\n",
+			[]Row{{"v1.36.3", "kubeadm", "-"}, {"v1.37.2", "default", "v3.7.3"}}, false},
+		{"full and default", "v1.36.3 d k8s-v1.36 full v3.6.8\nv1.37.2 d k8s default v3.7.3\n",
+			[]Row{{"v1.36.3", "full", "v3.6.8"}, {"v1.37.2", "default", "v3.7.3"}}, false},
+		{"no default", "v1.36.3 d k8s-v1.36 full v3.6.8\n", nil, true},
+		{"two defaults", "v1.36.3 d k8s-v1.36 default v3.6.8\nv1.37.2 d k8s default v3.7.3\n", nil, true},
+		{"four columns", "v1.37.2 d k8s default\n", nil, true},
+		{"a comment is no row", "#   set  default\n# v1.37.2 2026-10-27T12:01:04Z k8s default v3.7.3\n", nil, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := ParseFullVersion([]byte(tc.versions))
-			if got != tc.want || (err == nil) != (tc.want != "") {
-				t.Errorf("got %q, %v; want %q", got, err, tc.want)
+			got, err := ParseVersions([]byte(tc.versions))
+			if (err != nil) != tc.bad || !slices.Equal(got, tc.want) {
+				t.Errorf("got %v, %v; want %v (error: %v)", got, err, tc.want, tc.bad)
 			}
 		})
 	}
+	if !(Row{Set: "default"}).Full() || !(Row{Set: "full"}).Full() || (Row{Set: "kubeadm"}).Full() {
+		t.Error("Row.Full: only default and full sets are full")
+	}
 }
 
-// The real file pins one full version, which is what the suites default
-// to, and the build script refuses a control plane of another version.
+// The real file pins one default version, which is what the suites
+// default to, the oldest full set is not newer, and the build script
+// refuses a version the file does not list.
 func TestPinnedVersionFromTheVersionsFile(t *testing.T) {
 	v, err := PinnedVersion()
 	if err != nil {
@@ -33,6 +44,10 @@ func TestPinnedVersionFromTheVersionsFile(t *testing.T) {
 	}
 	if !strings.HasPrefix(v, "v1.") {
 		t.Errorf("pinned version %q", v)
+	}
+	oldest, err := OldestFull()
+	if err != nil || oldest.Etcd == "-" {
+		t.Errorf("oldest full set %v, %v", oldest, err)
 	}
 	if _, err := Build("v0.0.0", "kubeadm"); err == nil {
 		t.Error("Build of a version test/tools/versions does not list: no error")

@@ -68,7 +68,7 @@ func placeholderIP(i int) string { return fmt.Sprintf("203.0.113.%d", 11+i) }
 // Options shape a cluster.
 type Options struct {
 	// KubernetesVersion is the version of kubeadm and kube-apiserver
-	// (default: the "full" version of test/tools/versions); etcd's and
+	// (default: the "default" version of test/tools/versions); etcd's and
 	// pause's images are the ones that version's kubeadm lists.
 	KubernetesVersion string
 	// Validity is kubeadm's certificateValidityPeriod for every node's

@@ -29,7 +29,7 @@ import (
 
 var (
 	// kubeadmBin is the default version's kubeadm (PKIRENEWD_KUBEADM): the
-	// "full" line of test/tools/versions, the one make e2e runs.
+	// "default" line of test/tools/versions, the one make e2e runs.
 	kubeadmBin   string
 	pkirenewdBin string
 )
@@ -58,7 +58,7 @@ func defaultKubeadm(t testing.TB) kubeadmVersion {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return kubeadmVersion{version: pinned.full, bin: kubeadmBin}
+	return kubeadmVersion{version: pinned.def, bin: kubeadmBin}
 }
 
 // node is a root file system with /etc/kubernetes made by kubeadm.

@@ -15,10 +15,10 @@ import (
 const versionsFile = "../tools/versions"
 
 // pinnedVersions is test/tools/versions: every version, oldest first, and
-// the "full" one (whose kubeadm is PKIRENEWD_KUBEADM).
+// the "default" one (whose kubeadm is PKIRENEWD_KUBEADM).
 type pinnedVersions struct {
 	list []string
-	full string
+	def  string
 }
 
 var versionRE = regexp.MustCompile(`^v1\.([0-9]+)\.([0-9]+)$`)
@@ -44,22 +44,22 @@ func parsePinnedVersions(data string) (pinnedVersions, error) {
 		if len(f) == 0 || strings.HasPrefix(f[0], "#") {
 			continue
 		}
-		if len(f) != 4 || !versionRE.MatchString(f[0]) || (f[3] != "full" && f[3] != "kubeadm") {
-			return p, fmt.Errorf("line %d: want VERSION BUILD-DATE MODULE full|kubeadm, got %q", i+1, line)
+		if len(f) != 5 || !versionRE.MatchString(f[0]) || (f[3] != "default" && f[3] != "full" && f[3] != "kubeadm") {
+			return p, fmt.Errorf("line %d: want VERSION BUILD-DATE MODULE default|full|kubeadm ETCD, got %q", i+1, line)
 		}
 		if n := len(p.list); n > 0 && minorOf(p.list[n-1]) >= minorOf(f[0]) {
 			return p, fmt.Errorf("line %d: %s does not follow %s: one version a minor, oldest first", i+1, f[0], p.list[n-1])
 		}
-		if f[3] == "full" {
-			if p.full != "" {
-				return p, fmt.Errorf("line %d: a second full version (%s after %s)", i+1, f[0], p.full)
+		if f[3] == "default" {
+			if p.def != "" {
+				return p, fmt.Errorf("line %d: a second default version (%s after %s)", i+1, f[0], p.def)
 			}
-			p.full = f[0]
+			p.def = f[0]
 		}
 		p.list = append(p.list, f[0])
 	}
-	if p.full == "" {
-		return p, fmt.Errorf("no full version")
+	if p.def == "" {
+		return p, fmt.Errorf("no default version")
 	}
 	return p, nil
 }
@@ -147,8 +147,8 @@ func TestPinnedVersionsFile(t *testing.T) {
 			t.Errorf("%s: minor %d, want %d (no minor skipped)", v, minorOf(v), want)
 		}
 	}
-	if p.full != p.list[len(p.list)-1] {
-		t.Errorf("the full version %s is not the newest (%s)", p.full, p.list[len(p.list)-1])
+	if p.def != p.list[len(p.list)-1] {
+		t.Errorf("the default version %s is not the newest (%s)", p.def, p.list[len(p.list)-1])
 	}
 }
 
@@ -158,14 +158,15 @@ func TestParsePinnedVersions(t *testing.T) {
 		want       []string
 		bad        string
 	}{
-		{"two", "# c\nv1.1.2 2026-01-01T00:00:00Z k8s-v1.1 kubeadm\n\nv1.2.0 2026-02-01T00:00:00Z k8s full\n", []string{"v1.1.2", "v1.2.0"}, ""},
-		{"no full", "v1.1.2 d m kubeadm\n", nil, "no full version"},
-		{"two full", "v1.1.2 d m full\nv1.2.2 d m full\n", nil, "second full"},
-		{"newest first", "v1.2.2 d m full\nv1.1.2 d m kubeadm\n", nil, "oldest first"},
-		{"two patches of a minor", "v1.2.1 d m kubeadm\nv1.2.2 d m full\n", nil, "one version a minor"},
-		{"missing column", "v1.2.2 d full\n", nil, "line 1"},
-		{"bad version", "1.2.2 d m full\n", nil, "line 1"},
-		{"bad set", "v1.2.2 d m all\n", nil, "line 1"},
+		{"two", "# c\nv1.1.2 2026-01-01T00:00:00Z k8s-v1.1 kubeadm -\n\nv1.2.0 2026-02-01T00:00:00Z k8s default v3.7.3\n", []string{"v1.1.2", "v1.2.0"}, ""},
+		{"full and default", "v1.1.2 d m full v3.6.8\nv1.2.0 d m default v3.7.3\n", []string{"v1.1.2", "v1.2.0"}, ""},
+		{"no default", "v1.1.2 d m full v3.6.8\n", nil, "no default version"},
+		{"two defaults", "v1.1.2 d m default e\nv1.2.2 d m default e\n", nil, "second default"},
+		{"newest first", "v1.2.2 d m default e\nv1.1.2 d m kubeadm -\n", nil, "oldest first"},
+		{"two patches of a minor", "v1.2.1 d m kubeadm -\nv1.2.2 d m default e\n", nil, "one version a minor"},
+		{"missing column", "v1.2.2 d m default\n", nil, "line 1"},
+		{"bad version", "1.2.2 d m default e\n", nil, "line 1"},
+		{"bad set", "v1.2.2 d m all e\n", nil, "line 1"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -184,7 +185,7 @@ func TestParsePinnedVersions(t *testing.T) {
 }
 
 func TestParseKubeadms(t *testing.T) {
-	pinned := pinnedVersions{list: []string{"v1.1.2", "v1.2.0"}, full: "v1.2.0"}
+	pinned := pinnedVersions{list: []string{"v1.1.2", "v1.2.0"}, def: "v1.2.0"}
 	want := []kubeadmVersion{{"v1.1.2", "/a/kubeadm"}, {"v1.2.0", "/b/kubeadm"}}
 	tests := []struct {
 		name, env string

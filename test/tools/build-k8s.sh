@@ -4,15 +4,17 @@
 #
 #   bash test/tools/build-k8s.sh [--version VERSION] [COMPONENT...]
 #   bash test/tools/build-k8s.sh --range
+#   bash test/tools/build-k8s.sh --full
 #   bash test/tools/build-k8s.sh --list
 #
 # COMPONENT is any of: kubeadm kubelet kube-apiserver kube-controller-manager
 # kube-scheduler etcd, or "all". Default: kubeadm. The versions are the lines
-# of test/tools/versions; VERSION defaults to its "full" one (v1.37.2), the
-# only one whose whole control plane is built; the others build kubeadm only.
+# of test/tools/versions; VERSION defaults to its "default" one (v1.37.2).
+# The whole control plane (and that row's etcd) is built only for the rows
+# whose set is "full" or "default"; the others build kubeadm only.
 #
 # Binaries go to ${PKIRENEWD_CACHE:-$HOME/.cache/pkirenewd}/bin/k8s-VERSION/
-# (etcd to .../bin/etcd-v3.7.3/etcd, symlinked as k8s-VERSION/etcd). A binary
+# (etcd to .../bin/etcd-ETCDVERSION/etcd, symlinked as k8s-VERSION/etcd). A binary
 # already in the cache is not rebuilt (PKIRENEWD_REBUILD=1 forces a rebuild).
 # Progress goes to stderr; the last stdout line is the k8s bin dir, so
 #
@@ -21,14 +23,14 @@
 #
 # --range builds kubeadm of every version and prints, as its last line,
 # VERSION=PATH pairs (oldest first, space-separated), as test/kubeadm reads
-# them from PKIRENEWD_KUBEADMS. --list prints the versions, one a line.
+# them from PKIRENEWD_KUBEADMS. --full builds "all" of every full set (make
+# e2e runs a control plane of each) and prints their bin dirs, one a line.
+# --list prints the versions, one a line.
 #
 # The modules are test/tools/k8s* (one per version, see test/tools/versions)
-# and test/tools/etcd. GOPROXY, GOCACHE, GOMODCACHE and GOFLAGS from the
+# and test/tools/etcd-ETCDVERSION (one per etcd release). GOPROXY, GOCACHE, GOMODCACHE and GOFLAGS from the
 # environment are used as they are.
 set -euo pipefail
-
-ETCD_VERSION=v3.7.3
 
 K8S_COMPONENTS=(kubeadm kubelet kube-apiserver kube-controller-manager kube-scheduler)
 
@@ -41,33 +43,41 @@ usage() {
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cache=${PKIRENEWD_CACHE:-${HOME:?HOME or PKIRENEWD_CACHE must be set}/.cache/pkirenewd}
-etcd_bin=$cache/bin/etcd-$ETCD_VERSION
 rebuild=${PKIRENEWD_REBUILD:-0}
 
 # versions prints the rows of test/tools/versions (comments and blank lines
-# dropped), checking each: four fields, a v1.MINOR.PATCH version, an RFC 3339
-# UTC time, an existing module dir, a set of "full" or "kubeadm".
+# dropped), checking each: five fields, a v1.MINOR.PATCH version, an RFC 3339
+# UTC time, an existing module dir, a set of "default", "full" or "kubeadm",
+# and an etcd release with its module dir (full sets) or "-" (kubeadm only).
 versions() {
-	local f=$here/versions v d m set rest full=0
-	while read -r v d m set rest; do
+	local f=$here/versions v d m set e rest defaults=0
+	while read -r v d m set e rest; do
 		[[ -z $v || $v == \#* ]] && continue
 		[[ $v =~ ^v1\.[0-9]+\.[0-9]+$ && $d =~ ^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:]{8}Z$ &&
-			-f $here/$m/go.mod && ($set == full || $set == kubeadm) && -z $rest ]] ||
-			die "$f: bad line: $v $d $m $set $rest"
-		[[ $set == full ]] && full=$((full + 1))
-		printf '%s %s %s %s\n' "$v" "$d" "$m" "$set"
+			-f $here/$m/go.mod && -z $rest ]] || die "$f: bad line: $v $d $m $set $e $rest"
+		case $set in
+		default | full)
+			[[ $e =~ ^v3\.[0-9]+\.[0-9]+$ && -f $here/etcd-$e/go.mod ]] ||
+				die "$f: $v: etcd $e has no module test/tools/etcd-$e"
+			;;
+		kubeadm) [[ $e == - ]] || die "$f: $v: a kubeadm-only row has etcd \"-\", not $e" ;;
+		*) die "$f: $v: set $set is none of default, full, kubeadm" ;;
+		esac
+		[[ $set == default ]] && defaults=$((defaults + 1))
+		printf '%s %s %s %s %s\n' "$v" "$d" "$m" "$set" "$e"
 	done <"$f"
-	[[ $full == 1 ]] || die "$f: $full lines with set \"full\", want exactly one"
+	[[ $defaults == 1 ]] || die "$f: $defaults lines with set \"default\", want exactly one"
 }
 version_rows=$(versions)
 
-# select_version VERSION sets K8S_VERSION, K8S_BUILD_DATE, K8S_MODULE and
-# K8S_SET from its row; an empty VERSION selects the "full" one.
+# select_version VERSION sets K8S_VERSION, K8S_BUILD_DATE, K8S_MODULE,
+# K8S_SET and ETCD_VERSION from its row; an empty VERSION selects the
+# "default" one.
 select_version() {
-	local v d m set
-	while read -r v d m set; do
-		if [[ $v == "$1" || (-z $1 && $set == full) ]]; then
-			K8S_VERSION=$v K8S_BUILD_DATE=$d K8S_MODULE=$here/$m K8S_SET=$set
+	local v d m set e
+	while read -r v d m set e; do
+		if [[ $v == "$1" || (-z $1 && $set == default) ]]; then
+			K8S_VERSION=$v K8S_BUILD_DATE=$d K8S_MODULE=$here/$m K8S_SET=$set ETCD_VERSION=$e
 			return
 		fi
 	done <<<"$version_rows"
@@ -91,6 +101,15 @@ case ${1:-} in
 	printf '%s\n' "${pairs[*]}"
 	exit 0
 	;;
+--full)
+	[[ $# -eq 1 ]] || die "--full takes no components (it builds all of every full set)"
+	while read -r v d m set e; do
+		if [[ $set == full || $set == default ]]; then
+			bash "${BASH_SOURCE[0]}" --version "$v" all | tail -1
+		fi
+	done <<<"$version_rows"
+	exit 0
+	;;
 --version)
 	[[ $# -ge 2 ]] || die "--version needs a version"
 	version=$2
@@ -99,6 +118,7 @@ case ${1:-} in
 esac
 select_version "$version"
 k8s_bin=$cache/bin/k8s-$K8S_VERSION
+etcd_bin=$cache/bin/etcd-$ETCD_VERSION
 
 if [[ $# -eq 0 ]]; then
 	set -- kubeadm
@@ -107,7 +127,7 @@ fi
 want_k8s=()
 want_etcd=0
 for c in "$@"; do
-	if [[ $K8S_SET != full && $c != kubeadm && $c != -h && $c != --help ]]; then
+	if [[ $K8S_SET == kubeadm && $c != kubeadm && $c != -h && $c != --help ]]; then
 		die "only kubeadm is built for $K8S_VERSION (test/tools/versions); asked for $c"
 	fi
 	case $c in
@@ -210,7 +230,7 @@ build_etcd() {
 	tmpdirs+=("$tmp")
 	log "building etcd $ETCD_VERSION"
 	start=$SECONDS
-	go_build "$here/etcd" "$tmp/etcd" "-s -w" go.etcd.io/etcd/server/v3
+	go_build "$here/etcd-$ETCD_VERSION" "$tmp/etcd" "-s -w" go.etcd.io/etcd/server/v3
 	mv -f -- "$tmp/etcd" "$etcd_bin/etcd"
 	log "built etcd in $((SECONDS - start)) s"
 }

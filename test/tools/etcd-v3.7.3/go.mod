@@ -1,4 +1,4 @@
-module pkirenewd.test/tools/etcd
+module pkirenewd.test/tools/etcd-v3.7.3
 
 go 1.26.0
 

@@ -111,7 +111,14 @@ type loop struct {
 	// renewing are the items the last renewal was asked for: a new
 	// certificate there is ours, anywhere else someone else's.
 	renewing map[string]bool
+	// upgrading: kubeadm was upgrading the node at the last look.
+	upgrading bool
 }
+
+// upgradeLook is how often the daemon looks while kubeadm upgrades the
+// node: its end is seen by the staging directory going away, which no
+// watched file announces.
+const upgradeLook = 10 * time.Second
 
 // Run is the daemon's main loop; it returns when ctx is done (nil) or when
 // the first inventory fails (an error: the unit's Restart= takes over).
@@ -239,6 +246,7 @@ func (l *loop) check(first bool) error {
 			l.plan.Wake = at
 		}
 	}
+	l.watchUpgrade(now)
 	for _, s := range statuses {
 		logItem(l.Log, s, first)
 	}
@@ -250,6 +258,29 @@ func (l *loop) check(first bool) error {
 	}
 	l.Log.WithFields(logrus.Fields{"NEXT": l.plan.Next, "RENEW_AT": fmtTime(l.plan.NextAt), "DUE": strings.Join(l.plan.Due, ",")}).Debug("scheduled")
 	return nil
+}
+
+// watchUpgrade says in the journal when kubeadm starts and stops
+// upgrading the node (the engine writes and restarts nothing meanwhile)
+// and looks again every upgradeLook until it has finished, so the node is
+// judged as kubeadm left it at once, not at the next renewal.
+func (l *loop) watchUpgrade(now time.Time) {
+	e, ok := l.engine.(interface{ Upgrading() (string, bool) })
+	if !ok {
+		return
+	}
+	why, on := e.Upgrading()
+	log := l.Log.WithField("ACTION", "outside-upgrade")
+	switch {
+	case on && !l.upgrading:
+		log.Infof("%s: pkirenewd writes and restarts nothing until it has finished", why)
+	case !on && l.upgrading:
+		log.Info("kubeadm's upgrade has finished: the node is judged as it now is")
+	}
+	l.upgrading = on
+	if on && now.Add(upgradeLook).Before(l.plan.Wake) {
+		l.plan.Wake = now.Add(upgradeLook)
+	}
 }
 
 func logItem(log logrus.FieldLogger, s renew.Status, verbose bool) {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+	logtest "github.com/sirupsen/logrus/hooks/test"
 	testclock "k8s.io/utils/clock/testing"
 
 	"github.com/pkirenewd/pkirenewd/daemon"
@@ -404,5 +405,62 @@ func TestRenewedElsewhere(t *testing.T) {
 	}
 	if got := daemon.RenewedElsewhere(nil, after, nil); len(got) != 0 {
 		t.Errorf("first inventory: %v", got)
+	}
+}
+
+// upgradingEngine reports kubeadm upgrading the node while on is set.
+type upgradingEngine struct {
+	*daemontest.Engine
+	on atomic.Bool
+}
+
+func (e *upgradingEngine) Upgrading() (string, bool) {
+	if e.on.Load() {
+		return "kubeadm upgrade in progress (kubeadm-upgraded-manifests1, 1s old)", true
+	}
+	return "", false
+}
+
+// While kubeadm upgrades the node the loop looks every 10 s, not at its
+// hourly re-check, and the journal says when the upgrade starts and ends
+// (once each).
+func TestWatchesAKubeadmUpgradeUntilItEnds(t *testing.T) {
+	var eng *upgradingEngine
+	log, hook := logtest.NewNullLogger()
+	h := start(t, map[string]*daemontest.Item{"a": item(100*time.Hour, 300*time.Hour)}, func(o *daemon.Options) {
+		eng = &upgradingEngine{Engine: o.Engine.(*daemontest.Engine)}
+		eng.on.Store(true)
+		o.Engine = eng
+		o.Log = log
+	})
+	upgradeLines := func() (out []string) {
+		for _, e := range hook.AllEntries() {
+			if e.Data["ACTION"] == "outside-upgrade" {
+				out = append(out, e.Message)
+			}
+		}
+		return out
+	}
+	if got := upgradeLines(); len(got) != 1 || !strings.Contains(got[0], "writes and restarts nothing until it has finished") {
+		t.Fatalf("at start: %q", got)
+	}
+	base := h.engine.InventoryCount()
+	h.step(10 * time.Second)
+	h.step(10 * time.Second)
+	if n := h.engine.InventoryCount(); n != base+2 {
+		t.Fatalf("looked %d times in 20 s of upgrade, want 2", n-base)
+	}
+	if got := upgradeLines(); len(got) != 1 {
+		t.Fatalf("said it again while the upgrade went on: %q", got)
+	}
+	eng.on.Store(false)
+	h.step(10 * time.Second)
+	if got := upgradeLines(); len(got) != 2 || !strings.Contains(got[1], "has finished") {
+		t.Fatalf("after the upgrade: %q", got)
+	}
+	base = h.engine.InventoryCount()
+	h.step(10 * time.Minute)
+	if n := h.engine.InventoryCount(); n != base {
+		t.Fatalf("still looking every 10 s after the upgrade (%d looks in 10 min)", n-base)
 	}
 }

@@ -347,8 +347,19 @@ func TestNothingDuringAKubeadmUpgrade(t *testing.T) {
 	if after, _ := renewtest.HashTree(n.l.KubeconfigDir); renewtest.DiffTrees(before, after) != "" || len(n.rt.Calls) > 0 {
 		t.Fatalf("something was written or stopped: %v", n.rt.Calls)
 	}
-	if err := os.RemoveAll(filepath.Dir(staging)); err != nil {
+	if why, on := e.Upgrading(); !on || !strings.Contains(why, "kubeadm-upgraded-manifests3210") {
+		t.Errorf("Upgrading during the upgrade: %q %v", why, on)
+	}
+	// What a successful upgrade keeps does not hold anything back.
+	backup := filepath.Join(filepath.Dir(staging), "kubeadm-backup-manifests-2026-11-29-10-46-02")
+	if err := os.Mkdir(backup, 0o700); err != nil {
 		t.Fatal(err)
+	}
+	if err := os.Remove(staging); err != nil {
+		t.Fatal(err)
+	}
+	if why, on := e.Upgrading(); on {
+		t.Errorf("Upgrading after the upgrade: %q", why)
 	}
 	if _, err := e.Renew(context.Background(), []string{"scheduler.conf"}); err != nil {
 		t.Fatalf("after the upgrade: %v", err)

@@ -60,10 +60,8 @@ type Pod struct {
 // renewed or restarted meanwhile: the files and the pods are kubeadm's (or
 // the kubelet's) until they settle.
 func Unsettled(tmp []Entry, pods []Pod, now time.Time) (string, bool) {
-	for _, e := range tmp {
-		if strings.HasPrefix(e.Name, upgradeStaging) && now.Sub(e.ModTime) < upgradeLeftover {
-			return fmt.Sprintf("kubeadm upgrade in progress (%s, %s old)", e.Name, now.Sub(e.ModTime).Round(time.Second)), true
-		}
+	if why, ok := UpgradeUnderWay(tmp, now); ok {
+		return why, true
 	}
 	for _, p := range pods {
 		if !p.Started.IsZero() && p.ManifestChanged.After(p.Started) && now.Sub(p.ManifestChanged) < manifestSettle {
@@ -73,10 +71,25 @@ func Unsettled(tmp []Entry, pods []Pod, now time.Time) (string, bool) {
 	return "", false
 }
 
-// unsettled looks at the node: kubeadm's upgrade directories beside the
-// manifests directory, and each usable manifest against its running
-// container.
-func (e *NodeEngine) unsettled(ctx context.Context, rst *cri.Restarter, ms cri.Manifests) (string, bool) {
+// UpgradeUnderWay tells whether the entries of <kubernetesDir>/tmp say
+// that kubeadm is upgrading the node, and why.
+func UpgradeUnderWay(tmp []Entry, now time.Time) (string, bool) {
+	for _, e := range tmp {
+		if strings.HasPrefix(e.Name, upgradeStaging) && now.Sub(e.ModTime) < upgradeLeftover {
+			return fmt.Sprintf("kubeadm upgrade in progress (%s, %s old)", e.Name, now.Sub(e.ModTime).Round(time.Second)), true
+		}
+	}
+	return "", false
+}
+
+// Upgrading tells whether kubeadm is upgrading the node now (the daemon
+// says so in the journal and looks again often until it has finished).
+func (e *NodeEngine) Upgrading() (string, bool) {
+	return UpgradeUnderWay(e.kubeadmTmp(), e.now())
+}
+
+// kubeadmTmp lists <kubernetesDir>/tmp, beside the manifests directory.
+func (e *NodeEngine) kubeadmTmp() []Entry {
 	var tmp []Entry
 	if des, err := os.ReadDir(filepath.Join(filepath.Dir(e.ManifestsDir), "tmp")); err == nil {
 		for _, de := range des {
@@ -85,6 +98,14 @@ func (e *NodeEngine) unsettled(ctx context.Context, rst *cri.Restarter, ms cri.M
 			}
 		}
 	}
+	return tmp
+}
+
+// unsettled looks at the node: kubeadm's upgrade staging directory beside
+// the manifests directory, and each usable manifest against its running
+// container.
+func (e *NodeEngine) unsettled(ctx context.Context, rst *cri.Restarter, ms cri.Manifests) (string, bool) {
+	tmp := e.kubeadmTmp()
 	obs := Observer{Runtime: rst.Runtime, Node: rst.Node}
 	var pods []Pod
 	for _, m := range ms.Usable {

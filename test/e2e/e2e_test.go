@@ -17,6 +17,7 @@ import (
 
 	"github.com/pkirenewd/pkirenewd/cri"
 	"github.com/pkirenewd/pkirenewd/test/containerdrig"
+	"github.com/pkirenewd/pkirenewd/test/cplane"
 	"github.com/pkirenewd/pkirenewd/test/testbin"
 )
 
@@ -219,8 +220,26 @@ func restartedTwice(rounds [][]restart) []string {
 // restarts etcd, kube-apiserver, kube-controller-manager and kube-scheduler
 // through the CRI, in that order, each recreated by the real kubelet and
 // healthy; afterwards the components serve and use the renewed
-// certificates and the API works with the renewed admin.conf.
+// certificates and the API works with the renewed admin.conf. It runs on
+// the default version of test/tools/versions.
 func TestRenewalRollsTheRealControlPlane(t *testing.T) {
+	renewalRollsTheControlPlane(t, "")
+}
+
+// TestRenewalRollsTheOldestControlPlane is scenario 1 on the oldest
+// supported version, with that version's kubeadm, kubelet, components and
+// etcd: the people who need pkirenewd most run a minor or three behind.
+func TestRenewalRollsTheOldestControlPlane(t *testing.T) {
+	oldest, err := cplane.OldestFull()
+	if err != nil {
+		t.Fatal(err)
+	}
+	renewalRollsTheControlPlane(t, oldest.Version)
+}
+
+// renewalRollsTheControlPlane is scenario 1 on Kubernetes version (empty:
+// the default one).
+func renewalRollsTheControlPlane(t *testing.T, version string) {
 	const (
 		// kubeadm backdates NotBefore by 5 min, so a certificate lives
 		// 8 min and is due 2 min before expiry: 1 min after kubeadm
@@ -229,8 +248,9 @@ func TestRenewalRollsTheRealControlPlane(t *testing.T) {
 		validity    = 3 * time.Minute
 		renewBefore = 2 * time.Minute
 	)
-	cp := StartControlPlane(t, Options{Validity: validity})
+	cp := StartControlPlane(t, Options{Validity: validity, KubernetesVersion: version})
 	ctx := cp.Context()
+	wantVersion(t, logVersions(t, cp, "running"), cp.Opts.KubernetesVersion)
 
 	before := map[string]Pod{}
 	for _, c := range Components {

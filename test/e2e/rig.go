@@ -142,6 +142,7 @@ type ControlPlane struct {
 
 	mu          sync.Mutex
 	kubelet     *cplane.Process
+	kubeletBin  string // set by UpgradeKubelet; "" is Bin/kubelet
 	kubeletArgs []string
 	sandboxes   map[string]bool // every sandbox ID seen (for shim sockets)
 
@@ -403,8 +404,11 @@ func (cp *ControlPlane) kubeadmPhases() {
 	cp.must(cp.kubeadmRunner.CheckVersion(cp.Opts.KubernetesVersion))
 	images, err := cp.kubeadmRunner.Images(cp.KubeadmConfig)
 	cp.must(err)
-	cp.must(cplane.CheckImages(images, containerdrig.PauseImage, nil))
 	cp.Images = map[string]string{}
+	// containerd's sandbox image is the rig's; an older kubeadm names an
+	// older pause tag (v1.34: 3.10.1), which is imported as well, as a
+	// node that has run `kubeadm config images pull` would have it.
+	cp.Images["pause"] = images["pause"]
 	for _, c := range Components {
 		if cp.Images[c] = images[c]; cp.Images[c] == "" {
 			t.Fatalf("e2e: kubeadm config images list: no %s in %v", c, images)
@@ -433,6 +437,14 @@ func (cp *ControlPlane) kubeadmPhases() {
 func (cp *ControlPlane) importImages() {
 	for _, c := range Components {
 		cp.Rig.ImportImage(cp.Images[c], map[string]string{"/usr/local/bin/" + c: filepath.Join(cp.Bin, c)}, nil)
+	}
+	cp.importPause(cp.Images["pause"])
+}
+
+// importPause makes ref (kubeadm's pause tag) present: the rig's pause.
+func (cp *ControlPlane) importPause(ref string) {
+	if ref != "" && ref != containerdrig.PauseImage {
+		cp.Rig.ImportImage(ref, map[string]string{"/pause": filepath.Join(cp.Rig.Bin, "pause")}, []string{"/pause"})
 	}
 }
 
@@ -522,6 +534,10 @@ authentication:
     clientCAFile: %[6]s
 authorization:
   mode: AlwaysAllow
+# Alpha (off) in v1.34, beta (on) from v1.35: enabled, so every version
+# takes maxContainerRestartPeriod.
+featureGates:
+  KubeletCrashLoopBackOffMax: true
 crashLoopBackOff:
   maxContainerRestartPeriod: %[4]s
 volumePluginDir: %[5]s
@@ -568,7 +584,13 @@ func (cp *ControlPlane) startKubelet() {
 }
 
 func (cp *ControlPlane) startKubeletErr() error {
-	p, err := cplane.StartProcess(filepath.Join(cp.Bin, "kubelet"), cp.kubeletArgs, filepath.Join(cp.LogDir, "kubelet.log"))
+	cp.mu.Lock()
+	bin := cp.kubeletBin
+	cp.mu.Unlock()
+	if bin == "" {
+		bin = filepath.Join(cp.Bin, "kubelet")
+	}
+	p, err := cplane.StartProcess(bin, cp.kubeletArgs, filepath.Join(cp.LogDir, "kubelet.log"))
 	if err != nil {
 		return err
 	}

@@ -175,7 +175,11 @@ func (k *Client) Do(ctx context.Context, method, path string, body any) ([]byte,
 	}
 	req.Header.Set("Accept", "application/json")
 	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
+		ct := "application/json"
+		if method == http.MethodPatch {
+			ct = "application/merge-patch+json" // a JSON merge patch (RFC 7386)
+		}
+		req.Header.Set("Content-Type", ct)
 	}
 	tr := &http.Transport{TLSClientConfig: cfg, DisableKeepAlives: true}
 	defer tr.CloseIdleConnections()

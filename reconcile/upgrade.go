@@ -83,15 +83,17 @@ func UpgradeUnderWay(tmp []Entry, now time.Time) (string, bool) {
 }
 
 // Upgrading tells whether kubeadm is upgrading the node now (the daemon
-// says so in the journal and looks again often until it has finished).
+// says so in the journal and looks again often until it has finished;
+// check says so beside what it reports).
 func (e *NodeEngine) Upgrading() (string, bool) {
-	return UpgradeUnderWay(e.kubeadmTmp(), e.now())
+	return UpgradeUnderWay(KubeadmTmp(e.ManifestsDir), e.now())
 }
 
-// kubeadmTmp lists <kubernetesDir>/tmp, beside the manifests directory.
-func (e *NodeEngine) kubeadmTmp() []Entry {
+// KubeadmTmp lists kubeadm's <kubernetesDir>/tmp, beside the manifests
+// directory (none: nothing).
+func KubeadmTmp(manifestsDir string) []Entry {
 	var tmp []Entry
-	if des, err := os.ReadDir(filepath.Join(filepath.Dir(e.ManifestsDir), "tmp")); err == nil {
+	if des, err := os.ReadDir(filepath.Join(filepath.Dir(manifestsDir), "tmp")); err == nil {
 		for _, de := range des {
 			if fi, err := de.Info(); err == nil {
 				tmp = append(tmp, Entry{Name: de.Name(), ModTime: fi.ModTime()})
@@ -105,7 +107,7 @@ func (e *NodeEngine) kubeadmTmp() []Entry {
 // the manifests directory, and each usable manifest against its running
 // container.
 func (e *NodeEngine) unsettled(ctx context.Context, rst *cri.Restarter, ms cri.Manifests) (string, bool) {
-	tmp := e.kubeadmTmp()
+	tmp := KubeadmTmp(e.ManifestsDir)
 	obs := Observer{Runtime: rst.Runtime, Node: rst.Node}
 	var pods []Pod
 	for _, m := range ms.Usable {

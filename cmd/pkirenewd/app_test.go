@@ -697,3 +697,30 @@ func TestCheckKubeletServingBootstrap(t *testing.T) {
 		t.Errorf("serverTLSBootstrap: exit %d\n%s", code, out)
 	}
 }
+
+// While kubeadm upgrades the node check says so, in the table and in
+// JSON; the backups a finished upgrade keeps say nothing.
+func TestCheckNotesAKubeadmUpgrade(t *testing.T) {
+	n := newNode(t, renewtest.Options{})
+	manifests := filepath.Join(n.kube, "manifests")
+	args := n.args("--manifests-dir", manifests, "--restart-components=false")
+	tmp := filepath.Join(n.kube, "tmp")
+	backup := filepath.Join(tmp, "kubeadm-backup-manifests-2026-11-29-10-46-02")
+	if err := os.MkdirAll(backup, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if code, out, _ := n.run(t, append([]string{"check"}, args...)...); code != 0 || strings.Contains(out, "kubeadm upgrade") {
+		t.Fatalf("after an upgrade: exit %d\n%s", code, out)
+	}
+	if err := os.Mkdir(filepath.Join(tmp, "kubeadm-upgraded-manifests42"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	code, out, _ := n.run(t, append([]string{"check"}, args...)...)
+	if code != 0 || !strings.Contains(out, "NOTE kubeadm upgrade in progress (kubeadm-upgraded-manifests42") {
+		t.Fatalf("during an upgrade: exit %d\n%s", code, out)
+	}
+	code, out, _ = n.run(t, append([]string{"check", "-o", "json"}, args...)...)
+	if code != 0 || !strings.Contains(out, `"kubeadmUpgrade": "kubeadm upgrade in progress (kubeadm-upgraded-manifests42`) {
+		t.Fatalf("json: exit %d\n%s", code, out)
+	}
+}

@@ -63,6 +63,7 @@ owed, 2 something is expired, missing or broken.`,
 			if pending, err := renew.TransactionPending(o.cfg.StateDir); err == nil && pending {
 				rep.TransactionPending = true
 			}
+			rep.KubeadmUpgrade, _ = reconcile.UpgradeUnderWay(reconcile.KubeadmTmp(o.cfg.ManifestsDir), now)
 			switch output {
 			case "json":
 				enc := json.NewEncoder(o.stdout)
@@ -181,6 +182,10 @@ type report struct {
 	// TransactionPending: an interrupted renewal is recorded in stateDir;
 	// the next pkirenewd command or daemon cycle completes or undoes it.
 	TransactionPending bool `json:"transactionPending,omitempty" yaml:"transactionPending,omitempty"`
+	// KubeadmUpgrade says why kubeadm is upgrading the node now: pkirenewd
+	// writes and restarts nothing until it has finished, and what is stale
+	// meanwhile is kubeadm's to replace.
+	KubeadmUpgrade string `json:"kubeadmUpgrade,omitempty" yaml:"kubeadmUpgrade,omitempty"`
 }
 
 func newReport(statuses []renew.Status, now time.Time) report {
@@ -272,6 +277,11 @@ func printTable(w io.Writer, rep report) error {
 	}
 	if ks := rep.KubeletServing; ks != nil && ks.Stale {
 		if _, err := fmt.Fprintf(w, "\nSTALE kubelet: serves serial %s on %s, %s has %s: restart owed\n", ks.ServedSerial, ks.Address, ks.Path, ks.FileSerial); err != nil {
+			return err
+		}
+	}
+	if rep.KubeadmUpgrade != "" {
+		if _, err := fmt.Fprintf(w, "\nNOTE %s: pkirenewd writes and restarts nothing until it has finished; what runs on old credentials meanwhile is kubeadm's to replace\n", rep.KubeadmUpgrade); err != nil {
 			return err
 		}
 	}

@@ -197,7 +197,12 @@ func TestKubeletServingCertRenewedAndServed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg = append(cfg, "featureGates:\n  ReloadKubeletServerCertificateFile: false\n"...)
+	// Into the rig's featureGates map (a second one is a duplicate key).
+	gated := strings.Replace(string(cfg), "\nfeatureGates:\n", "\nfeatureGates:\n  ReloadKubeletServerCertificateFile: false\n", 1)
+	if gated == string(cfg) {
+		t.Fatal("the rig's kubelet configuration has no featureGates map")
+	}
+	cfg = []byte(gated)
 	if err := os.WriteFile(cp.kubeletConfigPath(), cfg, 0o600); err != nil {
 		t.Fatal(err)
 	}

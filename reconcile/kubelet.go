@@ -11,7 +11,7 @@ import (
 	"strconv"
 	"time"
 
-	"gopkg.in/yaml.v3"
+	"sigs.k8s.io/yaml"
 
 	"github.com/pkirenewd/pkirenewd/internal/fsread"
 )
@@ -41,18 +41,22 @@ func KubeletHealthzURL(path string) (url string, ok bool, err error) {
 
 // kubeletConfig is what pkirenewd reads of a KubeletConfiguration.
 type kubeletConfig struct {
-	Kind               string `yaml:"kind"`
-	HealthzBindAddress string `yaml:"healthzBindAddress"`
-	HealthzPort        *int   `yaml:"healthzPort"`
-	Address            string `yaml:"address"`
-	Port               *int   `yaml:"port"`
-	TLSCertFile        string `yaml:"tlsCertFile"`
-	TLSPrivateKeyFile  string `yaml:"tlsPrivateKeyFile"`
-	ServerTLSBootstrap bool   `yaml:"serverTLSBootstrap"`
+	Kind               string `json:"kind"`
+	HealthzBindAddress string `json:"healthzBindAddress"`
+	HealthzPort        *int   `json:"healthzPort"`
+	Address            string `json:"address"`
+	Port               *int   `json:"port"`
+	TLSCertFile        string `json:"tlsCertFile"`
+	TLSPrivateKeyFile  string `json:"tlsPrivateKeyFile"`
+	ServerTLSBootstrap bool   `json:"serverTLSBootstrap"`
 }
 
 // loadKubeletConfig reads the kubelet's configuration file; ok is false
-// when there is none.
+// when there is none. It is read as the kubelet reads it when its strict
+// decoding fails (kubeletconfig/util/codec): YAML turned into JSON with
+// sigs.k8s.io/yaml, a key given twice taking the last value — a
+// featureGates map appended by hand beside kubeadm's is such a file, and
+// the kubelet runs on it.
 func loadKubeletConfig(path string) (*kubeletConfig, bool, error) {
 	data, err := fsread.Regular(path, true)
 	if errors.Is(err, fs.ErrNotExist) {

@@ -20,6 +20,7 @@ func TestKubeletHealthzURL(t *testing.T) {
 		{"own port and address", "kind: KubeletConfiguration\nhealthzBindAddress: 127.0.0.2\nhealthzPort: 11248\n", "http://127.0.0.2:11248/healthz", true, false},
 		{"all addresses", "kind: KubeletConfiguration\nhealthzBindAddress: 0.0.0.0\n", "http://127.0.0.1:10248/healthz", true, false},
 		{"turned off", "kind: KubeletConfiguration\nhealthzPort: 0\n", "", false, false},
+		{"a key twice, as the kubelet reads it: the last wins", "kind: KubeletConfiguration\nhealthzPort: 1\nfeatureGates:\n  A: true\nhealthzPort: 11248\nfeatureGates:\n  B: true\n", "http://127.0.0.1:11248/healthz", true, false},
 		{"not a kubelet configuration", "kind: Pod\n", "", false, true},
 		{"garbage", "{{{", "", false, true},
 	} {

@@ -438,11 +438,13 @@ func (cp *ControlPlane) importImages() {
 	for _, c := range Components {
 		cp.Rig.ImportImage(cp.Images[c], map[string]string{"/usr/local/bin/" + c: filepath.Join(cp.Bin, c)}, nil)
 	}
-	cp.importPause(cp.Images["pause"])
+	cp.importPauseAs(cp.Images["pause"])
 }
 
-// importPause makes ref (kubeadm's pause tag) present: the rig's pause.
-func (cp *ControlPlane) importPause(ref string) {
+// importPauseAs makes ref an image of the rig's pause binary (kubeadm's
+// pause tag, or an image that only has to be present), unless it is the
+// sandbox image itself.
+func (cp *ControlPlane) importPauseAs(ref string) {
 	if ref != "" && ref != containerdrig.PauseImage {
 		cp.Rig.ImportImage(ref, map[string]string{"/pause": filepath.Join(cp.Rig.Bin, "pause")}, []string{"/pause"})
 	}
@@ -783,9 +785,15 @@ func (cp *ControlPlane) WaitHealthy(timeout time.Duration) error {
 	return cp.poll(timeout, 250*time.Millisecond, "control plane healthy", cp.Healthy)
 }
 
-func etcdHealthy(ctx context.Context) error {
-	cfg, err := cplane.ClientTLS(filepath.Join(PKIDir, "etcd/healthcheck-client.crt"), filepath.Join(PKIDir, "etcd/healthcheck-client.key"),
+// etcdClientTLS is kubeadm's etcd health-check client: the
+// healthcheck-client certificate, etcd's server verified against etcd/ca.
+func etcdClientTLS() (*tls.Config, error) {
+	return cplane.ClientTLS(filepath.Join(PKIDir, "etcd/healthcheck-client.crt"), filepath.Join(PKIDir, "etcd/healthcheck-client.key"),
 		filepath.Join(PKIDir, "etcd/ca.crt"))
+}
+
+func etcdHealthy(ctx context.Context) error {
+	cfg, err := etcdClientTLS()
 	if err != nil {
 		return err
 	}

@@ -56,13 +56,11 @@ func (cp *ControlPlane) prepareUpgrade(to, toBin string) *cplane.Kubeadm {
 		}
 		cp.Rig.ImportImage(images[c], map[string]string{"/usr/local/bin/" + c: filepath.Join(toBin, c)}, nil)
 	}
-	// Present only for kubeadm's image check: the addons are not run.
-	for _, addon := range []string{"coredns", "kube-proxy"} {
-		if images[addon] != "" {
-			cp.Rig.ImportImage(images[addon], map[string]string{"/pause": filepath.Join(cp.Rig.Bin, "pause")}, []string{"/pause"})
-		}
+	// The addons are present only for kubeadm's image check (they are not
+	// run); its pause tag beside the sandbox image, as at bring-up.
+	for _, name := range []string{"coredns", "kube-proxy", "pause"} {
+		cp.importPauseAs(images[name])
 	}
-	cp.importPause(images["pause"])
 	return runner
 }
 

@@ -6,7 +6,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -60,8 +59,7 @@ func componentVersions(ctx context.Context, cp *ControlPlane) (map[string]string
 
 // etcdServerVersion is etcd's own answer on its client port.
 func etcdServerVersion(ctx context.Context) (string, error) {
-	cfg, err := cplane.ClientTLS(filepath.Join(PKIDir, "etcd/healthcheck-client.crt"),
-		filepath.Join(PKIDir, "etcd/healthcheck-client.key"), filepath.Join(PKIDir, "etcd/ca.crt"))
+	cfg, err := etcdClientTLS()
 	if err != nil {
 		return "", err
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/pkirenewd/pkirenewd/renew"
+	"github.com/pkirenewd/pkirenewd/writeset"
 )
 
 // PromMetrics exports certificates with x509-certificate-exporter's names
@@ -34,6 +35,7 @@ type PromMetrics struct {
 	transaction  prometheus.Gauge
 	stuck        *prometheus.GaugeVec
 	certLabelSet []string
+	unwritable   *prometheus.GaugeVec
 }
 
 var _ Metrics = (*PromMetrics)(nil)
@@ -64,6 +66,8 @@ func NewPromMetrics() *PromMetrics {
 	}
 	m.Registry.MustRegister(m.notAfter, m.notBefore, m.expired, m.renewals, m.restarts, m.lastSuccess, m.nextRenewal, m.brokenCerts, m.owed, m.transaction, m.stuck,
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), collectors.NewGoCollector())
+	m.unwritable = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "pkirenewd_unwritable_paths", Help: "1 for each directory pkirenewd may write that it cannot write where it runs (reason: the config key that makes it written)."}, []string{"path", "reason"})
+	m.Registry.MustRegister(m.unwritable)
 	for _, r := range []string{"success", "failure"} {
 		m.renewals.WithLabelValues(r)
 	}
@@ -82,6 +86,15 @@ func (m *PromMetrics) Owed(components []string, transaction bool) {
 		v = 1
 	}
 	m.transaction.Set(v)
+}
+
+// Unwritable sets the directories of the write set that cannot be written
+// where the daemon runs; the others are not exported.
+func (m *PromMetrics) Unwritable(dirs []writeset.Dir) {
+	m.unwritable.Reset()
+	for _, d := range dirs {
+		m.unwritable.WithLabelValues(d.Path, d.Key).Set(1)
+	}
 }
 
 // dnLabels sets the six DN labels x509-certificate-exporter uses; a field

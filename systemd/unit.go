@@ -55,3 +55,21 @@ func RestartUnit(ctx context.Context, unit string) error {
 		}
 	}
 }
+
+// MainPID is the main process of a unit; 0 when it does not run.
+func MainPID(ctx context.Context, unit string) (int, error) {
+	conn, err := sddbus.NewSystemConnectionContext(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("systemd D-Bus: %w", err)
+	}
+	defer conn.Close()
+	p, err := conn.GetServicePropertyContext(ctx, unit, "MainPID")
+	if err != nil {
+		return 0, fmt.Errorf("%s MainPID: %w", unit, err)
+	}
+	pid, ok := p.Value.Value().(uint32)
+	if !ok {
+		return 0, fmt.Errorf("%s MainPID: unexpected %s", unit, p.Value)
+	}
+	return int(pid), nil
+}

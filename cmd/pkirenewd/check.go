@@ -63,6 +63,7 @@ owed, 2 something is expired, missing or broken.`,
 			if pending, err := renew.TransactionPending(o.cfg.StateDir); err == nil && pending {
 				rep.TransactionPending = true
 			}
+			rep.Unwritable = writeProblems(o.cfg)
 			rep.KubeadmUpgrade, _ = reconcile.UpgradeUnderWay(reconcile.KubeadmTmp(o.cfg.ManifestsDir), now)
 			switch output {
 			case "json":
@@ -85,6 +86,9 @@ owed, 2 something is expired, missing or broken.`,
 			code := exitFor(statuses)
 			servingStale := rep.KubeletServing != nil && rep.KubeletServing.Stale
 			if code == checkOK && (len(rep.PendingRestarts) > 0 || len(rep.StaleComponents) > 0 || rep.TransactionPending || servingStale) {
+				code = checkDue
+			}
+			if code == checkOK && len(rep.Unwritable) > 0 {
 				code = checkDue
 			}
 			if code != checkOK {
@@ -186,6 +190,9 @@ type report struct {
 	// writes and restarts nothing until it has finished, and what is stale
 	// meanwhile is kubeadm's to replace.
 	KubeadmUpgrade string `json:"kubeadmUpgrade,omitempty" yaml:"kubeadmUpgrade,omitempty"`
+	// Unwritable: directories pkirenewd may write that it cannot, here or
+	// in the running daemon's sandbox, each with its fix.
+	Unwritable []string `json:"unwritable,omitempty" yaml:"unwritable,omitempty"`
 }
 
 func newReport(statuses []renew.Status, now time.Time) report {
@@ -277,6 +284,11 @@ func printTable(w io.Writer, rep report) error {
 	}
 	if ks := rep.KubeletServing; ks != nil && ks.Stale {
 		if _, err := fmt.Fprintf(w, "\nSTALE kubelet: serves serial %s on %s, %s has %s: restart owed\n", ks.ServedSerial, ks.Address, ks.Path, ks.FileSerial); err != nil {
+			return err
+		}
+	}
+	for _, u := range rep.Unwritable {
+		if _, err := fmt.Fprintf(w, "\nUNWRITABLE %s\n", u); err != nil {
 			return err
 		}
 	}

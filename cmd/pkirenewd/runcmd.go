@@ -43,6 +43,7 @@ SIGHUP reloads the configuration; SIGTERM finishes the work in hand.`,
 
 // nodeEngine builds the daemon's engine from a configuration.
 func (o *options) nodeEngine(cfg config.Config, metrics *daemon.PromMetrics) (daemon.Engine, error) {
+	checkWriteSet(o.log, cfg, metrics)
 	saved := o.cfg
 	o.cfg = cfg
 	defer func() { o.cfg = saved }()

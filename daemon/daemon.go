@@ -66,6 +66,12 @@ type Options struct {
 	Reload      <-chan struct{}
 	Reconfigure func() (Engine, error)
 
+	// Optional are the parts the daemon runs without (the metrics
+	// listener): what is wrong with them is added to STATUS=.
+	// OptionalChanged says one's Problem changed: STATUS= is sent again.
+	Optional        []Optional
+	OptionalChanged <-chan struct{}
+
 	// WatchdogInterval is how often WATCHDOG=1 is sent (half of
 	// WatchdogSec); zero: never.
 	WatchdogInterval time.Duration
@@ -187,6 +193,8 @@ func Run(ctx context.Context, o Options) error {
 			l.Log.WithError(err).Warn("file watch error: relying on the hourly re-check")
 		case <-o.Reload:
 			l.reload()
+		case <-o.OptionalChanged:
+			l.Notify.Notify("STATUS=" + l.status())
 		case <-watchdog:
 			l.Notify.Notify("WATCHDOG=1")
 		}
@@ -437,6 +445,11 @@ func (l *loop) status() string {
 		fmt.Fprintf(&b, "; due: %s", strings.Join(l.plan.Due, ", "))
 	case l.plan.Next != "":
 		fmt.Fprintf(&b, "; next: %s in %s", l.plan.Next, humanDuration(l.plan.NextAt.Sub(l.Clock.Now())))
+	}
+	for _, o := range l.Optional {
+		if p := o.Problem(); p != "" {
+			b.WriteString("; " + p)
+		}
 	}
 	return b.String()
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"fmt"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -10,6 +9,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"k8s.io/utils/clock"
 
 	"github.com/pkirenewd/pkirenewd/config"
 	"github.com/pkirenewd/pkirenewd/daemon"
@@ -62,14 +62,17 @@ func (o *options) nodeEngine(cfg config.Config, metrics *daemon.PromMetrics) (da
 func runDaemon(cmd *cobra.Command, o *options) error {
 	ctx := cmd.Context()
 	log := o.log
+	clk := clock.RealClock{}
 	var metrics *daemon.PromMetrics
+	var listener *daemon.MetricsListener
+	optionalChanged := make(chan struct{}, 1)
 	if o.cfg.MetricsAddress != "" {
+		// Metrics are optional: an address another process holds is a
+		// warning and a retry every minute, never an exit (under
+		// systemd that would be a restart loop that never renews).
 		metrics = daemon.NewPromMetrics()
-		addr, err := metrics.Serve(ctx, o.cfg.MetricsAddress)
-		if err != nil {
-			return &exitError{code: 1, err: fmt.Errorf("metrics listener %s: %w", o.cfg.MetricsAddress, err)}
-		}
-		log.WithField("ADDRESS", addr.String()).Info("serving metrics")
+		listener = &daemon.MetricsListener{Metrics: metrics, Addr: o.cfg.MetricsAddress, Clock: clk, Log: log, Changed: optionalChanged}
+		listener.Start(ctx)
 	}
 	if wd := systemd.WatchdogInterval(); wd > 0 {
 		// A roll can wait minutes for the lease, healthy etcd peers or
@@ -92,11 +95,13 @@ func runDaemon(cmd *cobra.Command, o *options) error {
 		return &exitError{code: 1, err: err}
 	}
 	opts := daemon.Options{
-		Engine: engine, Notify: systemd.Notifier{Log: log}, Log: log,
+		Engine: engine, Clock: clk, Notify: systemd.Notifier{Log: log}, Log: log,
 		WatchdogInterval: systemd.WatchdogInterval(),
+		OptionalChanged:  optionalChanged,
 	}
 	if metrics != nil {
 		opts.Metrics = metrics
+		opts.Optional = append(opts.Optional, listener)
 	}
 	if w, err := daemon.Watch(o.cfg.PKIDir, filepath.Join(o.cfg.PKIDir, "etcd"), o.cfg.KubeconfigDir, o.cfg.ManifestsDir); err != nil {
 		log.WithError(err).Warn("cannot watch the directories: relying on the hourly re-check")

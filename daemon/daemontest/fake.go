@@ -5,6 +5,7 @@ package daemontest
 import (
 	"context"
 	"crypto/x509"
+	"strings"
 	"sync"
 	"time"
 
@@ -130,4 +131,16 @@ func (n *Notifier) Count(prefix string) int {
 		}
 	}
 	return c
+}
+
+// Last is the last state that starts with prefix ("" when none).
+func (n *Notifier) Last(prefix string) string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for i := len(n.States) - 1; i >= 0; i-- {
+		if strings.HasPrefix(n.States[i], prefix) {
+			return n.States[i]
+		}
+	}
+	return ""
 }

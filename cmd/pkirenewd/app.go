@@ -49,14 +49,25 @@ type options struct {
 	cfg            config.Config
 	// heartbeat feeds the systemd watchdog during long waits (run only).
 	heartbeat func()
+	// deprecated are notes on the deprecated forms the arguments used.
+	deprecated []string
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	o := &options{stdout: stdout, stderr: stderr, now: time.Now, flagValues: map[string]*keyFlag{}}
+	return o.execute(ctx, args)
+}
+
+// execute runs the command line; earlier builds' form of a boolean flag
+// (--restart-components false) is rewritten first, and said once the log
+// is set up.
+func (o *options) execute(ctx context.Context, args []string) int {
 	root := newRootCmd(o)
+	bools, valued := flagForms(root)
+	args, o.deprecated = legacyBoolArgs(args, bools, valued)
 	root.SetArgs(args)
-	root.SetOut(stdout)
-	root.SetErr(stderr)
+	root.SetOut(o.stdout)
+	root.SetErr(o.stderr)
 	err := root.ExecuteContext(ctx)
 	if err == nil {
 		return 0
@@ -64,12 +75,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var ee *exitError
 	if errors.As(err, &ee) {
 		if ee.err != nil {
-			fmt.Fprintln(stderr, "pkirenewd:", ee.err)
+			fmt.Fprintln(o.stderr, "pkirenewd:", ee.err)
 		}
 		return ee.code
 	}
-	fmt.Fprintln(stderr, "pkirenewd:", err)
+	fmt.Fprintln(o.stderr, "pkirenewd:", err)
 	return 2
+}
+
+// warnDeprecated says, once, each deprecated form the command line used.
+func (o *options) warnDeprecated() {
+	for _, n := range o.deprecated {
+		o.log.Warn(n)
+	}
+	o.deprecated = nil
 }
 
 func newRootCmd(o *options) *cobra.Command {
@@ -102,11 +121,16 @@ func (o *options) setup(cmd *cobra.Command) error {
 		return &exitError{code: 2, err: fmt.Errorf("--log-level: %w", err)}
 	}
 	o.log.SetLevel(lvl)
+	if cmd.Name() != "run" {
+		// run says them once its own logging (the journal) is set up.
+		o.warnDeprecated()
+	}
 	if cmd.Name() == "version" {
 		return nil
 	}
 	cfg, err := o.loadConfig(cmd)
 	if err != nil {
+		o.warnDeprecated()
 		return &exitError{code: 2, err: err}
 	}
 	o.cfg = cfg

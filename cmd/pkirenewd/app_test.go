@@ -724,3 +724,30 @@ func TestCheckNotesAKubeadmUpgrade(t *testing.T) {
 		t.Fatalf("json: exit %d\n%s", code, out)
 	}
 }
+
+// A drop-in written for an earlier build keeps working: the value is
+// applied, and the warning names the form to write.
+func TestOldBooleanFlagForm(t *testing.T) {
+	n := newNode(t, renewtest.Options{})
+	for _, args := range [][]string{
+		append([]string{"check", "--restart-components", "false"}, n.args()...),
+		append(append([]string{"--restart-components", "false"}, n.args()...), "check"),
+	} {
+		var out, errb bytes.Buffer
+		o := &options{stdout: &out, stderr: &errb, now: time.Now, flagValues: map[string]*keyFlag{}}
+		if code := o.execute(context.Background(), args); code != 0 {
+			t.Fatalf("%v: exit %d\n%s%s", args, code, out.String(), errb.String())
+		}
+		if o.cfg.RestartComponents {
+			t.Errorf("%v: restartComponents still true", args)
+		}
+		if want := "--restart-components false: write --restart-components=false (the form with a space is deprecated)"; !strings.Contains(errb.String(), "level=warning") || !strings.Contains(errb.String(), want) {
+			t.Errorf("%v: no warning %q:\n%s", args, want, errb.String())
+		}
+	}
+	// The documented forms say nothing.
+	var errb bytes.Buffer
+	if code := run(context.Background(), append([]string{"check", "--restart-components=false"}, n.args()...), &bytes.Buffer{}, &errb); code != 0 || strings.Contains(errb.String(), "deprecated") {
+		t.Errorf("--restart-components=false: exit %d\n%s", code, errb.String())
+	}
+}

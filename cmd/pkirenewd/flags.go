@@ -1,8 +1,11 @@
 package main
 
 import (
+	"fmt"
+	"strconv"
 	"strings"
 
+	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
 	"github.com/pkirenewd/pkirenewd/config"
@@ -63,4 +66,76 @@ func addKeyFlags(fs *pflag.FlagSet) map[string]*keyFlag {
 		}
 	}
 	return out
+}
+
+// legacyBoolArgs rewrites the form earlier builds took for a boolean
+// configuration flag, its value as the next argument
+// (--restart-components false), to the one these flags take
+// (--restart-components=false), and returns a note for each rewrite.
+// Earlier builds took every configuration flag as a string and parsed a
+// boolean with strconv.ParseBool, so the values rewritten are exactly
+// those: true, false, 1, 0, t, f (and TRUE, True, T, FALSE, False, F).
+// bools are the boolean configuration flags; valued are the flags that
+// take the next argument as their value (long names, and shorthands as a
+// single letter), so that a value is never read as a flag. Nothing after
+// "--" is touched.
+func legacyBoolArgs(args []string, bools, valued map[string]bool) (out, notes []string) {
+	out = make([]string, 0, len(args))
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		out = append(out, a)
+		if a == "--" {
+			return append(out, args[i+1:]...), notes
+		}
+		var name string
+		switch {
+		case strings.HasPrefix(a, "--"):
+			name = a[2:]
+		case len(a) == 2 && a[0] == '-':
+			name = a[1:]
+		default:
+			continue
+		}
+		if strings.Contains(name, "=") || i+1 == len(args) {
+			continue
+		}
+		if valued[name] {
+			out = append(out, args[i+1])
+			i++
+			continue
+		}
+		b, err := strconv.ParseBool(args[i+1])
+		if !bools[name] || err != nil {
+			continue
+		}
+		fixed := a + "=" + strconv.FormatBool(b)
+		notes = append(notes, fmt.Sprintf("%s %s: write %s (the form with a space is deprecated)", a, args[i+1], fixed))
+		out[len(out)-1] = fixed
+		i++
+	}
+	return out, notes
+}
+
+// flagForms lists, for legacyBoolArgs, the boolean configuration flags
+// and every flag of root and its subcommands that takes a value.
+func flagForms(root *cobra.Command) (bools, valued map[string]bool) {
+	bools, valued = map[string]bool{}, map[string]bool{}
+	for _, k := range config.Keys() {
+		if k.TypeName() == "bool" {
+			bools[k.Flag] = true
+		}
+	}
+	add := func(f *pflag.Flag) {
+		if f.NoOptDefVal == "" {
+			valued[f.Name] = true
+			if f.Shorthand != "" {
+				valued[f.Shorthand] = true
+			}
+		}
+	}
+	root.PersistentFlags().VisitAll(add)
+	for _, c := range root.Commands() {
+		c.Flags().VisitAll(add)
+	}
+	return bools, valued
 }

@@ -34,6 +34,7 @@ SIGHUP reloads the configuration; SIGTERM finishes the work in hand.`,
 			if err := systemd.SetupLogging(o.log, logFormat, o.stderr); err != nil {
 				return &exitError{code: 2, err: err}
 			}
+			o.warnDeprecated()
 			return runDaemon(cmd, o)
 		},
 	}

@@ -47,30 +47,12 @@ func kubeadmNode(t *testing.T, root string) {
 	if err := os.Symlink("/var/lib/kubelet/pki/kubelet-client-2026-01-01-00-00-00.pem", filepath.Join(root, "var/lib/kubelet/pki/kubelet-client-current.pem")); err != nil {
 		t.Fatal(err)
 	}
-	// What kubeadm writes to /var/lib/kubelet/config.yaml: no tlsCertFile,
-	// no serverTLSBootstrap, so the kubelet serves its self-signed pair.
-	kubeletConfig := `apiVersion: kubelet.config.k8s.io/v1beta1
-authentication:
-  anonymous:
-    enabled: false
-  webhook:
-    cacheTTL: 0s
-    enabled: true
-  x509:
-    clientCAFile: /etc/kubernetes/pki/ca.crt
-authorization:
-  mode: Webhook
-cgroupDriver: systemd
-clusterDNS:
-- 10.96.0.10
-clusterDomain: cluster.local
-healthzBindAddress: 127.0.0.1
-healthzPort: 10248
-kind: KubeletConfiguration
-rotateCertificates: true
-staticPodPath: /etc/kubernetes/manifests
-`
-	if err := os.WriteFile(filepath.Join(root, "var/lib/kubelet/config.yaml"), []byte(kubeletConfig), 0o644); err != nil {
+	// What kubeadm writes to /var/lib/kubelet/config.yaml.
+	kubeletConfig, err := os.ReadFile("../../test/packaging/kubeadm-kubelet-config.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "var/lib/kubelet/config.yaml"), kubeletConfig, 0o644); err != nil {
 		t.Fatal(err)
 	}
 }

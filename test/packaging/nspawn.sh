@@ -90,7 +90,8 @@ trap cleanup EXIT
 mkdir -p "$root"
 tar -C "$root" -xf "$tarball"
 # A node to look after: a kubeadm-shaped PKI issued 300 days ago (so due),
-# an empty manifests dir, and no container runtime.
+# an empty manifests dir, and no container runtime (the kubelet's pair and
+# a stand-in kubelet below).
 go run ./test/pkigen -age 7200h -node-name "$name" "$root/etc/kubernetes" >/dev/null
 apiserver_before=$(sha256sum "$root/etc/kubernetes/pki/apiserver.crt")
 mkdir -p "$root/etc/kubernetes/manifests"
@@ -111,6 +112,19 @@ mode_before=$(stat -c %A "$root/etc/kubernetes/pki/apiserver.key")
 chown 1000:1000 "$root/home/alice/.kube/config"
 chmod 0600 "$root/home/alice/.kube/config"
 alice_before=$(sha256sum "$root/home/alice/.kube/config")
+# The kubelet's side of a stock kubeadm node: its configuration as kubeadm
+# writes it (no tlsCertFile, no serverTLSBootstrap: it serves the
+# self-signed pair of its cert dir), that pair made at its first start with
+# a one-year life, 300 days ago like the rest (so due with the kubeadm set),
+# and, the container having no runtime to run a kubelet, a stand-in
+# kubelet.service that serves the pair (read again at every handshake, as
+# kubelet v1.37 does) and answers healthz.
+CGO_ENABLED=0 go build -o "$root/usr/local/bin/kubelet" ./test/packaging/kubeletstub
+"$root/usr/local/bin/kubelet" -make "$name" -age 7200h -cert-dir "$root/var/lib/kubelet/pki"
+cp test/packaging/kubeadm-kubelet-config.yaml "$root/var/lib/kubelet/config.yaml"
+printf '[Unit]\nDescription=kubelet stand-in\n[Service]\nExecStart=/usr/local/bin/kubelet --config=/var/lib/kubelet/config.yaml --cert-dir=/var/lib/kubelet/pki\n[Install]\nWantedBy=multi-user.target\n' >"$root/etc/systemd/system/kubelet.service"
+ln -s ../kubelet.service "$root/etc/systemd/system/multi-user.target.wants/kubelet.service"
+kubelet_before=$(sha256sum "$root/var/lib/kubelet/pki/kubelet.crt")
 cp "$deb" "$root/root/pkirenewd.deb"
 [[ -z $rpm ]] || cp "$rpm" "$root/root/pkirenewd.rpm"
 [[ -z $rpm2 ]] || cp "$rpm2" "$root/root/pkirenewd-upgrade.rpm"
@@ -190,6 +204,11 @@ for _ in $(seq 50); do
 done
 ct journalctl -u pkirenewd --no-pager -o cat | grep -q "container runtime" || fail "no runtime error logged"
 [[ $(sha256sum "$root/etc/kubernetes/pki/apiserver.crt") == "$apiserver_before" ]] || fail "files written without a runtime"
+[[ $(sha256sum "$root/var/lib/kubelet/pki/kubelet.crt") == "$kubelet_before" ]] || fail "kubelet.crt written without a runtime"
+# check exits 1 while something is due: only its report is wanted here.
+serial() { { ct /usr/bin/pkirenewd check -o json 2>/dev/null || true; } | sed -n "s/.*\"$1\": \"\([0-9a-f]*\)\".*/\1/p"; }
+kubelet_serial_before=$(serial fileSerial)
+[[ -n $kubelet_serial_before && $(serial servedSerial) == "$kubelet_serial_before" ]] || fail "check does not see the kubelet serve kubelet.crt"
 say "due, no container runtime: the error is logged and nothing was written"
 
 ct journalctl -u pkirenewd -o json --no-pager >"$work/journal.json"
@@ -217,10 +236,10 @@ reload
 after=
 for _ in $(seq 50); do
 	after=$(show StatusText)
-	[[ $after == "12/12 certs ok"* ]] && break
+	[[ $after == "13/13 certs ok"* ]] && break
 	sleep 0.2
 done
-[[ $after == "12/12 certs ok"* ]] || { ct journalctl -u pkirenewd --no-pager -o cat | tail; fail "config edit had no effect: \"$after\""; }
+[[ $after == "13/13 certs ok"* ]] || { ct journalctl -u pkirenewd --no-pager -o cat | tail; fail "config edit had no effect: \"$after\""; }
 [[ $(sha256sum "$root/etc/kubernetes/pki/apiserver.crt") != "$apiserver_before" ]] || fail "apiserver.crt not renewed"
 ls "$root"/var/lib/pkirenewd/backups/*/MANIFEST >/dev/null || fail "no backup in /var/lib/pkirenewd"
 [[ $(stat -c %a "$root/etc/kubernetes/pki/apiserver-kubelet-client.key") == 600 ]] || fail "key mode changed"
@@ -232,7 +251,42 @@ ct journalctl -u pkirenewd --no-pager -o cat | grep -q "holds the old admin.conf
 [[ $(getfacl -cn "$root/etc/kubernetes/pki/apiserver.key") == "$acl_before" ]] || fail "apiserver.key's ACL changed: $(getfacl -cn "$root/etc/kubernetes/pki/apiserver.key")"
 [[ $(stat -c %A "$root/etc/kubernetes/pki/apiserver.key") == "$mode_before" ]] || fail "apiserver.key's mode changed"
 [[ $(getfattr --absolute-names --only-values -n user.pkirenewd-test "$root/etc/kubernetes/pki/apiserver.crt" 2>/dev/null) == kept ]] || fail "apiserver.crt lost its user.* attribute"
-say "reload logged; config edit took effect; 12 certificates renewed under the hardened unit: \"$after\"; /root/.kube/config followed admin.conf, /home/alice's copy (0600, hers) reported; another owner, an ACL and an xattr kept"
+# The kubelet's serving pair, in /var/lib/kubelet/pki (the unit's write set),
+# renewed with the rest, and served.
+kubelet_serial=$(serial fileSerial)
+[[ $(sha256sum "$root/var/lib/kubelet/pki/kubelet.crt") != "$kubelet_before" && -n $kubelet_serial && $kubelet_serial != "$kubelet_serial_before" ]] ||
+	fail "kubelet.crt not renewed under the unit (serial $kubelet_serial_before -> $kubelet_serial)"
+[[ $(serial servedSerial) == "$kubelet_serial" ]] || fail "the kubelet does not serve the renewed kubelet.crt"
+! ct journalctl -u pkirenewd -p err --no-pager -o cat | grep -q "read-only file system" || fail "a read-only directory under the shipped unit"
+say "kubelet.crt renewed in /var/lib/kubelet/pki under the shipped unit (serial $kubelet_serial_before -> $kubelet_serial) and served"
+say "reload logged; config edit took effect; 13 certificates renewed under the hardened unit: \"$after\"; /root/.kube/config followed admin.conf, /home/alice's copy (0600, hers) reported; another owner, an ACL and an xattr kept"
+
+# A directory the configuration writes and the unit does not list: the
+# reload says so at once, at Error, with the drop-in that fixes it; check,
+# run outside the sandbox, sees it inside. The fix, run as printed, works.
+mkdir -p "$root/srv/kube"
+cp "$root/etc/kubernetes/admin.conf" "$root/srv/kube/config"
+echo "adminKubeconfigCopies: [/srv/kube/config]" >>"$root/etc/pkirenewd/config.yaml"
+reload
+line=
+for _ in $(seq 25); do
+	line=$(ct journalctl -u pkirenewd -p err --no-pager -o cat | grep -F "/srv/kube: read-only file system" | tail -1 || true)
+	[[ -n $line ]] && break
+	sleep 0.2
+done
+[[ $line == *"ReadWritePaths=/srv/kube"* ]] || fail "no Error line with the drop-in for /srv/kube: $line"
+rc=0
+ct /usr/bin/pkirenewd check >"$work/check.out" 2>/dev/null || rc=$?
+[[ $rc -ge 1 ]] && grep -q "^UNWRITABLE in pkirenewd.service (pid [0-9]*): /srv/kube" "$work/check.out" || fail "check (exit $rc) does not report /srv/kube: $(grep UNWRITABLE "$work/check.out")"
+fix=${line#*drop-in: }
+fix=${fix%% (if the file system*}
+ct sh -c "$fix" || fail "the printed fix failed: $fix"
+for _ in $(seq 50); do
+	[[ $(show ActiveState) == active ]] && break
+	sleep 0.2
+done
+ct /usr/bin/pkirenewd check >/dev/null || fail "check after the drop-in: $(ct /usr/bin/pkirenewd check 2>&1 | grep UNWRITABLE)"
+say "an unlisted directory (/srv/kube) reported at the reload with its fix and by check (exit $rc); the printed drop-in fixed it"
 
 ct env DEBIAN_FRONTEND=noninteractive apt-get remove -y -q pkirenewd >"$work/apt.log" 2>&1 || { cat "$work/apt.log"; fail "apt remove"; }
 [[ $(ct systemctl is-active pkirenewd 2>/dev/null || true) != active ]] || fail "still active after apt remove"

@@ -119,6 +119,7 @@ type loop struct {
 	renewing map[string]bool
 	// upgrading: kubeadm was upgrading the node at the last look.
 	upgrading bool
+	lockWait
 }
 
 // upgradeLook is how often the daemon looks while kubeadm upgrades the
@@ -130,9 +131,9 @@ const upgradeLook = 10 * time.Second
 // the first inventory fails (an error: the unit's Restart= takes over).
 func Run(ctx context.Context, o Options) error {
 	o.defaults()
-	l := &loop{Options: o, engine: o.Engine, own: map[string][32]byte{}}
-	if err := l.engine.Recover(); err != nil {
-		return fmt.Errorf("recovering an interrupted renewal: %w", err)
+	l := &loop{Options: o, engine: o.Engine, own: map[string][32]byte{}, lockWait: lockWait{ctx: ctx}}
+	if err := l.recoverAtStart(); err != nil {
+		return err
 	}
 	if err := l.check(true); err != nil {
 		return err
@@ -212,11 +213,8 @@ func Run(ctx context.Context, o Options) error {
 // transaction left by anyone (a killed `pkirenewd renew`, a finish that
 // failed) is completed or undone first, every cycle, not only at start.
 func (l *loop) check(first bool) error {
-	if e, ok := l.engine.(interface{ TransactionPending() bool }); ok && e.TransactionPending() {
-		if err := l.engine.Recover(); err != nil {
-			l.Log.WithError(err).Error("an interrupted renewal could not be completed or undone")
-		}
-	}
+	e, ok := l.engine.(interface{ TransactionPending() bool })
+	l.recoverPending(first, ok && e.TransactionPending())
 	statuses, err := l.engine.Inventory()
 	if err != nil {
 		l.Log.WithError(err).Error("inventory failed")
@@ -446,6 +444,7 @@ func (l *loop) status() string {
 	case l.plan.Next != "":
 		fmt.Fprintf(&b, "; next: %s in %s", l.plan.Next, humanDuration(l.plan.NextAt.Sub(l.Clock.Now())))
 	}
+	b.WriteString(l.recoveryStatus())
 	for _, o := range l.Optional {
 		if p := o.Problem(); p != "" {
 			b.WriteString("; " + p)

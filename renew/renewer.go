@@ -5,11 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"runtime"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -425,26 +422,21 @@ func (r *Renewer) Recover() error {
 // Lock takes the exclusive lock that serializes pkirenewd processes on a
 // node (the daemon and a manual `pkirenewd renew`). While another process
 // holds it, waiting is announced once with the holder's pid.
+//
+// The wait has no bound; LockWait bounds it and reports it.
 func Lock(stateDir string, log logrus.FieldLogger) (unlock func(), err error) {
-	if err := os.MkdirAll(stateDir, 0o700); err != nil {
-		return nil, fmt.Errorf("state dir: %w", err)
-	}
-	p := filepath.Join(stateDir, "lock")
-	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW, 0o600)
+	f, p, err := openLock(stateDir)
 	if err != nil {
-		return nil, fmt.Errorf("lock: %w", err)
+		return nil, err
 	}
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		holder, _ := os.ReadFile(p)
-		log.Warnf("waiting for the pkirenewd process %s that holds %s", strings.TrimSpace(string(holder)), p)
+		log.Warnf("waiting for the pkirenewd process %s that holds %s", lockHolder(p), p)
 		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
 			f.Close()
 			return nil, fmt.Errorf("lock %s: %w", p, err)
 		}
 	}
-	_ = f.Truncate(0)
-	_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
-	return func() { _ = f.Close() }, nil
+	return held(f), nil
 }
 
 // CertSerial is a short printable serial for logs and output.

@@ -69,10 +69,8 @@ func (l *loop) recover() error {
 		return l.engine.Recover()
 	}
 	err := w.RecoverWaiting(l.lockWait.ctx, l.waitingForLock)
-	if l.waiting != "" {
-		l.waiting = ""
-		l.Notify.Notify("STATUS=" + l.status())
-	}
+	// The check that follows says the status again.
+	l.waiting = ""
 	var gaveUp *renew.LockTimeoutError
 	if !errors.As(err, &gaveUp) {
 		l.gaveUp = nil

@@ -208,7 +208,7 @@ func Keys() []Key {
 			get: func(c *Config) string { return c.CRIEndpoint },
 		},
 		durKey("restartTimeout", "restart-timeout", "how long one component may take from StopPodSandbox to healthy", func(c *Config) *time.Duration { return &c.RestartTimeout }, nil),
-		pathKey("kubeletConfig", "kubelet-config", "the kubelet's configuration file: its healthz address must answer before any static pod is stopped (absent file: not checked)", func(c *Config) *string { return &c.KubeletConfig }),
+		pathKey("kubeletConfig", "kubelet-config", "the kubelet's configuration file: its healthz address must answer before any static pod is stopped (absent: the running kubelet's --config, else the kubelet's default 127.0.0.1:10248)", func(c *Config) *string { return &c.KubeletConfig }),
 		{
 			Name: "kubeletServingCert", Flag: "kubelet-serving-cert", Usage: "the kubelet's self-signed serving certificate (kubelet.crt): renew it in place and make the kubelet serve it, or monitor it only (certificates from tlsCertFile or serverTLSBootstrap are always only monitored)",
 			set: func(c *Config, v string) error {

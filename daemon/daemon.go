@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -12,11 +13,12 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/pkirenewd/pkirenewd/internal/fsread"
+	"github.com/pkirenewd/pkirenewd/reconcile"
 	"github.com/pkirenewd/pkirenewd/renew"
 )
 
 // Engine is what the loop drives: the renewal engine and the rolling
-// restart behind one small interface.
+// restart behind one interface that says everything the loop calls.
 type Engine interface {
 	// Recover completes or undoes a transaction a crash interrupted.
 	Recover() error
@@ -24,11 +26,27 @@ type Engine interface {
 	Inventory() ([]renew.Status, error)
 	// Renew renews the named items as one transaction and restarts the
 	// components that use them. It returns the files it wrote, so the
-	// loop can tell its own writes from anyone else's.
+	// loop can tell its own writes from anyone else's. A renewal held
+	// because someone else changes the node returns an error with a
+	// Held() (reason, why string, until time.Time) method: not a failure.
 	Renew(ctx context.Context, names []string) (written []string, err error)
-	// Pending lists the restarts a renewal still owes (components, and
-	// "kubelet"); the loop calls Renew with no names to do them.
-	Pending() []string
+	// Look looks at the running components: the restarts owed (the loop
+	// calls Renew with no names to do them), what is stale but will not
+	// be restarted (restarts off), and what cannot be seen.
+	Look() reconcile.Look
+	// TransactionPending reports an interrupted renewal left in the
+	// state dir (by anyone): the loop completes or undoes it first.
+	TransactionPending() bool
+	// LookAgainAt is when a reload that may be under way can be judged
+	// (zero: no such reason).
+	LookAgainAt() time.Time
+	// Upgrading says whether kubeadm upgrades the node now, and why.
+	Upgrading() (string, bool)
+}
+
+// held is what a held renewal's error says of itself (see Engine.Renew).
+type held interface {
+	Held() (reason, why string, until time.Time)
 }
 
 // Notifier tells the service manager how the daemon is doing (sd_notify).
@@ -42,9 +60,12 @@ type Metrics interface {
 	Renewal(err error, at time.Time)
 }
 
-// owedMetrics are the metrics of what is owed, when the Metrics have them.
+// owedMetrics are the metrics of what is owed, unseen and held, when the
+// Metrics have them.
 type owedMetrics interface {
 	Owed(components []string, transaction bool)
+	Unseen(components []string)
+	Held(reason string)
 }
 
 // Options configure Run.
@@ -120,6 +141,13 @@ type loop struct {
 	// upgrading: kubeadm was upgrading the node at the last look.
 	upgrading bool
 	lockWait
+	// heldWhy is why the last renewal was held ("" when it was not) and
+	// heldUntil when that hold ends at the latest.
+	heldWhy   string
+	heldUntil time.Time
+	// lookSaid is what the last look reported of components that will
+	// not be restarted or cannot be seen, said again only when it changes.
+	lookSaid string
 }
 
 // upgradeLook is how often the daemon looks while kubeadm upgrades the
@@ -213,8 +241,7 @@ func Run(ctx context.Context, o Options) error {
 // transaction left by anyone (a killed `pkirenewd renew`, a finish that
 // failed) is completed or undone first, every cycle, not only at start.
 func (l *loop) check(first bool) error {
-	e, ok := l.engine.(interface{ TransactionPending() bool })
-	l.recoverPending(first, ok && e.TransactionPending())
+	l.recoverPending(first, l.engine.TransactionPending())
 	statuses, err := l.engine.Inventory()
 	if err != nil {
 		l.Log.WithError(err).Error("inventory failed")
@@ -236,21 +263,14 @@ func (l *loop) check(first bool) error {
 		// With a renewal due the renewal observes the running components
 		// itself; looking now would only delay it (on day 366, seconds of
 		// dials to an apiserver that cannot answer).
-		l.pending = l.engine.Pending()
-		if m, ok := l.Metrics.(owedMetrics); ok {
-			tx := false
-			if e, ok := l.engine.(interface{ TransactionPending() bool }); ok {
-				tx = e.TransactionPending()
-			}
-			m.Owed(l.pending, tx)
-		}
+		look := l.engine.Look()
+		l.pending = look.Owed
+		l.reportLook(look)
 	}
-	if e, ok := l.engine.(interface{ LookAgainAt() time.Time }); ok {
-		// A component still has time to reload a changed certificate:
-		// whether it did is seen only after that.
-		if at := e.LookAgainAt(); !at.IsZero() && at.Before(l.plan.Wake) {
-			l.plan.Wake = at
-		}
+	// A component still has time to reload a changed certificate:
+	// whether it did is seen only after that.
+	if at := l.engine.LookAgainAt(); !at.IsZero() && at.Before(l.plan.Wake) {
+		l.plan.Wake = at
 	}
 	l.watchUpgrade(now)
 	for _, s := range statuses {
@@ -271,11 +291,7 @@ func (l *loop) check(first bool) error {
 // and looks again every upgradeLook until it has finished, so the node is
 // judged as kubeadm left it at once, not at the next renewal.
 func (l *loop) watchUpgrade(now time.Time) {
-	e, ok := l.engine.(interface{ Upgrading() (string, bool) })
-	if !ok {
-		return
-	}
-	why, on := e.Upgrading()
+	why, on := l.engine.Upgrading()
 	log := l.Log.WithField("ACTION", "outside-upgrade")
 	switch {
 	case on && !l.upgrading:
@@ -367,6 +383,13 @@ func (l *loop) renew(ctx context.Context) {
 			l.own[p] = sha256.Sum256(data)
 		}
 	}
+	var h held
+	if errors.As(err, &h) {
+		l.hold(h, now)
+		_ = l.check(false)
+		return
+	}
+	l.unhold()
 	if l.Metrics != nil {
 		l.Metrics.Renewal(err, now)
 	}
@@ -437,6 +460,8 @@ func (l *loop) status() string {
 		fmt.Fprintf(&b, ", %d broken", broken)
 	}
 	switch {
+	case l.heldWhy != "":
+		fmt.Fprintf(&b, "; held: %s (at most until %s)", l.heldWhy, l.heldUntil.UTC().Format(time.RFC3339))
 	case len(l.plan.Due) > 0 && !l.retryAt.IsZero():
 		fmt.Fprintf(&b, "; renewal failed %d times, retry at %s", l.failures, l.retryAt.UTC().Format(time.RFC3339))
 	case len(l.plan.Due) > 0:

@@ -339,8 +339,8 @@ func TestOwedRestartsAreDone(t *testing.T) {
 		t.Fatalf("retried before the backoff: %d", n)
 	}
 	h.step(time.Second)
-	if got := h.engine.Renewals; len(got) != 2 || len(got[1]) != 0 || len(h.engine.Pending()) != 0 {
-		t.Fatalf("after the backoff: renewals %v, owed %v", got, h.engine.Pending())
+	if got := h.engine.Renewals; len(got) != 2 || len(got[1]) != 0 || len(h.engine.Look().Owed) != 0 {
+		t.Fatalf("after the backoff: renewals %v, owed %v", got, h.engine.Look().Owed)
 	}
 	h.step(time.Hour)
 	if n := h.engine.RenewalCount(); n != 2 {

@@ -36,6 +36,7 @@ type PromMetrics struct {
 	stuck        *prometheus.GaugeVec
 	certLabelSet []string
 	unwritable   *prometheus.GaugeVec
+	unseen, held *prometheus.GaugeVec
 }
 
 var _ Metrics = (*PromMetrics)(nil)
@@ -68,10 +69,29 @@ func NewPromMetrics() *PromMetrics {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), collectors.NewGoCollector())
 	m.unwritable = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "pkirenewd_unwritable_paths", Help: "1 for each directory pkirenewd may write that it cannot write where it runs (reason: the config key that makes it written)."}, []string{"path", "reason"})
 	m.Registry.MustRegister(m.unwritable)
+	m.unseen = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "pkirenewd_unseen_components", Help: "1 for each component whose credentials could not be observed (the runtime cannot be asked, or answers ambiguously): whether it is stale is unknown."}, []string{"component"})
+	m.held = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "pkirenewd_held", Help: "1 while a due renewal or owed restart is held because someone else changes the node (reason: kubeadm-upgrade, pod-replacing); a hold is not a failure."}, []string{"reason"})
+	m.Registry.MustRegister(m.unseen, m.held)
 	for _, r := range []string{"success", "failure"} {
 		m.renewals.WithLabelValues(r)
 	}
 	return m
+}
+
+// Unseen sets the components whose credentials could not be observed.
+func (m *PromMetrics) Unseen(components []string) {
+	m.unseen.Reset()
+	for _, c := range components {
+		m.unseen.WithLabelValues(c).Set(1)
+	}
+}
+
+// Held sets the reason a renewal is held ("": none).
+func (m *PromMetrics) Held(reason string) {
+	m.held.Reset()
+	if reason != "" {
+		m.held.WithLabelValues(reason).Set(1)
+	}
 }
 
 // Owed sets the components that run on old credentials or are owed a

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -46,6 +47,10 @@ type NodeEngine struct {
 	// Connect reaches the container runtime; nil disables restarts
 	// (the renewed files are then picked up at the next restart).
 	Connect func(ctx context.Context) (*cri.Restarter, func(), error)
+	// ConnectToLook reaches the runtime only to look at what runs, when
+	// restarts are off (Connect nil): stale components are then
+	// reported, never restarted.
+	ConnectToLook func(ctx context.Context) (*cri.Restarter, func(), error)
 	// RestartKubelet restarts the kubelet after its embedded kubelet.conf
 	// credentials were renewed (it reads them only at start); nil: the
 	// need is logged.
@@ -92,6 +97,9 @@ type NodeEngine struct {
 	// lookAgain is when the last observation can next tell more: a
 	// changed certificate whose reload may still be under way.
 	lookAgain time.Time
+	// seen ages time stamps ahead of the clock (see Sightings).
+	seen     *Sightings
+	seenOnce sync.Once
 }
 
 // LookAgainAt tells the daemon when to observe again, before its usual
@@ -178,32 +186,47 @@ func (e *NodeEngine) now() time.Time {
 	return time.Now()
 }
 
-// Pending implements Engine: the restarts owed, observed — components
-// running on credentials older than the files on disk, whoever wrote them
-// (a renewal cut short, a lost record, an operator's `kubeadm certs
-// renew`) — and recorded (what a renewal noted before its roll). When the
-// runtime cannot be asked, the record alone.
-func (e *NodeEngine) Pending() []string {
+// Look is what one look at the node's running components found, for the
+// daemon.
+type Look struct {
+	// Owed are the restarts the daemon is to do (restarts on):
+	// components in order, then "kubelet".
+	Owed []string
+	// Stale run on credentials older than the files and nothing here
+	// will restart them (restartComponents: false): reported only.
+	Stale []StaleComponent
+	// Unseen could not be observed: whether they are stale is unknown.
+	Unseen []Unseen
+}
+
+// Look implements the daemon's Engine: the restarts owed, observed —
+// components running on credentials older than the files on disk,
+// whoever wrote them (a renewal cut short, a lost record, an operator's
+// `kubeadm certs renew`) — and recorded (what a renewal noted before its
+// roll). With restarts off the components are observed all the same and
+// what is stale is reported, not owed. A component that cannot be seen is
+// named, never taken as fine.
+func (e *NodeEngine) Look() Look {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	obs := e.Observe(ctx)
+	if len(obs.Unseen) > 0 {
+		e.Log.WithError(Blind(obs.Unseen)).Warn("going by the record of owed restarts for what cannot be seen")
+	}
 	if e.Connect == nil {
-		return nil
+		return Look{Stale: obs.Stale, Unseen: obs.Unseen}
 	}
 	p, err := renew.LoadPending(e.StateDir)
 	if err != nil {
 		e.Log.WithError(err).Error("reading the owed restarts")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	stale, err := e.observeStale(ctx, nil)
-	if err != nil {
-		e.Log.WithError(err).Warn("cannot tell which components run on old credentials: going by the record of owed restarts")
-	}
-	p = p.Merge(owedFor(stale, e.now()), cri.Order)
-	var out []string
+	p = p.Merge(owedFor(obs.Stale, e.now()), cri.Order)
+	out := Look{Unseen: obs.Unseen}
 	if !p.Empty() {
-		out = append(out, p.Components...)
+		out.Owed = append(out.Owed, p.Components...)
 	}
 	if _, _, serving := e.KubeletServesStale(ctx); (!p.Empty() && p.Kubelet) || serving {
-		out = append(out, Kubelet)
+		out.Owed = append(out.Owed, Kubelet)
 	}
 	return out
 }
@@ -215,33 +238,50 @@ func (e *NodeEngine) TransactionPending() bool {
 	return err == nil && p
 }
 
-// Stale observes the components that run on credentials older than the
-// files on disk (nil when restarts are off).
-func (e *NodeEngine) Stale(ctx context.Context) ([]StaleComponent, error) {
-	if e.Connect == nil {
-		return nil, nil
+// Observe looks at the running components: which run on credentials
+// older than the files on disk, and which cannot be told. It asks the
+// runtime through Connect, or ConnectToLook when restarts are off; with
+// neither there is nothing to ask and nothing is claimed.
+func (e *NodeEngine) Observe(ctx context.Context) Observation {
+	if e.Connect == nil && e.ConnectToLook == nil {
+		return Observation{}
 	}
-	return e.observeStale(ctx, nil)
+	return e.observe(ctx, nil)
 }
 
-// observeStale asks the runtime (rst, or a new connection) what runs and
-// compares it with the files.
-func (e *NodeEngine) observeStale(ctx context.Context, rst *cri.Restarter) ([]StaleComponent, error) {
+// observe asks the runtime (rst, or a new connection) what runs and
+// compares it with the files. One component's error is that component's:
+// the others are still observed. What stops the look as a whole (no
+// runtime, no inventory) makes every component with a manifest unseen.
+func (e *NodeEngine) observe(ctx context.Context, rst *cri.Restarter) Observation {
+	ms, err := cri.LoadManifests(e.ManifestsDir)
+	if err != nil {
+		// No manifests directory: not a control-plane node, nothing runs
+		// here that pkirenewd would judge.
+		return Observation{}
+	}
+	var components []string
+	for _, m := range ms.Usable {
+		components = append(components, m.Component)
+	}
+	if len(components) == 0 {
+		return Observation{}
+	}
 	if rst == nil {
-		r, done, err := e.Connect(ctx)
+		connect := e.Connect
+		if connect == nil {
+			connect = e.ConnectToLook
+		}
+		r, done, err := connect(ctx)
 		if err != nil {
-			return nil, err
+			return Observation{Unseen: blindFor(components, fmt.Errorf("the container runtime cannot be asked: %w", err))}
 		}
 		defer done()
 		rst = r
 	}
-	ms, err := cri.LoadManifests(e.ManifestsDir)
-	if err != nil {
-		return nil, err
-	}
 	inv, _, err := e.Renewer.Inventory()
 	if err != nil {
-		return nil, err
+		return Observation{Unseen: blindFor(components, err)}
 	}
 	files, kubeletConf := CredentialFiles(inv)
 	if e.RestartKubelet == nil && e.KubeletStart == nil {
@@ -253,19 +293,15 @@ func (e *NodeEngine) observeStale(ctx context.Context, rst *cri.Restarter) ([]St
 	e.lookAgain = time.Time{}
 	obs := Observer{Runtime: rst.Runtime, Node: rst.Node, KubeletStart: e.KubeletStart, Prober: rst.Prober, lookAgain: &e.lookAgain}
 	uses, served := UsesUnder(ms, files, kubeletConf, e.policy())
+	unseen := map[string]error{}
 	stale, err := obs.Stale(ctx, uses)
-	if err != nil {
-		return nil, err
+	err = errors.Join(addUnseen(unseen, err))
+	late, lerr := obs.notReloaded(ctx, served, e.now())
+	mem, merr := obs.inMemory(ctx, ms, e.memoryMargin(), e.AssumeMemoryLife, e.now())
+	if err = errors.Join(err, addUnseen(unseen, lerr), addUnseen(unseen, merr)); err != nil {
+		return Observation{Unseen: blindFor(components, err)}
 	}
-	late, err := obs.notReloaded(ctx, served, e.now())
-	if err != nil {
-		return nil, err
-	}
-	mem, err := obs.inMemory(ctx, ms, e.memoryMargin(), e.AssumeMemoryLife, e.now())
-	if err != nil {
-		return nil, err
-	}
-	return mergeStale(stale, late, mem), nil
+	return Observation{Stale: mergeStale(stale, late, mem), Unseen: unseenList(unseen)}
 }
 
 // owedFor turns observed stale components into owed restarts.
@@ -349,7 +385,8 @@ func (e *NodeEngine) Renew(ctx context.Context, names []string) ([]string, error
 // restarts owed are never worse than expired ones.
 func (e *NodeEngine) Converge(ctx context.Context, sel *renew.Selection) (out *Outcome, err error) {
 	defer func() {
-		if err != nil {
+		// A hold is not a failure: nothing was tried.
+		if err != nil && !errors.Is(err, ErrUnsettled) {
 			e.event(ReasonFailed, "Renew", err.Error(), true)
 		}
 	}()
@@ -366,11 +403,11 @@ func (e *NodeEngine) Converge(ctx context.Context, sel *renew.Selection) (out *O
 		} else if sel == nil || !e.lastResort(*sel) {
 			return nil, fmt.Errorf("nothing was written: %w", errors.Join(blocked, unusable(manifests)))
 		}
-		if rst != nil {
-			if why, ok := e.unsettled(ctx, rst, manifests); ok {
-				return nil, fmt.Errorf("%w: %s; nothing was written or restarted, retrying once it settles", ErrUnsettled, why)
-			}
-		}
+	}
+	// A hold holds whatever the mode: with restarts off or impossible
+	// kubeadm's staging directory still says it is upgrading the node.
+	if err := e.held(ctx, rst, manifests, "nothing was written or restarted"); err != nil {
+		return nil, err
 	}
 	unlock, err := renew.Lock(e.StateDir, e.Log)
 	if err != nil {
@@ -400,14 +437,15 @@ func (e *NodeEngine) converge(ctx context.Context, sel *renew.Selection, manifes
 			return nil, fmt.Errorf("nothing was written: %w", err)
 		}
 		// Observation adds restarts; it must never keep a due renewal
-		// from being written (an ambiguous pod, an odd manifest): then
-		// the record alone says what is owed, as in Pending.
-		stale, err := e.observeStale(ctx, rst)
-		if err != nil {
-			e.Log.WithError(err).Warn("cannot tell which components run on old credentials: going by the record of owed restarts")
+		// from being written (an ambiguous pod, an odd manifest): for
+		// what cannot be seen the record alone says what is owed, as in
+		// Look.
+		obs := e.observe(ctx, rst)
+		if len(obs.Unseen) > 0 {
+			e.Log.WithError(Blind(obs.Unseen)).Warn("going by the record of owed restarts for what cannot be seen")
 		}
-		e.logStale(stale)
-		owed = owed.Merge(owedFor(stale, e.now()), cri.Order)
+		e.logStale(obs.Stale)
+		owed = owed.Merge(owedFor(obs.Stale, e.now()), cri.Order)
 	}
 	if sel != nil {
 		if out.Plan, out.Result, err = e.apply(*sel); err != nil {
@@ -416,7 +454,7 @@ func (e *NodeEngine) converge(ctx context.Context, sel *renew.Selection, manifes
 		renew.Failpoint("converge:committed")
 		e.eventRenewed(out.Plan)
 		if len(out.Plan.Items) > 0 && rst == nil {
-			return out, KubeletAfterRenewal(ctx, out.Plan, e.RestartKubelet, e.Log, e.Restarts)
+			return out, KubeletAfterRenewal(ctx, out.Plan, e.kubeletRestarter(), e.Log, e.Restarts)
 		}
 		if len(out.Plan.Items) > 0 {
 			rp := e.restartPlan(manifests, out.Plan)
@@ -457,8 +495,8 @@ func (e *NodeEngine) Restart(ctx context.Context, components []string) ([]cri.Re
 		return nil, fmt.Errorf("nothing was stopped: %w", errors.Join(err, unusable(manifests)))
 	}
 	defer done()
-	if why, ok := e.unsettled(ctx, rst, manifests); ok {
-		return nil, fmt.Errorf("%w: %s; nothing was stopped", ErrUnsettled, why)
+	if err := e.held(ctx, rst, manifests, "nothing was stopped"); err != nil {
+		return nil, err
 	}
 	unlock, err := renew.Lock(e.StateDir, e.Log)
 	if err != nil {
@@ -651,17 +689,18 @@ func (e *NodeEngine) renewWithoutRestarts(sel renew.Selection, why error) (*Outc
 // (a kubelet nobody can restart, a restart that did not take) is an error
 // naming it, so the loop backs off and says so instead of calling it done.
 func (e *NodeEngine) stillStale(ctx context.Context, rst *cri.Restarter) error {
-	stale, err := e.observeStale(ctx, rst)
-	if err != nil && ctx.Err() != nil {
+	obs := e.observe(ctx, rst)
+	if len(obs.Unseen) > 0 && ctx.Err() != nil {
 		// Stopped (SIGTERM) after the roll, before the look: the roll is
 		// done, and the next start looks again.
-		e.Log.WithError(err).Info("stopped before looking at the components again after the roll: the next start does")
+		e.Log.WithError(Blind(obs.Unseen)).Info("stopped before looking at the components again after the roll: the next start does")
 		return nil
 	}
-	if err != nil || len(stale) == 0 {
-		return err
-	}
+	stale := obs.Stale
 	var errs []error
+	if len(obs.Unseen) > 0 {
+		errs = append(errs, Blind(obs.Unseen))
+	}
 	for _, s := range stale {
 		hint := ""
 		if s.Component == Kubelet && e.RestartKubelet == nil {
@@ -744,7 +783,7 @@ func (e *NodeEngine) RollOwed(ctx context.Context, rst *cri.Restarter, manifests
 		return results, errors.Join(err, blocked)
 	}
 	if owed.Kubelet {
-		if err := kubeletRestart(ctx, e.RestartKubelet, e.Log, e.Restarts); err != nil {
+		if err := kubeletRestart(ctx, e.kubeletRestarter(), e.Log, e.Restarts); err != nil {
 			return results, errors.Join(err, blocked)
 		}
 		if e.RestartKubelet != nil {

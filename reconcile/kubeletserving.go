@@ -6,7 +6,6 @@ import (
 	"net"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -87,13 +86,8 @@ func certDirFromProc(configPath string) string {
 // certDirFromArgs reads --cert-dir (=value or separate) from a kubelet's
 // command line; the default when it is not given.
 func certDirFromArgs(args []string) string {
-	for i, a := range args {
-		if v, ok := strings.CutPrefix(a, "--cert-dir="); ok && v != "" {
-			return v
-		}
-		if a == "--cert-dir" && i+1 < len(args) {
-			return args[i+1]
-		}
+	if v := flagValue(args, "cert-dir"); v != "" {
+		return v
 	}
 	return DefaultKubeletCertDir
 }
@@ -281,7 +275,7 @@ func (e *NodeEngine) restartForServing(ctx context.Context, log *logrus.Entry, w
 	}
 	log.WithFields(logrus.Fields{"ACTION": "restart", "SERVED": served}).Warn("the kubelet serves an older certificate than its file: restarting it")
 	start := time.Now()
-	err := e.RestartKubelet(ctx)
+	err := e.kubeletRestarter()(ctx)
 	if e.Restarts != nil {
 		e.Restarts.Restart(Kubelet, err)
 	}

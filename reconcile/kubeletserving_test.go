@@ -220,8 +220,8 @@ func TestKubeletServesTheRenewedCertificate(t *testing.T) {
 		if file, served, stale := e.KubeletServesStale(ctx); !stale || file == served {
 			t.Errorf("not reported stale: file %s served %s", file, served)
 		}
-		if got := e.Pending(); len(got) != 0 {
-			t.Errorf("Pending without a runtime: %v", got)
+		if got := e.Look().Owed; len(got) != 0 {
+			t.Errorf("owed without a runtime: %v", got)
 		}
 	})
 

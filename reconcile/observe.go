@@ -74,8 +74,10 @@ func Uses(ms cri.Manifests, files []string, kubeletConf string) map[string][]str
 
 // Stale observes which components run on credentials older than the files
 // on disk. A component without a running static pod is skipped (the
-// kubelet starts it on the files as they are); a runtime that does not
-// answer is an error, since then nothing can be told.
+// kubelet starts it on the files as they are). A component the runtime
+// cannot tell about is that component's problem alone: the others are
+// still observed and returned, and the error is a Blind naming it, since
+// nothing can be told of it.
 func (o Observer) Stale(ctx context.Context, uses map[string][]string) ([]StaleComponent, error) {
 	var all []string
 	for _, files := range uses {
@@ -83,16 +85,18 @@ func (o Observer) Stale(ctx context.Context, uses map[string][]string) ([]StaleC
 	}
 	changed := o.changedTimes(all)
 	var running []Running
+	unseen := map[string]error{}
 	for c, files := range uses {
 		r, ok, err := o.running(ctx, c, files)
 		if err != nil {
-			return nil, err
+			unseen[c] = err
+			continue
 		}
 		if ok {
 			running = append(running, r)
 		}
 	}
-	return Stale(uses, running, changed), nil
+	return Stale(uses, running, changed), blindErr(unseen)
 }
 
 // changedTimes are the change times of files (those that can be read).

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -83,6 +84,39 @@ func TestObserverStale(t *testing.T) {
 	o.Runtime = failing{}
 	if _, err := o.Stale(context.Background(), uses); err == nil {
 		t.Error("an unreachable runtime passed for a clean node")
+	}
+}
+
+// One component the runtime answers ambiguously about (two Ready
+// sandboxes while the kubelet replaces its pod, or a leaked one) is that
+// component's problem: it is named unseen, and the others are still
+// observed.
+func TestObserverOneAmbiguousComponent(t *testing.T) {
+	t0 := time.Date(2027, 5, 1, 8, 0, 0, 0, time.UTC)
+	dir := t.TempDir()
+	writeManifest(t, dir, "kube-scheduler", "kube-scheduler", "--kubeconfig=/k/scheduler.conf")
+	writeManifest(t, dir, "kube-controller-manager", "kube-controller-manager", "--kubeconfig=/k/controller-manager.conf")
+	ms, err := cri.LoadManifests(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt := critest.NewRuntime()
+	rt.Now = func() time.Time { return t0 }
+	rt.AddStaticPod("kube-scheduler")
+	rt.AddStaticPod("kube-scheduler")
+	rt.AddStaticPod("kube-controller-manager")
+	o := reconcile.Observer{Runtime: rt, Changed: func(string) (time.Time, error) { return t0.Add(time.Hour), nil }}
+	uses := reconcile.Uses(ms, []string{"/k/scheduler.conf", "/k/controller-manager.conf"}, "")
+	stale, err := o.Stale(context.Background(), uses)
+	if len(stale) != 1 || stale[0].Component != "kube-controller-manager" {
+		t.Errorf("the other component was not observed: stale %+v", stale)
+	}
+	var blind reconcile.Blind
+	if !errors.As(err, &blind) || len(blind) != 1 || blind[0].Component != "kube-scheduler" {
+		t.Fatalf("err %v, want kube-scheduler unseen", err)
+	}
+	if !strings.Contains(err.Error(), "refusing to guess") {
+		t.Errorf("the reason is lost: %v", err)
 	}
 }
 

@@ -40,6 +40,20 @@ func flagNames(args []string, name, value string) bool {
 	return false
 }
 
+// flagValue is the value of --name (=value or separate) in args; empty
+// when it is not given.
+func flagValue(args []string, name string) string {
+	for i, a := range args {
+		if v, ok := strings.CutPrefix(a, "--"+name+"="); ok {
+			return v
+		}
+		if a == "--"+name && i+1 < len(args) {
+			return args[i+1]
+		}
+	}
+	return ""
+}
+
 // matching lists the process directories under proc whose comm is comm and
 // whose command line match accepts, with that command line.
 func matching(proc, comm string, match func(args []string) bool) (dirs []string, args [][]string, err error) {

@@ -62,6 +62,7 @@ func (o Observer) notReloaded(ctx context.Context, checks []cri.ReloadCheck, now
 		prober = cri.HTTPProber{}
 	}
 	var out []StaleComponent
+	unseen := map[string]error{}
 	for _, c := range checks {
 		ch, ok := changed[c.File]
 		if !ok {
@@ -69,7 +70,8 @@ func (o Observer) notReloaded(ctx context.Context, checks []cri.ReloadCheck, now
 		}
 		r, running, err := o.running(ctx, c.Component, nil)
 		if err != nil {
-			return nil, err
+			unseen[c.Component] = err
+			continue
 		}
 		if !running {
 			continue
@@ -96,7 +98,7 @@ func (o Observer) notReloaded(ctx context.Context, checks []cri.ReloadCheck, now
 		out = append(out, StaleComponent{Component: c.Component, StartedAt: r.StartedAt, File: c.File, Changed: ch,
 			Reason: fmt.Sprintf("serves serial %s on %s, %s holds %s (changed %s ago): it did not reload it", got, c.Addr, c.File, want, now.Sub(ch).Round(time.Second))})
 	}
-	return out, nil
+	return out, blindErr(unseen)
 }
 
 // MemoryCert is a certificate a component makes for itself at start and
@@ -162,6 +164,7 @@ func MemoryDue(started time.Time, life, margin time.Duration, now time.Time) (ti
 // setting).
 func (o Observer) inMemory(ctx context.Context, ms cri.Manifests, margin, assume time.Duration, now time.Time) ([]StaleComponent, error) {
 	var out []StaleComponent
+	unseen := map[string]error{}
 	for _, m := range ms.Usable {
 		certs := MemoryCerts(m)
 		if len(certs) == 0 {
@@ -169,7 +172,8 @@ func (o Observer) inMemory(ctx context.Context, ms cri.Manifests, margin, assume
 		}
 		r, running, err := o.running(ctx, m.Component, nil)
 		if err != nil {
-			return nil, err
+			unseen[m.Component] = err
+			continue
 		}
 		if !running {
 			continue
@@ -187,7 +191,7 @@ func (o Observer) inMemory(ctx context.Context, ms cri.Manifests, margin, assume
 			break
 		}
 	}
-	return out, nil
+	return out, blindErr(unseen)
 }
 
 // days prints a duration in whole days, or finer when under two days.

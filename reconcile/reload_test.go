@@ -203,10 +203,11 @@ func TestObserveUnderNeededPolicy(t *testing.T) {
 			// Ten minutes after the files were written: every reload has
 			// had its time.
 			e.Now = func() time.Time { return time.Now().Add(10 * time.Minute) }
-			stale, err := e.Stale(context.Background())
-			if err != nil {
-				t.Fatal(err)
+			obs := e.Observe(context.Background())
+			if len(obs.Unseen) > 0 {
+				t.Fatal(reconcile.Blind(obs.Unseen))
 			}
+			stale := obs.Stale
 			got := map[string]string{}
 			for _, s := range stale {
 				got[s.Component] = s.Reason
@@ -279,10 +280,11 @@ func TestLookAgainWhileAReloadMayBeUnderWay(t *testing.T) {
 	n := newTestNode(t, 0, time.Now().Add(-2*time.Hour))
 	n.prober.frozen["192.0.2.10:6443"] = "0123"
 	e := n.engine(t)
-	stale, err := e.Stale(context.Background())
-	if err != nil {
-		t.Fatal(err)
+	obs := e.Observe(context.Background())
+	if len(obs.Unseen) > 0 {
+		t.Fatal(reconcile.Blind(obs.Unseen))
 	}
+	stale := obs.Stale
 	for _, s := range stale {
 		if s.Component == "kube-apiserver" {
 			t.Errorf("judged before its reload could happen: %+v", s)
@@ -322,9 +324,9 @@ func TestUnsettled(t *testing.T) {
 			[]reconcile.Pod{{Manifest: "kube-apiserver.yaml", ManifestChanged: ago(6 * time.Minute), Started: ago(time.Hour)}}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			why, ok := reconcile.Unsettled(tc.tmp, tc.pods, now)
-			if ok != (tc.want != "") || !strings.Contains(why, tc.want) {
-				t.Errorf("got %q %v, want %q", why, ok, tc.want)
+			h, ok := reconcile.Unsettled(tc.tmp, tc.pods, now, nil)
+			if ok != (tc.want != "") || !strings.Contains(h.Why, tc.want) {
+				t.Errorf("got %q %v, want %q", h.Why, ok, tc.want)
 			}
 		})
 	}
@@ -363,5 +365,70 @@ func TestNothingDuringAKubeadmUpgrade(t *testing.T) {
 	}
 	if _, err := e.Renew(context.Background(), []string{"scheduler.conf"}); err != nil {
 		t.Fatalf("after the upgrade: %v", err)
+	}
+}
+
+// A time stamp ahead of the clock (written before NTP set it back) holds
+// no longer than the same hold would from when it was first seen; a
+// one-shot look ages it from now, the longest it may still hold.
+func TestHoldsFromTheFutureAreBounded(t *testing.T) {
+	now := time.Date(2027, 1, 1, 12, 0, 0, 0, time.UTC)
+	ahead := now.Add(3 * time.Hour)
+	tmp := []reconcile.Entry{{Name: "kubeadm-upgraded-manifests7", ModTime: ahead}}
+	pods := []reconcile.Pod{{Manifest: "kube-apiserver.yaml", ManifestChanged: ahead, Started: now.Add(-time.Hour)}}
+	seen := &reconcile.Sightings{}
+	for _, tc := range []struct {
+		at      time.Time
+		reasons []string
+	}{
+		{now, []string{reconcile.HoldUpgrade, reconcile.HoldPod}},
+		{now.Add(4 * time.Minute), []string{reconcile.HoldUpgrade, reconcile.HoldPod}},
+		{now.Add(6 * time.Minute), []string{reconcile.HoldUpgrade}},
+		{now.Add(61 * time.Minute), nil},
+	} {
+		var got []string
+		for _, h := range reconcile.Holds(tmp, pods, tc.at, seen) {
+			got = append(got, h.Reason)
+			if limit := now.Add(time.Hour); h.Until.After(limit) {
+				t.Errorf("at %s: %s holds until %s, past %s", tc.at, h.Reason, h.Until, limit)
+			}
+		}
+		if strings.Join(got, ",") != strings.Join(tc.reasons, ",") {
+			t.Errorf("at %s: holds %v, want %v", tc.at.Sub(now), got, tc.reasons)
+		}
+	}
+	one := reconcile.Holds(tmp, nil, now, nil)
+	if len(one) != 1 || !one[0].Until.Equal(now.Add(time.Hour)) {
+		t.Errorf("a one-shot look: %+v, want one hold until now+1h", one)
+	}
+}
+
+// With restarts off, kubeadm's staging directory still holds every write:
+// what is logged ("writes nothing") is what is done.
+func TestAHoldHoldsWithRestartsOff(t *testing.T) {
+	n := newTestNode(t, 300*24*time.Hour, time.Time{})
+	e := n.engine(t)
+	e.Connect, e.KubeletAlive = nil, nil
+	staging := filepath.Join(filepath.Dir(e.ManifestsDir), "tmp", "kubeadm-upgraded-manifests42")
+	if err := os.MkdirAll(staging, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := renewtest.HashTree(n.l.PKIDir)
+	_, err := e.Renew(context.Background(), []string{"all"})
+	var h *reconcile.HoldError
+	if !errors.As(err, &h) || h.Reason != reconcile.HoldUpgrade {
+		t.Fatalf("error %v, want a kubeadm-upgrade hold", err)
+	}
+	if after, _ := renewtest.HashTree(n.l.PKIDir); renewtest.DiffTrees(before, after) != "" {
+		t.Fatal("written during the upgrade with restarts off")
+	}
+	if err := os.Remove(staging); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Renew(context.Background(), []string{"apiserver"}); err != nil {
+		t.Fatalf("after the upgrade: %v", err)
+	}
+	if after, _ := renewtest.HashTree(n.l.PKIDir); renewtest.DiffTrees(before, after) == "" {
+		t.Fatal("not renewed once the upgrade had finished")
 	}
 }

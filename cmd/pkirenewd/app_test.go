@@ -143,8 +143,10 @@ func TestCertificatesDirFromKubeadmConfig(t *testing.T) {
 	if code, out, stderr := n.run(t, args...); code != 2 || !strings.Contains(stderr+out, "/etc/kubernetes/pki") {
 		t.Fatalf("without kubeadm config: exit %d\n%s\n%s", code, out, stderr)
 	}
+	// The certificates are fine; with a manifest and no runtime to ask,
+	// the apiserver cannot be seen: exit 1, naming it.
 	code, out, stderr := n.run(t, append(args, "--kubeadm-config", cfg, "-o", "json")...)
-	if code != 0 || !strings.Contains(out, filepath.Join(custom, "apiserver.crt")) {
+	if code != 1 || !strings.Contains(out, filepath.Join(custom, "apiserver.crt")) || !strings.Contains(out, `"component": "kube-apiserver"`) {
 		t.Fatalf("with kubeadm config: exit %d\n%s\n%s", code, out, stderr)
 	}
 	if !strings.Contains(stderr, "certificatesDir in "+cfg) || !strings.Contains(stderr, "--client-ca-file in "+filepath.Join(manifests, "kube-apiserver.yaml")+" says /etc/kubernetes/pki") {
@@ -699,7 +701,7 @@ func TestCheckKubeletServingBootstrap(t *testing.T) {
 }
 
 // While kubeadm upgrades the node check says so, in the table and in
-// JSON; the backups a finished upgrade keeps say nothing.
+// JSON, and exits 1; the backups a finished upgrade keeps say nothing.
 func TestCheckNotesAKubeadmUpgrade(t *testing.T) {
 	n := newNode(t, renewtest.Options{})
 	manifests := filepath.Join(n.kube, "manifests")
@@ -715,12 +717,13 @@ func TestCheckNotesAKubeadmUpgrade(t *testing.T) {
 	if err := os.Mkdir(filepath.Join(tmp, "kubeadm-upgraded-manifests42"), 0o700); err != nil {
 		t.Fatal(err)
 	}
+	// A hold is shown with its reason and end, and is not "fine".
 	code, out, _ := n.run(t, append([]string{"check"}, args...)...)
-	if code != 0 || !strings.Contains(out, "NOTE kubeadm upgrade in progress (kubeadm-upgraded-manifests42") {
+	if code != 1 || !strings.Contains(out, "HELD (kubeadm-upgrade) until ") || !strings.Contains(out, "kubeadm upgrade in progress (kubeadm-upgraded-manifests42") {
 		t.Fatalf("during an upgrade: exit %d\n%s", code, out)
 	}
 	code, out, _ = n.run(t, append([]string{"check", "-o", "json"}, args...)...)
-	if code != 0 || !strings.Contains(out, `"kubeadmUpgrade": "kubeadm upgrade in progress (kubeadm-upgraded-manifests42`) {
+	if code != 1 || !strings.Contains(out, `"kubeadmUpgrade": "kubeadm upgrade in progress (kubeadm-upgraded-manifests42`) || !strings.Contains(out, `"reason": "kubeadm-upgrade"`) {
 		t.Fatalf("json: exit %d\n%s", code, out)
 	}
 }

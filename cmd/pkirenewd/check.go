@@ -12,7 +12,6 @@ import (
 	"github.com/spf13/cobra"
 	"gopkg.in/yaml.v3"
 
-	"github.com/pkirenewd/pkirenewd/cri"
 	"github.com/pkirenewd/pkirenewd/reconcile"
 	"github.com/pkirenewd/pkirenewd/renew"
 )
@@ -58,13 +57,15 @@ owed, 2 something is expired, missing or broken.`,
 					rep.PendingRestarts = append(rep.PendingRestarts, "kubelet")
 				}
 			}
-			rep.StaleComponents = o.staleComponents(cmd.Context(), r)
+			rep.StaleComponents, rep.UnseenComponents, rep.Holds = o.observe(cmd.Context(), r)
 			rep.KubeletServing = o.kubeletServingReport(cmd.Context(), r)
 			if pending, err := renew.TransactionPending(o.cfg.StateDir); err == nil && pending {
 				rep.TransactionPending = true
 			}
 			rep.Unwritable = writeProblems(o.cfg)
-			rep.KubeadmUpgrade, _ = reconcile.UpgradeUnderWay(reconcile.KubeadmTmp(o.cfg.ManifestsDir), now)
+			if h, ok := reconcile.UpgradeUnderWay(reconcile.KubeadmTmp(o.cfg.ManifestsDir), now, nil); ok {
+				rep.KubeadmUpgrade = h.Why
+			}
 			switch output {
 			case "json":
 				enc := json.NewEncoder(o.stdout)
@@ -83,15 +84,7 @@ owed, 2 something is expired, missing or broken.`,
 			for _, s := range statuses {
 				logStatus(o, s)
 			}
-			code := exitFor(statuses)
-			servingStale := rep.KubeletServing != nil && rep.KubeletServing.Stale
-			if code == checkOK && (len(rep.PendingRestarts) > 0 || len(rep.StaleComponents) > 0 || rep.TransactionPending || servingStale) {
-				code = checkDue
-			}
-			if code == checkOK && len(rep.Unwritable) > 0 {
-				code = checkDue
-			}
-			if code != checkOK {
+			if code := checkCode(statuses, rep); code != checkOK {
 				return &exitError{code: code}
 			}
 			return nil
@@ -120,6 +113,21 @@ func logStatus(o *options, s renew.Status) {
 	case s.Kind == renew.KindCA && s.State != renew.StateOK:
 		l.WithField("NOT_AFTER", s.Cert.NotAfter.UTC().Format(time.RFC3339)).Warn("CA expires soon; pkirenewd never renews CAs: plan a CA rotation")
 	}
+}
+
+// checkCode is check's exit status: 0 only for what it saw and found
+// fine. Restarts owed, stale or unseen components, an interrupted
+// renewal, a kubelet serving an old certificate, a directory that cannot
+// be written and a hold each make it at least 1.
+func checkCode(statuses []renew.Status, rep report) int {
+	code := exitFor(statuses)
+	servingStale := rep.KubeletServing != nil && rep.KubeletServing.Stale
+	attention := len(rep.PendingRestarts) > 0 || len(rep.StaleComponents) > 0 || len(rep.UnseenComponents) > 0 ||
+		rep.TransactionPending || servingStale || len(rep.Unwritable) > 0 || len(rep.Holds) > 0
+	if code == checkOK && attention {
+		code = checkDue
+	}
+	return code
 }
 
 func exitFor(statuses []renew.Status) int {
@@ -186,6 +194,12 @@ type report struct {
 	// TransactionPending: an interrupted renewal is recorded in stateDir;
 	// the next pkirenewd command or daemon cycle completes or undoes it.
 	TransactionPending bool `json:"transactionPending,omitempty" yaml:"transactionPending,omitempty"`
+	// UnseenComponents could not be observed: whether they run on old
+	// credentials is unknown, and check never calls that fine.
+	UnseenComponents []unseenComponent `json:"unseenComponents,omitempty" yaml:"unseenComponents,omitempty"`
+	// Holds are why pkirenewd writes and restarts nothing now (someone
+	// else changes the node), each with when it ends at the latest.
+	Holds []holdReport `json:"holds,omitempty" yaml:"holds,omitempty"`
 	// KubeadmUpgrade says why kubeadm is upgrading the node now: pkirenewd
 	// writes and restarts nothing until it has finished, and what is stale
 	// meanwhile is kubeadm's to replace.
@@ -292,8 +306,13 @@ func printTable(w io.Writer, rep report) error {
 			return err
 		}
 	}
-	if rep.KubeadmUpgrade != "" {
-		if _, err := fmt.Fprintf(w, "\nNOTE %s: pkirenewd writes and restarts nothing until it has finished; what runs on old credentials meanwhile is kubeadm's to replace\n", rep.KubeadmUpgrade); err != nil {
+	for _, u := range rep.UnseenComponents {
+		if _, err := fmt.Fprintf(w, "\nUNSEEN %s: cannot tell whether it runs on old credentials (%s): %s\n", u.Component, u.Reason, unseenAdvice); err != nil {
+			return err
+		}
+	}
+	for _, h := range rep.Holds {
+		if _, err := fmt.Fprintf(w, "\nHELD (%s) until %s at the latest: %s; pkirenewd writes and restarts nothing meanwhile\n", h.Reason, h.Until.Format(dateFormat), h.Why); err != nil {
 			return err
 		}
 	}
@@ -374,41 +393,54 @@ type staleComponent struct {
 	Reason    string    `json:"reason,omitempty" yaml:"reason,omitempty"`
 }
 
-// staleComponents asks the runtime which components run on credentials
-// older than the files. Where restarts are off, or there is no runtime to
-// ask (a machine that only holds a PKI), nothing is reported: said at
-// debug level, since check is also used away from nodes.
-func (o *options) staleComponents(ctx context.Context, r *renew.Renewer) []staleComponent {
-	if !o.cfg.RestartComponents {
-		return nil
-	}
+type unseenComponent struct {
+	Component string `json:"component" yaml:"component"`
+	Reason    string `json:"reason" yaml:"reason"`
+}
+
+type holdReport struct {
+	Reason string    `json:"reason" yaml:"reason"`
+	Why    string    `json:"why" yaml:"why"`
+	Until  time.Time `json:"until" yaml:"until"`
+}
+
+// unseenAdvice is what to do about a component that cannot be observed.
+const unseenAdvice = "start the container runtime or fix criEndpoint; if two pods of it are Ready, remove the leaked one (crictl pods, crictl stopp + rmp); or restart it by hand after a renewal"
+
+// observe asks the runtime which components run on credentials older than
+// the files, whether restarts are on or off: check reports what it sees,
+// and names what it cannot see. With no static-pod manifests (a machine
+// that only holds a PKI) there is nothing to observe.
+func (o *options) observe(ctx context.Context, r *renew.Renewer) ([]staleComponent, []unseenComponent, []holdReport) {
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	e := &reconcile.NodeEngine{Renewer: r, StateDir: o.cfg.StateDir, ManifestsDir: o.cfg.ManifestsDir, Connect: connector(o.cfg, o.log),
+	e := &reconcile.NodeEngine{Renewer: r, StateDir: o.cfg.StateDir, ManifestsDir: o.cfg.ManifestsDir, ConnectToLook: connector(o.cfg, o.log),
 		RestartKubelet: kubeletRestarter(o.cfg), Log: o.log, Now: o.now}
 	observing(e, o.cfg)
-	stale, err := e.Stale(ctx)
-	if err != nil {
-		// On a control-plane node (kubeadm's manifests are there) that is
-		// worth a warning: check cannot vouch for the running components.
-		l := o.log.WithError(err)
-		if ms, merr := cri.LoadManifests(o.cfg.ManifestsDir); merr == nil && len(ms.Kubeadm()) > 0 {
-			l.Warn("cannot tell whether components run on old credentials: the container runtime cannot be asked")
-		} else {
-			l.Debug("which components run on old credentials cannot be told")
+	obs := e.Observe(ctx)
+	var stale []staleComponent
+	for _, s := range obs.Stale {
+		stale = append(stale, staleComponent{Component: s.Component, StartedAt: s.StartedAt.UTC(), File: s.File, Changed: s.Changed.UTC(), Reason: s.Reason})
+		l := o.log.WithFields(map[string]any{"COMPONENT": s.Component, "PATH": s.File})
+		switch {
+		case s.Reason != "":
+			l.Warnf("%s: %s", s.Component, s.Reason)
+		case !o.cfg.RestartComponents:
+			l.Warnf("%s runs on credentials older than %s and restartComponents is false: restart it by hand", s.Component, s.File)
+		default:
+			l.Warnf("%s runs on credentials older than %s: a restart is owed", s.Component, s.File)
 		}
-		return nil
 	}
-	var out []staleComponent
-	for _, s := range stale {
-		out = append(out, staleComponent{Component: s.Component, StartedAt: s.StartedAt.UTC(), File: s.File, Changed: s.Changed.UTC(), Reason: s.Reason})
-		if s.Reason != "" {
-			o.log.WithFields(map[string]any{"COMPONENT": s.Component, "PATH": s.File}).Warnf("%s: %s", s.Component, s.Reason)
-			continue
-		}
-		o.log.WithFields(map[string]any{"COMPONENT": s.Component, "PATH": s.File}).Warnf("%s runs on credentials older than %s: a restart is owed", s.Component, s.File)
+	var unseen []unseenComponent
+	for _, u := range obs.Unseen {
+		unseen = append(unseen, unseenComponent{Component: u.Component, Reason: u.Err.Error()})
+		o.log.WithField("COMPONENT", u.Component).WithError(u.Err).Warnf("cannot tell whether %s runs on old credentials: %s", u.Component, unseenAdvice)
 	}
-	return out
+	var holds []holdReport
+	for _, h := range e.Holds(ctx) {
+		holds = append(holds, holdReport{Reason: h.Reason, Why: h.Why, Until: h.Until.UTC()})
+	}
+	return stale, unseen, holds
 }
 
 // kubeletServingReport reads the serial the kubelet serves when pkirenewd

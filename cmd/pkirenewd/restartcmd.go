@@ -71,6 +71,9 @@ func (o *options) node(cfg config.Config, r *renew.Renewer, restarts bool, heart
 	e := &reconcile.NodeEngine{Renewer: r, StateDir: cfg.StateDir, ManifestsDir: cfg.ManifestsDir, Log: o.log, Now: o.now,
 		KubeletServing: o.kubeletServingCheck()}
 	observing(e, cfg)
+	// With restarts off the components are still looked at: what is
+	// stale is reported, never restarted.
+	e.ConnectToLook = connector(cfg, o.log)
 	if restarts {
 		e.Connect = connector(cfg, o.log)
 		e.KubeletAlive = kubeletAlive(cfg)
@@ -92,19 +95,12 @@ func flushEvents(e *reconcile.NodeEngine) {
 	}
 }
 
-// kubeletAlive is the check that the kubelet answers, from its
-// configuration file; nil when there is none (nothing to ask).
+// kubeletAlive is the check that the kubelet answers before any static
+// pod is stopped. It never switches off: the kubelet's configuration is
+// the configured file, else the running kubelet's --config, else the
+// kubelet's defaults.
 func kubeletAlive(cfg config.Config) func(ctx context.Context) error {
-	if cfg.KubeletConfig == "" {
-		return nil
-	}
-	return func(ctx context.Context) error {
-		url, ok, err := reconcile.KubeletHealthzURL(cfg.KubeletConfig)
-		if err != nil || !ok {
-			return err
-		}
-		return reconcile.KubeletAlive(ctx, url)
-	}
+	return func(ctx context.Context) error { return reconcile.KubeletGate(ctx, cfg.KubeletConfig) }
 }
 
 // selectManifests decides the restart of the named components (kubeadm's

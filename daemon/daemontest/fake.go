@@ -5,11 +5,13 @@ package daemontest
 import (
 	"context"
 	"crypto/x509"
+	"errors"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/pkirenewd/pkirenewd/daemon"
+	"github.com/pkirenewd/pkirenewd/reconcile"
 	"github.com/pkirenewd/pkirenewd/renew"
 )
 
@@ -29,8 +31,19 @@ type Engine struct {
 	OnRenew func()
 	// Written is what Renew reports as written.
 	Written []string
-	// Owed are restarts owed (Pending); a successful Renew does them.
+	// Owed are restarts owed (Look); a successful Renew does them.
 	Owed []string
+	// Stale and Unseen are what Look reports besides.
+	Stale, Unseen []string
+	// Transaction, LookAgain and UpgradeWhy are what TransactionPending,
+	// LookAgainAt and Upgrading return.
+	Transaction bool
+	LookAgain   time.Time
+	UpgradeWhy  string
+	// HoldReason, when set, makes Renew held (see SetHold).
+	HoldReason string
+	// Held counts held Renew calls.
+	Held int
 }
 
 // Item is one fake certificate.
@@ -62,11 +75,57 @@ func (e *Engine) Inventory() ([]renew.Status, error) {
 	return out, nil
 }
 
-// Pending implements daemon.Engine.
-func (e *Engine) Pending() []string {
+// Look implements daemon.Engine: Owed, Stale and Unseen as set.
+func (e *Engine) Look() reconcile.Look {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return append([]string(nil), e.Owed...)
+	l := reconcile.Look{Owed: append([]string(nil), e.Owed...)}
+	for _, c := range e.Stale {
+		l.Stale = append(l.Stale, reconcile.StaleComponent{Component: c})
+	}
+	for _, c := range e.Unseen {
+		l.Unseen = append(l.Unseen, reconcile.Unseen{Component: c, Err: errors.New("the runtime cannot be asked")})
+	}
+	return l
+}
+
+// TransactionPending implements daemon.Engine.
+func (e *Engine) TransactionPending() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.Transaction
+}
+
+// LookAgainAt implements daemon.Engine.
+func (e *Engine) LookAgainAt() time.Time {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.LookAgain
+}
+
+// Upgrading implements daemon.Engine: UpgradeWhy, when set.
+func (e *Engine) Upgrading() (string, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.UpgradeWhy, e.UpgradeWhy != ""
+}
+
+// SetHold makes Renew held (reason "" ends it), as the real engine is
+// while kubeadm upgrades the node.
+func (e *Engine) SetHold(reason string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.HoldReason = reason
+}
+
+// heldError is what a held Renew returns.
+type heldError struct{ reason string }
+
+func (h heldError) Error() string { return "held: " + h.reason }
+
+// Held is what the daemon reads of a held renewal.
+func (h heldError) Held() (reason, why string, until time.Time) {
+	return h.reason, "someone else changes the node (" + h.reason + ")", time.Time{}
 }
 
 // Renew implements daemon.Engine.
@@ -76,6 +135,10 @@ func (e *Engine) Renew(_ context.Context, names []string) ([]string, error) {
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	if e.HoldReason != "" {
+		e.Held++
+		return nil, heldError{e.HoldReason}
+	}
 	e.Renewals = append(e.Renewals, names)
 	if e.Fail > 0 {
 		e.Fail--

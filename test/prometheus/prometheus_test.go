@@ -96,7 +96,7 @@ func TestAlertsFireInARealPrometheus(t *testing.T) {
 	metricsPort, promPort := containerdrig.FreePort(t), containerdrig.FreePort(t)
 	testbin.Start(t, pkirenewdBin, filepath.Join(dir, "pkirenewd.log"), "run", "--config", "/dev/null",
 		"--pki-dir", l.PKIDir, "--kubeconfig-dir", l.KubeconfigDir, "--state-dir", filepath.Join(dir, "state"),
-		"--restart-components=false", "--renew-before", "7d", "--metrics-address", fmt.Sprintf("127.0.0.1:%d", metricsPort))
+		"--manifests-dir", filepath.Join(dir, "kubernetes", "manifests"), "--restart-components=false", "--renew-before", "7d", "--metrics-address", fmt.Sprintf("127.0.0.1:%d", metricsPort))
 
 	rules, err := os.ReadFile(rulesFile)
 	if err != nil {
@@ -137,7 +137,7 @@ func TestAlertsFireInARealPrometheus(t *testing.T) {
 	if !cas["ca"] || !cas["front-proxy-ca"] || !cas["etcd-ca"] {
 		t.Errorf("CA alerts for %v, want ca, etcd-ca and front-proxy-ca", cas)
 	}
-	for _, quiet := range []string{"KubeadmCertificateExpiresSoon", "KubeadmCertificateExpired", "PkirenewdDown", "PkirenewdAbsent", "PkirenewdStaleComponent", "PkirenewdTransactionPending", "PkirenewdBrokenCertificates", "KubeletClientRotationStuck"} {
+	for _, quiet := range []string{"KubeadmCertificateExpiresSoon", "KubeadmCertificateExpired", "PkirenewdDown", "PkirenewdAbsent", "PkirenewdStaleComponent", "PkirenewdHeld", "PkirenewdUnseenComponent", "PkirenewdTransactionPending", "PkirenewdBrokenCertificates", "KubeletClientRotationStuck"} {
 		if len(firing[quiet]) > 0 {
 			t.Errorf("%s fires on a healthy node: %v", quiet, firing[quiet])
 		}

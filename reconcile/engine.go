@@ -165,12 +165,37 @@ func kubeletRestart(ctx context.Context, restart func(context.Context) error, lo
 
 // Recover implements Engine.
 func (e *NodeEngine) Recover() error {
-	unlock, err := renew.Lock(e.StateDir, e.Log)
+	return e.RecoverWaiting(context.Background(), nil)
+}
+
+// RecoverWaiting is Recover telling waiting (when set) whom it waits for
+// while another pkirenewd process holds the lock (the daemon's
+// WaitingRecoverer).
+func (e *NodeEngine) RecoverWaiting(ctx context.Context, waiting func(pid, lock string)) error {
+	unlock, err := e.lockWaiting(ctx, waiting)
 	if err != nil {
 		return err
 	}
 	defer unlock()
 	return e.Renewer.Recover()
+}
+
+// lock takes the state dir's lock. Another pkirenewd process (an
+// operator's renew or restart) is waited for with renew.LockWait's bound,
+// and the wait keeps the watchdog fed: it is progress, not a hang.
+func (e *NodeEngine) lock(ctx context.Context) (func(), error) {
+	return e.lockWaiting(ctx, nil)
+}
+
+func (e *NodeEngine) lockWaiting(ctx context.Context, waiting func(pid, lock string)) (func(), error) {
+	return renew.LockWait(ctx, e.StateDir, e.Log, renew.LockOptions{Waiting: func(pid, lock string) {
+		if waiting != nil {
+			waiting(pid, lock)
+		}
+		if e.Heartbeat != nil {
+			e.Heartbeat()
+		}
+	}})
 }
 
 // Inventory implements Engine.
@@ -409,7 +434,7 @@ func (e *NodeEngine) Converge(ctx context.Context, sel *renew.Selection) (out *O
 	if err := e.held(ctx, rst, manifests, "nothing was written or restarted"); err != nil {
 		return nil, err
 	}
-	unlock, err := renew.Lock(e.StateDir, e.Log)
+	unlock, err := e.lock(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -498,7 +523,7 @@ func (e *NodeEngine) Restart(ctx context.Context, components []string) ([]cri.Re
 	if err := e.held(ctx, rst, manifests, "nothing was stopped"); err != nil {
 		return nil, err
 	}
-	unlock, err := renew.Lock(e.StateDir, e.Log)
+	unlock, err := e.lock(ctx)
 	if err != nil {
 		return nil, err
 	}

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
+	"sync/atomic"
 	"sync"
 	"testing"
 	"time"
@@ -430,5 +431,39 @@ func TestAHoldHoldsWithRestartsOff(t *testing.T) {
 	}
 	if after, _ := renewtest.HashTree(n.l.PKIDir); renewtest.DiffTrees(before, after) == "" {
 		t.Fatal("not renewed once the upgrade had finished")
+	}
+}
+
+// A renewal that finds another pkirenewd process holding the lock waits
+// for it, and the wait keeps the watchdog fed: it is progress, not a hang.
+func TestWaitingForTheLockFeedsTheWatchdog(t *testing.T) {
+	n := newTestNode(t, 300*24*time.Hour, time.Time{})
+	e := n.engine(t)
+	var beats atomic.Int32
+	e.Heartbeat = func() { beats.Add(1) }
+	unlock, err := renew.Lock(n.state, n.log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := e.Renew(context.Background(), []string{"scheduler.conf"})
+		done <- err
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for beats.Load() == 0 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if beats.Load() == 0 {
+		t.Fatal("no heartbeat while waiting for the lock")
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("renewed while another process held the lock: %v", err)
+	default:
+	}
+	unlock()
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -15,7 +14,6 @@ import (
 	"github.com/pkirenewd/pkirenewd/config"
 	"github.com/pkirenewd/pkirenewd/daemon"
 	"github.com/pkirenewd/pkirenewd/reconcile"
-	"github.com/pkirenewd/pkirenewd/renew"
 	"github.com/pkirenewd/pkirenewd/systemd"
 )
 
@@ -60,25 +58,12 @@ func (o *options) nodeEngine(cfg config.Config, metrics *daemon.PromMetrics) (da
 	if metrics != nil {
 		e.Restarts = metrics
 	}
-	return daemonEngine{e}, nil
+	return e, nil
 }
 
-// daemonEngine is the node's engine as the daemon drives it: its recovery
-// waits for another pkirenewd process (an operator's renew or restart)
-// with a bound, and says whom it waits for (daemon.WaitingRecoverer).
-type daemonEngine struct{ *reconcile.NodeEngine }
-
-var _ daemon.WaitingRecoverer = daemonEngine{}
-
-// RecoverWaiting is NodeEngine.Recover with renew.LockWait's wait.
-func (e daemonEngine) RecoverWaiting(ctx context.Context, waiting func(pid, lock string)) error {
-	unlock, err := renew.LockWait(ctx, e.StateDir, e.Log, renew.LockOptions{Waiting: waiting})
-	if err != nil {
-		return err
-	}
-	defer unlock()
-	return e.Renewer.Recover()
-}
+// The daemon's recovery at start waits for another pkirenewd process with
+// a bound and says whom it waits for.
+var _ daemon.WaitingRecoverer = (*reconcile.NodeEngine)(nil)
 
 func runDaemon(cmd *cobra.Command, o *options) error {
 	ctx := cmd.Context()

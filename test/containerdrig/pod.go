@@ -5,6 +5,8 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sync"
@@ -161,6 +163,10 @@ type Kubelet struct {
 	// Delay mimics the kubelet's 0.4-1.3 s reaction: a pod is recreated
 	// once it has had no READY sandbox for this long.
 	Delay time.Duration
+	// healthz answers as the kubelet's does while the stand-in runs; it
+	// is closed (connection refused) once it stops.
+	healthz *http.Server
+	addr    string
 }
 
 // StartKubelet runs the pods (attempt 0; the test fails if one cannot
@@ -183,9 +189,36 @@ func (r *Rig) StartKubelet(pods []StaticPod, delay time.Duration, override func(
 		}
 		k.record(KubeletEvent{Component: p.Component, Time: time.Now(), SandboxID: sb, ContainerID: ct})
 	}
+	k.serveHealthz()
 	go k.loop(ctx)
 	r.t.Cleanup(k.Stop)
 	return k
+}
+
+// serveHealthz answers /healthz on a loopback port of its own, as the
+// kubelet does on 127.0.0.1:10248: pkirenewd stops no pod unless it
+// answers.
+func (k *Kubelet) serveHealthz() {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		k.r.fail("kubelet stand-in healthz: %v", err)
+	}
+	k.addr = ln.Addr().String()
+	k.healthz = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })}
+	go func() { _ = k.healthz.Serve(ln) }()
+}
+
+// WriteConfig writes a KubeletConfiguration that names the stand-in's
+// healthz (for pkirenewd's --kubelet-config) into dir and returns its
+// path.
+func (k *Kubelet) WriteConfig(dir string) string {
+	host, port, _ := net.SplitHostPort(k.addr)
+	p := filepath.Join(dir, "kubelet-config.yaml")
+	cfg := "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nhealthzBindAddress: " + host + "\nhealthzPort: " + port + "\n"
+	if err := os.WriteFile(p, []byte(cfg), 0o600); err != nil {
+		k.r.fail("kubelet stand-in config: %v", err)
+	}
+	return p
 }
 
 func (k *Kubelet) record(e KubeletEvent) {
@@ -293,6 +326,9 @@ func (k *Kubelet) WaitRecreated(ctx context.Context, component string, after tim
 // Stop stops recreating pods (the pods keep running). It is idempotent
 // and also runs at the end of the test.
 func (k *Kubelet) Stop() {
-	k.once.Do(k.cancel)
+	k.once.Do(func() {
+		k.cancel()
+		_ = k.healthz.Close()
+	})
 	<-k.done
 }

@@ -35,7 +35,7 @@ func startPkirenewd(t *testing.T, c *ha.Cluster, n *ha.Node, sub string, args ..
 	all = append(all, "--log-level", "debug", "--config", "/dev/null",
 		"--pki-dir", n.PKIDir(), "--kubeconfig-dir", n.KubeconfigDir(), "--manifests-dir", n.ManifestsDir(),
 		"--state-dir", n.StateDir(), "--cri-endpoint", c.CRIEndpoint(), "--node-name", n.NodeName(),
-		"--metrics-address", "", "--admin-kubeconfig-copy", "", "--kubelet-restart-command", "true",
+		"--metrics-address", "", "--admin-kubeconfig-copy", "", "--kubelet-restart-command", "true", "--kubelet-config", n.KubeletConfig(),
 		"--restart-timeout", "2m")
 	if sub == "run" || sub == "renew" {
 		// Every node restarts its etcd: what the lease and the quorum

@@ -173,6 +173,10 @@ func (n *Node) ManifestsDir() string { return filepath.Join(n.dir, "manifests") 
 // StateDir is an empty dir for pkirenewd's state.
 func (n *Node) StateDir() string { return filepath.Join(n.dir, "state") }
 
+// KubeletConfig names the node's kubelet stand-in healthz (written when it
+// starts), for pkirenewd's --kubelet-config.
+func (n *Node) KubeletConfig() string { return filepath.Join(n.dir, "kubelet-config.yaml") }
+
 // EtcdDataDir is the member's data dir (etcd.local.dataDir).
 func (n *Node) EtcdDataDir() string { return filepath.Join(n.dir, "etcd") }
 
@@ -336,6 +340,7 @@ func Start(t *testing.T, opts Options) *Cluster {
 	c.Rig.ImportImage(c.EtcdImage, map[string]string{"/usr/local/bin/etcd": filepath.Join(c.Bin, "etcd")}, nil)
 	for _, n := range c.Nodes {
 		n.Kubelet = c.Rig.StartKubelet([]containerdrig.StaticPod{n.Pod}, opts.KubeletDelay, nil)
+		n.Kubelet.WriteConfig(n.dir)
 	}
 	tPods := time.Now()
 	if err := c.WaitHealthy(opts.ReadyTimeout); err != nil {

@@ -34,7 +34,7 @@ func TestKilledMidRollIsFinished(t *testing.T) {
 
 	cmd := exec.Command(pkirenewdBin, "renew", "--force", "--restart", "--config", "/dev/null", "--pki-dir", n.pki, "--kubeconfig-dir", n.kube,
 		"--manifests-dir", n.manifests, "--state-dir", n.state, "--cri-endpoint", rig.Endpoint(), "--restart-timeout", "30s",
-		"--validity", "365d", "--lease=", "--etcd-quorum-guard=false", "--restart-policy", "all")
+		"--validity", "365d", "--lease=", "--etcd-quorum-guard=false", "--restart-policy", "all", "--kubelet-config", n.kubeletConfig)
 	pr, pw, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
@@ -101,7 +101,7 @@ func TestKilledMidRollIsFinished(t *testing.T) {
 	// The daemon finishes the roll at start; nothing is due.
 	d := exec.Command(pkirenewdBin, "run", "--config", "/dev/null", "--pki-dir", n.pki, "--kubeconfig-dir", n.kube,
 		"--manifests-dir", n.manifests, "--state-dir", n.state, "--cri-endpoint", rig.Endpoint(), "--restart-timeout", "30s",
-		"--metrics-address", "", "--lease=", "--etcd-quorum-guard=false", "--restart-policy", "all")
+		"--metrics-address", "", "--lease=", "--etcd-quorum-guard=false", "--restart-policy", "all", "--kubelet-config", n.kubeletConfig)
 	var dout bytes.Buffer
 	d.Stdout, d.Stderr = &dout, &dout
 	if err := d.Start(); err != nil {

@@ -32,6 +32,9 @@ type node struct {
 	rig                               *containerdrig.Rig
 	kubelet                           *containerdrig.Kubelet
 	pods                              map[string]containerdrig.StaticPod
+	// kubeletConfig names the stand-in's healthz, which must answer
+	// before pkirenewd stops a pod.
+	kubeletConfig string
 }
 
 // Ports of the stand-in components: free ones, not kubeadm's, so the test
@@ -115,6 +118,7 @@ func newNodeWith(t *testing.T, rig *containerdrig.Rig, override func(string, int
 		pods = append(pods, p)
 	}
 	n.kubelet = rig.StartKubelet(pods, 500*time.Millisecond, override)
+	n.kubeletConfig = n.kubelet.WriteConfig(root)
 	for _, m := range ms.Usable {
 		if m.HasProbe() {
 			waitHealthy(t, m)
@@ -145,7 +149,7 @@ func (n *node) args(args ...string) []string {
 		"--lease=", "--etcd-quorum-guard=false",
 		// Its health servers read their certificates only at start, so
 		// every component must be restarted: what these tests roll.
-		"--restart-policy", "all"}, args[1:]...)
+		"--restart-policy", "all", "--kubelet-config", n.kubeletConfig}, args[1:]...)
 }
 
 func (n *node) pkirenewd(t *testing.T, args ...string) (string, int) {

@@ -5,9 +5,16 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
+	"math/big"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -216,5 +223,90 @@ func TestKubeletServingCertRenewedAndServed(t *testing.T) {
 	}
 	if err := cp.Healthy(ctx); err != nil {
 		t.Error(err)
+	}
+	kubeletNotRestartedOnAnExpiredClient(t, cp)
+}
+
+// kubeletNotRestartedOnAnExpiredClient: kubelet.conf points at the
+// kubelet's rotated client certificate, as on a node after its TLS
+// bootstrap, and that has expired (the running kubelet still works on what
+// it loaded). A serving-certificate renewal the kubelet does not reload
+// would restart it — but a restarted kubelet could not authenticate, and
+// this node has no bootstrap-kubelet.conf: pkirenewd leaves it running,
+// says why, and check exits 2.
+func kubeletNotRestartedOnAnExpiredClient(t *testing.T, cp *ControlPlane) {
+	conf := filepath.Join(KubernetesDir, "kubelet.conf")
+	orig, err := os.ReadFile(conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clientPEM := filepath.Join(cp.KubeletRoot, "pki", "kubelet-client-current.pem")
+	writeExpiredKubeletClient(t, clientPEM, cp.Opts.NodeName)
+	var lines []string
+	for _, l := range strings.Split(string(orig), "\n") {
+		switch {
+		case strings.HasPrefix(strings.TrimSpace(l), "client-certificate-data:"):
+			l = strings.Replace(l, strings.TrimSpace(l), "client-certificate: "+clientPEM, 1)
+		case strings.HasPrefix(strings.TrimSpace(l), "client-key-data:"):
+			l = strings.Replace(l, strings.TrimSpace(l), "client-key: "+clientPEM, 1)
+		}
+		lines = append(lines, l)
+	}
+	if err := os.WriteFile(conf, []byte(strings.Join(lines, "\n")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = os.WriteFile(conf, orig, 0o600) }()
+
+	restartsBefore := len(cp.KubeletRestarts())
+	args := []string{"renew", renew.KubeletServingName, "--restart", "--config", "/dev/null",
+		"--pki-dir", PKIDir, "--kubeconfig-dir", KubernetesDir, "--manifests-dir", ManifestsDir,
+		"--state-dir", t.TempDir(), "--cri-endpoint", cp.Rig.Endpoint(), "--node-name", cp.Opts.NodeName,
+		"--admin-kubeconfig-copy", "", "--metrics-address", "", "--lease", "",
+		"--kubelet-config", cp.kubeletConfigPath(), "--kubelet-restart-command", cp.KubeletRestartCommand()}
+	out, err := exec.CommandContext(cp.Context(), pkirenewdBin, args...).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "NOT RESTARTING THE KUBELET") || !strings.Contains(string(out), "expired") {
+		t.Errorf("renew with an expired kubelet client certificate: %v\n%s", err, out)
+	}
+	if n := len(cp.KubeletRestarts()) - restartsBefore; n != 0 || !cp.KubeletRunning() {
+		t.Errorf("the kubelet was restarted %d times (running: %v)", n, cp.KubeletRunning())
+	}
+	if code, out := checkNode(cp, "--state-dir", t.TempDir()); code != 2 || !strings.Contains(out, "kubelet.conf") {
+		t.Errorf("check with the kubelet's client certificate expired: exit %d, want 2\n%s", code, out)
+	}
+	t.Logf("an expired kubelet client certificate: the kubelet left running; %s", lastLine(string(out)))
+}
+
+// writeExpiredKubeletClient writes, as the kubelet keeps its rotated
+// client certificate, a system:node certificate signed by the cluster CA
+// that expired an hour ago, and its key.
+func writeExpiredKubeletClient(t *testing.T, path, node string) {
+	t.Helper()
+	ca, err := tls.LoadX509KeyPair(filepath.Join(PKIDir, "ca.crt"), filepath.Join(PKIDir, "ca.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	caCert, err := x509.ParseCertificate(ca.Certificate[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()),
+		Subject:   pkix.Name{CommonName: "system:node:" + node, Organization: []string{"system:nodes"}},
+		NotBefore: time.Now().Add(-400 * 24 * time.Hour), NotAfter: time.Now().Add(-time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, ca.PrivateKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := append(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})...)
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -8,6 +8,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/pkirenewd/pkirenewd/writeset"
 )
 
 // preflight checks, before anything is written, what would otherwise make
@@ -51,31 +53,96 @@ const fsBlock = 4096
 
 func roundUp(n int64) int64 { return (n + fsBlock - 1) / fsBlock * fsBlock }
 
+// Why a file cannot be replaced, beside the errno of a directory that
+// cannot be written (syscall.EROFS, EACCES).
+var (
+	ErrImmutable   = errors.New("immutable (chattr +i)")
+	ErrAppendOnly  = errors.New("append-only (chattr +a)")
+	ErrMountedOver = errors.New("on another file system than its directory")
+)
+
+// ReplaceError says why a file cannot be replaced now: the store's
+// preflight refuses the transaction with it, and a due item whose file it
+// names is held (see Replaceable).
+type ReplaceError struct {
+	// Path is the file to replace; At the file or directory at fault.
+	Path, At string
+	// Err is the cause: ErrImmutable, ErrAppendOnly, ErrMountedOver, or
+	// the errno of a directory that cannot be written or looked at.
+	Err error
+	msg string
+}
+
+func (e *ReplaceError) Error() string { return e.msg }
+func (e *ReplaceError) Unwrap() error { return e.Err }
+
+// Fix says what makes the file replaceable again.
+func (e *ReplaceError) Fix() string {
+	switch {
+	case errors.Is(e.Err, ErrImmutable):
+		return "chattr -i " + e.At
+	case errors.Is(e.Err, ErrAppendOnly):
+		return "chattr -a " + e.At
+	case errors.Is(e.Err, ErrMountedOver):
+		return "unmount what is mounted over it (findmnt " + e.At + ")"
+	}
+	return writeset.Advice(e.At, e.Err)
+}
+
+func replaceError(p, at string, err error, format string, args ...any) *ReplaceError {
+	return &ReplaceError{Path: p, At: at, Err: err, msg: fmt.Sprintf(format, args...)}
+}
+
+// Replaceable checks, with the preflight's own checks, that a renewal
+// could replace each of paths now: its directory is writable, neither is
+// immutable or append-only, and no file is mounted over it. root, when
+// set, is where the paths are looked at (another process's view of the
+// file system: /proc/<pid>/root); errors name the paths as given. The
+// first failure is returned, a *ReplaceError when the cause is known.
+func Replaceable(root string, paths ...string) error {
+	for _, p := range paths {
+		if root != "" {
+			// An absolute symlink would resolve against our root, not
+			// the process's: resolve the directory here first.
+			if dir, err := filepath.EvalSymlinks(filepath.Dir(p)); err == nil {
+				p = filepath.Join(dir, filepath.Base(p))
+			}
+		}
+		if _, err := checkReplaceableIn(root, p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // checkReplaceable checks one target and its directory and returns the
 // file system they are on.
-func checkReplaceable(p string) (uint64, error) {
+func checkReplaceable(p string) (uint64, error) { return checkReplaceableIn("", p) }
+
+// checkReplaceableIn is checkReplaceable under root (see Replaceable).
+func checkReplaceableIn(root, p string) (uint64, error) {
 	dir := filepath.Dir(p)
-	if err := checkFlags(dir, "directory "); err != nil {
+	if err := checkFlags(root, p, dir, "directory "); err != nil {
 		return 0, err
 	}
-	if err := checkFlags(p, ""); err != nil {
+	if err := checkFlags(root, p, p, ""); err != nil {
 		return 0, err
 	}
-	if err := unix.Access(dir, unix.W_OK); err != nil {
+	if err := unix.Access(root+dir, unix.W_OK); err != nil {
 		if errors.Is(err, syscall.EROFS) {
-			return 0, fmt.Errorf("%s: cannot replace it: its directory %s is on a %w", p, dir, err)
+			return 0, replaceError(p, dir, err, "%s: cannot replace it: its directory %s is on a %v", p, dir, err)
 		}
-		return 0, fmt.Errorf("%s: cannot replace it: its directory %s is not writable: %w", p, dir, err)
+		return 0, replaceError(p, dir, err, "%s: cannot replace it: its directory %s is not writable: %v", p, dir, err)
 	}
 	var dst, fst unix.Stat_t
-	if err := unix.Stat(dir, &dst); err != nil {
-		return 0, fmt.Errorf("%s: %w", dir, err)
+	if err := unix.Stat(root+dir, &dst); err != nil {
+		return 0, replaceError(p, dir, err, "%s: %v", dir, err)
 	}
-	if err := unix.Lstat(p, &fst); err != nil {
-		return 0, fmt.Errorf("%s: %w", p, err)
+	if err := unix.Lstat(root+p, &fst); err != nil {
+		return 0, replaceError(p, p, err, "%s: %v", p, err)
 	}
 	if fst.Dev != dst.Dev {
-		return 0, fmt.Errorf("%s is on another file system than its directory %s (a file mounted over it?): it cannot be replaced atomically", p, dir)
+		return 0, replaceError(p, p, ErrMountedOver, "%s is on another file system than its directory %s (a file mounted over it?): it cannot be replaced atomically", p, dir)
 	}
 	return dst.Dev, nil
 }
@@ -87,18 +154,19 @@ const (
 	fsAppendFl    = 0x00000020 // FS_APPEND_FL, chattr +a
 )
 
-// checkFlags refuses an immutable or append-only file or directory: the
-// kernel refuses to rename over (or into) one, even for root.
-func checkFlags(p, what string) error {
-	flags, err := inodeFlags(p)
+// checkFlags refuses an immutable or append-only file or directory p on
+// the way to replacing target: the kernel refuses to rename over (or into)
+// one, even for root.
+func checkFlags(root, target, p, what string) error {
+	flags, err := inodeFlags(root + p)
 	if err != nil {
-		return fmt.Errorf("%s%s: reading its attributes: %w", what, p, err)
+		return replaceError(target, p, err, "%s%s: reading its attributes: %v", what, p, err)
 	}
 	switch {
 	case flags&fsImmutableFl != 0:
-		return fmt.Errorf("%s%s is immutable (chattr +i)", what, p)
+		return replaceError(target, p, ErrImmutable, "%s%s is immutable (chattr +i)", what, p)
 	case flags&fsAppendFl != 0:
-		return fmt.Errorf("%s%s is append-only (chattr +a)", what, p)
+		return replaceError(target, p, ErrAppendOnly, "%s%s is append-only (chattr +a)", what, p)
 	}
 	return nil
 }

@@ -2,7 +2,6 @@ package renew_test
 
 import (
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -12,39 +11,13 @@ import (
 	"github.com/pkirenewd/pkirenewd/renew/renewtest"
 )
 
-// needRoot skips a test that sets inode flags or mounts, unless in CI.
-func needRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") != "" {
-			t.Fatal("needs root (chattr, mount)")
-		}
-		t.Skip("needs root (chattr, mount)")
-	}
-}
-
-func sh(t *testing.T, name string, args ...string) {
-	t.Helper()
-	if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
-		t.Fatalf("%s %s: %v %s", name, strings.Join(args, " "), err, out)
-	}
-}
-
-// chattr sets a flag and clears it when the test ends, so that the temp
-// dir can be removed.
-func chattr(t *testing.T, flag, p string) {
-	t.Helper()
-	sh(t, "chattr", "+"+flag, p)
-	t.Cleanup(func() { _ = exec.Command("chattr", "-"+flag, p).Run() })
-}
-
-// roBind makes dir read-only by bind-mounting it onto itself.
-func roBind(t *testing.T, dir string) {
-	t.Helper()
-	sh(t, "mount", "--bind", dir, dir)
-	t.Cleanup(func() { _ = exec.Command("umount", "-l", dir).Run() })
-	sh(t, "mount", "-o", "remount,bind,ro", dir)
-}
+// The root-only helpers of renewtest, by their short names here.
+var (
+	needRoot = renewtest.NeedRoot
+	sh       = renewtest.Run
+	chattr   = renewtest.Chattr
+	roBind   = renewtest.ReadOnlyBind
+)
 
 // leftovers lists what a refused renewal left: staged files anywhere and
 // anything in the state dir beyond an empty backups dir.

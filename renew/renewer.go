@@ -83,6 +83,38 @@ type Status struct {
 	// Held, when set, says why a due certificate is not renewed (its CA
 	// expires too soon for a renewal to help): the CA must be renewed.
 	Held string
+	// Unwritable, when set, says why a due item's files cannot be
+	// replaced now (a read-only or immutable directory, an immutable
+	// file, a file mounted over) and what fixes it. The item stays due;
+	// a renewal of what is due holds it and renews the rest.
+	Unwritable string
+}
+
+// Targets lists the files a renewal of it replaces: a certificate and its
+// key together (never one without the other), or the kubeconfig.
+func (it *Item) Targets() []string {
+	out := []string{it.CertPath}
+	if it.KeyPath != "" && it.KeyPath != it.CertPath {
+		out = append(out, it.KeyPath)
+	}
+	return out
+}
+
+// UnwritableReason checks that a renewal could replace every target of
+// it now (see Replaceable for root) and says why not, with the fix; ""
+// when it could.
+func UnwritableReason(root string, it *Item) string {
+	err := Replaceable(root, it.Targets()...)
+	if err == nil {
+		return ""
+	}
+	var re *ReplaceError
+	if errors.As(err, &re) {
+		if fix := re.Fix(); fix != "" {
+			return fmt.Sprintf("%v; to fix: %s", err, fix)
+		}
+	}
+	return err.Error()
 }
 
 // RotationStuck reports whether a certificate its owner rotates (the
@@ -126,6 +158,10 @@ func (r *Renewer) Assess(inv *Inventory, now time.Time) []Status {
 					s.State, s.RenewAt = StateOK, it.Cert.NotAfter
 				}
 			}
+			if s.State != StateOK && it.Renewable() {
+				// Looked at only when due: a few system calls per file.
+				s.Unwritable = UnwritableReason("", it)
+			}
 		}
 		out = append(out, s)
 	}
@@ -137,6 +173,12 @@ func (r *Renewer) Assess(inv *Inventory, now time.Time) []Status {
 type Selection struct {
 	Names []string
 	Force bool
+	// HoldUnwritable: an item whose files cannot be replaced now
+	// (Status.Unwritable) is left out of the plan and listed in its Held,
+	// so that it does not stop the others. Without it such an item is
+	// planned and the transaction refuses it (an operator's explicit
+	// selection: all of it, or nothing).
+	HoldUnwritable bool
 }
 
 // Planned is one renewal ready to be written.
@@ -146,9 +188,36 @@ type Planned struct {
 	Changes []Change
 }
 
-// Plan is the set of renewals one transaction writes.
+// Plan is the set of renewals to write.
 type Plan struct {
 	Items []Planned
+	// Held are selected items left out because their files cannot be
+	// replaced now (Selection.HoldUnwritable), each with its Unwritable
+	// reason.
+	Held []Status
+}
+
+// Transactions splits the plan into the transactions written apart, in
+// order: the kubeadm set (pki dir and kubeconfigs, one transaction), then
+// the kubelet's self-signed serving pair, which has another consumer and
+// another directory: the failure of one never keeps the other from being
+// written. Empty parts are left out.
+func (p *Plan) Transactions() []*Plan {
+	var kubeadm, kubelet Plan
+	for _, it := range p.Items {
+		if it.Name == KubeletServingName {
+			kubelet.Items = append(kubelet.Items, it)
+		} else {
+			kubeadm.Items = append(kubeadm.Items, it)
+		}
+	}
+	var out []*Plan
+	for _, t := range []*Plan{&kubeadm, &kubelet} {
+		if len(t.Items) > 0 {
+			out = append(out, t)
+		}
+	}
+	return out
 }
 
 // Paths lists every file the plan changes.
@@ -165,7 +234,8 @@ func (p *Plan) Paths() []string {
 // Plan picks the items to renew, issues their replacements in memory and
 // verifies each one. Any problem with a selected item fails the whole plan
 // with errors that name the files: nothing is written on the strength of a
-// bad input.
+// bad input. A file that cannot be replaced now is no bad input: with
+// sel.HoldUnwritable its item is held (Plan.Held) and the rest planned.
 func (r *Renewer) Plan(inv *Inventory, sel Selection) (*Plan, error) {
 	now := r.opts.Now()
 	statuses := r.Assess(inv, now)
@@ -216,11 +286,24 @@ func (r *Renewer) Plan(inv *Inventory, sel Selection) (*Plan, error) {
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
+	var held []Status
+	if sel.HoldUnwritable {
+		writable := chosen[:0:0]
+		for _, s := range chosen {
+			// Looked at again now, named items that are not due too.
+			if s.Unwritable = UnwritableReason("", s.Item); s.Unwritable != "" {
+				held = append(held, s)
+				continue
+			}
+			writable = append(writable, s)
+		}
+		chosen = writable
+	}
 	planned, errs := r.issueAll(inv, chosen, now)
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
-	return &Plan{Items: planned}, nil
+	return &Plan{Items: planned, Held: held}, nil
 }
 
 // issueAll issues every chosen item, one goroutine per item bounded by the

@@ -373,9 +373,12 @@ func Expired(p *renew.Plan) bool {
 
 // Outcome is what Converge did, for the CLI to print.
 type Outcome struct {
-	// Plan and Result of the renewal (nil when nothing was renewed).
-	Plan   *renew.Plan
-	Result *renew.Result
+	// Plan is what the renewal wrote (nil when it wrote nothing; its
+	// Held what it held). Result is the kubeadm set's transaction, else
+	// the kubelet serving pair's; Results every transaction written.
+	Plan    *renew.Plan
+	Result  *renew.Result
+	Results []*renew.Result
 	// Owed is what the roll set out to restart (nil: nothing).
 	Owed *renew.PendingRestart
 	// Rolled are the component restarts, in order.
@@ -387,7 +390,9 @@ type Outcome struct {
 func (e *NodeEngine) Renew(ctx context.Context, names []string) ([]string, error) {
 	var sel *renew.Selection
 	if len(names) > 0 {
-		sel = &renew.Selection{Names: names}
+		// What is due: an item that cannot be written is held, the
+		// rest renewed.
+		sel = &renew.Selection{Names: names, HoldUnwritable: true}
 	}
 	out, err := e.Converge(ctx, sel)
 	if out == nil || out.Plan == nil {
@@ -410,9 +415,12 @@ func (e *NodeEngine) Renew(ctx context.Context, names []string) ([]string, error
 // restarts owed are never worse than expired ones.
 func (e *NodeEngine) Converge(ctx context.Context, sel *renew.Selection) (out *Outcome, err error) {
 	defer func() {
-		// A hold is not a failure: nothing was tried.
+		// A hold is not a failure: nothing was tried. Each item held
+		// for its files had an Event of its own.
 		if err != nil && !errors.Is(err, ErrUnsettled) {
-			e.event(ReasonFailed, "Renew", err.Error(), true)
+			if rest := withoutHeldItems(err); rest != nil {
+				e.event(ReasonFailed, "Renew", rest.Error(), true)
+			}
 		}
 	}()
 	var (
@@ -449,9 +457,10 @@ func (e *NodeEngine) Converge(ctx context.Context, sel *renew.Selection) (out *O
 	return out, errors.Join(err, e.kubeletServes(ctx, out))
 }
 
-// converge is Converge under the lock, after recovery.
-func (e *NodeEngine) converge(ctx context.Context, sel *renew.Selection, manifests cri.Manifests, rst *cri.Restarter, blocked error) (*Outcome, error) {
-	var err error
+// converge is Converge under the lock, after recovery. What could not be
+// written (an item held, a transaction refused) does not stop what was:
+// its restarts are done, and the error names what was not written.
+func (e *NodeEngine) converge(ctx context.Context, sel *renew.Selection, manifests cri.Manifests, rst *cri.Restarter, blocked error) (_ *Outcome, err error) {
 	if blocked != nil {
 		return e.renewWithoutRestarts(*sel, blocked)
 	}
@@ -473,18 +482,21 @@ func (e *NodeEngine) converge(ctx context.Context, sel *renew.Selection, manifes
 		owed = owed.Merge(owedFor(obs.Stale, e.now()), cri.Order)
 	}
 	if sel != nil {
-		if out.Plan, out.Result, err = e.apply(*sel); err != nil {
-			return nil, err
+		a, notWritten := e.apply(*sel)
+		if a == nil || (len(a.plan.Items) == 0 && notWritten != nil && withoutHeldItems(notWritten) != nil) {
+			return nil, notWritten
 		}
+		defer func() { err = errors.Join(err, notWritten) }()
+		out.Plan, out.Result, out.Results = a.plan, a.result(), a.results
 		renew.Failpoint("converge:committed")
 		e.eventRenewed(out.Plan)
 		if len(out.Plan.Items) > 0 && rst == nil {
 			return out, KubeletAfterRenewal(ctx, out.Plan, e.kubeletRestarter(), e.Log, e.Restarts)
 		}
-		if len(out.Plan.Items) > 0 {
-			rp := e.restartPlan(manifests, out.Plan)
+		if set := kubeadmSet(out.Plan); len(set.Items) > 0 {
+			rp := e.restartPlan(manifests, set)
 			rp.Restart = cri.Order(append(rp.Restart, e.awaitReloads(ctx, rst, rp.Checks)...))
-			owed = owed.Merge(e.owedAfter(rp, out.Plan, out.Result), cri.Order)
+			owed = owed.Merge(e.owedAfter(rp, set, a.kubeadm), cri.Order)
 		}
 	}
 	if owed.Empty() {
@@ -600,25 +612,130 @@ func (e *NodeEngine) prepareRestarts(ctx context.Context) (cri.Manifests, *cri.R
 	return manifests, rst, done, nil
 }
 
-// apply plans and writes the selected renewals as one transaction; an
-// empty plan writes nothing.
-func (e *NodeEngine) apply(sel renew.Selection) (*renew.Plan, *renew.Result, error) {
+// applied is what apply wrote.
+type applied struct {
+	// plan holds the items of the transactions that were written, and
+	// the items held.
+	plan *renew.Plan
+	// kubeadm is the kubeadm set's transaction (nil: it wrote nothing),
+	// the one a failed restart may go back to; results every one written.
+	kubeadm *renew.Result
+	results []*renew.Result
+}
+
+func (a *applied) result() *renew.Result {
+	if a.kubeadm != nil || len(a.results) == 0 {
+		return a.kubeadm
+	}
+	return a.results[0]
+}
+
+// apply plans the selected renewals and writes them as transactions of
+// their own: the kubeadm set, then the kubelet's serving pair (see
+// renew.Plan.Transactions). One that fails does not keep the other from
+// being written; an item held for its files (sel.HoldUnwritable) is
+// reported and left out. The error names everything not written; nil
+// applied: nothing could be planned, nothing was written.
+func (e *NodeEngine) apply(sel renew.Selection) (*applied, error) {
 	inv, _, err := e.Renewer.Inventory()
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	plan, err := e.Renewer.Plan(inv, sel)
 	if err != nil {
-		return nil, nil, fmt.Errorf("nothing was written:\n%w", err)
+		return nil, fmt.Errorf("nothing was written:\n%w", err)
 	}
-	if len(plan.Items) == 0 {
-		return plan, nil, nil
+	a := &applied{plan: &renew.Plan{Held: plan.Held}}
+	var errs []error
+	if held := e.reportHeld(plan.Held); held != nil {
+		errs = append(errs, held)
 	}
-	res, err := e.Renewer.Apply(plan)
-	if err != nil {
-		return nil, nil, err
+	for _, tx := range plan.Transactions() {
+		res, err := e.Renewer.Apply(tx)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", transactionName(tx), err))
+			continue
+		}
+		a.plan.Items = append(a.plan.Items, tx.Items...)
+		a.results = append(a.results, res)
+		if tx.Items[0].Name != renew.KubeletServingName {
+			a.kubeadm = res
+		}
 	}
-	return plan, res, nil
+	return a, errors.Join(errs...)
+}
+
+// transactionName names a transaction of apply in an error.
+func transactionName(tx *renew.Plan) string {
+	var names []string
+	for _, it := range tx.Items {
+		names = append(names, it.Name)
+	}
+	return "renewing " + strings.Join(names, ", ")
+}
+
+// kubeadmSet is the part of p that the static pods use: all but the
+// kubelet's serving pair, whose follow-up is the kubelet's (kubeletServes).
+func kubeadmSet(p *renew.Plan) *renew.Plan {
+	set := &renew.Plan{}
+	for _, it := range p.Items {
+		if it.Name != renew.KubeletServingName {
+			set.Items = append(set.Items, it)
+		}
+	}
+	return set
+}
+
+// HeldItemsError names the due items held because their files cannot be
+// replaced now: a failure (the metric counts it, check exits non-zero),
+// though the rest was renewed.
+type HeldItemsError struct {
+	Items []renew.Status
+}
+
+func (h *HeldItemsError) Error() string {
+	var b strings.Builder
+	for i, it := range h.Items {
+		if i > 0 {
+			b.WriteString("\n")
+		}
+		fmt.Fprintf(&b, "%s: held, not renewed: %s", it.Name, it.Unwritable)
+	}
+	return b.String()
+}
+
+// reportHeld says, for each item held for its files, which file, why and
+// what fixes it: an Error line and a RenewalFailed Event each.
+func (e *NodeEngine) reportHeld(held []renew.Status) error {
+	if len(held) == 0 {
+		return nil
+	}
+	for _, it := range held {
+		e.Log.WithFields(logrus.Fields{"CERT": it.Name, "PATH": it.CertPath, "ACTION": "held"}).
+			Errorf("%s: held, not renewed: %s; the other due items are renewed without it, and it is tried again at the next attempt", it.Name, it.Unwritable)
+		e.event(ReasonFailed, "Renew", fmt.Sprintf("%s: held, not renewed: %s", it.Name, it.Unwritable), true)
+	}
+	return &HeldItemsError{Items: held}
+}
+
+// withoutHeldItems is err less the HeldItemsError parts (already reported
+// item by item); nil when nothing else is left.
+func withoutHeldItems(err error) error {
+	var h *HeldItemsError
+	if errors.As(err, &h) && err == error(h) {
+		return nil
+	}
+	j, ok := err.(interface{ Unwrap() []error })
+	if !ok {
+		return err
+	}
+	var rest []error
+	for _, x := range j.Unwrap() {
+		if r := withoutHeldItems(x); r != nil {
+			rest = append(rest, r)
+		}
+	}
+	return errors.Join(rest...)
 }
 
 // restartPlan is what the renewal of plan needs restarted under the
@@ -689,9 +806,13 @@ func (e *NodeEngine) lastResort(sel renew.Selection) bool {
 func (e *NodeEngine) renewWithoutRestarts(sel renew.Selection, why error) (*Outcome, error) {
 	e.Log.WithFields(logrus.Fields{"ACTION": "last-resort", "CERT": strings.Join(sel.Names, ","), "PRIORITY": critical}).WithError(why).
 		Errorf("LAST RESORT: renewing without restarting anything (restarts are impossible and a certificate has less than %s left); the components keep the credentials they loaded until restarted", e.LastResortBefore)
-	plan, res, err := e.apply(sel)
-	if err != nil || len(plan.Items) == 0 {
-		return &Outcome{Plan: plan, Result: res}, err
+	a, notWritten := e.apply(sel)
+	if a == nil {
+		return nil, notWritten
+	}
+	plan, res := a.plan, a.result()
+	if len(plan.Items) == 0 {
+		return &Outcome{Plan: plan}, notWritten
 	}
 	e.eventRenewed(plan)
 	manifests, _ := cri.LoadManifests(e.ManifestsDir)
@@ -701,12 +822,18 @@ func (e *NodeEngine) renewWithoutRestarts(sel renew.Selection, why error) (*Outc
 	}
 	// The reloads cannot be watched now; a component that did not reload
 	// is seen stale by a later look at what it serves.
-	owed = owed.Merge(e.owedAfter(e.restartPlan(manifests, plan), plan, res), cri.Order)
-	out := &Outcome{Plan: plan, Result: res, Owed: owed}
-	if err := renew.SavePending(e.StateDir, owed); err != nil {
-		return out, fmt.Errorf("recording the restarts owed: %w", err)
+	if set := kubeadmSet(plan); len(set.Items) > 0 {
+		owed = owed.Merge(e.owedAfter(e.restartPlan(manifests, set), set, a.kubeadm), cri.Order)
 	}
-	return out, fmt.Errorf("renewed without restarting (%w); restarts owed: %s", why, strings.Join(owed.Components, ", "))
+	out := &Outcome{Plan: plan, Result: res, Results: a.results, Owed: owed}
+	if err := renew.SavePending(e.StateDir, owed); err != nil {
+		return out, errors.Join(fmt.Errorf("recording the restarts owed: %w", err), notWritten)
+	}
+	var components []string
+	if owed != nil {
+		components = owed.Components
+	}
+	return out, errors.Join(fmt.Errorf("renewed without restarting (%w); restarts owed: %s", why, strings.Join(components, ", ")), notWritten)
 }
 
 // stillStale looks again after a roll: only a component that is healthy

@@ -5,6 +5,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -45,6 +48,7 @@ owed, 2 something is expired, missing or broken.`,
 			if err != nil {
 				return &exitError{code: 2, err: err}
 			}
+			unwritableInDaemon(statuses)
 			now := o.now()
 			rep := newReport(statuses, now)
 			owed, err := renew.LoadPending(o.cfg.StateDir)
@@ -108,6 +112,8 @@ func logStatus(o *options, s renew.Status) {
 		l.WithField("PATH", s.CertPath).Errorf("the %s has not rotated this certificate though it is past 90%% of its life: rotation is stuck (CSR approval? the clock?); the node drops out when it expires", s.RotatedBy)
 	case s.Held != "":
 		l.Error("due but not renewed: " + s.Held)
+	case s.Unwritable != "":
+		l.WithField("PATH", s.CertPath).Error("due and held, not renewed: " + s.Unwritable)
 	case s.State == renew.StateNotYetValid:
 		l.WithField("NOT_BEFORE", s.Cert.NotBefore.UTC().Format(time.RFC3339)).Error("not valid yet (issued under a clock that was ahead): unusable now; pkirenewd renews it at once")
 	case s.Kind == renew.KindCA && s.State != renew.StateOK:
@@ -136,7 +142,7 @@ func exitFor(statuses []renew.Status) int {
 		switch {
 		case s.Err != nil || s.Missing || s.State.Unusable():
 			return checkBroken
-		case s.State == renew.StateDue || s.Held != "":
+		case s.State == renew.StateDue || s.Held != "" || s.Unwritable != "":
 			code = checkDue
 		}
 	}
@@ -160,6 +166,9 @@ type reportCert struct {
 	Error     string     `json:"error,omitempty" yaml:"error,omitempty"`
 	// Held says why a due certificate is not renewed (its CA ends first).
 	Held string `json:"held,omitempty" yaml:"held,omitempty"`
+	// Unwritable says why a due item is held: its files cannot be
+	// replaced (here, or in the running daemon's sandbox), and the fix.
+	Unwritable string `json:"unwritable,omitempty" yaml:"unwritable,omitempty"`
 	// Unmanaged says why pkirenewd only reports it; Note who looks
 	// after it (the kubelet's serving certificate).
 	Unmanaged string `json:"unmanaged,omitempty" yaml:"unmanaged,omitempty"`
@@ -216,7 +225,7 @@ func newReport(statuses []renew.Status, now time.Time) report {
 		rc := reportCert{
 			Name: s.Name, ExternallyManaged: s.External, Missing: s.Missing,
 			CertificateAuthority: s.CAName, Path: s.CertPath, RotatedBy: s.RotatedBy, State: s.State.String(), Held: s.Held,
-			Unmanaged: s.Unmanaged, Note: s.Note,
+			Unwritable: s.Unwritable, Unmanaged: s.Unmanaged, Note: s.Note,
 		}
 		if s.Cert != nil {
 			exp := s.Cert.NotAfter.UTC()
@@ -290,6 +299,11 @@ func printTable(w io.Writer, rep report) error {
 		}
 	}
 	for _, c := range rep.Certificates {
+		if c.Unwritable != "" {
+			if _, err := fmt.Fprintf(w, "\nHELD %s (%s): cannot be written, the rest is renewed without it: %s\n", c.Name, c.Path, c.Unwritable); err != nil {
+				return err
+			}
+		}
 		if note := strings.TrimSpace(c.Unmanaged + " " + c.Note); note != "" {
 			if _, err := fmt.Fprintf(w, "\n%s (%s): %s\n", c.Name, c.Path, note); err != nil {
 				return err
@@ -334,6 +348,8 @@ func renewAtText(c reportCert) string {
 		return "broken: see log"
 	case c.Held != "":
 		return "held: CA expires first"
+	case c.Unwritable != "":
+		return "HELD: cannot be written"
 	case c.RotatedBy != "" && c.State != "ok":
 		return "ROTATION STUCK: the " + c.RotatedBy + " has not replaced it"
 	case c.RotatedBy != "":
@@ -466,4 +482,24 @@ func (o *options) kubeletServingReport(ctx context.Context, r *renew.Renewer) *k
 		o.log.WithFields(map[string]any{"COMPONENT": "kubelet", "PATH": path}).Warnf("the kubelet serves serial %s, %s has %s: a restart is owed", served, path, file)
 	}
 	return &kubeletServingReport{Path: path, Address: c.Addr, FileSerial: file, ServedSerial: served, Stale: stale}
+}
+
+// unwritableInDaemon adds to each due item whose files can be replaced
+// from here why the running daemon cannot replace them in its sandbox (a
+// shell is outside it: only the daemon's mount namespace shows what
+// ProtectSystem= made read-only). There it is held.
+func unwritableInDaemon(statuses []renew.Status) {
+	pid := daemonPID()
+	if pid <= 0 || pid == os.Getpid() {
+		return
+	}
+	root := filepath.Join("/proc", strconv.Itoa(pid), "root")
+	for i, s := range statuses {
+		if s.State == renew.StateOK || !s.Renewable() || s.Unwritable != "" {
+			continue
+		}
+		if why := renew.UnwritableReason(root, s.Item); why != "" {
+			statuses[i].Unwritable = fmt.Sprintf("in pkirenewd.service (pid %d): %s", pid, why)
+		}
+	}
 }

@@ -26,10 +26,15 @@ but writes nothing.
 
 Names: ` + strings.Join(renew.Names(), ", ") + `.
 
+The kubeadm set and the kubelet's serving pair are transactions of their
+own: one that cannot be written does not stop the other. Without NAME or
+--force, an item whose files cannot be replaced (a read-only or immutable
+directory, an immutable file) is held and named, and the rest renewed.
+
 Exit status: 0 success (or nothing to do), 1 failure: nothing was written,
-unless the message says what was renewed and what is still owed (a restart
-that failed, a kubelet that does not serve its renewed certificate); check
-then names it too.`,
+unless the message says what was renewed and what is still owed or held (a
+restart that failed, a kubelet that does not serve its renewed certificate,
+an item that cannot be written); check then names it too.`,
 		ValidArgs: renew.Names(),
 		RunE: func(cmd *cobra.Command, names []string) error {
 			if len(names) > 0 && force {
@@ -39,7 +44,10 @@ then names it too.`,
 			if err != nil {
 				return &exitError{code: 1, err: err}
 			}
-			sel := renew.Selection{Names: names, Force: force}
+			// What is due is renewed as far as it can be: an item
+			// whose files cannot be replaced is held and named, the
+			// rest renewed. What is named or forced is all or nothing.
+			sel := renew.Selection{Names: names, Force: force, HoldUnwritable: len(names) == 0 && !force}
 			if dryRun {
 				return dryRunPlan(o, r, sel)
 			}
@@ -122,6 +130,12 @@ func logWarnings(o *options, statuses []renew.Status) {
 
 // printRenewed says what the renewal wrote, or when the next one is due.
 func printRenewed(o *options, r *renew.Renewer, out *reconcile.Outcome, restart bool) {
+	for _, h := range out.Plan.Held {
+		fmt.Fprintf(o.stdout, "held    %-25s not renewed: its files cannot be replaced (see the error)\n", h.Name)
+	}
+	if len(out.Plan.Items) == 0 && len(out.Plan.Held) > 0 {
+		return
+	}
 	if len(out.Plan.Items) == 0 {
 		if _, statuses, err := r.Inventory(); err == nil {
 			fmt.Fprintln(o.stdout, "Nothing is due.", nextRenewal(statuses, o.now()))
@@ -135,7 +149,9 @@ func printRenewed(o *options, r *renew.Renewer, out *reconcile.Outcome, restart 
 		fmt.Fprintf(o.stdout, "renewed %-25s expires %s (serial %s)\n", p.Name,
 			p.Issued.Cert.NotAfter.UTC().Format(dateFormat), renew.CertSerial(p.Issued.Cert))
 	}
-	fmt.Fprintf(o.stdout, "Previous files backed up in %s\n", out.Result.BackupDir)
+	for _, res := range out.Results {
+		fmt.Fprintf(o.stdout, "Previous files backed up in %s\n", res.BackupDir)
+	}
 	if !restart {
 		fmt.Fprintln(o.stdout, "Restart the control-plane components that use the renewed files so they load them (pkirenewd restart, or renew --restart).")
 	}

@@ -23,8 +23,10 @@ func TestHeldItemInCheckAndRenew(t *testing.T) {
 	conf := filepath.Join(n.kube, "scheduler.conf")
 	renewtest.Chattr(t, "i", conf)
 	fix := "chattr -i " + conf
+	// A manifests directory of its own: the host's may be another test's.
+	args := n.args("--manifests-dir", filepath.Join(n.root, "manifests"))
 
-	code, out, stderr := n.run(t, append([]string{"check", "-o", "json"}, n.args()...)...)
+	code, out, stderr := n.run(t, append([]string{"check", "-o", "json"}, args...)...)
 	if code != checkDue {
 		t.Fatalf("check: exit %d\n%s\n%s", code, out, stderr)
 	}
@@ -37,16 +39,16 @@ func TestHeldItemInCheckAndRenew(t *testing.T) {
 			t.Errorf("%s: unwritable %q", c.Name, c.Unwritable)
 		}
 	}
-	code, out, _ = n.run(t, append([]string{"check"}, n.args()...)...)
+	code, out, _ = n.run(t, append([]string{"check"}, args...)...)
 	if code != checkDue || !strings.Contains(out, "HELD: cannot be written") || !strings.Contains(out, "HELD scheduler.conf ("+conf+")") {
 		t.Fatalf("check table: exit %d\n%s", code, out)
 	}
 
-	code, out, stderr = n.run(t, append([]string{"renew"}, n.args()...)...)
+	code, out, stderr = n.run(t, append([]string{"renew"}, args...)...)
 	if code != 1 || countLines(out, "renewed ") != 11 || !strings.Contains(out, "held    scheduler.conf") || !strings.Contains(stderr, fix) {
 		t.Fatalf("renew: exit %d\n%s\n%s", code, out, stderr)
 	}
-	code, out, _ = n.run(t, append([]string{"check", "-o", "json"}, n.args()...)...)
+	code, out, _ = n.run(t, append([]string{"check", "-o", "json"}, args...)...)
 	rep = report{}
 	if err := json.Unmarshal([]byte(out), &rep); err != nil || code != checkDue {
 		t.Fatalf("check after renew: exit %d %v", code, err)
@@ -57,7 +59,7 @@ func TestHeldItemInCheckAndRenew(t *testing.T) {
 		}
 	}
 
-	code, _, stderr = n.run(t, append([]string{"renew", "--force"}, n.args()...)...)
+	code, _, stderr = n.run(t, append([]string{"renew", "--force"}, args...)...)
 	if code != 1 || !strings.Contains(stderr, "nothing was written") || !strings.Contains(stderr, conf+" is immutable") {
 		t.Fatalf("renew --force: exit %d\n%s", code, stderr)
 	}

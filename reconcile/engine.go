@@ -650,10 +650,14 @@ func (e *NodeEngine) apply(sel renew.Selection) (*applied, error) {
 	if held := e.reportHeld(plan.Held); held != nil {
 		errs = append(errs, held)
 	}
-	for _, tx := range plan.Transactions() {
+	txs := plan.Transactions()
+	for _, tx := range txs {
 		res, err := e.Renewer.Apply(tx)
+		if err != nil && len(txs) > 1 {
+			err = fmt.Errorf("%s: %w", transactionName(tx), err)
+		}
 		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", transactionName(tx), err))
+			errs = append(errs, err)
 			continue
 		}
 		a.plan.Items = append(a.plan.Items, tx.Items...)
@@ -665,13 +669,13 @@ func (e *NodeEngine) apply(sel renew.Selection) (*applied, error) {
 	return a, errors.Join(errs...)
 }
 
-// transactionName names a transaction of apply in an error.
+// transactionName names a transaction of apply in an error, when there
+// was another.
 func transactionName(tx *renew.Plan) string {
-	var names []string
-	for _, it := range tx.Items {
-		names = append(names, it.Name)
+	if tx.Items[0].Name == renew.KubeletServingName {
+		return "the kubelet's serving pair (a transaction of its own)"
 	}
-	return "renewing " + strings.Join(names, ", ")
+	return "the kubeadm set (a transaction of its own)"
 }
 
 // kubeadmSet is the part of p that the static pods use: all but the

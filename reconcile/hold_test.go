@@ -250,3 +250,29 @@ func TestImmutableKubeconfigHeldTheRestRenewedAndRestarted(t *testing.T) {
 		t.Errorf("events %q, want %q", got, want)
 	}
 }
+
+// An operator's explicit selection holds nothing, but the kubelet's
+// serving pair is still a transaction of its own: refused in its
+// read-only directory, it does not keep the kubeadm set from being
+// written.
+func TestForcedRenewalWritesTheKubeadmSetWhenTheKubeletPairIsRefused(t *testing.T) {
+	renewtest.NeedRoot(t)
+	n := newHoldNode(t)
+	dir := filepath.Dir(n.serving.CertPath)
+	renewtest.ReadOnlyBind(t, dir)
+	before, _, _ := n.serials(t)
+	e := &reconcile.NodeEngine{Renewer: n.r, StateDir: n.state, Log: n.logger}
+	out, err := e.Converge(context.Background(), &renew.Selection{Force: true})
+	if err == nil || !strings.Contains(err.Error(), "the kubelet's serving pair (a transaction of its own)") || !strings.Contains(err.Error(), "read-only file system: nothing was written") {
+		t.Fatalf("want the kubelet pair's transaction refused, named: %v", err)
+	}
+	if out == nil || out.Plan == nil || len(out.Plan.Held) != 0 || len(out.Results) != 1 {
+		t.Fatalf("outcome %+v", out)
+	}
+	after, _, _ := n.serials(t)
+	for name, serial := range before {
+		if renewed := after[name] != serial; renewed != (name != renew.KubeletServingName) {
+			t.Errorf("%s: renewed=%v", name, renewed)
+		}
+	}
+}

@@ -123,6 +123,17 @@ func status(t *testing.T, statuses []renew.Status, name string) renew.Status {
 	return renew.Status{}
 }
 
+// renewedAllBut requires every serial of before changed in after, but
+// held's.
+func renewedAllBut(t *testing.T, before, after map[string]string, held string) {
+	t.Helper()
+	for name, serial := range before {
+		if renewed := after[name] != serial; renewed != (name != held) {
+			t.Errorf("%s: renewed=%v", name, renewed)
+		}
+	}
+}
+
 // errorLogged reports whether an Error line about cert names path.
 func errorLogged(hook *logtest.Hook, cert, path string) bool {
 	for _, en := range hook.AllEntries() {
@@ -164,11 +175,7 @@ func TestKubeletServingPairHeldWhileTheKubeadmSetIsRenewed(t *testing.T) {
 		}
 	}
 	after, _, statuses := n.serials(t)
-	for name, serial := range before {
-		if renewed := after[name] != serial; renewed != (name != renew.KubeletServingName) {
-			t.Errorf("%s: renewed=%v", name, renewed)
-		}
-	}
+	renewedAllBut(t, before, after, renew.KubeletServingName)
 	if s := status(t, statuses, renew.KubeletServingName); s.State != renew.StateDue || !strings.Contains(s.Unwritable, "read-only file system") {
 		t.Errorf("kubelet-serving after the renewal: %v, unwritable %q", s.State, s.Unwritable)
 	}
@@ -223,11 +230,7 @@ func TestImmutableKubeconfigHeldTheRestRenewedAndRestarted(t *testing.T) {
 		t.Fatalf("want an error naming %s and its fix: %v", conf, err)
 	}
 	after, _, statuses := n.serials(t)
-	for name, serial := range before {
-		if renewed := after[name] != serial; renewed != (name != "scheduler.conf") {
-			t.Errorf("%s: renewed=%v", name, renewed)
-		}
-	}
+	renewedAllBut(t, before, after, "scheduler.conf")
 	if s := status(t, statuses, "scheduler.conf"); s.State != renew.StateDue || !strings.Contains(s.Unwritable, "immutable") {
 		t.Errorf("scheduler.conf after the renewal: %v, unwritable %q", s.State, s.Unwritable)
 	}
@@ -270,9 +273,5 @@ func TestForcedRenewalWritesTheKubeadmSetWhenTheKubeletPairIsRefused(t *testing.
 		t.Fatalf("outcome %+v", out)
 	}
 	after, _, _ := n.serials(t)
-	for name, serial := range before {
-		if renewed := after[name] != serial; renewed != (name != renew.KubeletServingName) {
-			t.Errorf("%s: renewed=%v", name, renewed)
-		}
-	}
+	renewedAllBut(t, before, after, renew.KubeletServingName)
 }

@@ -143,8 +143,8 @@ type loop struct {
 	lockWait
 	// heldWhy is why the last renewal was held ("" when it was not) and
 	// heldUntil when that hold ends at the latest.
-	heldWhy   string
-	heldUntil time.Time
+	heldWhy, heldReason string
+	heldUntil           time.Time
 	// lookSaid is what the last look reported of components that will
 	// not be restarted or cannot be seen, said again only when it changes.
 	lookSaid string
@@ -365,7 +365,12 @@ func (l *loop) renew(ctx context.Context) {
 	due := l.plan.Due
 	log := l.Log.WithFields(logrus.Fields{"ACTION": "renew", "CERT": strings.Join(due, ",")})
 	if len(due) > 0 {
-		log.Info("renewing")
+		if l.heldReason != "" {
+			// Every look of a hold would say it again.
+			log.Debug("renewing")
+		} else {
+			log.Info("renewing")
+		}
 		l.Notify.Notify("STATUS=renewing " + strings.Join(due, ", "))
 	} else {
 		log = l.Log.WithFields(logrus.Fields{"ACTION": "restart", "COMPONENT": strings.Join(l.pending, ",")})

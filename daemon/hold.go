@@ -13,16 +13,17 @@ import (
 
 // hold is a renewal held because someone else changes the node (kubeadm
 // upgrading it, the kubelet replacing a pod). It is not a failure: it is
-// said at Info when it starts or its reason changes, counted in its own
+// said at Info when it starts or its reason changes (not at every look:
+// the age in its words changes every time), counted in its own
 // metric, and looked at again every upgradeLook with no backoff, so the
 // renewal follows within seconds of the cause going away.
 func (l *loop) hold(h held, now time.Time) {
 	reason, why, until := h.Held()
-	if why != l.heldWhy {
+	if reason != l.heldReason {
 		l.Log.WithFields(logrus.Fields{"ACTION": "hold", "REASON": reason, "UNTIL": fmtTime(until)}).
 			Infof("held: %s; pkirenewd writes and restarts nothing until it has settled, and looks again every %s", why, upgradeLook)
 	}
-	l.heldWhy, l.heldUntil = why, until
+	l.heldWhy, l.heldReason, l.heldUntil = why, reason, until
 	l.retryAt = now.Add(upgradeLook)
 	if m, ok := l.Metrics.(owedMetrics); ok {
 		m.Held(reason)
@@ -36,7 +37,7 @@ func (l *loop) unhold() {
 		return
 	}
 	l.Log.WithField("ACTION", "hold").Info("no longer held: going ahead")
-	l.heldWhy, l.heldUntil = "", time.Time{}
+	l.heldWhy, l.heldReason, l.heldUntil = "", "", time.Time{}
 	if m, ok := l.Metrics.(owedMetrics); ok {
 		m.Held("")
 	}

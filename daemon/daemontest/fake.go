@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"time"
@@ -119,13 +120,18 @@ func (e *Engine) SetHold(reason string) {
 }
 
 // heldError is what a held Renew returns.
-type heldError struct{ reason string }
+type heldError struct {
+	reason string
+	// look makes its words change at every look, as a real hold's age
+	// does.
+	look int
+}
 
 func (h heldError) Error() string { return "held: " + h.reason }
 
 // Held is what the daemon reads of a held renewal.
 func (h heldError) Held() (reason, why string, until time.Time) {
-	return h.reason, "someone else changes the node (" + h.reason + ")", time.Time{}
+	return h.reason, fmt.Sprintf("someone else changes the node (%s, look %d)", h.reason, h.look), time.Time{}
 }
 
 // Renew implements daemon.Engine.
@@ -137,7 +143,7 @@ func (e *Engine) Renew(_ context.Context, names []string) ([]string, error) {
 	defer e.mu.Unlock()
 	if e.HoldReason != "" {
 		e.Held++
-		return nil, heldError{e.HoldReason}
+		return nil, heldError{e.HoldReason, e.Held}
 	}
 	e.Renewals = append(e.Renewals, names)
 	if e.Fail > 0 {

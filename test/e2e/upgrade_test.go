@@ -73,19 +73,7 @@ func TestKubeadmUpgradeApplyUnderTheDaemon(t *testing.T) {
 	}
 
 	start := time.Now()
-	// kubeadm runs `kubelet --version`: the node's kubelet, still the old one.
-	path := []string{"PATH=" + cp.Bin + ":" + os.Getenv("PATH")}
-	args := []string{"upgrade", "apply", to.Version, "--yes",
-		// The rig's node has no pod network, so kube-proxy and CoreDNS
-		// are not run; the kubelet runs its own config (a rig file), and
-		// the operator upgrades and restarts it afterwards.
-		"--skip-phases", "kubelet-config,addon,post-upgrade"}
-	if _, err := os.Stat("/sys/fs/cgroup/cgroup.controllers"); err != nil {
-		// A cgroup v1 host: kubeadm v1.35+ refuses it unless told, as its
-		// own message says (the rig's kubelet sets failCgroupV1: false).
-		args = append(args, "--ignore-preflight-errors", "SystemVerification")
-	}
-	out, err := toKubeadm.Run(path, args...)
+	out, err := upgradeApply(cp, toKubeadm, to.Version, nil)
 	end := time.Now()
 	if err != nil {
 		t.Fatalf("kubeadm upgrade apply: %v", err)
@@ -221,4 +209,42 @@ func TestKubeadmUpgradeApplyUnderTheDaemon(t *testing.T) {
 		t.Error(err)
 	}
 	createConfigMap(t, cp, "e2e-after-upgrade")
+}
+
+// upgradeApply runs the real `kubeadm upgrade apply` to version on the
+// node; onStaging, when set, is called once kubeadm's staging directory
+// (its upgrade of the static pods) appears, while kubeadm goes on.
+func upgradeApply(cp *ControlPlane, toKubeadm *cplane.Kubeadm, version string, onStaging func()) (string, error) {
+	// kubeadm runs `kubelet --version`: the node's kubelet, still the old one.
+	path := []string{"PATH=" + cp.Bin + ":" + os.Getenv("PATH")}
+	args := []string{"upgrade", "apply", version, "--yes",
+		// The rig's node has no pod network, so kube-proxy and CoreDNS
+		// are not run; the kubelet runs its own config (a rig file), and
+		// the operator upgrades and restarts it afterwards.
+		"--skip-phases", "kubelet-config,addon,post-upgrade"}
+	if _, err := os.Stat("/sys/fs/cgroup/cgroup.controllers"); err != nil {
+		// A cgroup v1 host: kubeadm v1.35+ refuses it unless told, as its
+		// own message says (the rig's kubelet sets failCgroupV1: false).
+		args = append(args, "--ignore-preflight-errors", "SystemVerification")
+	}
+	type result struct {
+		out string
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		out, err := toKubeadm.Run(path, args...)
+		done <- result{out, err}
+	}()
+	for {
+		select {
+		case r := <-done:
+			return r.out, r.err
+		case <-time.After(100 * time.Millisecond):
+		}
+		if m, _ := filepath.Glob(filepath.Join(KubernetesDir, "tmp", "kubeadm-upgraded-manifests*")); onStaging != nil && len(m) > 0 {
+			onStaging()
+			onStaging = nil
+		}
+	}
 }

@@ -67,6 +67,7 @@ owed, 2 something is expired, missing or broken.`,
 				rep.TransactionPending = true
 			}
 			rep.Unwritable = writeProblems(o.cfg)
+			rep.Metrics = metricsNote(cmd.Context(), o.cfg.MetricsAddress)
 			if h, ok := reconcile.UpgradeUnderWay(reconcile.KubeadmTmp(o.cfg.ManifestsDir), now, nil); ok {
 				rep.KubeadmUpgrade = h.Why
 			}
@@ -216,6 +217,10 @@ type report struct {
 	// Unwritable: directories pkirenewd may write that it cannot, here or
 	// in the running daemon's sandbox, each with its fix.
 	Unwritable []string `json:"unwritable,omitempty" yaml:"unwritable,omitempty"`
+	// Metrics says what keeps the running daemon from serving its metrics
+	// (optional: it renews all the same, and the exit status is not
+	// changed by it).
+	Metrics string `json:"metrics,omitempty" yaml:"metrics,omitempty"`
 }
 
 func newReport(statuses []renew.Status, now time.Time) report {
@@ -317,6 +322,11 @@ func printTable(w io.Writer, rep report) error {
 	}
 	for _, u := range rep.Unwritable {
 		if _, err := fmt.Fprintf(w, "\nUNWRITABLE %s\n", u); err != nil {
+			return err
+		}
+	}
+	if rep.Metrics != "" {
+		if _, err := fmt.Fprintf(w, "\nNOTE metrics: %s\n", rep.Metrics); err != nil {
 			return err
 		}
 	}

@@ -89,9 +89,10 @@ fuzz: ## Run every fuzz target for FUZZTIME (default 10m) each; `make test` runs
 	@for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; echo "== $$pkg $$fn ($(FUZZTIME))"; \
 		$(GO) test ./$$pkg/ -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) || exit 1; done
 
-lint: ## go vet, gofmt, staticcheck and govulncheck (pinned; govulncheck offline against test/vulndb)
+lint: ## go vet, gofmt, one clock (test/clockcheck.sh), staticcheck and govulncheck (pinned; govulncheck offline against test/vulndb)
 	$(GO) vet ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
+	bash test/clockcheck.sh
 	@test -x $(TOOLS_BIN)/staticcheck || GOBIN=$(TOOLS_BIN) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 	$(TOOLS_BIN)/staticcheck ./...
 	@test -x $(TOOLS_BIN)/govulncheck || GOBIN=$(TOOLS_BIN) $(GO) install golang.org/x/vuln/cmd/govulncheck@$(GOVULNCHECK_VERSION)

@@ -45,8 +45,9 @@ type EventSink struct {
 	// renewal may just have replaced admin.conf.
 	Config LeaseConfig
 	// Node is the node the events regard.
-	Node  string
-	Clock clock.PassiveClock
+	Node string
+	// Clock stamps the events and times Flush (default: the real clock).
+	Clock clock.Clock
 	// Debug logs a failed post.
 	Debug func(format string, args ...any)
 
@@ -138,7 +139,11 @@ func (s *EventSink) Flush(d time.Duration) {
 	if s == nil || s.queue == nil {
 		return
 	}
-	for deadline := time.Now().Add(d); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+	clk := s.Clock
+	if clk == nil {
+		clk = clock.RealClock{}
+	}
+	for deadline := clk.Now().Add(d); clk.Now().Before(deadline); <-clk.After(20 * time.Millisecond) {
 		s.mu.Lock()
 		n := s.pending
 		s.mu.Unlock()

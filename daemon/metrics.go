@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"k8s.io/utils/clock"
 
 	"github.com/pkirenewd/pkirenewd/renew"
 	"github.com/pkirenewd/pkirenewd/writeset"
@@ -37,6 +38,16 @@ type PromMetrics struct {
 	certLabelSet []string
 	unwritable   *prometheus.GaugeVec
 	unseen, held *prometheus.GaugeVec
+	// Clock reads the time Observe judges expiry at (default: the real
+	// clock; the daemon sets its own).
+	Clock clock.PassiveClock
+}
+
+func (m *PromMetrics) clock() clock.PassiveClock {
+	if m.Clock == nil {
+		return clock.RealClock{}
+	}
+	return m.Clock
 }
 
 var _ Metrics = (*PromMetrics)(nil)
@@ -134,7 +145,7 @@ func (m *PromMetrics) Observe(statuses []renew.Status, next time.Time) {
 	m.expired.Reset()
 	m.stuck.Reset()
 	broken := 0
-	now := time.Now()
+	now := m.clock().Now()
 	for _, s := range statuses {
 		if s.Err != nil || s.Missing {
 			broken++

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/fsnotify/fsnotify"
+	"k8s.io/utils/clock"
 )
 
 // Watcher reports changes in the directories pkirenewd manages.
@@ -24,9 +25,11 @@ type Watcher struct {
 	// 1s); retryFor bounds the search (default 1h: after that the
 	// hourly re-check still covers it).
 	retry, retryFor time.Duration
-	done            chan struct{}
-	mu              sync.Mutex
-	retrying        map[string]bool
+	// clock times the search (the real one by default).
+	clock    clock.WithTicker
+	done     chan struct{}
+	mu       sync.Mutex
+	retrying map[string]bool
 }
 
 // Watch watches the directories (not files: kubeadm and editors replace
@@ -57,9 +60,17 @@ func Watch(dirs ...string) (*Watcher, error) {
 		}
 	}
 	w := &Watcher{w: fw, Events: make(chan string, 1024), Errors: make(chan error, 4), dirs: seen,
-		retry: time.Second, retryFor: time.Hour, done: make(chan struct{}), retrying: map[string]bool{}}
+		retry: time.Second, retryFor: time.Hour, clock: clock.RealClock{}, done: make(chan struct{}), retrying: map[string]bool{}}
 	go w.pump()
 	return w, nil
+}
+
+// SetClock sets the clock that times the search for a replaced directory
+// (the daemon's own).
+func (w *Watcher) SetClock(c clock.WithTicker) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.clock = c
 }
 
 // SetRetry sets how often a replaced directory is looked for.
@@ -77,7 +88,7 @@ func (w *Watcher) rewatch(p string) {
 		return
 	}
 	w.retrying[p] = true
-	retry, retryFor := w.retry, w.retryFor
+	retry, retryFor, clk := w.retry, w.retryFor, w.clock
 	w.mu.Unlock()
 	go func() {
 		defer func() {
@@ -85,9 +96,9 @@ func (w *Watcher) rewatch(p string) {
 			delete(w.retrying, p)
 			w.mu.Unlock()
 		}()
-		t := time.NewTicker(retry)
+		t := clk.NewTicker(retry)
 		defer t.Stop()
-		deadline := time.Now().Add(retryFor)
+		deadline := clk.Now().Add(retryFor)
 		for {
 			if st, err := os.Stat(p); err == nil && st.IsDir() {
 				_ = w.w.Remove(p)
@@ -100,13 +111,13 @@ func (w *Watcher) rewatch(p string) {
 					return
 				}
 			}
-			if time.Now().After(deadline) {
+			if clk.Now().After(deadline) {
 				return
 			}
 			select {
 			case <-w.done:
 				return
-			case <-t.C:
+			case <-t.C():
 			}
 		}
 	}()

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+	"k8s.io/utils/clock"
 
 	"github.com/pkirenewd/pkirenewd/cri"
 	"github.com/pkirenewd/pkirenewd/renew"
@@ -63,8 +64,10 @@ type NodeEngine struct {
 	Log        logrus.FieldLogger
 	// Heartbeat is called during long waits (the systemd watchdog).
 	Heartbeat func()
-	// Now stamps the record of owed restarts (default time.Now).
-	Now      func() time.Time
+	// Clock is the one clock the engine reads and waits on: the record
+	// of owed restarts, holds, reloads, the kubelet (default: the real
+	// clock; tests move a fake one).
+	Clock    clock.WithTicker
 	Restarts RestartRecorder
 	// KubeletStart tells when the kubelet reading kubelet.conf started
 	// (default: /proc).
@@ -204,11 +207,13 @@ func (e *NodeEngine) Inventory() ([]renew.Status, error) {
 	return st, err
 }
 
-func (e *NodeEngine) now() time.Time {
-	if e.Now != nil {
-		return e.Now()
+func (e *NodeEngine) now() time.Time { return e.clock().Now() }
+
+func (e *NodeEngine) clock() clock.WithTicker {
+	if e.Clock == nil {
+		return clock.RealClock{}
 	}
-	return time.Now()
+	return e.Clock
 }
 
 // Look is what one look at the node's running components found, for the

@@ -100,7 +100,7 @@ func TestRollOwedPastUnusableManifests(t *testing.T) {
 	log, hook := logtest.NewNullLogger()
 	rst := &cri.Restarter{Runtime: rt, Prober: &critest.Prober{}, Clock: testclock.NewFakeClock(time.Unix(0, 0)), Timeout: time.Minute, Log: log}
 	state := t.TempDir()
-	e := &reconcile.NodeEngine{StateDir: state, ManifestsDir: dir, Log: log, Now: func() time.Time { return time.Unix(0, 0) }}
+	e := &reconcile.NodeEngine{StateDir: state, ManifestsDir: dir, Log: log, Clock: testclock.NewFakeClock(time.Unix(0, 0))}
 	owed := &renew.PendingRestart{Components: []string{"etcd", "kube-scheduler", "kube-vip"}}
 	results, err := e.RollOwed(context.Background(), rst, ms, owed)
 	var restarted []string

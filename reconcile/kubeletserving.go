@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+	"k8s.io/utils/clock"
 
 	"github.com/pkirenewd/pkirenewd/cri"
 	"github.com/pkirenewd/pkirenewd/renew"
@@ -116,21 +117,21 @@ func (c *KubeletServingCheck) served(ctx context.Context) (string, error) {
 
 // waitServed polls until the kubelet serves want or bound has passed; it
 // returns the last serial seen (and the last error when none was).
-func (c *KubeletServingCheck) waitServed(ctx context.Context, want string, bound time.Duration) (string, error) {
+func (c *KubeletServingCheck) waitServed(ctx context.Context, clk clock.Clock, want string, bound time.Duration) (string, error) {
 	interval := c.Interval
 	if interval <= 0 {
 		interval = 250 * time.Millisecond
 	}
-	deadline := time.Now().Add(bound)
+	deadline := clk.Now().Add(bound)
 	for {
 		got, err := c.served(ctx)
-		if got == want || !time.Now().Before(deadline) {
+		if got == want || !clk.Now().Before(deadline) {
 			return got, err
 		}
 		select {
 		case <-ctx.Done():
 			return got, ctx.Err()
-		case <-time.After(interval):
+		case <-clk.After(interval):
 		}
 	}
 }
@@ -235,18 +236,18 @@ func (e *NodeEngine) kubeletServes(ctx context.Context, out *Outcome) error {
 	}
 	want := renew.CertSerial(it.Cert)
 	renewed := renewedServing(out)
-	start := time.Now()
+	start := e.clock().Now()
 	served, err := c.served(ctx)
 	log := e.Log.WithFields(logrus.Fields{"COMPONENT": Kubelet, "CERT": renew.KubeletServingName, "PATH": it.CertPath, "SERIAL": want, "ADDRESS": c.Addr})
 	action := DecideServing(renewed, want, served, err)
 	if action == ServingWaitReload {
-		served, err = c.waitServed(ctx, want, orDefault(c.ReloadWait, 30*time.Second))
+		served, err = c.waitServed(ctx, e.clock(), want, orDefault(c.ReloadWait, 30*time.Second))
 	}
 	switch {
 	case served == want:
 		if renewed {
 			// At the first look already, or after the wait.
-			log.WithFields(logrus.Fields{"ACTION": "reloaded", "TOOK": time.Since(start).Round(time.Millisecond).String()}).
+			log.WithFields(logrus.Fields{"ACTION": "reloaded", "TOOK": e.clock().Since(start).Round(time.Millisecond).String()}).
 				Info("the kubelet reloaded its renewed serving certificate")
 		}
 		return nil
@@ -274,7 +275,7 @@ func (e *NodeEngine) restartForServing(ctx context.Context, log *logrus.Entry, w
 			seen, c.Addr, renew.KubeletServingName, want)
 	}
 	log.WithFields(logrus.Fields{"ACTION": "restart", "SERVED": served}).Warn("the kubelet serves an older certificate than its file: restarting it")
-	start := time.Now()
+	start := e.clock().Now()
 	err := e.kubeletRestarter()(ctx)
 	if e.Restarts != nil {
 		e.Restarts.Restart(Kubelet, err)
@@ -282,10 +283,10 @@ func (e *NodeEngine) restartForServing(ctx context.Context, log *logrus.Entry, w
 	if err != nil {
 		return fmt.Errorf("kubelet: restarting it to serve its renewed serving certificate failed: %w", err)
 	}
-	if served, servedErr = c.waitServed(ctx, want, orDefault(c.RestartWait, 2*time.Minute)); served != want {
+	if served, servedErr = c.waitServed(ctx, e.clock(), want, orDefault(c.RestartWait, 2*time.Minute)); served != want {
 		return fmt.Errorf("kubelet: restarted, but it serves serial %q on %s (%v), not %s from its serving certificate", served, c.Addr, servedErr, want)
 	}
-	log.WithFields(logrus.Fields{"ACTION": "restarted", "TOOK": time.Since(start).Round(time.Millisecond).String()}).Info("the kubelet was restarted and serves its renewed serving certificate")
+	log.WithFields(logrus.Fields{"ACTION": "restarted", "TOOK": e.clock().Since(start).Round(time.Millisecond).String()}).Info("the kubelet was restarted and serves its renewed serving certificate")
 	e.event(ReasonRestarted, "Restart", "kubelet restarted to serve its renewed serving certificate", false)
 	return nil
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+	"k8s.io/utils/clock"
 )
 
 // clockTicks is USER_HZ, the unit of /proc/<pid>/stat's start time: 100 on
@@ -27,7 +28,7 @@ const kubeletStartSlack = time.Second
 // same host (a test rig, a nested node) is not this node's. With several,
 // the oldest counts: it is the one that could hold old credentials.
 func KubeletStartFromProc(kubeletConf string) (time.Time, bool, error) {
-	return processStart("/proc", "kubelet", func(args []string) bool { return flagNames(args, "kubeconfig", kubeletConf) }, time.Now)
+	return processStart("/proc", "kubelet", func(args []string) bool { return flagNames(args, "kubeconfig", kubeletConf) }, clock.RealClock{}.Now)
 }
 
 // flagNames reports whether args carry --name=value or --name value.

@@ -230,14 +230,14 @@ func (e *NodeEngine) awaitReloads(ctx context.Context, rst *cri.Restarter, check
 			continue
 		}
 		log := e.Log.WithFields(logrus.Fields{"COMPONENT": c.Component, "PATH": c.File, "ADDRESS": c.Addr})
-		start := time.Now()
+		start := e.clock().Now()
 		serial, err := e.awaitReload(ctx, rst, c)
 		if err != nil {
 			log.WithError(err).Warnf("%s did not take up the renewed %s by itself: restarting it instead", c.Component, c.File)
 			late = append(late, c.Component)
 			continue
 		}
-		log.WithField("SERIAL", serial).Infof("%s serves the renewed %s (serial %s) after %s: no restart needed", c.Component, c.File, serial, time.Since(start).Round(time.Millisecond))
+		log.WithField("SERIAL", serial).Infof("%s serves the renewed %s (serial %s) after %s: no restart needed", c.Component, c.File, serial, e.clock().Since(start).Round(time.Millisecond))
 	}
 	return late
 }

@@ -203,7 +203,7 @@ func TestObserveUnderNeededPolicy(t *testing.T) {
 			e.AssumeMemoryLife, e.MemoryMargin = tc.assume, 24*time.Hour
 			// Ten minutes after the files were written: every reload has
 			// had its time.
-			e.Now = func() time.Time { return time.Now().Add(10 * time.Minute) }
+			e.Clock = testclock.NewFakeClock(time.Now().Add(10 * time.Minute))
 			obs := e.Observe(context.Background())
 			if len(obs.Unseen) > 0 {
 				t.Fatal(reconcile.Blind(obs.Unseen))

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+	"k8s.io/utils/clock"
 )
 
 // Options configure a Renewer.
@@ -40,7 +41,7 @@ type Options struct {
 	// reported. Empty: none.
 	AdminCopies   []string
 	AdminCopyGlob string
-	// Sleep waits while a concurrent writer finishes (default time.Sleep).
+	// Sleep waits while a concurrent writer finishes (default: the real clock).
 	Sleep func(time.Duration)
 }
 
@@ -52,7 +53,7 @@ type Renewer struct {
 // New returns a Renewer; zero Now, Log and Rand get real defaults.
 func New(o Options) *Renewer {
 	if o.Now == nil {
-		o.Now = time.Now
+		o.Now = clock.RealClock{}.Now
 	}
 	if o.Log == nil {
 		l := logrus.New()

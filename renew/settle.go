@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+	"k8s.io/utils/clock"
 )
 
 // pairOK reports whether the files of a renewed item hold a matching
@@ -61,7 +62,7 @@ func matching(certPEM, keyPEM []byte, name string) error {
 func (r *Renewer) settle(p *Plan) error {
 	sleep := r.opts.Sleep
 	if sleep == nil {
-		sleep = time.Sleep
+		sleep = clock.RealClock{}.Sleep
 	}
 	for i := range p.Items {
 		it := &p.Items[i]

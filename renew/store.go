@@ -16,6 +16,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"k8s.io/utils/clock"
 )
 
 // Change is one file a transaction replaces.
@@ -130,7 +132,7 @@ func (s *Store) Commit(changes []Change) (*Result, error) {
 	if err := s.ensureStateDir(); err != nil {
 		return nil, err
 	}
-	now := time.Now
+	now := clock.RealClock{}.Now
 	if s.Now != nil {
 		now = s.Now
 	}

@@ -51,7 +51,7 @@ func RestartUnit(ctx context.Context, unit string) error {
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("%s not active (%s): %w", unit, state, ctx.Err())
-		case <-time.After(200 * time.Millisecond):
+		case <-time.After(200 * time.Millisecond): // clock: systemd's job runs on the real clock; this only paces the questions
 		}
 	}
 }

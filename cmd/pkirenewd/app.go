@@ -12,6 +12,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 	"github.com/spf13/cobra"
+	"k8s.io/utils/clock"
 
 	"github.com/pkirenewd/pkirenewd/config"
 	"github.com/pkirenewd/pkirenewd/cri"
@@ -45,8 +46,10 @@ type options struct {
 
 	stdout, stderr io.Writer
 	now            func() time.Time
-	log            *logrus.Logger
-	cfg            config.Config
+	// clock is the engine's (the real one: cmd is main).
+	clock clock.WithTicker
+	log   *logrus.Logger
+	cfg   config.Config
 	// heartbeat feeds the systemd watchdog during long waits (run only).
 	heartbeat func()
 	// deprecated are notes on the deprecated forms the arguments used.
@@ -54,7 +57,7 @@ type options struct {
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	o := &options{stdout: stdout, stderr: stderr, now: time.Now, flagValues: map[string]*keyFlag{}}
+	o := &options{stdout: stdout, stderr: stderr, now: time.Now, clock: clock.RealClock{}, flagValues: map[string]*keyFlag{}}
 	return o.execute(ctx, args)
 }
 

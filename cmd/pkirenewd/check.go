@@ -441,7 +441,7 @@ func (o *options) observe(ctx context.Context, r *renew.Renewer) ([]staleCompone
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	e := &reconcile.NodeEngine{Renewer: r, StateDir: o.cfg.StateDir, ManifestsDir: o.cfg.ManifestsDir, ConnectToLook: connector(o.cfg, o.log),
-		RestartKubelet: kubeletRestarter(o.cfg), Log: o.log, Now: o.now}
+		RestartKubelet: kubeletRestarter(o.cfg), Log: o.log, Clock: o.clock}
 	observing(e, o.cfg)
 	obs := e.Observe(ctx)
 	var stale []staleComponent

@@ -68,7 +68,7 @@ func kubeletRestarter(cfg config.Config) func(ctx context.Context) error {
 // node builds the orchestrator for cfg: renewing only, or renewing and
 // restarting (the runtime, the kubelet, the lease and the etcd guard).
 func (o *options) node(cfg config.Config, r *renew.Renewer, restarts bool, heartbeat func()) *reconcile.NodeEngine {
-	e := &reconcile.NodeEngine{Renewer: r, StateDir: cfg.StateDir, ManifestsDir: cfg.ManifestsDir, Log: o.log, Now: o.now,
+	e := &reconcile.NodeEngine{Renewer: r, StateDir: cfg.StateDir, ManifestsDir: cfg.ManifestsDir, Log: o.log, Clock: o.clock,
 		KubeletServing: o.kubeletServingCheck()}
 	observing(e, cfg)
 	// With restarts off the components are still looked at: what is

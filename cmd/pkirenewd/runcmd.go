@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"k8s.io/utils/clock"
 
 	"github.com/pkirenewd/pkirenewd/config"
 	"github.com/pkirenewd/pkirenewd/daemon"
@@ -68,7 +67,9 @@ var _ daemon.WaitingRecoverer = (*reconcile.NodeEngine)(nil)
 func runDaemon(cmd *cobra.Command, o *options) error {
 	ctx := cmd.Context()
 	log := o.log
-	clk := clock.RealClock{}
+	// The one clock of the daemon: the loop, its metrics, its watch,
+	// its heartbeat and the engine read and wait on it.
+	clk := o.clock
 	var metrics *daemon.PromMetrics
 	var listener *daemon.MetricsListener
 	optionalChanged := make(chan struct{}, 1)
@@ -77,6 +78,7 @@ func runDaemon(cmd *cobra.Command, o *options) error {
 		// warning and a retry every minute, never an exit (under
 		// systemd that would be a restart loop that never renews).
 		metrics = daemon.NewPromMetrics()
+		metrics.Clock = clk
 		listener = &daemon.MetricsListener{Metrics: metrics, Addr: o.cfg.MetricsAddress, Clock: clk, Log: log, Changed: optionalChanged}
 		listener.Start(ctx)
 	}
@@ -90,8 +92,8 @@ func runDaemon(cmd *cobra.Command, o *options) error {
 		o.heartbeat = func() {
 			mu.Lock()
 			defer mu.Unlock()
-			if time.Since(last) >= wd {
-				last = time.Now()
+			if clk.Since(last) >= wd {
+				last = clk.Now()
 				n.Notify("WATCHDOG=1")
 			}
 		}
@@ -113,6 +115,7 @@ func runDaemon(cmd *cobra.Command, o *options) error {
 		log.WithError(err).Warn("cannot watch the directories: relying on the hourly re-check")
 	} else {
 		defer w.Close()
+		w.SetClock(clk)
 		opts.Events, opts.WatchErrors = w.Events, w.Errors
 	}
 	hup := make(chan os.Signal, 1)

@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -348,38 +347,37 @@ func TestOwedRestartsAreDone(t *testing.T) {
 	}
 }
 
-// lookingEngine asks to be looked at again at a given time (a component
-// may still be reloading a changed certificate).
-type lookingEngine struct {
-	*daemontest.Engine
-	at atomic.Int64 // Unix nanoseconds; 0: no reason
-}
-
-func (e *lookingEngine) LookAgainAt() time.Time {
-	if n := e.at.Load(); n != 0 {
-		return time.Unix(0, n)
-	}
-	return time.Time{}
-}
-
 // The loop wakes when the engine asks to look again, before its hourly
 // re-check.
 func TestLooksAgainWhenAReloadCanBeJudged(t *testing.T) {
-	var eng *lookingEngine
 	h := start(t, map[string]*daemontest.Item{"a": item(100*time.Hour, 300*time.Hour)}, func(o *daemon.Options) {
-		eng = &lookingEngine{Engine: o.Engine.(*daemontest.Engine)}
-		eng.at.Store(t0.Add(75 * time.Second).UnixNano())
-		o.Engine = eng
+		o.Engine.(*daemontest.Engine).SetLookAgain(t0.Add(75 * time.Second))
 	})
 	base := h.engine.InventoryCount()
 	h.step(74 * time.Second)
 	if n := h.engine.InventoryCount(); n != base {
 		t.Fatalf("looked again before it was asked to (%d -> %d)", base, n)
 	}
-	eng.at.Store(0)
+	h.engine.SetLookAgain(time.Time{})
 	h.step(time.Second)
 	if n := h.engine.InventoryCount(); n != base+1 {
 		t.Fatalf("did not look again when asked to (%d -> %d)", base, n)
+	}
+}
+
+// An interrupted renewal left by anyone (a killed `pkirenewd renew`) is
+// completed or undone at the next look, not only at start.
+func TestATransactionLeftBehindIsRecoveredAtTheNextLook(t *testing.T) {
+	h := start(t, map[string]*daemontest.Item{"a": item(100*time.Hour, 300*time.Hour)}, nil)
+	base := h.engine.RecoverCount()
+	h.engine.SetTransaction(true)
+	h.step(time.Hour)
+	if n := h.engine.RecoverCount(); n != base+1 {
+		t.Fatalf("recovered %d times at the next look, want once", n-base)
+	}
+	h.step(time.Hour)
+	if n := h.engine.RecoverCount(); n != base+1 {
+		t.Fatalf("recovered again with nothing left (%d)", n-base)
 	}
 }
 
@@ -408,29 +406,13 @@ func TestRenewedElsewhere(t *testing.T) {
 	}
 }
 
-// upgradingEngine reports kubeadm upgrading the node while on is set.
-type upgradingEngine struct {
-	*daemontest.Engine
-	on atomic.Bool
-}
-
-func (e *upgradingEngine) Upgrading() (string, bool) {
-	if e.on.Load() {
-		return "kubeadm upgrade in progress (kubeadm-upgraded-manifests1, 1s old)", true
-	}
-	return "", false
-}
-
 // While kubeadm upgrades the node the loop looks every 10 s, not at its
 // hourly re-check, and the journal says when the upgrade starts and ends
 // (once each).
 func TestWatchesAKubeadmUpgradeUntilItEnds(t *testing.T) {
-	var eng *upgradingEngine
 	log, hook := logtest.NewNullLogger()
 	h := start(t, map[string]*daemontest.Item{"a": item(100*time.Hour, 300*time.Hour)}, func(o *daemon.Options) {
-		eng = &upgradingEngine{Engine: o.Engine.(*daemontest.Engine)}
-		eng.on.Store(true)
-		o.Engine = eng
+		o.Engine.(*daemontest.Engine).SetUpgrading("kubeadm upgrade in progress (kubeadm-upgraded-manifests1, 1s old)")
 		o.Log = log
 	})
 	upgradeLines := func() (out []string) {
@@ -453,7 +435,7 @@ func TestWatchesAKubeadmUpgradeUntilItEnds(t *testing.T) {
 	if got := upgradeLines(); len(got) != 1 {
 		t.Fatalf("said it again while the upgrade went on: %q", got)
 	}
-	eng.on.Store(false)
+	h.engine.SetUpgrading("")
 	h.step(10 * time.Second)
 	if got := upgradeLines(); len(got) != 2 || !strings.Contains(got[1], "has finished") {
 		t.Fatalf("after the upgrade: %q", got)

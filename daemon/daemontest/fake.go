@@ -43,8 +43,8 @@ type Engine struct {
 	UpgradeWhy  string
 	// HoldReason, when set, makes Renew held (see SetHold).
 	HoldReason string
-	// Held counts held Renew calls.
-	Held int
+	// Held counts held Renew calls; Recovered, Recover calls.
+	Held, Recovered int
 }
 
 // Item is one fake certificate.
@@ -57,7 +57,42 @@ type Item struct {
 var _ daemon.Engine = (*Engine)(nil)
 
 // Recover implements daemon.Engine.
-func (e *Engine) Recover() error { return nil }
+func (e *Engine) Recover() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.Recovered++
+	e.Transaction = false
+	return nil
+}
+
+// SetTransaction records (or clears) an interrupted renewal, as a killed
+// `pkirenewd renew` leaves one.
+func (e *Engine) SetTransaction(on bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.Transaction = on
+}
+
+// SetLookAgain asks the loop to look again at t (zero: no reason).
+func (e *Engine) SetLookAgain(t time.Time) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.LookAgain = t
+}
+
+// SetUpgrading reports kubeadm upgrading the node (why "" : it is not).
+func (e *Engine) SetUpgrading(why string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.UpgradeWhy = why
+}
+
+// RecoverCount is how many times Recover was called.
+func (e *Engine) RecoverCount() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.Recovered
+}
 
 // Inventory implements daemon.Engine.
 func (e *Engine) Inventory() ([]renew.Status, error) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -439,7 +440,7 @@ func (e *NodeEngine) Converge(ctx context.Context, sel *renew.Selection) (out *O
 		if blocked == nil {
 			defer done()
 		} else if sel == nil || !e.lastResort(*sel) {
-			return nil, fmt.Errorf("nothing was written: %w", errors.Join(blocked, unusable(manifests)))
+			return e.servingAlone(ctx, sel, fmt.Errorf("nothing was written: %w", errors.Join(blocked, unusable(manifests))))
 		}
 	}
 	// A hold holds whatever the mode: with restarts off or impossible
@@ -460,6 +461,58 @@ func (e *NodeEngine) Converge(ctx context.Context, sel *renew.Selection) (out *O
 	renew.Failpoint("converge:recovered")
 	out, err = e.converge(ctx, sel, manifests, rst, blocked)
 	return out, errors.Join(err, e.kubeletServes(ctx, out))
+}
+
+// servingAlone renews the kubelet's serving pair, when the selection
+// holds it, while what blocks the static pods' restarts (the runtime, the
+// kubelet's health, the manifests) keeps the kubeadm set waiting: the pair
+// needs no static pod restarted (the kubelet reloads it, or is restarted
+// through systemd), so nothing unrelated may stop it. blocked is returned
+// all the same, for the rest.
+func (e *NodeEngine) servingAlone(ctx context.Context, sel *renew.Selection, blocked error) (*Outcome, error) {
+	if sel == nil || e.KubeletServing == nil || !e.selectsServing(*sel) {
+		return nil, blocked
+	}
+	if err := e.held(ctx, nil, cri.Manifests{}, "nothing was written or restarted"); err != nil {
+		return nil, err
+	}
+	unlock, err := e.lock(ctx)
+	if err != nil {
+		return nil, errors.Join(blocked, err)
+	}
+	defer unlock()
+	if err := e.Renewer.Recover(); err != nil {
+		return nil, errors.Join(blocked, fmt.Errorf("recovering an interrupted renewal: %w", err))
+	}
+	one := *sel
+	one.Names = []string{renew.KubeletServingName}
+	a, err := e.apply(one)
+	out := &Outcome{}
+	if a != nil {
+		out.Plan = a.plan
+		e.eventRenewed(a.plan)
+	}
+	e.Log.WithFields(logrus.Fields{"CERT": renew.KubeletServingName, "ACTION": "serving-alone"}).WithError(blocked).
+		Warn("the static pods cannot be restarted now: only the kubelet's serving pair, which needs none of them, is renewed")
+	return out, errors.Join(blocked, err, e.kubeletServes(ctx, out))
+}
+
+// selectsServing reports whether sel renews the kubelet's serving pair:
+// named, or due (or forced) with no names.
+func (e *NodeEngine) selectsServing(sel renew.Selection) bool {
+	if len(sel.Names) > 0 {
+		return slices.Contains(sel.Names, renew.KubeletServingName) || slices.Contains(sel.Names, "all")
+	}
+	_, statuses, err := e.Renewer.Inventory()
+	if err != nil {
+		return false
+	}
+	for _, s := range statuses {
+		if s.Name == renew.KubeletServingName && s.Renewable() && (sel.Force || s.State != renew.StateOK) {
+			return true
+		}
+	}
+	return false
 }
 
 // converge is Converge under the lock, after recovery. What could not be

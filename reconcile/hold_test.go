@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"math/big"
 	"os"
 	"path/filepath"
@@ -274,4 +275,43 @@ func TestForcedRenewalWritesTheKubeadmSetWhenTheKubeletPairIsRefused(t *testing.
 	}
 	after, _, _ := n.serials(t)
 	renewedAllBut(t, before, after, renew.KubeletServingName)
+}
+
+// The container runtime cannot be asked, so no static pod may be
+// restarted and the kubeadm set waits; the kubelet's serving pair needs
+// none of them, and nothing unrelated may stop it: it is renewed, and the
+// kubelet serves it, while the error still names what blocks the rest.
+func TestKubeletServingPairRenewedWhileTheRuntimeIsDown(t *testing.T) {
+	n := newHoldNode(t)
+	before, due, _ := n.serials(t)
+	served := ""
+	manifests := filepath.Join(filepath.Dir(n.layout.PKIDir), "manifests")
+	if err := os.MkdirAll(manifests, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	e := &reconcile.NodeEngine{Renewer: n.r, StateDir: n.state, ManifestsDir: manifests, Log: n.logger,
+		Connect: func(context.Context) (*cri.Restarter, func(), error) {
+			return nil, nil, errors.New("dial unix /run/containerd/containerd.sock: connect: connection refused")
+		},
+		KubeletServing: &reconcile.KubeletServingCheck{Addr: "127.0.0.1:10250", ReloadWait: time.Second,
+			Served: func(context.Context, string) (string, error) {
+				// The kubelet reloads its pair by itself (its default).
+				var err error
+				served, err = cri.SerialOnDisk(n.serving.CertPath)
+				return served, err
+			}},
+	}
+	_, err := e.Renew(context.Background(), due)
+	if err == nil || !strings.Contains(err.Error(), "connection refused") {
+		t.Fatalf("error %v, want the runtime named for the rest", err)
+	}
+	after, _, _ := n.serials(t)
+	for name, serial := range before {
+		if renewed := after[name] != serial; renewed != (name == renew.KubeletServingName) {
+			t.Errorf("%s: renewed=%v with the runtime down", name, renewed)
+		}
+	}
+	if served != after[renew.KubeletServingName] {
+		t.Errorf("the kubelet serves %s, the renewed pair is %s", served, after[renew.KubeletServingName])
+	}
 }

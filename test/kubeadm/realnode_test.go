@@ -278,20 +278,24 @@ func TestRealNodeUnwritableTargets(t *testing.T) {
 	tests := []struct {
 		name, file string
 		set        func(t *testing.T, p string)
+		// unwritable: check names the directory it cannot write and
+		// exits 1 (the write set's probe sees a read-only mount; a flag
+		// on one file is the renewal's to find).
+		unwritable bool
 	}{
 		{"immutable certificate", "apiserver.crt", func(t *testing.T, p string) {
 			sh(t, "chattr", "+i", p)
 			t.Cleanup(func() { _ = exec.Command("chattr", "-i", p).Run() })
-		}},
+		}, false},
 		{"append-only key", "apiserver.key", func(t *testing.T, p string) {
 			sh(t, "chattr", "+a", p)
 			t.Cleanup(func() { _ = exec.Command("chattr", "-a", p).Run() })
-		}},
+		}, false},
 		{"read-only mount", "", func(t *testing.T, p string) {
 			sh(t, "mount", "--bind", p, p)
 			t.Cleanup(func() { _ = exec.Command("umount", "-l", p).Run() })
 			sh(t, "mount", "-o", "remount,bind,ro", p)
-		}},
+		}, true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -310,7 +314,11 @@ func TestRealNodeUnwritableTargets(t *testing.T) {
 				t.Errorf("spurious rollback failure:\n%s", out)
 			}
 			untouched(t, n, before)
-			if code, out := runPkirenewd(t, n, "", "check"); code != 0 {
+			code, out = runPkirenewd(t, n, "", "check")
+			switch {
+			case tc.unwritable && (code != 1 || !strings.Contains(out, "UNWRITABLE "+target)):
+				t.Errorf("check after the refusal: exit %d, want 1 naming %s unwritable\n%s", code, target, out)
+			case !tc.unwritable && code != 0:
 				t.Errorf("check after the refusal: exit %d\n%s", code, out)
 			}
 		})

@@ -52,12 +52,13 @@ e2e: containerd ## End to end: a real control plane (kubelet, etcd, apiserver, c
 		{ echo "e2e failed; log tails from $(E2E_LOGS):"; find $(E2E_LOGS) -type f -name '*.log' -exec sh -c 'echo "== $$1"; tail -20 "$$1"' _ {} \; ; exit 1; }
 
 # The e2e subset CI runs on a new machine: one scenario per promise, all on
-# the default version (so one full set is built, not three): a renewal and
-# its roll, restartPolicy needed with 0 s of API downtime, day 366, check
-# saying only what it saw (and the kubelet gate), and the HA rig. `make e2e`
+# the default version (so one full set is built, not three): the .deb under
+# its own unit on the real control plane, a renewal and its roll,
+# restartPolicy needed with 0 s of API downtime, day 366, check saying only
+# what it saw (and the kubelet gate), and the HA rig. `make e2e`
 # runs every scenario (upgrades, other versions, rollbacks, ...): run it
 # before landing anything that touches the renew-and-restart flow.
-E2E_CI_RUN := ^(TestRenewalRollsTheRealControlPlane|TestNeededPolicyRenewalWithoutDowntime|TestDay366ExpiredControlPlaneIsHealed|TestCheckSaysOnlyWhatItSaw|TestHAClusterUp|TestThreeNodesTakeTurns)$$
+E2E_CI_RUN := ^(TestPackagedNodeUnderItsUnit|TestRenewalRollsTheRealControlPlane|TestNeededPolicyRenewalWithoutDowntime|TestDay366ExpiredControlPlaneIsHealed|TestCheckSaysOnlyWhatItSaw|TestHAClusterUp|TestThreeNodesTakeTurns)$$
 
 e2e-ci: containerd ## The e2e subset CI runs (one scenario per promise, default version only); `make e2e` runs them all
 	bash test/tools/build-k8s.sh all >/dev/null

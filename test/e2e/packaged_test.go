@@ -1,0 +1,163 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"math/big"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/pkirenewd/pkirenewd/test/cplane"
+)
+
+// TestPackagedNodeUnderItsUnit is what the user installs, where the user
+// installs it: the .deb, by apt, under its own hardened unit and the stock
+// configuration, in a Debian booted by a real systemd (systemd-nspawn) that
+// shares a complete node with the real control plane — its /etc/kubernetes,
+// the kubelet's configuration and cert dir, the containerd socket and the
+// host's network — and root's ~/.kube/config. Every kubeadm leaf and
+// kubeconfig is made due by re-signing it (same key, same CA, issued 300
+// days ago), and the kubelet's kubelet.crt by a pair in its own shape as
+// old. Then, from outside: every item renewed, kube-controller-manager and
+// kube-scheduler restarted through the CRI from inside the sandbox (etcd
+// and the apiserver serve the renewed files by themselves), the kubelet
+// restarted through systemd's D-Bus for its renewed kubelet.conf, the
+// renewed serials served, `check` 0 and NRestarts 0 in the container.
+func TestPackagedNodeUnderItsUnit(t *testing.T) {
+	cp := StartControlPlane(t, Options{})
+	root := cplane.ModuleRoot()
+	deb := buildDeb(t, root)
+	before := pods(t, cp)
+	backdateNode(t, 300*24*time.Hour)
+	pki := filepath.Join(cp.KubeletRoot, "pki")
+	mk := exec.Command("go", "run", "./test/packaging/kubeletstub", "-make", cp.Opts.NodeName, "-age", "7200h", "-cert-dir", pki)
+	mk.Dir = root
+	if out, err := mk.CombinedOutput(); err != nil {
+		t.Fatalf("kubelet.crt as old: %v\n%s", err, out)
+	}
+	due := leafSerials(t)
+	servingBefore := kubeletServingCerts(t, filepath.Join(pki, "kubelet.crt"))[0].SerialNumber
+	cp.KubeletRestartCommand() // the harness watches its trigger file from now on
+
+	cmd := exec.Command("bash", "test/packaging/nspawn-node.sh", deb)
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "NODE_KUBELET_CONFIG="+cp.kubeletConfigPath(), "NODE_KUBELET_PKI="+pki,
+		"NODE_CRI_SOCK="+strings.TrimPrefix(cp.Rig.Endpoint(), "unix://"), "NODE_RIG_DIR="+cp.Dir, "NODE_LOG_DIR="+cp.LogDir)
+	start := time.Now()
+	out, err := cmd.CombinedOutput()
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		t.Log(line)
+	}
+	if err != nil {
+		t.Fatalf("the packaged node: %v (the container's journal: %s)", err, filepath.Join(cp.LogDir, "container-journal.log"))
+	}
+	t.Logf("MEASURED the packaged node: from the container's start to check 0 under the unit: %v", time.Since(start).Round(time.Second))
+
+	for name, serial := range leafSerials(t) {
+		if serial == due[name] {
+			t.Errorf("%s not renewed under the unit", name)
+		}
+	}
+	if got := kubeletServingCerts(t, filepath.Join(pki, "kubelet.crt"))[0].SerialNumber; got.Cmp(servingBefore) == 0 {
+		t.Error("kubelet.crt not renewed under the unit")
+	}
+	after := pods(t, cp)
+	for c, p := range before {
+		restarted := after[c].SandboxID != p.SandboxID
+		if want := c == "kube-controller-manager" || c == "kube-scheduler"; restarted != want {
+			t.Errorf("%s: restarted %v, want %v (restartPolicy needed)", c, restarted, want)
+		}
+	}
+	if n := len(cp.KubeletRestarts()); n == 0 {
+		t.Error("the kubelet was not restarted for its renewed kubelet.conf")
+	}
+	servesFiles(t, cp.Context())
+	createConfigMap(t, cp, "e2e-packaged-node")
+}
+
+// buildDeb builds the .deb as `make deb` does and returns its path.
+func buildDeb(t *testing.T, root string) string {
+	t.Helper()
+	cmd := exec.Command("make", "--no-print-directory", "deb")
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("make deb: %v\n%s", err, out)
+	}
+	m, _ := filepath.Glob(filepath.Join(root, "dist", "pkirenewd_*.deb"))
+	if len(m) != 1 {
+		t.Fatalf("make deb made %v", m)
+	}
+	return m[0]
+}
+
+// backdateNode re-signs every kubeadm leaf and every kubeconfig's client
+// certificate as if issued age ago, for a year: the same key, subject and
+// extensions, by the same CA (the running components accept it), now due.
+func backdateNode(t *testing.T, age time.Duration) {
+	t.Helper()
+	cas := map[string]tls.Certificate{}
+	for _, n := range []string{"ca", "etcd/ca", "front-proxy-ca"} {
+		c, err := tls.LoadX509KeyPair(filepath.Join(PKIDir, n+".crt"), filepath.Join(PKIDir, n+".key"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Leaf, _ = x509.ParseCertificate(c.Certificate[0])
+		cas[string(c.Leaf.SubjectKeyId)] = c
+	}
+	resign := func(der []byte) []byte {
+		old, err := x509.ParseCertificate(der)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ca, ok := cas[string(old.AuthorityKeyId)]
+		if !ok {
+			t.Fatalf("%s: no CA with key id %x", old.Subject, old.AuthorityKeyId)
+		}
+		tmpl := *old
+		tmpl.SerialNumber, _ = rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 63))
+		tmpl.NotBefore = time.Now().Add(-age)
+		tmpl.NotAfter = tmpl.NotBefore.Add(365 * 24 * time.Hour)
+		out, err := x509.CreateCertificate(rand.Reader, &tmpl, ca.Leaf, old.PublicKey, ca.PrivateKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: out})
+	}
+	for _, n := range []string{"apiserver", "apiserver-kubelet-client", "apiserver-etcd-client", "front-proxy-client",
+		"etcd/server", "etcd/peer", "etcd/healthcheck-client"} {
+		p := filepath.Join(PKIDir, n+".crt")
+		data, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := pem.Decode(data)
+		if err := os.WriteFile(p, resign(b.Bytes), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, n := range []string{"admin.conf", "super-admin.conf", "controller-manager.conf", "scheduler.conf", "kubelet.conf"} {
+		p := filepath.Join(KubernetesDir, n)
+		kc, err := clientcmd.LoadFromFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ai := range kc.AuthInfos {
+			if b, _ := pem.Decode(ai.ClientCertificateData); b != nil {
+				ai.ClientCertificateData = resign(b.Bytes)
+			}
+		}
+		if err := clientcmd.WriteToFile(*kc, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# The .deb under its own unit, with the stock configuration, on a complete
+# node: the real control plane test/e2e brings up (kubelet, etcd, apiserver,
+# controller-manager, scheduler on containerd). The container shares the
+# host's network and sees what pkirenewd installed on that node sees: its
+# /etc/kubernetes, the kubelet's configuration and cert dir, and the
+# containerd socket. Its kubelet.service is a shim whose restart restarts
+# the rig's kubelet (through the rig's trigger file), so a kubelet restart
+# goes through systemd's D-Bus from inside the hardened unit.
+#
+#   bash test/packaging/nspawn-node.sh DEB
+#
+# Environment (all required): NODE_KUBELET_CONFIG, NODE_KUBELET_PKI,
+# NODE_CRI_SOCK (the rig's containerd socket), NODE_RIG_DIR (where the rig
+# watches for restart-kubelet), NODE_LOG_DIR (the container's journal goes
+# there). It waits until the unit has renewed what is due and `pkirenewd
+# check` exits 0, then prints what it measured (lines "nspawn-node: ..."):
+# the caller asserts the rest from outside (serials, sandboxes, the serial
+# served).
+set -euo pipefail
+trap 'rc=$?; printf "nspawn-node: FAIL: line %s exited %s\n" "$LINENO" "$rc" >&2' ERR
+deb=$(readlink -f "$1")
+cd "$(dirname "$0")/../.."
+tag=nspawn-node
+# shellcheck source=test/packaging/lib.sh
+. test/packaging/lib.sh
+for v in NODE_KUBELET_CONFIG NODE_KUBELET_PKI NODE_CRI_SOCK NODE_RIG_DIR NODE_LOG_DIR; do
+	[[ -n ${!v:-} ]] || fail "$v is not set"
+done
+
+ensure_rootfs
+work=$(mktemp -d /var/tmp/pkr-node.XXXXXX)
+root=$work/root
+name=pkr-node-$$
+cg=pkr-node-$$
+nspawn_pid=
+trap 'journal; cleanup' EXIT
+journal() { [[ -n ${pid1:-} ]] && ct journalctl --no-pager -o short-precise >"$NODE_LOG_DIR/container-journal.log" 2>&1 || true; }
+
+mkdir -p "$root"
+tar -C "$root" -xf "$tarball"
+mkdir -p "$root/etc/kubernetes" "$root/var/lib/kubelet/pki" "$root/rig" "$root/root/.kube"
+# The admin's copy of admin.conf, as kubeadm's output tells one to make it.
+cp /etc/kubernetes/admin.conf "$root/root/.kube/config"
+# kubelet.service: a shim whose restart restarts the rig's kubelet; its
+# first start (the boot) does nothing.
+cat >"$root/etc/systemd/system/kubelet.service" <<'UNIT'
+[Unit]
+Description=kubelet (the e2e rig's, restarted through its trigger file)
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/bin/sh -c 'if [ -e /run/kubelet-shim-started ]; then touch /rig/restart-kubelet; i=0; while [ -e /rig/restart-kubelet ]; do i=$((i+1)); [ $i -gt 600 ] && exit 1; sleep 0.1; done; fi; touch /run/kubelet-shim-started'
+[Install]
+WantedBy=multi-user.target
+UNIT
+ln -s ../kubelet.service "$root/etc/systemd/system/multi-user.target.wants/kubelet.service"
+cp "$deb" "$root/root/pkirenewd.deb"
+
+# No --private-network: the apiserver, etcd and the kubelet's healthz are
+# on the host's addresses, as on the node itself.
+boot --bind=/etc/kubernetes --bind="$NODE_KUBELET_PKI":/var/lib/kubelet/pki --bind-ro="$NODE_KUBELET_CONFIG":/var/lib/kubelet/config.yaml \
+	--bind="$NODE_CRI_SOCK":/run/containerd/containerd.sock --bind="$NODE_RIG_DIR":/rig
+kubelet_entered=$(ct systemctl show kubelet -p ActiveEnterTimestampMonotonic --value)
+
+installed=$SECONDS
+ct env DEBIAN_FRONTEND=noninteractive apt-get install -y -q /root/pkirenewd.deb >"$work/apt.log" 2>&1 || { cat "$work/apt.log"; fail "apt install"; }
+say "installed with apt (stock config: $(ct sh -c 'grep -vc "^ *#\|^ *$" /etc/pkirenewd/config.yaml || true') setting lines)"
+show() { ct systemctl show pkirenewd -p "$1" --value; }
+ok=
+for _ in $(seq 240); do
+	if ct /usr/bin/pkirenewd check >"$work/check.out" 2>&1; then
+		ok=1
+		break
+	fi
+	sleep 1
+done
+took=$((SECONDS - installed))
+[[ -n $ok ]] || { cat "$work/check.out"; ct journalctl -u pkirenewd --no-pager -o cat | tail -30; fail "check did not exit 0 within 240 s of the install"; }
+say "check exits 0 ${took} s after the install: \"$(show StatusText)\""
+[[ $(show ActiveState) == active ]] || fail "pkirenewd is $(show ActiveState)"
+[[ $(show NRestarts) == 0 ]] || fail "NRestarts=$(show NRestarts)"
+say "NRestarts=0"
+[[ $(ct systemctl show kubelet -p ActiveEnterTimestampMonotonic --value) != "$kubelet_entered" ]] ||
+	fail "kubelet.service was not restarted (ActiveEnterTimestamp did not move)"
+say "kubelet.service restarted through D-Bus from inside the unit (ActiveEnterTimestamp moved)"
+if ct journalctl -u pkirenewd --no-pager -o cat | grep -E "renewal failed|read-only file system|not writable"; then
+	fail "the journal above says a renewal failed"
+fi
+ct journalctl -u pkirenewd --no-pager -o cat | grep -E "certificate renewed|restarted|healthy|serves" | sed 's/^/nspawn-node:   /' | head -40

@@ -8,6 +8,8 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"math/big"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -33,11 +35,26 @@ import (
 // and the apiserver serve the renewed files by themselves), the kubelet
 // restarted through systemd's D-Bus for its renewed kubelet.conf, the
 // renewed serials served, `check` 0 and NRestarts 0 in the container.
+// Then, each in turn on the same node: 127.0.0.1:9795 taken by another
+// process, the kubelet's cert dir read-only, and an operator's `pkirenewd
+// restart` holding the lock while the unit starts: each time the rest
+// renews and the journal names the cause.
 func TestPackagedNodeUnderItsUnit(t *testing.T) {
 	cp := StartControlPlane(t, Options{})
 	root := cplane.ModuleRoot()
 	deb := buildDeb(t, root)
+	cp.KubeletRestartCommand() // the harness watches its trigger file from now on
+	for _, scenario := range []string{"stock", "busy-metrics", "ro-kubelet-pki", "lock-held"} {
+		t.Run(scenario, func(t *testing.T) { packagedNode(t, cp, root, deb, scenario) })
+	}
+}
+
+// packagedNode makes every item due, runs the packaged node in scenario
+// (see test/packaging/nspawn-node.sh) and checks from outside what was
+// renewed and restarted.
+func packagedNode(t *testing.T, cp *ControlPlane, root, deb, scenario string) {
 	before := pods(t, cp)
+	kubeletRestarts := len(cp.KubeletRestarts())
 	backdateNode(t, 300*24*time.Hour)
 	pki := filepath.Join(cp.KubeletRoot, "pki")
 	mk := exec.Command("go", "run", "./test/packaging/kubeletstub", "-make", cp.Opts.NodeName, "-age", "7200h", "-cert-dir", pki)
@@ -47,11 +64,21 @@ func TestPackagedNodeUnderItsUnit(t *testing.T) {
 	}
 	due := leafSerials(t)
 	servingBefore := kubeletServingCerts(t, filepath.Join(pki, "kubelet.crt"))[0].SerialNumber
-	cp.KubeletRestartCommand() // the harness watches its trigger file from now on
+	if scenario == "busy-metrics" {
+		// Something else on pkirenewd's metrics address (the container
+		// shares the host's network).
+		ln, err := net.Listen("tcp", "127.0.0.1:9795")
+		if err != nil {
+			t.Fatalf("holding 127.0.0.1:9795: %v", err)
+		}
+		srv := &http.Server{Handler: http.NotFoundHandler()}
+		go func() { _ = srv.Serve(ln) }()
+		defer srv.Close()
+	}
 
 	cmd := exec.Command("bash", "test/packaging/nspawn-node.sh", deb)
 	cmd.Dir = root
-	cmd.Env = append(os.Environ(), "NODE_KUBELET_CONFIG="+cp.kubeletConfigPath(), "NODE_KUBELET_PKI="+pki,
+	cmd.Env = append(os.Environ(), "NODE_SCENARIO="+scenario, "NODE_KUBELET_CONFIG="+cp.kubeletConfigPath(), "NODE_KUBELET_PKI="+pki,
 		"NODE_CRI_SOCK="+strings.TrimPrefix(cp.Rig.Endpoint(), "unix://"), "NODE_RIG_DIR="+cp.Dir, "NODE_LOG_DIR="+cp.LogDir)
 	start := time.Now()
 	out, err := cmd.CombinedOutput()
@@ -61,28 +88,31 @@ func TestPackagedNodeUnderItsUnit(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the packaged node: %v (the container's journal: %s)", err, filepath.Join(cp.LogDir, "container-journal.log"))
 	}
-	t.Logf("MEASURED the packaged node: from the container's start to check 0 under the unit: %v", time.Since(start).Round(time.Second))
+	t.Logf("MEASURED the packaged node (%s): from the container's start to the renewal done under the unit: %v", scenario, time.Since(start).Round(time.Second))
 
 	for name, serial := range leafSerials(t) {
 		if serial == due[name] {
 			t.Errorf("%s not renewed under the unit", name)
 		}
 	}
-	if got := kubeletServingCerts(t, filepath.Join(pki, "kubelet.crt"))[0].SerialNumber; got.Cmp(servingBefore) == 0 {
-		t.Error("kubelet.crt not renewed under the unit")
+	serving := kubeletServingCerts(t, filepath.Join(pki, "kubelet.crt"))[0].SerialNumber
+	if renewed, want := serving.Cmp(servingBefore) != 0, scenario != "ro-kubelet-pki"; renewed != want {
+		t.Errorf("kubelet.crt renewed %v, want %v", renewed, want)
 	}
 	after := pods(t, cp)
 	for c, p := range before {
 		restarted := after[c].SandboxID != p.SandboxID
-		if want := c == "kube-controller-manager" || c == "kube-scheduler"; restarted != want {
-			t.Errorf("%s: restarted %v, want %v (restartPolicy needed)", c, restarted, want)
+		// restartPolicy needed: kcm and the scheduler; the operator's
+		// `pkirenewd restart` restarts all four.
+		if want := c == "kube-controller-manager" || c == "kube-scheduler" || scenario == "lock-held"; restarted != want {
+			t.Errorf("%s: restarted %v, want %v", c, restarted, want)
 		}
 	}
-	if n := len(cp.KubeletRestarts()); n == 0 {
+	if len(cp.KubeletRestarts()) == kubeletRestarts {
 		t.Error("the kubelet was not restarted for its renewed kubelet.conf")
 	}
 	servesFiles(t, cp.Context())
-	createConfigMap(t, cp, "e2e-packaged-node")
+	createConfigMap(t, cp, "e2e-packaged-node-"+scenario)
 }
 
 // buildDeb builds the .deb as `make deb` does and returns its path.

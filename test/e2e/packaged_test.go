@@ -3,10 +3,13 @@
 package e2e
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"encoding/pem"
+	"fmt"
 	"math/big"
 	"net"
 	"net/http"
@@ -14,9 +17,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/pkirenewd/pkirenewd/test/cplane"
@@ -44,7 +49,7 @@ func TestPackagedNodeUnderItsUnit(t *testing.T) {
 	root := cplane.ModuleRoot()
 	deb := buildDeb(t, root)
 	cp.KubeletRestartCommand() // the harness watches its trigger file from now on
-	for _, scenario := range []string{"stock", "busy-metrics", "ro-kubelet-pki", "lock-held"} {
+	for _, scenario := range []string{"stock", "busy-metrics", "ro-kubelet-pki", "lock-held", "day366"} {
 		t.Run(scenario, func(t *testing.T) { packagedNode(t, cp, root, deb, scenario) })
 	}
 }
@@ -55,9 +60,14 @@ func TestPackagedNodeUnderItsUnit(t *testing.T) {
 func packagedNode(t *testing.T, cp *ControlPlane, root, deb, scenario string) {
 	before := pods(t, cp)
 	kubeletRestarts := len(cp.KubeletRestarts())
-	backdateNode(t, 300*24*time.Hour)
+	age := 300 * 24 * time.Hour
+	if scenario == "day366" {
+		// A year and a day: every leaf expired yesterday.
+		age = 366 * 24 * time.Hour
+	}
+	backdateNode(t, age)
 	pki := filepath.Join(cp.KubeletRoot, "pki")
-	mk := exec.Command("go", "run", "./test/packaging/kubeletstub", "-make", cp.Opts.NodeName, "-age", "7200h", "-cert-dir", pki)
+	mk := exec.Command("go", "run", "./test/packaging/kubeletstub", "-make", cp.Opts.NodeName, "-age", age.String(), "-cert-dir", pki)
 	mk.Dir = root
 	if out, err := mk.CombinedOutput(); err != nil {
 		t.Fatalf("kubelet.crt as old: %v\n%s", err, out)
@@ -76,6 +86,14 @@ func packagedNode(t *testing.T, cp *ControlPlane, root, deb, scenario string) {
 		defer srv.Close()
 	}
 
+	var ready *readySampler
+	if scenario == "day366" {
+		if err := cp.apiserverReady(cp.Context()); err == nil {
+			t.Fatal("/readyz answers ok with every certificate expired: the scenario did not set in")
+		}
+		ready = sampleReady(cp)
+		defer ready.stop()
+	}
 	cmd := exec.Command("bash", "test/packaging/nspawn-node.sh", deb)
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(), "NODE_SCENARIO="+scenario, "NODE_KUBELET_CONFIG="+cp.kubeletConfigPath(), "NODE_KUBELET_PKI="+pki,
@@ -89,6 +107,9 @@ func packagedNode(t *testing.T, cp *ControlPlane, root, deb, scenario string) {
 		t.Fatalf("the packaged node: %v (the container's journal: %s)", err, filepath.Join(cp.LogDir, "container-journal.log"))
 	}
 	t.Logf("MEASURED the packaged node (%s): from the container's start to the renewal done under the unit: %v", scenario, time.Since(start).Round(time.Second))
+	if ready != nil {
+		day366Breakdown(t, string(out), ready.stop())
+	}
 
 	for name, serial := range leafSerials(t) {
 		if serial == due[name] {
@@ -104,7 +125,14 @@ func packagedNode(t *testing.T, cp *ControlPlane, root, deb, scenario string) {
 		restarted := after[c].SandboxID != p.SandboxID
 		// restartPolicy needed: kcm and the scheduler; the operator's
 		// `pkirenewd restart` restarts all four.
-		if want := c == "kube-controller-manager" || c == "kube-scheduler" || scenario == "lock-held"; restarted != want {
+		want := c == "kube-controller-manager" || c == "kube-scheduler" || scenario == "lock-held"
+		if scenario == "day366" && !want {
+			// Which of etcd and the apiserver a recovery restarts
+			// depends on what they reloaded in time: logged, not judged.
+			t.Logf("day 366: %s restarted %v", c, restarted)
+			continue
+		}
+		if restarted != want {
 			t.Errorf("%s: restarted %v, want %v", c, restarted, want)
 		}
 	}
@@ -190,4 +218,111 @@ func backdateNode(t *testing.T, age time.Duration) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// readySampler asks /readyz with admin.conf (read again each time: the
+// renewed one as soon as it is written) every 100 ms and keeps the first
+// ok.
+type readySampler struct {
+	cp   *ControlPlane
+	done chan struct{}
+	ok   chan time.Time
+	once sync.Once
+	at   time.Time
+}
+
+func sampleReady(cp *ControlPlane) *readySampler {
+	r := &readySampler{cp: cp, done: make(chan struct{}), ok: make(chan time.Time, 1)}
+	go func() {
+		for {
+			ctx, cancel := context.WithTimeout(cp.Context(), 500*time.Millisecond)
+			err := cp.apiserverReady(ctx)
+			cancel()
+			if err == nil {
+				r.ok <- time.Now()
+				return
+			}
+			select {
+			case <-r.done:
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}()
+	return r
+}
+
+// stop ends the sampling and returns the first ok (zero: none).
+func (r *readySampler) stop() time.Time {
+	r.once.Do(func() {
+		close(r.done)
+		select {
+		case r.at = <-r.ok:
+		case <-time.After(time.Second):
+		}
+	})
+	return r.at
+}
+
+// day366Breakdown prints, from the unit's start on the host's monotonic
+// clock, where the seconds to /readyz ok went, from the unit's journal.
+func day366Breakdown(t *testing.T, out string, readyAt time.Time) {
+	t.Helper()
+	var startUS float64
+	for _, l := range strings.Split(out, "\n") {
+		if _, err := fmt.Sscanf(strings.TrimSpace(l[strings.Index(l, ":")+1:]), "unit started at monotonic %f us", &startUS); err == nil && startUS > 0 {
+			break
+		}
+	}
+	if startUS == 0 {
+		t.Fatal("the script did not print the unit's start")
+	}
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		t.Fatal(err)
+	}
+	started := time.Now().Add(-time.Duration(float64(ts.Nano()) - startUS*1000))
+	if readyAt.IsZero() {
+		t.Fatal("day 366 under the unit: /readyz never ok with the renewed admin.conf")
+	}
+	took := readyAt.Sub(started)
+	t.Logf("MEASURED day 366 under the shipped unit: /readyz ok with the renewed admin.conf %v after the unit started", took.Round(10*time.Millisecond))
+	// Identical lines in a row (12 "certificate renewed") are said once,
+	// with their count.
+	var last string
+	n := 0
+	flush := func() {
+		if n > 1 {
+			t.Logf("day 366 breakdown:          (x%d)", n)
+		}
+	}
+	for _, l := range strings.Split(out, "\n") {
+		i := strings.Index(l, "journal {")
+		if i < 0 {
+			continue
+		}
+		var e struct {
+			Message   string `json:"MESSAGE"`
+			Component string `json:"COMPONENT"`
+			Mono      string `json:"__MONOTONIC_TIMESTAMP"`
+		}
+		if json.Unmarshal([]byte(l[i+len("journal "):]), &e) != nil {
+			continue
+		}
+		var us float64
+		fmt.Sscanf(e.Mono, "%f", &us)
+		msg := strings.TrimSpace(e.Component + " " + e.Message)
+		if !strings.Contains(msg, "renew") && !strings.Contains(msg, "static pod") && !strings.Contains(msg, "healthy") &&
+			!strings.Contains(msg, "serves the renewed") && !strings.Contains(msg, "kubelet") && !strings.Contains(msg, "lease") {
+			continue
+		}
+		if msg == last {
+			n++
+			continue
+		}
+		flush()
+		last, n = msg, 1
+		t.Logf("day 366 breakdown: %+7.2fs %s", (us-startUS)/1e6, msg)
+	}
+	flush()
 }

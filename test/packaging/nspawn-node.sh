@@ -21,7 +21,10 @@
 #                   kubelet.crt is held and named, the rest renewed
 #   lock-held       an operator's `pkirenewd restart` holds the lock when
 #                   the unit starts: READY at once, "waiting for pid N",
-#                   then the renewal It waits until the unit has renewed what is due and `pkirenewd
+#                   then the renewal
+#   day366          as stock; every leaf has expired (the caller times
+#                   /readyz): the unit's start and its journal are printed
+#                   on the monotonic clock for the caller's breakdown It waits until the unit has renewed what is due and `pkirenewd
 # check` exits 0, then prints what it measured (lines "nspawn-node: ..."):
 # the caller asserts the rest from outside (serials, sandboxes, the serial
 # served).
@@ -112,6 +115,12 @@ done
 took=$((SECONDS - installed))
 [[ -n $ok ]] || { cat "$work/check.out" 2>/dev/null; ct journalctl -u pkirenewd --no-pager -o cat | tail -30; fail "not renewed within 240 s of the install: \"$(show StatusText)\""; }
 say "renewed ${took} s after the install: \"$(show StatusText)\""
+if [[ $scenario == day366 ]]; then
+	# The host's CLOCK_MONOTONIC, in microseconds: the caller lines it up
+	# with its own /readyz samples.
+	say "unit started at monotonic $(show ExecMainStartTimestampMonotonic) us"
+	ct journalctl -u pkirenewd --no-pager -o json --output-fields=MESSAGE,COMPONENT,CERT,__MONOTONIC_TIMESTAMP | sed 's/^/nspawn-node: journal /'
+fi
 [[ $(show ActiveState) == active ]] || fail "pkirenewd is $(show ActiveState)"
 [[ $(show NRestarts) == 0 ]] || fail "NRestarts=$(show NRestarts)"
 say "NRestarts=0"

@@ -13,6 +13,7 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/pkirenewd/pkirenewd/cri"
+	"github.com/pkirenewd/pkirenewd/pki"
 	"github.com/pkirenewd/pkirenewd/renew"
 )
 
@@ -508,7 +509,7 @@ func (e *NodeEngine) selectsServing(sel renew.Selection) bool {
 		return false
 	}
 	for _, s := range statuses {
-		if s.Name == renew.KubeletServingName && s.Renewable() && (sel.Force || s.State != renew.StateOK) {
+		if s.Name == renew.KubeletServingName && s.Renewable() && (sel.Force || s.State != pki.StateOK) {
 			return true
 		}
 	}
@@ -854,7 +855,7 @@ func (e *NodeEngine) lastResort(sel renew.Selection) bool {
 		named[n] = true
 	}
 	for _, s := range statuses {
-		selected := named[s.Name] || (len(sel.Names) == 0 && (sel.Force || s.State != renew.StateOK))
+		selected := named[s.Name] || (len(sel.Names) == 0 && (sel.Force || s.State != pki.StateOK))
 		if selected && s.Renewable() && s.Cert.NotAfter.Sub(e.now()) < e.LastResortBefore {
 			return true
 		}

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 
+	"github.com/pkirenewd/pkirenewd/pki"
 	"github.com/sirupsen/logrus"
 	"gopkg.in/yaml.v3"
 )
@@ -111,7 +112,7 @@ func usersCarrying(data, cert []byte) ([]int, error) {
 
 // updateCopy gives every users entry of the copy at path that carries the
 // old certificate the issued certificate and key. It returns how many.
-func updateCopy(path string, old []byte, issued *Issued) (int, error) {
+func updateCopy(path string, old []byte, issued *pki.Issued) (int, error) {
 	data, err := readNoFollow(path)
 	if err != nil {
 		return 0, err

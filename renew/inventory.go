@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+
+	"github.com/pkirenewd/pkirenewd/pki"
 )
 
 // Kind tells what an inventory item is.
@@ -51,7 +53,7 @@ type Item struct {
 	// Warnings are oddities worth a log line that do not stop renewal.
 	Warnings []string
 
-	key parsedKey
+	key pki.ParsedKey
 	kc  *kubeconfig
 	// bundleCA is the throwaway CA a self-signed kubelet serving
 	// certificate carries in its file (nil: the leaf signed itself).
@@ -229,24 +231,24 @@ func readCert(roots Roots, p string) (*x509.Certificate, error) {
 	if err != nil {
 		return nil, err
 	}
-	c, err := parseCertPEM(data)
+	c, err := pki.ParseCertPEM(data)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", p, err)
 	}
 	return c, nil
 }
 
-func readKey(roots Roots, p string, cert *x509.Certificate, certPath string) (parsedKey, error) {
+func readKey(roots Roots, p string, cert *x509.Certificate, certPath string) (pki.ParsedKey, error) {
 	data, err := roots.ReadFile(p)
 	if err != nil {
-		return parsedKey{}, err
+		return pki.ParsedKey{}, err
 	}
-	k, err := parseKeyPEM(data)
+	k, err := pki.ParseKeyPEM(data)
 	if err != nil {
-		return parsedKey{}, fmt.Errorf("%s: %w", p, err)
+		return pki.ParsedKey{}, fmt.Errorf("%s: %w", p, err)
 	}
-	if !keyMatches(cert, k.Signer) {
-		return parsedKey{}, fmt.Errorf("%s does not match the certificate %s", p, certPath)
+	if !pki.KeyMatches(cert, k.Signer) {
+		return pki.ParsedKey{}, fmt.Errorf("%s does not match the certificate %s", p, certPath)
 	}
 	return k, nil
 }
@@ -322,21 +324,21 @@ func loadKubeconfig(roots Roots, dir string, s confSpec, inv *Inventory) *Item {
 	if kc.CertData == nil {
 		return loadRotated(it, kc, dir)
 	}
-	if it.Cert, err = parseCertPEM(kc.CertData); err != nil {
+	if it.Cert, err = pki.ParseCertPEM(kc.CertData); err != nil {
 		it.Err = fmt.Errorf("%s: user %q client-certificate-data: %w", it.CertPath, kc.UserName, err)
 		return it
 	}
-	if it.key, err = parseKeyPEM(kc.KeyData); err != nil {
+	if it.key, err = pki.ParseKeyPEM(kc.KeyData); err != nil {
 		it.Err = fmt.Errorf("%s: user %q client-key-data: %w", it.CertPath, kc.UserName, err)
 		return it
 	}
-	if !keyMatches(it.Cert, it.key.Signer) {
+	if !pki.KeyMatches(it.Cert, it.key.Signer) {
 		it.Err = fmt.Errorf("%s: user %q client-key-data does not match client-certificate-data", it.CertPath, kc.UserName)
 		return it
 	}
 	checkIssuer(it, inv)
 	if ca := inv.CA("ca"); it.Err == nil && ca != nil && ca.Cert != nil && len(kc.CAData) > 0 {
-		if caCert, err := parseCertPEM(kc.CAData); err != nil || !bytes.Equal(caCert.Raw, ca.Cert.Raw) {
+		if caCert, err := pki.ParseCertPEM(kc.CAData); err != nil || !bytes.Equal(caCert.Raw, ca.Cert.Raw) {
 			it.Warnings = append(it.Warnings, fmt.Sprintf("%s: certificate-authority-data differs from %s (left as it is)", it.CertPath, ca.CertPath))
 		}
 	}
@@ -361,7 +363,7 @@ func loadRotated(it *Item, kc *kubeconfig, dir string) *Item {
 		it.Err = fmt.Errorf("%s: client-certificate %w", it.CertPath, err)
 		return it
 	}
-	if it.Cert, err = parseCertPEM(data); err != nil {
+	if it.Cert, err = pki.ParseCertPEM(data); err != nil {
 		it.Err = fmt.Errorf("%s: %w", p, err)
 	}
 	it.CertPath = p

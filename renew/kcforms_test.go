@@ -15,6 +15,7 @@ import (
 	"gopkg.in/yaml.v3"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/pkirenewd/pkirenewd/pki"
 	"github.com/pkirenewd/pkirenewd/renew/renewtest"
 )
 
@@ -352,7 +353,7 @@ func TestRenewKubeconfigForms(t *testing.T) {
 	r := New(Options{
 		Dirs:     Dirs{PKIDir: l.PKIDir, KubeconfigDir: l.KubeconfigDir},
 		StateDir: filepath.Join(root, "state"),
-		Policy:   Policy{RenewBefore: 90 * 24 * time.Hour, NodeName: "node1"},
+		Policy:   pki.Policy{RenewBefore: 90 * 24 * time.Hour, NodeName: "node1"},
 		Validity: 365 * 24 * time.Hour,
 	})
 	inv, _, err := r.Inventory()

@@ -12,6 +12,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/pkirenewd/pkirenewd/pki"
 )
 
 // KubeletServingName is the inventory name of the kubelet's serving
@@ -108,7 +110,7 @@ func loadKubeletServing(k KubeletServing) *Item {
 		// repoints, an operator's file may live anywhere.
 		data, err := readRegular(k.CertPath, true)
 		if err == nil {
-			it.Cert, err = parseCertPEM(data)
+			it.Cert, err = pki.ParseCertPEM(data)
 		}
 		if err != nil {
 			it.Err = fmt.Errorf("%s: %w", k.CertPath, err)
@@ -189,7 +191,7 @@ func parseCertsPEM(data []byte) ([]*x509.Certificate, error) {
 		if block, rest = pem.Decode(rest); block == nil {
 			break
 		}
-		if block.Type != pemCertificate {
+		if block.Type != pki.PEMCertificate {
 			continue
 		}
 		c, err := x509.ParseCertificate(block.Bytes)
@@ -199,7 +201,7 @@ func parseCertsPEM(data []byte) ([]*x509.Certificate, error) {
 		out = append(out, c)
 	}
 	if len(out) == 0 {
-		_, err := parseCertPEM(data) // the same words as for one certificate
+		_, err := pki.ParseCertPEM(data) // the same words as for one certificate
 		return nil, err
 	}
 	return out, nil
@@ -211,12 +213,12 @@ func parseCertsPEM(data []byte) ([]*x509.Certificate, error) {
 // CA, and the CA's key is discarded. A single self-signed leaf is
 // renewed as one. Both get a new key of the old one's type and size and
 // KubeletServingValidity.
-func issueSelfSigned(old *x509.Certificate, oldKey parsedKey, oldCA *x509.Certificate, now time.Time, rnd io.Reader) (*Issued, *x509.Certificate, error) {
+func issueSelfSigned(old *x509.Certificate, oldKey pki.ParsedKey, oldCA *x509.Certificate, now time.Time, rnd io.Reader) (*pki.Issued, *x509.Certificate, error) {
 	if rnd == nil {
 		rnd = rand.Reader
 	}
-	notBefore, notAfter := now.Add(-backdate).UTC(), now.Add(KubeletServingValidity).UTC()
-	key, err := generateKey(rnd, "", old.PublicKey)
+	notBefore, notAfter := now.Add(-pki.Backdate).UTC(), now.Add(KubeletServingValidity).UTC()
+	key, err := pki.GenerateKey(rnd, "", old.PublicKey)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -242,19 +244,19 @@ func issueSelfSigned(old *x509.Certificate, oldKey parsedKey, oldCA *x509.Certif
 	if err != nil {
 		return nil, nil, err
 	}
-	keyPEM, err := encodeKeyPEM(key, oldKey.PEMType)
+	keyPEM, err := pki.EncodeKeyPEM(key, oldKey.PEMType)
 	if err != nil {
 		return nil, nil, err
 	}
-	certPEM := encodeCertPEM(der)
+	certPEM := pki.EncodeCertPEM(der)
 	issuer := cert
 	if caDER != nil {
-		certPEM = append(certPEM, encodeCertPEM(caDER)...)
+		certPEM = append(certPEM, pki.EncodeCertPEM(caDER)...)
 		if issuer, err = x509.ParseCertificate(caDER); err != nil {
 			return nil, nil, err
 		}
 	}
-	return &Issued{Cert: cert, CertPEM: certPEM, KeyPEM: keyPEM}, issuer, nil
+	return &pki.Issued{Cert: cert, CertPEM: certPEM, KeyPEM: keyPEM}, issuer, nil
 }
 
 // leafTemplate carries old's identity (subject byte for byte, SANs, usages)
@@ -264,7 +266,7 @@ func leafTemplate(old *x509.Certificate, pub crypto.PublicKey, notBefore, notAft
 	if err != nil {
 		return nil, err
 	}
-	skid, err := subjectKeyID(pub)
+	skid, err := pki.SubjectKeyID(pub)
 	if err != nil {
 		return nil, err
 	}
@@ -282,7 +284,7 @@ func leafTemplate(old *x509.Certificate, pub crypto.PublicKey, notBefore, notAft
 // serving certificate, with the old one's subject and key type: it signs
 // the leaf and nothing else, and its key is never kept.
 func throwawayCA(old *x509.Certificate, notBefore, notAfter time.Time, rnd io.Reader) (*x509.Certificate, crypto.Signer, []byte, error) {
-	key, err := generateKey(rnd, "", old.PublicKey)
+	key, err := pki.GenerateKey(rnd, "", old.PublicKey)
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -290,7 +292,7 @@ func throwawayCA(old *x509.Certificate, notBefore, notAfter time.Time, rnd io.Re
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	skid, err := subjectKeyID(key.Public())
+	skid, err := pki.SubjectKeyID(key.Public())
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -327,11 +329,11 @@ func (r *Renewer) planSelfSigned(s Status, now time.Time) (*Planned, error) {
 	if err != nil {
 		return nil, err
 	}
-	newKey, err := parseKeyPEM(issued.KeyPEM)
+	newKey, err := pki.ParseKeyPEM(issued.KeyPEM)
 	if err != nil {
 		return nil, err
 	}
-	if err := Verify(s.Cert, issued.Cert, newKey.Signer, issuer, now); err != nil {
+	if err := pki.Verify(s.Cert, issued.Cert, newKey.Signer, issuer, now); err != nil {
 		return nil, err
 	}
 	p := &Planned{Status: s, Issued: issued}

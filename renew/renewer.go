@@ -1,3 +1,8 @@
+// Package renew is pkirenewd's renewal engine: it takes inventory of a kubeadm
+// node's PKI and kubeconfigs, decides when each item is due, issues
+// replacements that keep the whole identity of the old certificate, and
+// writes them through a transactional store that never leaves a mixed or
+// half-written PKI behind.
 package renew
 
 import (
@@ -12,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/pkirenewd/pkirenewd/pki"
 	"github.com/sirupsen/logrus"
 	"k8s.io/utils/clock"
 )
@@ -20,7 +26,7 @@ import (
 type Options struct {
 	Dirs
 	StateDir     string
-	Policy       Policy
+	Policy       pki.Policy
 	CAWarnBefore time.Duration
 	// Validity of issued certificates (already resolved against the
 	// kubeadm configuration by the caller).
@@ -80,7 +86,7 @@ type Status struct {
 	*Item
 	// RenewAt is when a leaf is renewed, or when a CA starts to warn.
 	RenewAt time.Time
-	State   State
+	State   pki.State
 	// Held, when set, says why a due certificate is not renewed (its CA
 	// expires too soon for a renewal to help): the CA must be renewed.
 	Held string
@@ -121,7 +127,7 @@ func UnwritableReason(root string, it *Item) string {
 // RotationStuck reports whether a certificate its owner rotates (the
 // kubelet's client certificate) is past the point where it must have been
 // rotated.
-func (s Status) RotationStuck() bool { return s.RotatedBy != "" && s.State != StateOK }
+func (s Status) RotationStuck() bool { return s.RotatedBy != "" && s.State != pki.StateOK }
 
 // Inventory takes inventory and schedules every item at the current time.
 func (r *Renewer) Inventory() (*Inventory, []Status, error) {
@@ -139,7 +145,7 @@ func (r *Renewer) Assess(inv *Inventory, now time.Time) []Status {
 		s := Status{Item: ca}
 		if ca.Cert != nil {
 			s.RenewAt = ca.Cert.NotAfter.Add(-r.opts.CAWarnBefore)
-			s.State = DecideCert(now, ca.Cert.NotBefore, s.RenewAt, ca.Cert.NotAfter)
+			s.State = pki.DecideCert(now, ca.Cert.NotBefore, s.RenewAt, ca.Cert.NotAfter)
 		}
 		out = append(out, s)
 	}
@@ -147,19 +153,19 @@ func (r *Renewer) Assess(inv *Inventory, now time.Time) []Status {
 		s := Status{Item: it}
 		if it.Cert != nil && it.RotatedBy != "" {
 			// Not ours to renew: due means its owner failed to rotate it.
-			s.RenewAt = RotationDeadline(it.Cert.NotBefore, it.Cert.NotAfter)
-			s.State = DecideCert(now, it.Cert.NotBefore, s.RenewAt, it.Cert.NotAfter)
+			s.RenewAt = pki.RotationDeadline(it.Cert.NotBefore, it.Cert.NotAfter)
+			s.State = pki.DecideCert(now, it.Cert.NotBefore, s.RenewAt, it.Cert.NotAfter)
 		} else if it.Cert != nil {
 			s.RenewAt = r.opts.Policy.RenewAt(it.Name, it.Cert.NotBefore, it.Cert.NotAfter)
-			s.State = DecideCert(now, it.Cert.NotBefore, s.RenewAt, it.Cert.NotAfter)
+			s.State = pki.DecideCert(now, it.Cert.NotBefore, s.RenewAt, it.Cert.NotAfter)
 			if ca := inv.CA(it.CAName); ca != nil && ca.Cert != nil && it.Renewable() {
 				if s.Held = r.opts.Policy.Held(s.State, now, it.Cert.NotBefore, it.Cert.NotAfter, ca.Cert.NotAfter, r.opts.Validity); s.Held != "" {
 					// Not due: nothing a renewal could fix. Looked at
 					// again at its expiry (and hourly by the daemon).
-					s.State, s.RenewAt = StateOK, it.Cert.NotAfter
+					s.State, s.RenewAt = pki.StateOK, it.Cert.NotAfter
 				}
 			}
-			if s.State != StateOK && it.Renewable() {
+			if s.State != pki.StateOK && it.Renewable() {
 				// Looked at only when due: a few system calls per file.
 				s.Unwritable = UnwritableReason("", it)
 			}
@@ -185,7 +191,7 @@ type Selection struct {
 // Planned is one renewal ready to be written.
 type Planned struct {
 	Status
-	Issued  *Issued
+	Issued  *pki.Issued
 	Changes []Change
 }
 
@@ -270,7 +276,7 @@ func (r *Renewer) Plan(inv *Inventory, sel Selection) (*Plan, error) {
 			if s.Kind == KindCA || s.Missing || s.RotatedBy != "" || s.Unmanaged != "" {
 				continue
 			}
-			if !forceAll && s.State == StateOK {
+			if !forceAll && s.State == pki.StateOK {
 				continue
 			}
 			if s.External {
@@ -366,18 +372,18 @@ func (r *Renewer) issue(inv *Inventory, s Status, now time.Time) (*Planned, erro
 	if ca == nil || ca.Cert == nil || ca.key.Signer == nil {
 		return nil, fmt.Errorf("CA %s is not usable", s.CAName)
 	}
-	issued, err := Issue(IssueRequest{
+	issued, err := pki.Issue(pki.IssueRequest{
 		Old: s.Cert, OldKey: s.key, CA: ca.Cert, CAKey: ca.key.Signer,
 		Now: now, Validity: r.opts.Validity, Algorithm: r.opts.Algorithm, Rand: r.opts.Rand,
 	})
 	if err != nil {
 		return nil, err
 	}
-	newKey, err := parseKeyPEM(issued.KeyPEM)
+	newKey, err := pki.ParseKeyPEM(issued.KeyPEM)
 	if err != nil {
 		return nil, err
 	}
-	if err := Verify(s.Cert, issued.Cert, newKey.Signer, ca.Cert, now); err != nil {
+	if err := pki.Verify(s.Cert, issued.Cert, newKey.Signer, ca.Cert, now); err != nil {
 		return nil, err
 	}
 	if issued.Capped {
@@ -446,7 +452,7 @@ func (r *Renewer) Restorable(backupDir string) error {
 			continue // a key
 		}
 		at := r.opts.Policy.RenewAt("", c.NotBefore, c.NotAfter)
-		if st := DecideCert(now, c.NotBefore, at, c.NotAfter); st != StateOK {
+		if st := pki.DecideCert(now, c.NotBefore, at, c.NotAfter); st != pki.StateOK {
 			return fmt.Errorf("the previous %s is %s (expires %s)", path, st, c.NotAfter.UTC().Format(time.RFC3339))
 		}
 	}
@@ -456,14 +462,14 @@ func (r *Renewer) Restorable(backupDir string) error {
 // certOf parses a certificate file or a kubeconfig's embedded client
 // certificate; nil for anything else.
 func certOf(data []byte) *x509.Certificate {
-	if c, err := parseCertPEM(data); err == nil {
+	if c, err := pki.ParseCertPEM(data); err == nil {
 		return c
 	}
 	kc, err := parseKubeconfig(data)
 	if err != nil || kc.CertData == nil {
 		return nil
 	}
-	c, _ := parseCertPEM(kc.CertData)
+	c, _ := pki.ParseCertPEM(kc.CertData)
 	return c
 }
 

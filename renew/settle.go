@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/pkirenewd/pkirenewd/pki"
 	"github.com/sirupsen/logrus"
 	"k8s.io/utils/clock"
 )
@@ -38,15 +39,15 @@ func pairOK(it *Planned) error {
 }
 
 func matching(certPEM, keyPEM []byte, name string) error {
-	cert, err := parseCertPEM(certPEM)
+	cert, err := pki.ParseCertPEM(certPEM)
 	if err != nil {
 		return fmt.Errorf("%s: %w", name, err)
 	}
-	key, err := parseKeyPEM(keyPEM)
+	key, err := pki.ParseKeyPEM(keyPEM)
 	if err != nil {
 		return fmt.Errorf("%s: key: %w", name, err)
 	}
-	if !keyMatches(cert, key.Signer) {
+	if !pki.KeyMatches(cert, key.Signer) {
 		return fmt.Errorf("%s: certificate and key do not match", name)
 	}
 	return nil

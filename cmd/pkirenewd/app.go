@@ -17,6 +17,7 @@ import (
 	"github.com/pkirenewd/pkirenewd/config"
 	"github.com/pkirenewd/pkirenewd/cri"
 	"github.com/pkirenewd/pkirenewd/internal/fsread"
+	"github.com/pkirenewd/pkirenewd/pki"
 	"github.com/pkirenewd/pkirenewd/reconcile"
 	"github.com/pkirenewd/pkirenewd/renew"
 )
@@ -219,7 +220,7 @@ func (o *options) renewer(cacheKubeadm bool) (*renew.Renewer, error) {
 		AdminCopies: copies, AdminCopyGlob: glob,
 		Dirs:         renew.Dirs{PKIDir: o.cfg.PKIDir, KubeconfigDir: o.cfg.KubeconfigDir, KubeletServing: kubelet.Serving},
 		StateDir:     o.cfg.StateDir,
-		Policy:       renew.Policy{RenewBefore: o.cfg.RenewBefore, NodeName: o.cfg.NodeName},
+		Policy:       pki.Policy{RenewBefore: o.cfg.RenewBefore, NodeName: o.cfg.NodeName},
 		CAWarnBefore: o.cfg.CAWarnBefore,
 		Validity:     validity,
 		Algorithm:    cs.EncryptionAlgorithm,

@@ -22,6 +22,7 @@ import (
 	"github.com/pkirenewd/pkirenewd/reconcile"
 	"github.com/pkirenewd/pkirenewd/renew"
 	"github.com/pkirenewd/pkirenewd/renew/renewtest"
+	"github.com/pkirenewd/pkirenewd/store"
 )
 
 type recorder struct{ results []string }
@@ -225,7 +226,7 @@ func TestRollBackOnlyToSomethingBetter(t *testing.T) {
 // content again.
 func sameAsBackup(t *testing.T, backup string) bool {
 	t.Helper()
-	files, err := renew.BackedUp(backup)
+	files, err := store.BackedUp(backup)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/pkirenewd/pkirenewd/reconcile"
 	"github.com/pkirenewd/pkirenewd/renew"
 	"github.com/pkirenewd/pkirenewd/renew/renewtest"
+	"github.com/pkirenewd/pkirenewd/store"
 )
 
 // kubeadmManifests copies kubeadm v1.37.2's four manifests, pointed at the
@@ -442,7 +443,7 @@ func TestWaitingForTheLockFeedsTheWatchdog(t *testing.T) {
 	e := n.engine(t)
 	var beats atomic.Int32
 	e.Heartbeat = func() { beats.Add(1) }
-	unlock, err := renew.Lock(n.state, n.log)
+	unlock, err := store.Lock(n.state, n.log)
 	if err != nil {
 		t.Fatal(err)
 	}

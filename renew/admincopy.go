@@ -9,7 +9,9 @@ import (
 	"path/filepath"
 	"slices"
 
+	"github.com/pkirenewd/pkirenewd/internal/fsread"
 	"github.com/pkirenewd/pkirenewd/pki"
+	"github.com/pkirenewd/pkirenewd/store"
 	"github.com/sirupsen/logrus"
 	"gopkg.in/yaml.v3"
 )
@@ -77,7 +79,7 @@ var errNotACopy = errors.New("not a copy of admin.conf")
 // directories: a symlink is not followed and only a bounded regular file is
 // read.
 func readNoFollow(p string) ([]byte, error) {
-	return readRegular(p, false)
+	return fsread.Regular(p, false)
 }
 
 // usersCarrying returns the indexes of the users entries whose embedded
@@ -137,11 +139,11 @@ func updateCopy(path string, old []byte, issued *pki.Issued) (int, error) {
 	if again, err := usersCarrying(out, issued.Cert.Raw); err != nil || !slices.Equal(again, idx) {
 		return 0, fmt.Errorf("%s: the rewritten copy does not carry the renewed certificate where the old one was", path)
 	}
-	meta, err := statMeta(path)
+	meta, err := store.StatMeta(path)
 	if err != nil {
 		return 0, err
 	}
-	if err := writeAtomic(path, out, meta); err != nil {
+	if err := store.WriteAtomic(path, out, meta); err != nil {
 		return 0, fmt.Errorf("%s: %w", path, err)
 	}
 	return len(idx), nil

@@ -9,7 +9,9 @@ import (
 	"path/filepath"
 	"sort"
 
+	"github.com/pkirenewd/pkirenewd/internal/fsread"
 	"github.com/pkirenewd/pkirenewd/pki"
+	"github.com/pkirenewd/pkirenewd/store"
 )
 
 // Kind tells what an inventory item is.
@@ -167,7 +169,7 @@ func Names() []string {
 // corrupt file is reported with its name instead of hiding the others; the
 // returned error is for the directories themselves.
 func TakeInventory(d Dirs) (*Inventory, error) {
-	roots, err := NewRoots(d.PKIDir, d.KubeconfigDir)
+	roots, err := store.NewRoots(d.PKIDir, d.KubeconfigDir)
 	if err != nil {
 		return nil, err
 	}
@@ -194,9 +196,9 @@ func TakeInventory(d Dirs) (*Inventory, error) {
 	return inv, nil
 }
 
-func loadCA(roots Roots, pki string, s caSpec) *Item {
+func loadCA(roots store.Roots, pki string, s caSpec) *Item {
 	it := &Item{Name: s.name, Kind: KindCA, CertPath: filepath.Join(pki, s.base+".crt"), KeyPath: filepath.Join(pki, s.base+".key")}
-	ok, err := exists(it.CertPath)
+	ok, err := fsread.Exists(it.CertPath)
 	switch {
 	case err != nil:
 		it.Err = err
@@ -214,7 +216,7 @@ func loadCA(roots Roots, pki string, s caSpec) *Item {
 		it.Err = fmt.Errorf("%s: not a CA certificate", it.CertPath)
 		return it
 	}
-	ok, err = exists(it.KeyPath)
+	ok, err = fsread.Exists(it.KeyPath)
 	switch {
 	case err != nil:
 		it.Err = err
@@ -226,7 +228,7 @@ func loadCA(roots Roots, pki string, s caSpec) *Item {
 	return it
 }
 
-func readCert(roots Roots, p string) (*x509.Certificate, error) {
+func readCert(roots store.Roots, p string) (*x509.Certificate, error) {
 	data, err := roots.ReadFile(p)
 	if err != nil {
 		return nil, err
@@ -238,7 +240,7 @@ func readCert(roots Roots, p string) (*x509.Certificate, error) {
 	return c, nil
 }
 
-func readKey(roots Roots, p string, cert *x509.Certificate, certPath string) (pki.ParsedKey, error) {
+func readKey(roots store.Roots, p string, cert *x509.Certificate, certPath string) (pki.ParsedKey, error) {
 	data, err := roots.ReadFile(p)
 	if err != nil {
 		return pki.ParsedKey{}, err
@@ -271,9 +273,9 @@ func checkIssuer(it *Item, inv *Inventory) {
 	}
 }
 
-func loadLeaf(roots Roots, pki string, s leafSpec, inv *Inventory) *Item {
+func loadLeaf(roots store.Roots, pki string, s leafSpec, inv *Inventory) *Item {
 	it := &Item{Name: s.name, Kind: KindCert, CAName: s.ca, CertPath: filepath.Join(pki, s.base+".crt"), KeyPath: filepath.Join(pki, s.base+".key")}
-	ok, err := exists(it.CertPath)
+	ok, err := fsread.Exists(it.CertPath)
 	switch {
 	case err != nil:
 		it.Err = err
@@ -297,9 +299,9 @@ func loadLeaf(roots Roots, pki string, s leafSpec, inv *Inventory) *Item {
 	return it
 }
 
-func loadKubeconfig(roots Roots, dir string, s confSpec, inv *Inventory) *Item {
+func loadKubeconfig(roots store.Roots, dir string, s confSpec, inv *Inventory) *Item {
 	it := &Item{Name: s.name, Kind: KindKubeconfig, CAName: "ca", CertPath: filepath.Join(dir, s.name)}
-	ok, err := exists(it.CertPath)
+	ok, err := fsread.Exists(it.CertPath)
 	switch {
 	case err != nil:
 		it.Err = err
@@ -358,7 +360,7 @@ func loadRotated(it *Item, kc *kubeconfig, dir string) *Item {
 	// kubelet-client-current.pem is a symlink the kubelet repoints on
 	// every rotation, so it is followed; readRegular still refuses a FIFO
 	// or an oversized file at its end.
-	data, err := readRegular(p, true)
+	data, err := fsread.Regular(p, true)
 	if err != nil {
 		it.Err = fmt.Errorf("%s: client-certificate %w", it.CertPath, err)
 		return it

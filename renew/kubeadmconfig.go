@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pkirenewd/pkirenewd/store"
 	"gopkg.in/yaml.v3"
 )
 
@@ -159,7 +160,7 @@ func LoadClusterSettings(path, stateDir string, cache bool) (ClusterSettings, st
 		if err := os.MkdirAll(stateDir, 0o700); err != nil {
 			return s, src, fmt.Errorf("cache kubeadm config: %w", err)
 		}
-		if err := writeAtomic(filepath.Join(stateDir, cachedKubeadmConfig), data, fileMeta{Mode: 0o600, UID: -1, GID: -1}); err != nil {
+		if err := store.WriteAtomic(filepath.Join(stateDir, cachedKubeadmConfig), data, store.FileMeta{Mode: 0o600, UID: -1, GID: -1}); err != nil {
 			return s, src, fmt.Errorf("cache kubeadm config: %w", err)
 		}
 	}

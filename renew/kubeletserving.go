@@ -13,7 +13,9 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/pkirenewd/pkirenewd/internal/fsread"
 	"github.com/pkirenewd/pkirenewd/pki"
+	"github.com/pkirenewd/pkirenewd/store"
 )
 
 // KubeletServingName is the inventory name of the kubelet's serving
@@ -94,7 +96,7 @@ func loadKubeletServing(k KubeletServing) *Item {
 	if k.Source == ServingBootstrap {
 		it.Note = "serverTLSBootstrap: the kubelet renews it by CSR; approving those is the cluster's CSR approver's job; pkirenewd only monitors it"
 	}
-	ok, err := exists(k.CertPath)
+	ok, err := fsread.Exists(k.CertPath)
 	switch {
 	case err != nil:
 		it.Err = err
@@ -108,7 +110,7 @@ func loadKubeletServing(k KubeletServing) *Item {
 	if it.Unmanaged != "" || it.RotatedBy != "" {
 		// Only read: kubelet-server-current.pem is a symlink the kubelet
 		// repoints, an operator's file may live anywhere.
-		data, err := readRegular(k.CertPath, true)
+		data, err := fsread.Regular(k.CertPath, true)
 		if err == nil {
 			it.Cert, err = pki.ParseCertPEM(data)
 		}
@@ -128,7 +130,7 @@ func loadKubeletServing(k KubeletServing) *Item {
 // CA signed, put in place by hand) is reported, never replaced by a
 // self-signed one.
 func loadSelfSigned(it *Item) {
-	roots, err := NewRoots(filepath.Dir(it.CertPath))
+	roots, err := store.NewRoots(filepath.Dir(it.CertPath))
 	if err != nil {
 		it.Err = err
 		return
@@ -337,6 +339,6 @@ func (r *Renewer) planSelfSigned(s Status, now time.Time) (*Planned, error) {
 		return nil, err
 	}
 	p := &Planned{Status: s, Issued: issued}
-	p.Changes = []Change{{Path: s.KeyPath, Data: issued.KeyPEM}, {Path: s.CertPath, Data: issued.CertPEM}}
+	p.Changes = []store.Change{{Path: s.KeyPath, Data: issued.KeyPEM}, {Path: s.CertPath, Data: issued.CertPEM}}
 	return p, nil
 }

@@ -14,10 +14,10 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/pkirenewd/pkirenewd/pki"
+	"github.com/pkirenewd/pkirenewd/store"
 	"github.com/sirupsen/logrus"
 	"k8s.io/utils/clock"
 )
@@ -69,16 +69,19 @@ func New(o Options) *Renewer {
 	return &Renewer{opts: o}
 }
 
-func (r *Renewer) store() (*Store, error) {
+// store is the transaction store over the directories the renewer manages.
+// The renewer sees only store.Transactions: what it may ask of the store is
+// written down there, not found by reading the store.
+func (r *Renewer) store() (store.Transactions, error) {
 	dirs := []string{r.opts.PKIDir, r.opts.KubeconfigDir}
 	if d := r.opts.KubeletServing.dir(); d != "" {
 		dirs = append(dirs, d)
 	}
-	roots, err := NewRoots(dirs...)
+	roots, err := store.NewRoots(dirs...)
 	if err != nil {
 		return nil, err
 	}
-	return &Store{StateDir: r.opts.StateDir, Roots: roots, Now: r.opts.Now, Step: r.opts.Step}, nil
+	return &store.Store{StateDir: r.opts.StateDir, Roots: roots, Now: r.opts.Now, Step: r.opts.Step}, nil
 }
 
 // Status is an item's schedule at one instant.
@@ -111,11 +114,11 @@ func (it *Item) Targets() []string {
 // it now (see Replaceable for root) and says why not, with the fix; ""
 // when it could.
 func UnwritableReason(root string, it *Item) string {
-	err := Replaceable(root, it.Targets()...)
+	err := store.Replaceable(root, it.Targets()...)
 	if err == nil {
 		return ""
 	}
-	var re *ReplaceError
+	var re *store.ReplaceError
 	if errors.As(err, &re) {
 		if fix := re.Fix(); fix != "" {
 			return fmt.Sprintf("%v; to fix: %s", err, fix)
@@ -192,7 +195,7 @@ type Selection struct {
 type Planned struct {
 	Status
 	Issued  *pki.Issued
-	Changes []Change
+	Changes []store.Change
 }
 
 // Plan is the set of renewals to write.
@@ -395,24 +398,24 @@ func (r *Renewer) issue(inv *Inventory, s Status, now time.Time) (*Planned, erro
 	case KindCert:
 		// Key first, like kubeadm, though the transaction makes the
 		// order invisible to readers.
-		p.Changes = []Change{{Path: s.KeyPath, Data: issued.KeyPEM}, {Path: s.CertPath, Data: issued.CertPEM}}
+		p.Changes = []store.Change{{Path: s.KeyPath, Data: issued.KeyPEM}, {Path: s.CertPath, Data: issued.CertPEM}}
 	case KindKubeconfig:
 		data, err := s.kc.withCredentials(issued.CertPEM, issued.KeyPEM)
 		if err != nil {
 			return nil, err
 		}
-		p.Changes = []Change{{Path: s.CertPath, Data: data}}
+		p.Changes = []store.Change{{Path: s.CertPath, Data: data}}
 	}
 	return p, nil
 }
 
 // Apply writes a plan as one transaction.
-func (r *Renewer) Apply(p *Plan) (*Result, error) {
+func (r *Renewer) Apply(p *Plan) (*store.Result, error) {
 	st, err := r.store()
 	if err != nil {
 		return nil, err
 	}
-	var changes []Change
+	var changes []store.Change
 	for _, it := range p.Items {
 		changes = append(changes, it.Changes...)
 	}
@@ -441,7 +444,7 @@ func (r *Renewer) Apply(p *Plan) (*Result, error) {
 // the components that came back on the new ones onto dead credentials: the
 // way out is forward.
 func (r *Renewer) Restorable(backupDir string) error {
-	files, err := BackedUp(backupDir)
+	files, err := store.BackedUp(backupDir)
 	if err != nil {
 		return err
 	}
@@ -475,7 +478,7 @@ func certOf(data []byte) *x509.Certificate {
 
 // Restore puts back the files of a finished renewal from its backup, as a
 // transaction of its own.
-func (r *Renewer) Restore(backupDir string) (*Result, error) {
+func (r *Renewer) Restore(backupDir string) (*store.Result, error) {
 	st, err := r.store()
 	if err != nil {
 		return nil, err
@@ -499,7 +502,7 @@ func (r *Renewer) Recover() error {
 	if err != nil {
 		return err
 	}
-	if what != RecoveryNone {
+	if what != store.RecoveryNone {
 		r.opts.Log.WithFields(logrus.Fields{"ACTION": "recover", "TRANSACTION": id}).Warnf("interrupted renewal found: %s", what)
 	}
 	removed, err := st.RemoveStrays()
@@ -507,26 +510,6 @@ func (r *Renewer) Recover() error {
 		r.opts.Log.WithFields(logrus.Fields{"ACTION": "recover", "PATH": p}).Warn("removed a staged file an interrupted run left behind")
 	}
 	return err
-}
-
-// Lock takes the exclusive lock that serializes pkirenewd processes on a
-// node (the daemon and a manual `pkirenewd renew`). While another process
-// holds it, waiting is announced once with the holder's pid.
-//
-// The wait has no bound; LockWait bounds it and reports it.
-func Lock(stateDir string, log logrus.FieldLogger) (unlock func(), err error) {
-	f, p, err := openLock(stateDir)
-	if err != nil {
-		return nil, err
-	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		log.Warnf("waiting for the pkirenewd process %s that holds %s", lockHolder(p), p)
-		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
-			f.Close()
-			return nil, fmt.Errorf("lock %s: %w", p, err)
-		}
-	}
-	return held(f), nil
 }
 
 // CertSerial is a short printable serial for logs and output.

@@ -18,6 +18,7 @@ import (
 	"github.com/pkirenewd/pkirenewd/pki"
 	"github.com/pkirenewd/pkirenewd/reconcile"
 	"github.com/pkirenewd/pkirenewd/renew"
+	"github.com/pkirenewd/pkirenewd/store"
 )
 
 // Exit statuses of `pkirenewd check`.
@@ -64,7 +65,7 @@ owed, 2 something is expired, missing or broken.`,
 			}
 			rep.StaleComponents, rep.UnseenComponents, rep.Holds = o.observe(cmd.Context(), r)
 			rep.KubeletServing = o.kubeletServingReport(cmd.Context(), r)
-			if pending, err := renew.TransactionPending(o.cfg.StateDir); err == nil && pending {
+			if pending, err := store.TransactionPending(o.cfg.StateDir); err == nil && pending {
 				rep.TransactionPending = true
 			}
 			rep.Unwritable = writeProblems(o.cfg)

@@ -1,4 +1,4 @@
-package renew
+package store
 
 import (
 	"crypto/rand"
@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/pkirenewd/pkirenewd/internal/fsread"
 	"k8s.io/utils/clock"
 )
 
@@ -59,7 +60,7 @@ type journalFile struct {
 	Backup    string   `json:"backup"`
 	OldSHA256 string   `json:"oldSHA256"`
 	NewSHA256 string   `json:"newSHA256"`
-	Meta      fileMeta `json:"meta"`
+	Meta      FileMeta `json:"meta"`
 }
 
 type journal struct {
@@ -111,7 +112,7 @@ func TransactionPending(stateDir string) (bool, error) {
 
 // Pending reports whether an unfinished transaction is recorded.
 func (s *Store) Pending() (bool, error) {
-	return exists(s.journalPath())
+	return fsread.Exists(s.journalPath())
 }
 
 // ErrChangedUnderneath: a file changed between being read and being
@@ -156,7 +157,7 @@ func (s *Store) Commit(changes []Change) (*Result, error) {
 			return nil, err
 		}
 		p = filepath.Join(dir, filepath.Base(p))
-		meta, err := statMeta(p)
+		meta, err := StatMeta(p)
 		if err != nil {
 			return nil, err
 		}
@@ -200,14 +201,14 @@ func (s *Store) Commit(changes []Change) (*Result, error) {
 		return nil, err
 	}
 	for i, f := range j.Files {
-		if err := writeNew(f.Backup, olds[i], fileMeta{Mode: 0o600, UID: -1, GID: -1}); err != nil {
+		if err := writeNew(f.Backup, olds[i], FileMeta{Mode: 0o600, UID: -1, GID: -1}); err != nil {
 			return abort(fmt.Errorf("backup of %s: %w", f.Path, err))
 		}
 	}
 	if err := writeManifest(j); err != nil {
 		return abort(err)
 	}
-	if err := syncDir(j.BackupDir); err != nil {
+	if err := SyncDir(j.BackupDir); err != nil {
 		return abort(fmt.Errorf("backup: %w", err))
 	}
 	s.step("backup")
@@ -219,7 +220,7 @@ func (s *Store) Commit(changes []Change) (*Result, error) {
 		s.step("staged:" + filepath.Base(f.Path))
 	}
 	for _, d := range j.dirs() {
-		if err := syncDir(d); err != nil {
+		if err := SyncDir(d); err != nil {
 			return abort(fmt.Errorf("sync %s: %w", d, err))
 		}
 	}
@@ -287,7 +288,7 @@ func writeManifest(j *journal) error {
 	for _, f := range j.Files {
 		fmt.Fprintf(&b, "%s\t%s\t%04o\n", filepath.Base(f.Backup), f.Path, f.Meta.Mode)
 	}
-	return writeNew(filepath.Join(j.BackupDir, "MANIFEST"), []byte(b.String()), fileMeta{Mode: 0o600, UID: -1, GID: -1})
+	return writeNew(filepath.Join(j.BackupDir, "MANIFEST"), []byte(b.String()), FileMeta{Mode: 0o600, UID: -1, GID: -1})
 }
 
 func (s *Store) writeJournal(j *journal) error {
@@ -295,7 +296,7 @@ func (s *Store) writeJournal(j *journal) error {
 	if err != nil {
 		return err
 	}
-	if err := writeAtomic(s.journalPath(), append(data, '\n'), fileMeta{Mode: 0o600, UID: -1, GID: -1}); err != nil {
+	if err := WriteAtomic(s.journalPath(), append(data, '\n'), FileMeta{Mode: 0o600, UID: -1, GID: -1}); err != nil {
 		return fmt.Errorf("journal: %w", err)
 	}
 	return nil
@@ -305,7 +306,7 @@ func (s *Store) writeJournal(j *journal) error {
 // file already renamed is recognised by its content.
 func (s *Store) rollForward(j *journal) error {
 	for _, f := range j.Files {
-		ok, err := exists(f.Staged)
+		ok, err := fsread.Exists(f.Staged)
 		if err != nil {
 			return err
 		}
@@ -325,7 +326,7 @@ func (s *Store) rollForward(j *journal) error {
 		}
 	}
 	for _, d := range j.dirs() {
-		if err := syncDir(d); err != nil {
+		if err := SyncDir(d); err != nil {
 			return err
 		}
 	}
@@ -339,13 +340,13 @@ func (s *Store) finish(j *journal) error {
 	if err != nil {
 		return err
 	}
-	if err := writeAtomic(filepath.Join(j.BackupDir, "journal.json"), data, fileMeta{Mode: 0o600, UID: -1, GID: -1}); err != nil {
+	if err := WriteAtomic(filepath.Join(j.BackupDir, "journal.json"), data, FileMeta{Mode: 0o600, UID: -1, GID: -1}); err != nil {
 		return err
 	}
 	if err := os.Remove(s.journalPath()); err != nil {
 		return err
 	}
-	if err := syncDir(s.StateDir); err != nil {
+	if err := SyncDir(s.StateDir); err != nil {
 		return err
 	}
 	s.step("done")
@@ -367,14 +368,14 @@ func (s *Store) rollbackPrepared(j *journal) error {
 	if err := removeIfExists(s.journalPath()); err != nil {
 		return err
 	}
-	return syncDir(s.StateDir)
+	return SyncDir(s.StateDir)
 }
 
 // removeIfExists removes p unless it is already gone. It looks first
 // because unlinking an absent file on a read-only mount fails with EROFS,
 // not ENOENT, and a file that is not there is not an error.
 func removeIfExists(p string) error {
-	ok, err := exists(p)
+	ok, err := fsread.Exists(p)
 	if err != nil || !ok {
 		return err
 	}
@@ -426,7 +427,7 @@ func (s *Store) RemoveStrays() ([]string, error) {
 			removed = append(removed, p)
 		}
 		if len(removed) > 0 {
-			_ = syncDir(dir)
+			_ = SyncDir(dir)
 		}
 	}
 	return removed, errors.Join(errs...)
@@ -544,7 +545,7 @@ func (s *Store) restoreJournal(j *journal) (stuck, err error) {
 		if sum(old) != f.OldSHA256 {
 			return nil, fmt.Errorf("restore %s: backup %s is damaged", f.Path, f.Backup)
 		}
-		if err := writeAtomic(f.Path, old, f.Meta); err != nil {
+		if err := WriteAtomic(f.Path, old, f.Meta); err != nil {
 			return nil, fmt.Errorf("restore %s: %w", f.Path, err)
 		}
 		s.step("restored:" + filepath.Base(f.Path))

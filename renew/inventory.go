@@ -10,6 +10,7 @@ import (
 	"sort"
 
 	"github.com/pkirenewd/pkirenewd/internal/fsread"
+	"github.com/pkirenewd/pkirenewd/kubeconfig"
 	"github.com/pkirenewd/pkirenewd/pki"
 	"github.com/pkirenewd/pkirenewd/store"
 )
@@ -56,7 +57,7 @@ type Item struct {
 	Warnings []string
 
 	key pki.ParsedKey
-	kc  *kubeconfig
+	kc  *kubeconfig.Config
 	// bundleCA is the throwaway CA a self-signed kubelet serving
 	// certificate carries in its file (nil: the leaf signed itself).
 	bundleCA *x509.Certificate
@@ -317,7 +318,7 @@ func loadKubeconfig(roots store.Roots, dir string, s confSpec, inv *Inventory) *
 		it.Err = err
 		return it
 	}
-	kc, err := parseKubeconfig(data)
+	kc, err := kubeconfig.Parse(data)
 	if err != nil {
 		it.Err = fmt.Errorf("%s: %w", it.CertPath, err)
 		return it
@@ -351,7 +352,7 @@ func loadKubeconfig(roots store.Roots, dir string, s confSpec, inv *Inventory) *
 // (kubelet.conf → kubelet-client-current.pem): the kubelet rotates it, so
 // we only show its expiry. The file lives outside the managed directories
 // and is only read.
-func loadRotated(it *Item, kc *kubeconfig, dir string) *Item {
+func loadRotated(it *Item, kc *kubeconfig.Config, dir string) *Item {
 	it.RotatedBy = "kubelet"
 	p := kc.CertFile
 	if !filepath.IsAbs(p) {

@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/pkirenewd/pkirenewd/kubeconfig"
 	"github.com/pkirenewd/pkirenewd/pki"
 	"github.com/pkirenewd/pkirenewd/store"
 	"github.com/sirupsen/logrus"
@@ -400,7 +401,7 @@ func (r *Renewer) issue(inv *Inventory, s Status, now time.Time) (*Planned, erro
 		// order invisible to readers.
 		p.Changes = []store.Change{{Path: s.KeyPath, Data: issued.KeyPEM}, {Path: s.CertPath, Data: issued.CertPEM}}
 	case KindKubeconfig:
-		data, err := s.kc.withCredentials(issued.CertPEM, issued.KeyPEM)
+		data, err := s.kc.WithCredentials(issued.CertPEM, issued.KeyPEM)
 		if err != nil {
 			return nil, err
 		}
@@ -468,7 +469,7 @@ func certOf(data []byte) *x509.Certificate {
 	if c, err := pki.ParseCertPEM(data); err == nil {
 		return c
 	}
-	kc, err := parseKubeconfig(data)
+	kc, err := kubeconfig.Parse(data)
 	if err != nil || kc.CertData == nil {
 		return nil
 	}

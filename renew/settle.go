@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/pkirenewd/pkirenewd/internal/fsread"
+	"github.com/pkirenewd/pkirenewd/kubeconfig"
 	"github.com/pkirenewd/pkirenewd/pki"
 	"github.com/pkirenewd/pkirenewd/store"
 	"github.com/sirupsen/logrus"
@@ -20,7 +21,7 @@ func pairOK(it *Planned) error {
 		if err != nil {
 			return err
 		}
-		kc, err := parseKubeconfig(data)
+		kc, err := kubeconfig.Parse(data)
 		if err != nil {
 			return fmt.Errorf("%s: %w", it.CertPath, err)
 		}

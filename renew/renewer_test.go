@@ -18,6 +18,7 @@ import (
 	"github.com/sirupsen/logrus"
 	logtest "github.com/sirupsen/logrus/hooks/test"
 
+	"github.com/pkirenewd/pkirenewd/kubeadmconfig"
 	"github.com/pkirenewd/pkirenewd/pki"
 	"github.com/pkirenewd/pkirenewd/renew"
 	"github.com/pkirenewd/pkirenewd/renew/renewtest"
@@ -235,7 +236,7 @@ certificateValidityPeriod: 2160h0m0s
 `), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cs, src, err := renew.LoadClusterSettings(cfg, f.stateDir, true)
+	cs, src, err := kubeadmconfig.LoadClusterSettings(cfg, f.stateDir, true)
 	if err != nil || src != cfg {
 		t.Fatalf("LoadClusterSettings: %v %q", err, src)
 	}
@@ -243,7 +244,7 @@ certificateValidityPeriod: 2160h0m0s
 		t.Fatalf("settings %+v", cs)
 	}
 	// The cached copy is used when the file is not given any more.
-	cached, src, err := renew.LoadClusterSettings("", f.stateDir, false)
+	cached, src, err := kubeadmconfig.LoadClusterSettings("", f.stateDir, false)
 	if err != nil || cached != cs || !strings.HasPrefix(src, f.stateDir) {
 		t.Fatalf("cached settings %+v from %q: %v", cached, src, err)
 	}
@@ -266,12 +267,12 @@ certificateValidityPeriod: 2160h0m0s
 	}
 	// The ConfigMap form works too.
 	cm := []byte("apiVersion: v1\nkind: ConfigMap\ndata:\n  ClusterConfiguration: |\n    kind: ClusterConfiguration\n    encryptionAlgorithm: RSA-3072\n")
-	if s, err := renew.ParseKubeadmConfig(cm); err != nil || s.EncryptionAlgorithm != "RSA-3072" {
+	if s, err := kubeadmconfig.Parse(cm); err != nil || s.EncryptionAlgorithm != "RSA-3072" {
 		t.Fatalf("ConfigMap: %+v %v", s, err)
 	}
 	for _, bad := range []string{"kind: ClusterConfiguration\nencryptionAlgorithm: DSA-1024\n", "kind: ClusterConfiguration\ncertificateValidityPeriod: forever\n", "kind: InitConfiguration\n", "{{"} {
-		if _, err := renew.ParseKubeadmConfig([]byte(bad)); err == nil {
-			t.Errorf("ParseKubeadmConfig(%q) accepted", bad)
+		if _, err := kubeadmconfig.Parse([]byte(bad)); err == nil {
+			t.Errorf("kubeadmconfig.Parse(%q) accepted", bad)
 		}
 	}
 }

@@ -1,4 +1,4 @@
-package renew
+package kubeadmconfig
 
 import (
 	"bytes"
@@ -33,11 +33,11 @@ var algorithms = map[string]bool{
 	"ECDSA-P256": true, "ECDSA-P384": true,
 }
 
-// ParseKubeadmConfig finds the ClusterConfiguration in a kubeadm config file.
+// Parse finds the ClusterConfiguration in a kubeadm config file.
 // It accepts the multi-document file given to `kubeadm init --config` and
 // the kubeadm-config ConfigMap as `kubectl get -o yaml` prints it, because
 // those are the two forms an operator has at hand.
-func ParseKubeadmConfig(data []byte) (ClusterSettings, error) {
+func Parse(data []byte) (ClusterSettings, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	for {
 		var doc map[string]any
@@ -58,7 +58,7 @@ func ParseKubeadmConfig(data []byte) (ClusterSettings, error) {
 			if !ok {
 				continue
 			}
-			return ParseKubeadmConfig([]byte(inner))
+			return Parse([]byte(inner))
 		}
 	}
 }
@@ -152,7 +152,7 @@ func LoadClusterSettings(path, stateDir string, cache bool) (ClusterSettings, st
 		}
 		return ClusterSettings{}, "", fmt.Errorf("kubeadm config %s: %w", src, err)
 	}
-	s, err := ParseKubeadmConfig(data)
+	s, err := Parse(data)
 	if err != nil {
 		return ClusterSettings{}, "", fmt.Errorf("kubeadm config %s: %w", src, err)
 	}

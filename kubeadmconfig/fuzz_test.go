@@ -1,4 +1,4 @@
-package renew
+package kubeadmconfig
 
 import (
 	"testing"
@@ -9,7 +9,7 @@ func FuzzParseKubeadmConfig(f *testing.F) {
 	f.Add([]byte("kind: ConfigMap\ndata:\n  ClusterConfiguration: |\n    kind: ClusterConfiguration\n"))
 	f.Add([]byte("---\n---\nkind: InitConfiguration\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		s, err := ParseKubeadmConfig(data)
+		s, err := Parse(data)
 		if err == nil && s.CertificateValidityPeriod < 0 {
 			t.Fatal("negative validity accepted")
 		}

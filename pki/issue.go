@@ -59,7 +59,7 @@ func Issue(req IssueRequest) (*Issued, error) {
 	if err != nil {
 		return nil, err
 	}
-	serial, err := rand.Int(rnd, new(big.Int).Lsh(big.NewInt(1), 127))
+	serial, err := newSerial(rnd)
 	if err != nil {
 		return nil, err
 	}
@@ -74,7 +74,7 @@ func Issue(req IssueRequest) (*Issued, error) {
 	}
 	old := req.Old
 	tmpl := &x509.Certificate{
-		SerialNumber:          serial.Add(serial, big.NewInt(1)), // never zero
+		SerialNumber:          serial,
 		RawSubject:            old.RawSubject,
 		Subject:               old.Subject,
 		NotBefore:             req.Now.Add(-Backdate).UTC(),
@@ -178,4 +178,13 @@ func SameIdentity(a, b *x509.Certificate) error {
 		return fmt.Errorf("extended key usage changed: %v -> %v", a.UnknownExtKeyUsage, b.UnknownExtKeyUsage)
 	}
 	return nil
+}
+
+// newSerial is a random positive 127-bit serial, never zero.
+func newSerial(rnd io.Reader) (*big.Int, error) {
+	s, err := rand.Int(rnd, new(big.Int).Lsh(big.NewInt(1), 127))
+	if err != nil {
+		return nil, err
+	}
+	return s.Add(s, big.NewInt(1)), nil
 }

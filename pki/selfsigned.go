@@ -7,7 +7,6 @@ import (
 	"encoding/pem"
 	"fmt"
 	"io"
-	"math/big"
 	"time"
 )
 
@@ -169,13 +168,4 @@ func throwawayCA(old *x509.Certificate, notBefore, notAfter time.Time, rnd io.Re
 		return nil, nil, nil, err
 	}
 	return ca, key, der, nil
-}
-
-// newSerial is a random positive 127-bit serial, never zero.
-func newSerial(rnd io.Reader) (*big.Int, error) {
-	s, err := rand.Int(rnd, new(big.Int).Lsh(big.NewInt(1), 127))
-	if err != nil {
-		return nil, err
-	}
-	return s.Add(s, big.NewInt(1)), nil
 }

@@ -1,8 +1,10 @@
-// Package renew is pkirenewd's renewal engine: it takes inventory of a kubeadm
-// node's PKI and kubeconfigs, decides when each item is due, issues
-// replacements that keep the whole identity of the old certificate, and
-// writes them through a transactional store that never leaves a mixed or
-// half-written PKI behind.
+// Package renew is pkirenewd's renewal engine: it takes inventory of a
+// kubeadm node's PKI and kubeconfigs (and the kubelet's serving pair),
+// plans which items are renewed together, has pki issue their
+// replacements, and commits them as one transaction of the store; it
+// records the restarts a renewal still owes. The rules it applies live
+// elsewhere, each with its own reason to change: certificates and policy
+// in pki, kubeconfig forms in kubeconfig, crash safety in store.
 package renew
 
 import (

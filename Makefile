@@ -83,7 +83,7 @@ bench: build kubeadm containerd ## Benchmarks: renewal vs `kubeadm certs renew a
 	bash test/idle-cost.sh $(BIN) 60
 
 FUZZTIME ?= 10m
-FUZZ_TARGETS := renew:FuzzParseCertPEM renew:FuzzParseKeyPEM renew:FuzzKubeconfig renew:FuzzParseKubeadmConfig \
+FUZZ_TARGETS := pki:FuzzParseCertPEM pki:FuzzParseKeyPEM kubeconfig:FuzzKubeconfig kubeadmconfig:FuzzParseKubeadmConfig \
 	config:FuzzParse config:FuzzParseDuration cri:FuzzParseManifest cri:FuzzCrictlYAML
 
 fuzz: ## Run every fuzz target for FUZZTIME (default 10m) each; `make test` runs their seed corpora

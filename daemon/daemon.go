@@ -13,6 +13,7 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/pkirenewd/pkirenewd/internal/fsread"
+	"github.com/pkirenewd/pkirenewd/pki"
 	"github.com/pkirenewd/pkirenewd/reconcile"
 	"github.com/pkirenewd/pkirenewd/renew"
 )
@@ -320,7 +321,7 @@ func logItem(log logrus.FieldLogger, s renew.Status, verbose bool) {
 		e.WithError(s.Err).Errorf("%s: broken, will not renew it", s.Name)
 	case s.Missing:
 		e.Errorf("%s: missing", s.Name)
-	case s.Kind == renew.KindCA && s.State != renew.StateOK:
+	case s.Kind == renew.KindCA && s.State != pki.StateOK:
 		e.Warnf("%s: CA expires %s; pkirenewd never renews CAs: plan a CA rotation", s.Name, fmtTime(s.Cert.NotAfter))
 	case s.External:
 		if verbose {
@@ -332,7 +333,7 @@ func logItem(log logrus.FieldLogger, s renew.Status, verbose bool) {
 		if verbose {
 			e.Infof("%s: rotated by the %s, reported only", s.Name, s.RotatedBy)
 		}
-	case s.Unmanaged != "" && s.State != renew.StateOK:
+	case s.Unmanaged != "" && s.State != pki.StateOK:
 		e.Warnf("%s: %s, expires %s: %s", s.Name, s.State, fmtTime(s.Cert.NotAfter), s.Unmanaged)
 	case s.Unmanaged != "":
 		if verbose {
@@ -340,9 +341,9 @@ func logItem(log logrus.FieldLogger, s renew.Status, verbose bool) {
 		}
 	case s.Held != "":
 		e.Errorf("%s: due but not renewed: %s", s.Name, s.Held)
-	case s.State == renew.StateExpired:
+	case s.State == pki.StateExpired:
 		e.Errorf("%s: expired, renewing now", s.Name)
-	case s.State == renew.StateNotYetValid:
+	case s.State == pki.StateNotYetValid:
 		e.Errorf("%s: not valid before %s (issued under a clock that was ahead): unusable now, renewing now", s.Name, fmtTime(s.Cert.NotBefore))
 	case verbose && s.Kind == renew.KindCA:
 		e.Infof("%s: CA, expires %s (never renewed by pkirenewd)", s.Name, fmtTime(s.Cert.NotAfter))
@@ -455,7 +456,7 @@ func (l *loop) status() string {
 		switch {
 		case s.Err != nil || s.Missing:
 			broken++
-		case s.State == renew.StateOK:
+		case s.State == pki.StateOK:
 			ok++
 		}
 	}

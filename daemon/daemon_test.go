@@ -18,6 +18,7 @@ import (
 
 	"github.com/pkirenewd/pkirenewd/daemon"
 	"github.com/pkirenewd/pkirenewd/daemon/daemontest"
+	"github.com/pkirenewd/pkirenewd/pki"
 	"github.com/pkirenewd/pkirenewd/renew"
 )
 
@@ -26,13 +27,13 @@ var t0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 func status(name string, renewAt, notAfter time.Time, now time.Time) renew.Status {
 	return renew.Status{
 		Item:    &renew.Item{Name: name, Kind: renew.KindCert, Cert: &x509.Certificate{NotAfter: notAfter}},
-		RenewAt: renewAt, State: renew.Decide(now, renewAt, notAfter),
+		RenewAt: renewAt, State: pki.Decide(now, renewAt, notAfter),
 	}
 }
 
 func TestNextWake(t *testing.T) {
 	h := time.Hour
-	ca := renew.Status{Item: &renew.Item{Name: "ca", Kind: renew.KindCA, Cert: &x509.Certificate{NotAfter: t0.Add(h)}}, RenewAt: t0, State: renew.StateDue}
+	ca := renew.Status{Item: &renew.Item{Name: "ca", Kind: renew.KindCA, Cert: &x509.Certificate{NotAfter: t0.Add(h)}}, RenewAt: t0, State: pki.StateDue}
 	external := status("front-proxy-client", t0, t0.Add(h), t0)
 	external.External = true
 	tests := []struct {

@@ -6,16 +6,15 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/pkirenewd/pkirenewd/store"
 	"github.com/sirupsen/logrus"
-
-	"github.com/pkirenewd/pkirenewd/renew"
 )
 
 // WaitingRecoverer is an engine whose recovery waits for another pkirenewd
 // process that holds the lock (an operator's `pkirenewd renew` or
 // `restart`) with a bound, calling waiting with the holder's pid and the
-// lock file while it waits (see renew.LockWait). A wait given up returns a
-// *renew.LockTimeoutError.
+// lock file while it waits (see store.LockWait). A wait given up returns a
+// *store.LockTimeoutError.
 type WaitingRecoverer interface {
 	RecoverWaiting(ctx context.Context, waiting func(pid, lock string)) error
 }
@@ -30,7 +29,7 @@ type lockWait struct {
 	// lastPing is when a wait last fed the watchdog.
 	lastPing time.Time
 	// gaveUp is the last wait given up; recovery is owed until it is nil.
-	gaveUp *renew.LockTimeoutError
+	gaveUp *store.LockTimeoutError
 }
 
 // recoverAtStart completes or undoes an interrupted transaction before the
@@ -71,7 +70,7 @@ func (l *loop) recover() error {
 	err := w.RecoverWaiting(l.lockWait.ctx, l.waitingForLock)
 	// The check that follows says the status again.
 	l.waiting = ""
-	var gaveUp *renew.LockTimeoutError
+	var gaveUp *store.LockTimeoutError
 	if !errors.As(err, &gaveUp) {
 		l.gaveUp = nil
 		return err

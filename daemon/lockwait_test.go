@@ -14,7 +14,7 @@ import (
 
 	"github.com/pkirenewd/pkirenewd/daemon"
 	"github.com/pkirenewd/pkirenewd/daemon/daemontest"
-	"github.com/pkirenewd/pkirenewd/renew"
+	"github.com/pkirenewd/pkirenewd/store"
 )
 
 const heldLock = "/var/lib/pkirenewd/lock"
@@ -68,7 +68,7 @@ func TestReadyBeforeWaitingForTheLock(t *testing.T) {
 // next check.
 func TestGivesUpWaitingForTheLockAndRunsOn(t *testing.T) {
 	log, hook := logtest.NewNullLogger()
-	gaveUp := &renew.LockTimeoutError{PID: "4242", Path: heldLock, Waited: time.Hour}
+	gaveUp := &store.LockTimeoutError{PID: "4242", Path: heldLock, Waited: time.Hour}
 	var le *daemontest.LockedEngine
 	h := start(t, map[string]*daemontest.Item{"a": item(30*time.Minute, 100*time.Hour)}, func(o *daemon.Options) {
 		o.Log = log

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/pkirenewd/pkirenewd/daemon"
+	"github.com/pkirenewd/pkirenewd/pki"
 	"github.com/pkirenewd/pkirenewd/renew"
 )
 
@@ -62,7 +63,7 @@ func TestKubeletServingCertExported(t *testing.T) {
 		Subject: pkix.Name{CommonName: "system:node:node-1"}, Issuer: pkix.Name{CommonName: "kubernetes"}}
 	self := &x509.Certificate{SerialNumber: big.NewInt(8), NotBefore: now, NotAfter: now.Add(365 * 24 * time.Hour), Subject: pkix.Name{CommonName: "node-1@1"}}
 	m.Observe([]renew.Status{
-		{Item: &renew.Item{Name: renew.KubeletServingName, Kind: renew.KindCert, CertPath: "/var/lib/kubelet/pki/kubelet-server-current.pem", Cert: cert, RotatedBy: "kubelet"}, State: renew.StateDue},
+		{Item: &renew.Item{Name: renew.KubeletServingName, Kind: renew.KindCert, CertPath: "/var/lib/kubelet/pki/kubelet-server-current.pem", Cert: cert, RotatedBy: "kubelet"}, State: pki.StateDue},
 	}, time.Time{})
 	families, err := m.Registry.Gather()
 	if err != nil {

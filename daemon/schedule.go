@@ -15,6 +15,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/pkirenewd/pkirenewd/pki"
 	"github.com/pkirenewd/pkirenewd/renew"
 )
 
@@ -42,7 +43,7 @@ func NextWake(now time.Time, statuses []renew.Status, maxSleep time.Duration) Pl
 		if !s.Renewable() {
 			continue
 		}
-		if s.State != renew.StateOK {
+		if s.State != pki.StateOK {
 			p.Due = append(p.Due, s.Name)
 			continue
 		}
@@ -57,7 +58,7 @@ func NextWake(now time.Time, statuses []renew.Status, maxSleep time.Duration) Pl
 		// transaction and one rolling restart, not two.
 		p.Next, p.NextAt = "", time.Time{}
 		for _, s := range statuses {
-			if !s.Renewable() || s.State != renew.StateOK {
+			if !s.Renewable() || s.State != pki.StateOK {
 				continue
 			}
 			if batch := s.Cert.NotAfter.Sub(s.RenewAt) / 10; !s.RenewAt.After(now.Add(batch)) {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/pkirenewd/pkirenewd/daemon"
 	"github.com/pkirenewd/pkirenewd/daemon/daemontest"
+	"github.com/pkirenewd/pkirenewd/pki"
 	"github.com/pkirenewd/pkirenewd/reconcile"
 	"github.com/pkirenewd/pkirenewd/renew"
 	"github.com/pkirenewd/pkirenewd/renew/renewtest"
@@ -38,7 +39,7 @@ func newYearNode(t *testing.T, issued time.Time, clk *testclock.FakeClock) *year
 	log := logrus.New()
 	log.SetOutput(io.Discard)
 	r := renew.New(renew.Options{Dirs: renew.Dirs{PKIDir: l.PKIDir, KubeconfigDir: l.KubeconfigDir}, StateDir: filepath.Join(root, "state"),
-		Policy: renew.Policy{RenewBefore: 90 * day}, Validity: 365 * day, Now: clk.Now, Sleep: clk.Sleep, Log: log})
+		Policy: pki.Policy{RenewBefore: 90 * day}, Validity: 365 * day, Now: clk.Now, Sleep: clk.Sleep, Log: log})
 	e := &reconcile.NodeEngine{Renewer: r, StateDir: filepath.Join(root, "state"), ManifestsDir: filepath.Join(root, "kubernetes", "manifests"),
 		Log: log, Clock: clk}
 	return &yearNode{clk: clk, l: l, e: e}

@@ -13,7 +13,9 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/pkirenewd/pkirenewd/cri"
+	"github.com/pkirenewd/pkirenewd/pki"
 	"github.com/pkirenewd/pkirenewd/renew"
+	"github.com/pkirenewd/pkirenewd/store"
 )
 
 // critical is the journal priority (crit) of the lines an operator must
@@ -185,14 +187,14 @@ func (e *NodeEngine) RecoverWaiting(ctx context.Context, waiting func(pid, lock 
 }
 
 // lock takes the state dir's lock. Another pkirenewd process (an
-// operator's renew or restart) is waited for with renew.LockWait's bound,
+// operator's renew or restart) is waited for with store.LockWait's bound,
 // and the wait keeps the watchdog fed: it is progress, not a hang.
 func (e *NodeEngine) lock(ctx context.Context) (func(), error) {
 	return e.lockWaiting(ctx, nil)
 }
 
 func (e *NodeEngine) lockWaiting(ctx context.Context, waiting func(pid, lock string)) (func(), error) {
-	return renew.LockWait(ctx, e.StateDir, e.Log, renew.LockOptions{Waiting: func(pid, lock string) {
+	return store.LockWait(ctx, e.StateDir, e.Log, store.LockOptions{Waiting: func(pid, lock string) {
 		if waiting != nil {
 			waiting(pid, lock)
 		}
@@ -265,7 +267,7 @@ func (e *NodeEngine) Look() Look {
 // TransactionPending reports whether an interrupted renewal is recorded
 // (the next Renew completes or undoes it first).
 func (e *NodeEngine) TransactionPending() bool {
-	p, err := renew.TransactionPending(e.StateDir)
+	p, err := store.TransactionPending(e.StateDir)
 	return err == nil && p
 }
 
@@ -383,8 +385,8 @@ type Outcome struct {
 	// Held what it held). Result is the kubeadm set's transaction, else
 	// the kubelet serving pair's; Results every transaction written.
 	Plan    *renew.Plan
-	Result  *renew.Result
-	Results []*renew.Result
+	Result  *store.Result
+	Results []*store.Result
 	// Owed is what the roll set out to restart (nil: nothing).
 	Owed *renew.PendingRestart
 	// Rolled are the component restarts, in order.
@@ -458,7 +460,7 @@ func (e *NodeEngine) Converge(ctx context.Context, sel *renew.Selection) (out *O
 	if err := e.Renewer.Recover(); err != nil {
 		return nil, fmt.Errorf("nothing was written: recovering an interrupted renewal: %w", err)
 	}
-	renew.Failpoint("converge:recovered")
+	store.Failpoint("converge:recovered")
 	out, err = e.converge(ctx, sel, manifests, rst, blocked)
 	return out, errors.Join(err, e.kubeletServes(ctx, out))
 }
@@ -508,7 +510,7 @@ func (e *NodeEngine) selectsServing(sel renew.Selection) bool {
 		return false
 	}
 	for _, s := range statuses {
-		if s.Name == renew.KubeletServingName && s.Renewable() && (sel.Force || s.State != renew.StateOK) {
+		if s.Name == renew.KubeletServingName && s.Renewable() && (sel.Force || s.State != pki.StateOK) {
 			return true
 		}
 	}
@@ -546,7 +548,7 @@ func (e *NodeEngine) converge(ctx context.Context, sel *renew.Selection, manifes
 		}
 		defer func() { err = errors.Join(err, notWritten) }()
 		out.Plan, out.Result, out.Results = a.plan, a.result(), a.results
-		renew.Failpoint("converge:committed")
+		store.Failpoint("converge:committed")
 		e.eventRenewed(out.Plan)
 		if len(out.Plan.Items) > 0 && rst == nil {
 			return out, KubeletAfterRenewal(ctx, out.Plan, e.kubeletRestarter(), e.Log, e.Restarts)
@@ -565,12 +567,12 @@ func (e *NodeEngine) converge(ctx context.Context, sel *renew.Selection, manifes
 	if err := renew.SavePending(e.StateDir, owed); err != nil {
 		return out, fmt.Errorf("recording the restarts owed: %w", err)
 	}
-	renew.Failpoint("converge:owed-recorded")
-	rst.Step = renew.Failpoint
+	store.Failpoint("converge:owed-recorded")
+	rst.Step = store.Failpoint
 	if out.Rolled, err = e.RollOwed(ctx, rst, manifests, owed); err != nil {
 		return out, err
 	}
-	renew.Failpoint("converge:rolled")
+	store.Failpoint("converge:rolled")
 	if err := e.stillStale(ctx, rst); err != nil {
 		return out, err
 	}
@@ -677,11 +679,11 @@ type applied struct {
 	plan *renew.Plan
 	// kubeadm is the kubeadm set's transaction (nil: it wrote nothing),
 	// the one a failed restart may go back to; results every one written.
-	kubeadm *renew.Result
-	results []*renew.Result
+	kubeadm *store.Result
+	results []*store.Result
 }
 
-func (a *applied) result() *renew.Result {
+func (a *applied) result() *store.Result {
 	if a.kubeadm != nil || len(a.results) == 0 {
 		return a.kubeadm
 	}
@@ -829,7 +831,7 @@ func (e *NodeEngine) restartPlan(manifests cri.Manifests, plan *renew.Plan) cri.
 // owedAfter is what a renewal owes: the components of the restart plan,
 // the kubelet for an embedded kubelet.conf, and where the previous files
 // are.
-func (e *NodeEngine) owedAfter(rp cri.RestartPlan, plan *renew.Plan, res *renew.Result) *renew.PendingRestart {
+func (e *NodeEngine) owedAfter(rp cri.RestartPlan, plan *renew.Plan, res *store.Result) *renew.PendingRestart {
 	return &renew.PendingRestart{
 		Components: rp.Restart, Kubelet: RenewsKubeletConf(plan),
 		BackupDir: res.BackupDir, Recovering: Expired(plan), Since: e.now(),
@@ -854,7 +856,7 @@ func (e *NodeEngine) lastResort(sel renew.Selection) bool {
 		named[n] = true
 	}
 	for _, s := range statuses {
-		selected := named[s.Name] || (len(sel.Names) == 0 && (sel.Force || s.State != renew.StateOK))
+		selected := named[s.Name] || (len(sel.Names) == 0 && (sel.Force || s.State != pki.StateOK))
 		if selected && s.Renewable() && s.Cert.NotAfter.Sub(e.now()) < e.LastResortBefore {
 			return true
 		}

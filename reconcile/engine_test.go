@@ -18,9 +18,11 @@ import (
 
 	"github.com/pkirenewd/pkirenewd/cri"
 	"github.com/pkirenewd/pkirenewd/cri/critest"
+	"github.com/pkirenewd/pkirenewd/pki"
 	"github.com/pkirenewd/pkirenewd/reconcile"
 	"github.com/pkirenewd/pkirenewd/renew"
 	"github.com/pkirenewd/pkirenewd/renew/renewtest"
+	"github.com/pkirenewd/pkirenewd/store"
 )
 
 type recorder struct{ results []string }
@@ -147,7 +149,7 @@ func renewedNode(t *testing.T, notBefore time.Time) (*renew.Renewer, string, str
 	}
 	state := filepath.Join(root, "state")
 	r := renew.New(renew.Options{Dirs: renew.Dirs{PKIDir: l.PKIDir, KubeconfigDir: l.KubeconfigDir}, StateDir: state,
-		Policy: renew.Policy{RenewBefore: 90 * 24 * time.Hour}, Validity: 365 * 24 * time.Hour})
+		Policy: pki.Policy{RenewBefore: 90 * 24 * time.Hour}, Validity: 365 * 24 * time.Hour})
 	inv, _, err := r.Inventory()
 	if err != nil {
 		t.Fatal(err)
@@ -224,7 +226,7 @@ func TestRollBackOnlyToSomethingBetter(t *testing.T) {
 // content again.
 func sameAsBackup(t *testing.T, backup string) bool {
 	t.Helper()
-	files, err := renew.BackedUp(backup)
+	files, err := store.BackedUp(backup)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -276,7 +278,7 @@ func TestRestartsImpossible(t *testing.T) {
 			state := filepath.Join(root, "state")
 			log, hook := logtest.NewNullLogger()
 			r := renew.New(renew.Options{Dirs: renew.Dirs{PKIDir: l.PKIDir, KubeconfigDir: l.KubeconfigDir}, StateDir: state,
-				Policy: renew.Policy{RenewBefore: 90 * 24 * time.Hour}, Validity: 365 * 24 * time.Hour, Log: log})
+				Policy: pki.Policy{RenewBefore: 90 * 24 * time.Hour}, Validity: 365 * 24 * time.Hour, Log: log})
 			// The manifests before the pods, as on a node (a manifest
 			// changed after its pod started means the kubelet is about to
 			// replace it).
@@ -382,7 +384,7 @@ func TestObservationNeverBlocksARenewal(t *testing.T) {
 	state := filepath.Join(root, "state")
 	log, _ := logtest.NewNullLogger()
 	r := renew.New(renew.Options{Dirs: renew.Dirs{PKIDir: l.PKIDir, KubeconfigDir: l.KubeconfigDir}, StateDir: state,
-		Policy: renew.Policy{RenewBefore: 90 * 24 * time.Hour}, Validity: 365 * 24 * time.Hour, Log: log})
+		Policy: pki.Policy{RenewBefore: 90 * 24 * time.Hour}, Validity: 365 * 24 * time.Hour, Log: log})
 	manifests := fourManifests(t, l.PKIDir, l.KubeconfigDir)
 	rt := critest.NewRuntime()
 	for _, c := range []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "etcd"} {

@@ -24,6 +24,7 @@ import (
 
 	"github.com/pkirenewd/pkirenewd/cri"
 	"github.com/pkirenewd/pkirenewd/cri/critest"
+	"github.com/pkirenewd/pkirenewd/pki"
 	"github.com/pkirenewd/pkirenewd/reconcile"
 	"github.com/pkirenewd/pkirenewd/renew"
 	"github.com/pkirenewd/pkirenewd/renew/renewtest"
@@ -53,7 +54,7 @@ func newHoldNode(t *testing.T) *holdNode {
 	log, hook := logtest.NewNullLogger()
 	n := &holdNode{layout: l, serving: ks, state: filepath.Join(root, "state"), logger: log, log: hook}
 	n.r = renew.New(renew.Options{Dirs: renew.Dirs{PKIDir: l.PKIDir, KubeconfigDir: l.KubeconfigDir, KubeletServing: ks}, StateDir: n.state,
-		Policy: renew.Policy{RenewBefore: 90 * 24 * time.Hour}, Validity: 365 * 24 * time.Hour, Log: log})
+		Policy: pki.Policy{RenewBefore: 90 * 24 * time.Hour}, Validity: 365 * 24 * time.Hour, Log: log})
 	return n
 }
 
@@ -106,7 +107,7 @@ func (n *holdNode) serials(t *testing.T) (serials map[string]string, due []strin
 			continue
 		}
 		serials[s.Name] = renew.CertSerial(s.Cert)
-		if s.State != renew.StateOK {
+		if s.State != pki.StateOK {
 			due = append(due, s.Name)
 		}
 	}
@@ -177,7 +178,7 @@ func TestKubeletServingPairHeldWhileTheKubeadmSetIsRenewed(t *testing.T) {
 	}
 	after, _, statuses := n.serials(t)
 	renewedAllBut(t, before, after, renew.KubeletServingName)
-	if s := status(t, statuses, renew.KubeletServingName); s.State != renew.StateDue || !strings.Contains(s.Unwritable, "read-only file system") {
+	if s := status(t, statuses, renew.KubeletServingName); s.State != pki.StateDue || !strings.Contains(s.Unwritable, "read-only file system") {
 		t.Errorf("kubelet-serving after the renewal: %v, unwritable %q", s.State, s.Unwritable)
 	}
 	if !errorLogged(n.log, renew.KubeletServingName, n.serving.CertPath) {
@@ -232,7 +233,7 @@ func TestImmutableKubeconfigHeldTheRestRenewedAndRestarted(t *testing.T) {
 	}
 	after, _, statuses := n.serials(t)
 	renewedAllBut(t, before, after, "scheduler.conf")
-	if s := status(t, statuses, "scheduler.conf"); s.State != renew.StateDue || !strings.Contains(s.Unwritable, "immutable") {
+	if s := status(t, statuses, "scheduler.conf"); s.State != pki.StateDue || !strings.Contains(s.Unwritable, "immutable") {
 		t.Errorf("scheduler.conf after the renewal: %v, unwritable %q", s.State, s.Unwritable)
 	}
 	var stopped []string

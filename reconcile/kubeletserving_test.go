@@ -15,6 +15,7 @@ import (
 	logtest "github.com/sirupsen/logrus/hooks/test"
 	certutil "k8s.io/client-go/util/cert"
 
+	"github.com/pkirenewd/pkirenewd/pki"
 	"github.com/pkirenewd/pkirenewd/renew"
 	"github.com/pkirenewd/pkirenewd/renew/renewtest"
 )
@@ -163,7 +164,7 @@ func servingEngine(t *testing.T, k *fakeKubelet) (*NodeEngine, *logtest.Hook) {
 	log.SetLevel(logrus.DebugLevel)
 	r := renew.New(renew.Options{
 		Dirs:     renew.Dirs{PKIDir: l.PKIDir, KubeconfigDir: l.KubeconfigDir, KubeletServing: ks},
-		StateDir: filepath.Join(root, "state"), Policy: renew.Policy{RenewBefore: 90 * 24 * time.Hour},
+		StateDir: filepath.Join(root, "state"), Policy: pki.Policy{RenewBefore: 90 * 24 * time.Hour},
 		Validity: 365 * 24 * time.Hour, Log: log,
 	})
 	return &NodeEngine{Renewer: r, StateDir: filepath.Join(root, "state"), Log: log, KubeletServing: k.check(t)}, hook

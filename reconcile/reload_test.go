@@ -18,9 +18,11 @@ import (
 
 	"github.com/pkirenewd/pkirenewd/cri"
 	"github.com/pkirenewd/pkirenewd/cri/critest"
+	"github.com/pkirenewd/pkirenewd/pki"
 	"github.com/pkirenewd/pkirenewd/reconcile"
 	"github.com/pkirenewd/pkirenewd/renew"
 	"github.com/pkirenewd/pkirenewd/renew/renewtest"
+	"github.com/pkirenewd/pkirenewd/store"
 )
 
 // kubeadmManifests copies kubeadm v1.37.2's four manifests, pointed at the
@@ -101,7 +103,7 @@ func newTestNode(t *testing.T, age time.Duration, started time.Time) *testNode {
 	n := &testNode{l: l, state: filepath.Join(root, "state"), rt: critest.NewRuntime()}
 	n.log, n.hook = logtest.NewNullLogger()
 	n.r = renew.New(renew.Options{Dirs: renew.Dirs{PKIDir: l.PKIDir, KubeconfigDir: l.KubeconfigDir}, StateDir: n.state,
-		Policy: renew.Policy{RenewBefore: 90 * 24 * time.Hour}, Validity: 365 * 24 * time.Hour, Log: n.log})
+		Policy: pki.Policy{RenewBefore: 90 * 24 * time.Hour}, Validity: 365 * 24 * time.Hour, Log: n.log})
 	// The manifests before the pods, as on a node.
 	n.manifests = kubeadmManifests(t, l)
 	if !started.IsZero() {
@@ -441,7 +443,7 @@ func TestWaitingForTheLockFeedsTheWatchdog(t *testing.T) {
 	e := n.engine(t)
 	var beats atomic.Int32
 	e.Heartbeat = func() { beats.Add(1) }
-	unlock, err := renew.Lock(n.state, n.log)
+	unlock, err := store.Lock(n.state, n.log)
 	if err != nil {
 		t.Fatal(err)
 	}

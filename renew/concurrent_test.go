@@ -17,6 +17,7 @@ import (
 
 	"github.com/pkirenewd/pkirenewd/renew"
 	"github.com/pkirenewd/pkirenewd/renew/renewtest"
+	"github.com/pkirenewd/pkirenewd/store"
 )
 
 // foreignPair is what another writer (kubeadm certs renew) would put in
@@ -75,7 +76,7 @@ func TestGivesWayToAConcurrentWriter(t *testing.T) {
 		}
 	})
 	_, err := f.renew(t, r, renew.Selection{Force: true})
-	if !errors.Is(err, renew.ErrChangedUnderneath) || !strings.Contains(err.Error(), "apiserver") {
+	if !errors.Is(err, store.ErrChangedUnderneath) || !strings.Contains(err.Error(), "apiserver") {
 		t.Fatalf("%v", err)
 	}
 	if c, _ := os.ReadFile(crt); !bytes.Equal(c, theirCert) || !pairMatches(t, crt, key) {

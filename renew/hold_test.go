@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pkirenewd/pkirenewd/pki"
 	"github.com/pkirenewd/pkirenewd/renew"
 	"github.com/pkirenewd/pkirenewd/renew/renewtest"
 )
@@ -30,7 +31,7 @@ func TestAnItemThatCannotBeWrittenIsHeldWhole(t *testing.T) {
 		if s.Kind == renew.KindCA {
 			continue
 		}
-		if s.State != renew.StateDue {
+		if s.State != pki.StateDue {
 			t.Fatalf("%s: %v, want due", s.Name, s.State)
 		}
 		due = append(due, s.Name)
@@ -66,7 +67,7 @@ func TestAnItemThatCannotBeWrittenIsHeldWhole(t *testing.T) {
 		if s.Kind == renew.KindCA {
 			continue
 		}
-		if wantDue := s.Name == "apiserver"; (s.State == renew.StateDue) != wantDue {
+		if wantDue := s.Name == "apiserver"; (s.State == pki.StateDue) != wantDue {
 			t.Errorf("%s: %v after the renewal", s.Name, s.State)
 		}
 	}

@@ -8,6 +8,11 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+
+	"github.com/pkirenewd/pkirenewd/internal/fsread"
+	"github.com/pkirenewd/pkirenewd/kubeconfig"
+	"github.com/pkirenewd/pkirenewd/pki"
+	"github.com/pkirenewd/pkirenewd/store"
 )
 
 // Kind tells what an inventory item is.
@@ -51,8 +56,8 @@ type Item struct {
 	// Warnings are oddities worth a log line that do not stop renewal.
 	Warnings []string
 
-	key parsedKey
-	kc  *kubeconfig
+	key pki.ParsedKey
+	kc  *kubeconfig.Config
 	// bundleCA is the throwaway CA a self-signed kubelet serving
 	// certificate carries in its file (nil: the leaf signed itself).
 	bundleCA *x509.Certificate
@@ -165,7 +170,7 @@ func Names() []string {
 // corrupt file is reported with its name instead of hiding the others; the
 // returned error is for the directories themselves.
 func TakeInventory(d Dirs) (*Inventory, error) {
-	roots, err := NewRoots(d.PKIDir, d.KubeconfigDir)
+	roots, err := store.NewRoots(d.PKIDir, d.KubeconfigDir)
 	if err != nil {
 		return nil, err
 	}
@@ -192,9 +197,9 @@ func TakeInventory(d Dirs) (*Inventory, error) {
 	return inv, nil
 }
 
-func loadCA(roots Roots, pki string, s caSpec) *Item {
+func loadCA(roots store.Roots, pki string, s caSpec) *Item {
 	it := &Item{Name: s.name, Kind: KindCA, CertPath: filepath.Join(pki, s.base+".crt"), KeyPath: filepath.Join(pki, s.base+".key")}
-	ok, err := exists(it.CertPath)
+	ok, err := fsread.Exists(it.CertPath)
 	switch {
 	case err != nil:
 		it.Err = err
@@ -212,7 +217,7 @@ func loadCA(roots Roots, pki string, s caSpec) *Item {
 		it.Err = fmt.Errorf("%s: not a CA certificate", it.CertPath)
 		return it
 	}
-	ok, err = exists(it.KeyPath)
+	ok, err = fsread.Exists(it.KeyPath)
 	switch {
 	case err != nil:
 		it.Err = err
@@ -224,29 +229,29 @@ func loadCA(roots Roots, pki string, s caSpec) *Item {
 	return it
 }
 
-func readCert(roots Roots, p string) (*x509.Certificate, error) {
+func readCert(roots store.Roots, p string) (*x509.Certificate, error) {
 	data, err := roots.ReadFile(p)
 	if err != nil {
 		return nil, err
 	}
-	c, err := parseCertPEM(data)
+	c, err := pki.ParseCertPEM(data)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", p, err)
 	}
 	return c, nil
 }
 
-func readKey(roots Roots, p string, cert *x509.Certificate, certPath string) (parsedKey, error) {
+func readKey(roots store.Roots, p string, cert *x509.Certificate, certPath string) (pki.ParsedKey, error) {
 	data, err := roots.ReadFile(p)
 	if err != nil {
-		return parsedKey{}, err
+		return pki.ParsedKey{}, err
 	}
-	k, err := parseKeyPEM(data)
+	k, err := pki.ParseKeyPEM(data)
 	if err != nil {
-		return parsedKey{}, fmt.Errorf("%s: %w", p, err)
+		return pki.ParsedKey{}, fmt.Errorf("%s: %w", p, err)
 	}
-	if !keyMatches(cert, k.Signer) {
-		return parsedKey{}, fmt.Errorf("%s does not match the certificate %s", p, certPath)
+	if !pki.KeyMatches(cert, k.Signer) {
+		return pki.ParsedKey{}, fmt.Errorf("%s does not match the certificate %s", p, certPath)
 	}
 	return k, nil
 }
@@ -269,9 +274,9 @@ func checkIssuer(it *Item, inv *Inventory) {
 	}
 }
 
-func loadLeaf(roots Roots, pki string, s leafSpec, inv *Inventory) *Item {
+func loadLeaf(roots store.Roots, pki string, s leafSpec, inv *Inventory) *Item {
 	it := &Item{Name: s.name, Kind: KindCert, CAName: s.ca, CertPath: filepath.Join(pki, s.base+".crt"), KeyPath: filepath.Join(pki, s.base+".key")}
-	ok, err := exists(it.CertPath)
+	ok, err := fsread.Exists(it.CertPath)
 	switch {
 	case err != nil:
 		it.Err = err
@@ -295,9 +300,9 @@ func loadLeaf(roots Roots, pki string, s leafSpec, inv *Inventory) *Item {
 	return it
 }
 
-func loadKubeconfig(roots Roots, dir string, s confSpec, inv *Inventory) *Item {
+func loadKubeconfig(roots store.Roots, dir string, s confSpec, inv *Inventory) *Item {
 	it := &Item{Name: s.name, Kind: KindKubeconfig, CAName: "ca", CertPath: filepath.Join(dir, s.name)}
-	ok, err := exists(it.CertPath)
+	ok, err := fsread.Exists(it.CertPath)
 	switch {
 	case err != nil:
 		it.Err = err
@@ -313,7 +318,7 @@ func loadKubeconfig(roots Roots, dir string, s confSpec, inv *Inventory) *Item {
 		it.Err = err
 		return it
 	}
-	kc, err := parseKubeconfig(data)
+	kc, err := kubeconfig.Parse(data)
 	if err != nil {
 		it.Err = fmt.Errorf("%s: %w", it.CertPath, err)
 		return it
@@ -322,21 +327,21 @@ func loadKubeconfig(roots Roots, dir string, s confSpec, inv *Inventory) *Item {
 	if kc.CertData == nil {
 		return loadRotated(it, kc, dir)
 	}
-	if it.Cert, err = parseCertPEM(kc.CertData); err != nil {
+	if it.Cert, err = pki.ParseCertPEM(kc.CertData); err != nil {
 		it.Err = fmt.Errorf("%s: user %q client-certificate-data: %w", it.CertPath, kc.UserName, err)
 		return it
 	}
-	if it.key, err = parseKeyPEM(kc.KeyData); err != nil {
+	if it.key, err = pki.ParseKeyPEM(kc.KeyData); err != nil {
 		it.Err = fmt.Errorf("%s: user %q client-key-data: %w", it.CertPath, kc.UserName, err)
 		return it
 	}
-	if !keyMatches(it.Cert, it.key.Signer) {
+	if !pki.KeyMatches(it.Cert, it.key.Signer) {
 		it.Err = fmt.Errorf("%s: user %q client-key-data does not match client-certificate-data", it.CertPath, kc.UserName)
 		return it
 	}
 	checkIssuer(it, inv)
 	if ca := inv.CA("ca"); it.Err == nil && ca != nil && ca.Cert != nil && len(kc.CAData) > 0 {
-		if caCert, err := parseCertPEM(kc.CAData); err != nil || !bytes.Equal(caCert.Raw, ca.Cert.Raw) {
+		if caCert, err := pki.ParseCertPEM(kc.CAData); err != nil || !bytes.Equal(caCert.Raw, ca.Cert.Raw) {
 			it.Warnings = append(it.Warnings, fmt.Sprintf("%s: certificate-authority-data differs from %s (left as it is)", it.CertPath, ca.CertPath))
 		}
 	}
@@ -347,7 +352,7 @@ func loadKubeconfig(roots Roots, dir string, s confSpec, inv *Inventory) *Item {
 // (kubelet.conf → kubelet-client-current.pem): the kubelet rotates it, so
 // we only show its expiry. The file lives outside the managed directories
 // and is only read.
-func loadRotated(it *Item, kc *kubeconfig, dir string) *Item {
+func loadRotated(it *Item, kc *kubeconfig.Config, dir string) *Item {
 	it.RotatedBy = "kubelet"
 	p := kc.CertFile
 	if !filepath.IsAbs(p) {
@@ -356,12 +361,12 @@ func loadRotated(it *Item, kc *kubeconfig, dir string) *Item {
 	// kubelet-client-current.pem is a symlink the kubelet repoints on
 	// every rotation, so it is followed; readRegular still refuses a FIFO
 	// or an oversized file at its end.
-	data, err := readRegular(p, true)
+	data, err := fsread.Regular(p, true)
 	if err != nil {
 		it.Err = fmt.Errorf("%s: client-certificate %w", it.CertPath, err)
 		return it
 	}
-	if it.Cert, err = parseCertPEM(data); err != nil {
+	if it.Cert, err = pki.ParseCertPEM(data); err != nil {
 		it.Err = fmt.Errorf("%s: %w", p, err)
 	}
 	it.CertPath = p

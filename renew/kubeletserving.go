@@ -1,17 +1,15 @@
 package renew
 
 import (
-	"crypto"
-	"crypto/rand"
-	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
-	"io"
-	"math/big"
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/pkirenewd/pkirenewd/internal/fsread"
+	"github.com/pkirenewd/pkirenewd/pki"
+	"github.com/pkirenewd/pkirenewd/store"
 )
 
 // KubeletServingName is the inventory name of the kubelet's serving
@@ -92,7 +90,7 @@ func loadKubeletServing(k KubeletServing) *Item {
 	if k.Source == ServingBootstrap {
 		it.Note = "serverTLSBootstrap: the kubelet renews it by CSR; approving those is the cluster's CSR approver's job; pkirenewd only monitors it"
 	}
-	ok, err := exists(k.CertPath)
+	ok, err := fsread.Exists(k.CertPath)
 	switch {
 	case err != nil:
 		it.Err = err
@@ -106,9 +104,9 @@ func loadKubeletServing(k KubeletServing) *Item {
 	if it.Unmanaged != "" || it.RotatedBy != "" {
 		// Only read: kubelet-server-current.pem is a symlink the kubelet
 		// repoints, an operator's file may live anywhere.
-		data, err := readRegular(k.CertPath, true)
+		data, err := fsread.Regular(k.CertPath, true)
 		if err == nil {
-			it.Cert, err = parseCertPEM(data)
+			it.Cert, err = pki.ParseCertPEM(data)
 		}
 		if err != nil {
 			it.Err = fmt.Errorf("%s: %w", k.CertPath, err)
@@ -126,7 +124,7 @@ func loadKubeletServing(k KubeletServing) *Item {
 // CA signed, put in place by hand) is reported, never replaced by a
 // self-signed one.
 func loadSelfSigned(it *Item) {
-	roots, err := NewRoots(filepath.Dir(it.CertPath))
+	roots, err := store.NewRoots(filepath.Dir(it.CertPath))
 	if err != nil {
 		it.Err = err
 		return
@@ -136,7 +134,7 @@ func loadSelfSigned(it *Item) {
 		it.Err = err
 		return
 	}
-	certs, err := parseCertsPEM(data)
+	certs, err := pki.ParseCertsPEM(data)
 	if err != nil {
 		it.Err = fmt.Errorf("%s: %w", it.CertPath, err)
 		return
@@ -148,7 +146,7 @@ func loadSelfSigned(it *Item) {
 		}
 		return
 	}
-	issuer, why := selfSignedIssuer(certs)
+	issuer, why := pki.SelfSignedIssuer(certs)
 	if why != "" {
 		it.Unmanaged = fmt.Sprintf("%s: pkirenewd only reports it", why)
 		return
@@ -156,185 +154,20 @@ func loadSelfSigned(it *Item) {
 	it.bundleCA = issuer
 }
 
-// selfSignedIssuer finds the issuer of a kubelet-generated bundle: the
-// second certificate, a CA that signed the leaf and itself (nil for a
-// single self-signed leaf). why says what else the file is.
-func selfSignedIssuer(certs []*x509.Certificate) (issuer *x509.Certificate, why string) {
-	leaf := certs[0]
-	if len(certs) == 1 {
-		// CheckSignature, not CheckSignatureFrom: a self-signed leaf is
-		// no CA, so it cannot sign "another" certificate.
-		if leaf.CheckSignature(leaf.SignatureAlgorithm, leaf.RawTBSCertificate, leaf.Signature) == nil {
-			return nil, ""
-		}
-		return nil, fmt.Sprintf("issued by %q, whose certificate is not in the file: not a self-signed certificate", leaf.Issuer.String())
-	}
-	ca := certs[1]
-	switch {
-	case len(certs) > 2:
-		return nil, fmt.Sprintf("holds %d certificates: not the kubelet's self-signed pair", len(certs))
-	case !ca.IsCA || ca.CheckSignatureFrom(ca) != nil:
-		return nil, fmt.Sprintf("its second certificate %q is not a self-signed CA: not the kubelet's self-signed pair", ca.Subject.String())
-	case leaf.CheckSignatureFrom(ca) != nil:
-		return nil, fmt.Sprintf("not signed by the CA %q in the same file: not the kubelet's self-signed pair", ca.Subject.String())
-	}
-	return ca, ""
-}
-
-// parseCertsPEM returns every certificate of a PEM bundle, at least one.
-func parseCertsPEM(data []byte) ([]*x509.Certificate, error) {
-	var out []*x509.Certificate
-	for rest := data; ; {
-		var block *pem.Block
-		if block, rest = pem.Decode(rest); block == nil {
-			break
-		}
-		if block.Type != pemCertificate {
-			continue
-		}
-		c, err := x509.ParseCertificate(block.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("parse certificate: %w", err)
-		}
-		out = append(out, c)
-	}
-	if len(out) == 0 {
-		_, err := parseCertPEM(data) // the same words as for one certificate
-		return nil, err
-	}
-	return out, nil
-}
-
-// issueSelfSigned renews a kubelet-generated pair the way the kubelet made
-// it: a new throwaway CA (same subject as the old one) signs a leaf that
-// carries the old leaf's whole identity; the file holds the leaf, then the
-// CA, and the CA's key is discarded. A single self-signed leaf is
-// renewed as one. Both get a new key of the old one's type and size and
-// KubeletServingValidity.
-func issueSelfSigned(old *x509.Certificate, oldKey parsedKey, oldCA *x509.Certificate, now time.Time, rnd io.Reader) (*Issued, *x509.Certificate, error) {
-	if rnd == nil {
-		rnd = rand.Reader
-	}
-	notBefore, notAfter := now.Add(-backdate).UTC(), now.Add(KubeletServingValidity).UTC()
-	key, err := generateKey(rnd, "", old.PublicKey)
-	if err != nil {
-		return nil, nil, err
-	}
-	tmpl, err := leafTemplate(old, key.Public(), notBefore, notAfter, rnd)
-	if err != nil {
-		return nil, nil, err
-	}
-	parent, signer := tmpl, crypto.Signer(key)
-	var caDER []byte
-	if oldCA != nil {
-		if parent, signer, caDER, err = throwawayCA(oldCA, notBefore, notAfter, rnd); err != nil {
-			return nil, nil, err
-		}
-	} else {
-		tmpl.IsCA = old.IsCA
-		tmpl.AuthorityKeyId = tmpl.SubjectKeyId
-	}
-	der, err := x509.CreateCertificate(rnd, tmpl, parent, key.Public(), signer)
-	if err != nil {
-		return nil, nil, fmt.Errorf("sign: %w", err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		return nil, nil, err
-	}
-	keyPEM, err := encodeKeyPEM(key, oldKey.PEMType)
-	if err != nil {
-		return nil, nil, err
-	}
-	certPEM := encodeCertPEM(der)
-	issuer := cert
-	if caDER != nil {
-		certPEM = append(certPEM, encodeCertPEM(caDER)...)
-		if issuer, err = x509.ParseCertificate(caDER); err != nil {
-			return nil, nil, err
-		}
-	}
-	return &Issued{Cert: cert, CertPEM: certPEM, KeyPEM: keyPEM}, issuer, nil
-}
-
-// leafTemplate carries old's identity (subject byte for byte, SANs, usages)
-// onto a new key and validity.
-func leafTemplate(old *x509.Certificate, pub crypto.PublicKey, notBefore, notAfter time.Time, rnd io.Reader) (*x509.Certificate, error) {
-	serial, err := newSerial(rnd)
-	if err != nil {
-		return nil, err
-	}
-	skid, err := subjectKeyID(pub)
-	if err != nil {
-		return nil, err
-	}
-	return &x509.Certificate{
-		SerialNumber: serial, RawSubject: old.RawSubject, Subject: old.Subject,
-		NotBefore: notBefore, NotAfter: notAfter,
-		KeyUsage: old.KeyUsage, ExtKeyUsage: old.ExtKeyUsage, UnknownExtKeyUsage: old.UnknownExtKeyUsage,
-		BasicConstraintsValid: true,
-		DNSNames:              old.DNSNames, IPAddresses: old.IPAddresses, URIs: old.URIs, EmailAddresses: old.EmailAddresses,
-		SubjectKeyId: skid,
-	}, nil
-}
-
-// throwawayCA makes a CA like the one the kubelet generates beside its
-// serving certificate, with the old one's subject and key type: it signs
-// the leaf and nothing else, and its key is never kept.
-func throwawayCA(old *x509.Certificate, notBefore, notAfter time.Time, rnd io.Reader) (*x509.Certificate, crypto.Signer, []byte, error) {
-	key, err := generateKey(rnd, "", old.PublicKey)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	serial, err := newSerial(rnd)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	skid, err := subjectKeyID(key.Public())
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: serial, RawSubject: old.RawSubject, Subject: old.Subject,
-		NotBefore: notBefore, NotAfter: notAfter,
-		KeyUsage:              old.KeyUsage | x509.KeyUsageCertSign,
-		BasicConstraintsValid: true, IsCA: true,
-		SubjectKeyId: skid,
-	}
-	der, err := x509.CreateCertificate(rnd, tmpl, tmpl, key.Public(), key)
-	if err != nil {
-		return nil, nil, nil, fmt.Errorf("sign the CA: %w", err)
-	}
-	ca, err := x509.ParseCertificate(der)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	return ca, key, der, nil
-}
-
-// newSerial is a random positive 127-bit serial, never zero.
-func newSerial(rnd io.Reader) (*big.Int, error) {
-	s, err := rand.Int(rnd, new(big.Int).Lsh(big.NewInt(1), 127))
-	if err != nil {
-		return nil, err
-	}
-	return s.Add(s, big.NewInt(1)), nil
-}
-
 // planSelfSigned issues and verifies the renewal of a self-signed pair.
 func (r *Renewer) planSelfSigned(s Status, now time.Time) (*Planned, error) {
-	issued, issuer, err := issueSelfSigned(s.Cert, s.key, s.bundleCA, now, r.opts.Rand)
+	issued, issuer, err := pki.IssueSelfSigned(s.Cert, s.key, s.bundleCA, now, KubeletServingValidity, r.opts.Rand)
 	if err != nil {
 		return nil, err
 	}
-	newKey, err := parseKeyPEM(issued.KeyPEM)
+	newKey, err := pki.ParseKeyPEM(issued.KeyPEM)
 	if err != nil {
 		return nil, err
 	}
-	if err := Verify(s.Cert, issued.Cert, newKey.Signer, issuer, now); err != nil {
+	if err := pki.Verify(s.Cert, issued.Cert, newKey.Signer, issuer, now); err != nil {
 		return nil, err
 	}
 	p := &Planned{Status: s, Issued: issued}
-	p.Changes = []Change{{Path: s.KeyPath, Data: issued.KeyPEM}, {Path: s.CertPath, Data: issued.CertPEM}}
+	p.Changes = []store.Change{{Path: s.KeyPath, Data: issued.KeyPEM}, {Path: s.CertPath, Data: issued.CertPEM}}
 	return p, nil
 }

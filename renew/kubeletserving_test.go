@@ -21,6 +21,7 @@ import (
 
 	certutil "k8s.io/client-go/util/cert"
 
+	"github.com/pkirenewd/pkirenewd/pki"
 	"github.com/pkirenewd/pkirenewd/renew"
 	"github.com/pkirenewd/pkirenewd/renew/renewtest"
 )
@@ -87,12 +88,12 @@ func TestKubeletServingRenewedLikeTheKubeletMadeIt(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := serving(t, statuses)
-	if !s.Renewable() || !s.SelfSigned() || s.State != renew.StateOK {
+	if !s.Renewable() || !s.SelfSigned() || s.State != pki.StateOK {
 		t.Fatalf("kubelet-serving: renewable %v self-signed %v state %v err %v unmanaged %q", s.Renewable(), s.SelfSigned(), s.State, s.Err, s.Unmanaged)
 	}
 	// Due by the same policy as the other leaves: 90 days before expiry.
 	f.now = old[0].NotAfter.Add(-89 * day)
-	if _, statuses, _ = r.Inventory(); serving(t, statuses).State != renew.StateDue {
+	if _, statuses, _ = r.Inventory(); serving(t, statuses).State != pki.StateDue {
 		t.Fatalf("89 days before expiry: %v, want due", serving(t, statuses).State)
 	}
 	plan, err := f.renew(t, r, renew.Selection{})
@@ -108,7 +109,7 @@ func TestKubeletServingRenewedLikeTheKubeletMadeIt(t *testing.T) {
 		t.Fatalf("renewed file holds %d certificates, want the leaf and its CA", len(got))
 	}
 	leaf, ca := got[0], got[1]
-	if err := renew.SameIdentity(old[0], leaf); err != nil {
+	if err := pki.SameIdentity(old[0], leaf); err != nil {
 		t.Error(err)
 	}
 	if !bytes.Equal(ca.RawSubject, old[1].RawSubject) || !ca.IsCA {
@@ -144,7 +145,7 @@ func TestKubeletServingRenewedLikeTheKubeletMadeIt(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(f.stateDir, "backups")); err != nil {
 		t.Error(err)
 	}
-	if _, statuses, _ = r.Inventory(); serving(t, statuses).State != renew.StateOK || serving(t, statuses).Err != nil {
+	if _, statuses, _ = r.Inventory(); serving(t, statuses).State != pki.StateOK || serving(t, statuses).Err != nil {
 		t.Errorf("after the renewal: %v %v", serving(t, statuses).State, serving(t, statuses).Err)
 	}
 }
@@ -308,7 +309,7 @@ func TestKubeletServingSingleSelfSigned(t *testing.T) {
 	if len(got) != 1 {
 		t.Fatalf("%d certificates, want one", len(got))
 	}
-	if err := renew.SameIdentity(old, got[0]); err != nil {
+	if err := pki.SameIdentity(old, got[0]); err != nil {
 		t.Error(err)
 	}
 	if err := got[0].CheckSignature(got[0].SignatureAlgorithm, got[0].RawTBSCertificate, got[0].Signature); err != nil {

@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/pkirenewd/pkirenewd/store"
 )
 
 // PendingRestart records the restarts a committed renewal still owes. It
@@ -104,7 +106,7 @@ func SavePending(stateDir string, p *PendingRestart) error {
 		if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return err
 		}
-		return syncDir(stateDir)
+		return store.SyncDir(stateDir)
 	}
 	if err := os.MkdirAll(stateDir, 0o700); err != nil {
 		return err
@@ -113,7 +115,7 @@ func SavePending(stateDir string, p *PendingRestart) error {
 	if err != nil {
 		return err
 	}
-	if err := writeAtomic(path, append(data, '\n'), fileMeta{Mode: 0o600, UID: -1, GID: -1}); err != nil {
+	if err := store.WriteAtomic(path, append(data, '\n'), store.FileMeta{Mode: 0o600, UID: -1, GID: -1}); err != nil {
 		return fmt.Errorf("%s: %w", path, err)
 	}
 	return nil

@@ -9,6 +9,7 @@ import (
 
 	"github.com/pkirenewd/pkirenewd/renew"
 	"github.com/pkirenewd/pkirenewd/renew/renewtest"
+	"github.com/pkirenewd/pkirenewd/store"
 )
 
 // The root-only helpers of renewtest, by their short names here.
@@ -193,7 +194,7 @@ func TestRenameFailingAfterTheCommitEndsAllOld(t *testing.T) {
 					t.Errorf("left behind: %s", l)
 				}
 			}
-			if pending, _ := (&renew.Store{StateDir: f.stateDir}).Pending(); pending {
+			if pending, _ := (&store.Store{StateDir: f.stateDir}).Pending(); pending {
 				t.Error("journal left behind")
 			}
 		})

@@ -1,3 +1,10 @@
+// Package renew is pkirenewd's renewal engine: it takes inventory of a
+// kubeadm node's PKI and kubeconfigs (and the kubelet's serving pair),
+// plans which items are renewed together, has pki issue their
+// replacements, and commits them as one transaction of the store; it
+// records the restarts a renewal still owes. The rules it applies live
+// elsewhere, each with its own reason to change: certificates and policy
+// in pki, kubeconfig forms in kubeconfig, crash safety in store.
 package renew
 
 import (
@@ -9,9 +16,11 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
+	"github.com/pkirenewd/pkirenewd/kubeconfig"
+	"github.com/pkirenewd/pkirenewd/pki"
+	"github.com/pkirenewd/pkirenewd/store"
 	"github.com/sirupsen/logrus"
 	"k8s.io/utils/clock"
 )
@@ -20,7 +29,7 @@ import (
 type Options struct {
 	Dirs
 	StateDir     string
-	Policy       Policy
+	Policy       pki.Policy
 	CAWarnBefore time.Duration
 	// Validity of issued certificates (already resolved against the
 	// kubeadm configuration by the caller).
@@ -63,16 +72,19 @@ func New(o Options) *Renewer {
 	return &Renewer{opts: o}
 }
 
-func (r *Renewer) store() (*Store, error) {
+// store is the transaction store over the directories the renewer manages.
+// The renewer sees only store.Transactions: what it may ask of the store is
+// written down there, not found by reading the store.
+func (r *Renewer) store() (store.Transactions, error) {
 	dirs := []string{r.opts.PKIDir, r.opts.KubeconfigDir}
 	if d := r.opts.KubeletServing.dir(); d != "" {
 		dirs = append(dirs, d)
 	}
-	roots, err := NewRoots(dirs...)
+	roots, err := store.NewRoots(dirs...)
 	if err != nil {
 		return nil, err
 	}
-	return &Store{StateDir: r.opts.StateDir, Roots: roots, Now: r.opts.Now, Step: r.opts.Step}, nil
+	return &store.Store{StateDir: r.opts.StateDir, Roots: roots, Now: r.opts.Now, Step: r.opts.Step}, nil
 }
 
 // Status is an item's schedule at one instant.
@@ -80,7 +92,7 @@ type Status struct {
 	*Item
 	// RenewAt is when a leaf is renewed, or when a CA starts to warn.
 	RenewAt time.Time
-	State   State
+	State   pki.State
 	// Held, when set, says why a due certificate is not renewed (its CA
 	// expires too soon for a renewal to help): the CA must be renewed.
 	Held string
@@ -105,11 +117,11 @@ func (it *Item) Targets() []string {
 // it now (see Replaceable for root) and says why not, with the fix; ""
 // when it could.
 func UnwritableReason(root string, it *Item) string {
-	err := Replaceable(root, it.Targets()...)
+	err := store.Replaceable(root, it.Targets()...)
 	if err == nil {
 		return ""
 	}
-	var re *ReplaceError
+	var re *store.ReplaceError
 	if errors.As(err, &re) {
 		if fix := re.Fix(); fix != "" {
 			return fmt.Sprintf("%v; to fix: %s", err, fix)
@@ -121,7 +133,7 @@ func UnwritableReason(root string, it *Item) string {
 // RotationStuck reports whether a certificate its owner rotates (the
 // kubelet's client certificate) is past the point where it must have been
 // rotated.
-func (s Status) RotationStuck() bool { return s.RotatedBy != "" && s.State != StateOK }
+func (s Status) RotationStuck() bool { return s.RotatedBy != "" && s.State != pki.StateOK }
 
 // Inventory takes inventory and schedules every item at the current time.
 func (r *Renewer) Inventory() (*Inventory, []Status, error) {
@@ -139,7 +151,7 @@ func (r *Renewer) Assess(inv *Inventory, now time.Time) []Status {
 		s := Status{Item: ca}
 		if ca.Cert != nil {
 			s.RenewAt = ca.Cert.NotAfter.Add(-r.opts.CAWarnBefore)
-			s.State = DecideCert(now, ca.Cert.NotBefore, s.RenewAt, ca.Cert.NotAfter)
+			s.State = pki.DecideCert(now, ca.Cert.NotBefore, s.RenewAt, ca.Cert.NotAfter)
 		}
 		out = append(out, s)
 	}
@@ -147,19 +159,19 @@ func (r *Renewer) Assess(inv *Inventory, now time.Time) []Status {
 		s := Status{Item: it}
 		if it.Cert != nil && it.RotatedBy != "" {
 			// Not ours to renew: due means its owner failed to rotate it.
-			s.RenewAt = RotationDeadline(it.Cert.NotBefore, it.Cert.NotAfter)
-			s.State = DecideCert(now, it.Cert.NotBefore, s.RenewAt, it.Cert.NotAfter)
+			s.RenewAt = pki.RotationDeadline(it.Cert.NotBefore, it.Cert.NotAfter)
+			s.State = pki.DecideCert(now, it.Cert.NotBefore, s.RenewAt, it.Cert.NotAfter)
 		} else if it.Cert != nil {
 			s.RenewAt = r.opts.Policy.RenewAt(it.Name, it.Cert.NotBefore, it.Cert.NotAfter)
-			s.State = DecideCert(now, it.Cert.NotBefore, s.RenewAt, it.Cert.NotAfter)
+			s.State = pki.DecideCert(now, it.Cert.NotBefore, s.RenewAt, it.Cert.NotAfter)
 			if ca := inv.CA(it.CAName); ca != nil && ca.Cert != nil && it.Renewable() {
 				if s.Held = r.opts.Policy.Held(s.State, now, it.Cert.NotBefore, it.Cert.NotAfter, ca.Cert.NotAfter, r.opts.Validity); s.Held != "" {
 					// Not due: nothing a renewal could fix. Looked at
 					// again at its expiry (and hourly by the daemon).
-					s.State, s.RenewAt = StateOK, it.Cert.NotAfter
+					s.State, s.RenewAt = pki.StateOK, it.Cert.NotAfter
 				}
 			}
-			if s.State != StateOK && it.Renewable() {
+			if s.State != pki.StateOK && it.Renewable() {
 				// Looked at only when due: a few system calls per file.
 				s.Unwritable = UnwritableReason("", it)
 			}
@@ -185,8 +197,8 @@ type Selection struct {
 // Planned is one renewal ready to be written.
 type Planned struct {
 	Status
-	Issued  *Issued
-	Changes []Change
+	Issued  *pki.Issued
+	Changes []store.Change
 }
 
 // Plan is the set of renewals to write.
@@ -270,7 +282,7 @@ func (r *Renewer) Plan(inv *Inventory, sel Selection) (*Plan, error) {
 			if s.Kind == KindCA || s.Missing || s.RotatedBy != "" || s.Unmanaged != "" {
 				continue
 			}
-			if !forceAll && s.State == StateOK {
+			if !forceAll && s.State == pki.StateOK {
 				continue
 			}
 			if s.External {
@@ -366,18 +378,18 @@ func (r *Renewer) issue(inv *Inventory, s Status, now time.Time) (*Planned, erro
 	if ca == nil || ca.Cert == nil || ca.key.Signer == nil {
 		return nil, fmt.Errorf("CA %s is not usable", s.CAName)
 	}
-	issued, err := Issue(IssueRequest{
+	issued, err := pki.Issue(pki.IssueRequest{
 		Old: s.Cert, OldKey: s.key, CA: ca.Cert, CAKey: ca.key.Signer,
 		Now: now, Validity: r.opts.Validity, Algorithm: r.opts.Algorithm, Rand: r.opts.Rand,
 	})
 	if err != nil {
 		return nil, err
 	}
-	newKey, err := parseKeyPEM(issued.KeyPEM)
+	newKey, err := pki.ParseKeyPEM(issued.KeyPEM)
 	if err != nil {
 		return nil, err
 	}
-	if err := Verify(s.Cert, issued.Cert, newKey.Signer, ca.Cert, now); err != nil {
+	if err := pki.Verify(s.Cert, issued.Cert, newKey.Signer, ca.Cert, now); err != nil {
 		return nil, err
 	}
 	if issued.Capped {
@@ -389,24 +401,24 @@ func (r *Renewer) issue(inv *Inventory, s Status, now time.Time) (*Planned, erro
 	case KindCert:
 		// Key first, like kubeadm, though the transaction makes the
 		// order invisible to readers.
-		p.Changes = []Change{{Path: s.KeyPath, Data: issued.KeyPEM}, {Path: s.CertPath, Data: issued.CertPEM}}
+		p.Changes = []store.Change{{Path: s.KeyPath, Data: issued.KeyPEM}, {Path: s.CertPath, Data: issued.CertPEM}}
 	case KindKubeconfig:
-		data, err := s.kc.withCredentials(issued.CertPEM, issued.KeyPEM)
+		data, err := s.kc.WithCredentials(issued.CertPEM, issued.KeyPEM)
 		if err != nil {
 			return nil, err
 		}
-		p.Changes = []Change{{Path: s.CertPath, Data: data}}
+		p.Changes = []store.Change{{Path: s.CertPath, Data: data}}
 	}
 	return p, nil
 }
 
 // Apply writes a plan as one transaction.
-func (r *Renewer) Apply(p *Plan) (*Result, error) {
+func (r *Renewer) Apply(p *Plan) (*store.Result, error) {
 	st, err := r.store()
 	if err != nil {
 		return nil, err
 	}
-	var changes []Change
+	var changes []store.Change
 	for _, it := range p.Items {
 		changes = append(changes, it.Changes...)
 	}
@@ -435,7 +447,7 @@ func (r *Renewer) Apply(p *Plan) (*Result, error) {
 // the components that came back on the new ones onto dead credentials: the
 // way out is forward.
 func (r *Renewer) Restorable(backupDir string) error {
-	files, err := BackedUp(backupDir)
+	files, err := store.BackedUp(backupDir)
 	if err != nil {
 		return err
 	}
@@ -446,7 +458,7 @@ func (r *Renewer) Restorable(backupDir string) error {
 			continue // a key
 		}
 		at := r.opts.Policy.RenewAt("", c.NotBefore, c.NotAfter)
-		if st := DecideCert(now, c.NotBefore, at, c.NotAfter); st != StateOK {
+		if st := pki.DecideCert(now, c.NotBefore, at, c.NotAfter); st != pki.StateOK {
 			return fmt.Errorf("the previous %s is %s (expires %s)", path, st, c.NotAfter.UTC().Format(time.RFC3339))
 		}
 	}
@@ -456,20 +468,20 @@ func (r *Renewer) Restorable(backupDir string) error {
 // certOf parses a certificate file or a kubeconfig's embedded client
 // certificate; nil for anything else.
 func certOf(data []byte) *x509.Certificate {
-	if c, err := parseCertPEM(data); err == nil {
+	if c, err := pki.ParseCertPEM(data); err == nil {
 		return c
 	}
-	kc, err := parseKubeconfig(data)
+	kc, err := kubeconfig.Parse(data)
 	if err != nil || kc.CertData == nil {
 		return nil
 	}
-	c, _ := parseCertPEM(kc.CertData)
+	c, _ := pki.ParseCertPEM(kc.CertData)
 	return c
 }
 
 // Restore puts back the files of a finished renewal from its backup, as a
 // transaction of its own.
-func (r *Renewer) Restore(backupDir string) (*Result, error) {
+func (r *Renewer) Restore(backupDir string) (*store.Result, error) {
 	st, err := r.store()
 	if err != nil {
 		return nil, err
@@ -493,7 +505,7 @@ func (r *Renewer) Recover() error {
 	if err != nil {
 		return err
 	}
-	if what != RecoveryNone {
+	if what != store.RecoveryNone {
 		r.opts.Log.WithFields(logrus.Fields{"ACTION": "recover", "TRANSACTION": id}).Warnf("interrupted renewal found: %s", what)
 	}
 	removed, err := st.RemoveStrays()
@@ -501,26 +513,6 @@ func (r *Renewer) Recover() error {
 		r.opts.Log.WithFields(logrus.Fields{"ACTION": "recover", "PATH": p}).Warn("removed a staged file an interrupted run left behind")
 	}
 	return err
-}
-
-// Lock takes the exclusive lock that serializes pkirenewd processes on a
-// node (the daemon and a manual `pkirenewd renew`). While another process
-// holds it, waiting is announced once with the holder's pid.
-//
-// The wait has no bound; LockWait bounds it and reports it.
-func Lock(stateDir string, log logrus.FieldLogger) (unlock func(), err error) {
-	f, p, err := openLock(stateDir)
-	if err != nil {
-		return nil, err
-	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		log.Warnf("waiting for the pkirenewd process %s that holds %s", lockHolder(p), p)
-		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
-			f.Close()
-			return nil, fmt.Errorf("lock %s: %w", p, err)
-		}
-	}
-	return held(f), nil
 }
 
 // CertSerial is a short printable serial for logs and output.

@@ -18,6 +18,8 @@ import (
 	"github.com/sirupsen/logrus"
 	logtest "github.com/sirupsen/logrus/hooks/test"
 
+	"github.com/pkirenewd/pkirenewd/kubeadmconfig"
+	"github.com/pkirenewd/pkirenewd/pki"
 	"github.com/pkirenewd/pkirenewd/renew"
 	"github.com/pkirenewd/pkirenewd/renew/renewtest"
 )
@@ -52,7 +54,7 @@ func (f *fixture) renewer(mod func(*renew.Options)) *renew.Renewer {
 	o := renew.Options{
 		Dirs:         renew.Dirs{PKIDir: f.layout.PKIDir, KubeconfigDir: f.layout.KubeconfigDir},
 		StateDir:     f.stateDir,
-		Policy:       renew.Policy{RenewBefore: 90 * day, NodeName: "node1"},
+		Policy:       pki.Policy{RenewBefore: 90 * day, NodeName: "node1"},
 		CAWarnBefore: 180 * day,
 		Validity:     365 * day,
 		Now:          func() time.Time { return f.now },
@@ -99,12 +101,12 @@ func requireConsistent(t testing.TB, inv *renew.Inventory) {
 }
 
 // requireLeafStates: every leaf and kubeconfig is in state want, every CA ok.
-func requireLeafStates(t testing.TB, statuses []renew.Status, want renew.State) {
+func requireLeafStates(t testing.TB, statuses []renew.Status, want pki.State) {
 	t.Helper()
 	for _, s := range statuses {
 		w := want
 		if s.Kind == renew.KindCA {
-			w = renew.StateOK
+			w = pki.StateOK
 		}
 		if s.State != w {
 			t.Errorf("%s: %v, want %v", s.Name, s.State, w)
@@ -154,7 +156,7 @@ func TestRenewAllKeepsIdentity(t *testing.T) {
 					}
 					continue
 				}
-				if err := renew.SameIdentity(oc, nc); err != nil {
+				if err := pki.SameIdentity(oc, nc); err != nil {
 					t.Errorf("%s: %v", name, err)
 				}
 				if oc.SerialNumber.Cmp(nc.SerialNumber) == 0 {
@@ -234,7 +236,7 @@ certificateValidityPeriod: 2160h0m0s
 `), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cs, src, err := renew.LoadClusterSettings(cfg, f.stateDir, true)
+	cs, src, err := kubeadmconfig.LoadClusterSettings(cfg, f.stateDir, true)
 	if err != nil || src != cfg {
 		t.Fatalf("LoadClusterSettings: %v %q", err, src)
 	}
@@ -242,7 +244,7 @@ certificateValidityPeriod: 2160h0m0s
 		t.Fatalf("settings %+v", cs)
 	}
 	// The cached copy is used when the file is not given any more.
-	cached, src, err := renew.LoadClusterSettings("", f.stateDir, false)
+	cached, src, err := kubeadmconfig.LoadClusterSettings("", f.stateDir, false)
 	if err != nil || cached != cs || !strings.HasPrefix(src, f.stateDir) {
 		t.Fatalf("cached settings %+v from %q: %v", cached, src, err)
 	}
@@ -265,12 +267,12 @@ certificateValidityPeriod: 2160h0m0s
 	}
 	// The ConfigMap form works too.
 	cm := []byte("apiVersion: v1\nkind: ConfigMap\ndata:\n  ClusterConfiguration: |\n    kind: ClusterConfiguration\n    encryptionAlgorithm: RSA-3072\n")
-	if s, err := renew.ParseKubeadmConfig(cm); err != nil || s.EncryptionAlgorithm != "RSA-3072" {
+	if s, err := kubeadmconfig.Parse(cm); err != nil || s.EncryptionAlgorithm != "RSA-3072" {
 		t.Fatalf("ConfigMap: %+v %v", s, err)
 	}
 	for _, bad := range []string{"kind: ClusterConfiguration\nencryptionAlgorithm: DSA-1024\n", "kind: ClusterConfiguration\ncertificateValidityPeriod: forever\n", "kind: InitConfiguration\n", "{{"} {
-		if _, err := renew.ParseKubeadmConfig([]byte(bad)); err == nil {
-			t.Errorf("ParseKubeadmConfig(%q) accepted", bad)
+		if _, err := kubeadmconfig.Parse([]byte(bad)); err == nil {
+			t.Errorf("kubeadmconfig.Parse(%q) accepted", bad)
 		}
 	}
 }
@@ -284,7 +286,7 @@ func TestRenewOnlyWhatIsDue(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	requireLeafStates(t, statuses, renew.StateDue)
+	requireLeafStates(t, statuses, pki.StateDue)
 	plan, err := f.renew(t, r, renew.Selection{})
 	if err != nil || len(plan.Items) != 12 {
 		t.Fatalf("renewed %v items: %v", plan, err)
@@ -430,7 +432,7 @@ func TestValidityCappedAtCA(t *testing.T) {
 	// The CA's own state: within caWarnBefore, so due (reported, never renewed).
 	_, statuses, _ := r.Inventory()
 	for _, s := range statuses {
-		if s.Name == "ca" && s.State != renew.StateDue {
+		if s.Name == "ca" && s.State != pki.StateDue {
 			t.Errorf("CA state %v, want due (warn)", s.State)
 		}
 	}
@@ -453,7 +455,7 @@ func TestCappedCertificateIsHeldNotRenewedAgain(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, s := range statuses {
-		if s.Name == "apiserver" && (s.State != renew.StateOK || !strings.Contains(s.Held, "CA expires")) {
+		if s.Name == "apiserver" && (s.State != pki.StateOK || !strings.Contains(s.Held, "CA expires")) {
 			t.Fatalf("apiserver: state %v held %q, want held", s.State, s.Held)
 		}
 	}
@@ -489,7 +491,7 @@ func TestExpiredLeavesAreRenewed(t *testing.T) {
 	r := f.renewer(nil)
 	_, statuses, _ := r.Inventory()
 	for _, s := range statuses {
-		if s.Kind != renew.KindCA && s.State != renew.StateExpired {
+		if s.Kind != renew.KindCA && s.State != pki.StateExpired {
 			t.Errorf("%s: %v, want expired", s.Name, s.State)
 		}
 	}
@@ -498,7 +500,7 @@ func TestExpiredLeavesAreRenewed(t *testing.T) {
 	}
 	_, statuses, _ = f.renewer(nil).Inventory()
 	for _, s := range statuses {
-		if s.State != renew.StateOK {
+		if s.State != pki.StateOK {
 			t.Errorf("after renewal %s: %v", s.Name, s.State)
 		}
 	}
@@ -517,13 +519,13 @@ func TestNotYetValidIsRenewedAtOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	requireLeafStates(t, statuses, renew.StateNotYetValid)
+	requireLeafStates(t, statuses, pki.StateNotYetValid)
 	if _, err := f.renew(t, r, renew.Selection{}); err != nil {
 		t.Fatal(err)
 	}
 	_, statuses, _ = f.renewer(nil).Inventory()
 	for _, s := range statuses {
-		if s.State != renew.StateOK {
+		if s.State != pki.StateOK {
 			t.Errorf("after renewal %s: %v", s.Name, s.State)
 		}
 		if s.Kind != renew.KindCA && (s.Cert.NotBefore.After(real) || s.Cert.NotBefore.Before(real.Add(-10*time.Minute))) {
@@ -568,12 +570,12 @@ func TestKubeletRotationStuck(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
 		age   time.Duration
-		state renew.State
+		state pki.State
 	}{
-		{100 * day, renew.StateOK},
-		{320 * day, renew.StateOK}, // 88 %: the kubelet may still rotate it
-		{335 * day, renew.StateDue},
-		{370 * day, renew.StateExpired},
+		{100 * day, pki.StateOK},
+		{320 * day, pki.StateOK}, // 88 %: the kubelet may still rotate it
+		{335 * day, pki.StateDue},
+		{370 * day, pki.StateExpired},
 	} {
 		f := newFixture(t, renewtest.Options{KubeletPKIDir: filepath.Join(t.TempDir(), "kubelet-pki"), NotBefore: time.Now().Add(-tc.age)})
 		_, statuses, err := f.renewer(nil).Inventory()
@@ -584,7 +586,7 @@ func TestKubeletRotationStuck(t *testing.T) {
 			if s.Name != "kubelet.conf" {
 				continue
 			}
-			if s.State != tc.state || s.RotationStuck() != (tc.state != renew.StateOK) {
+			if s.State != tc.state || s.RotationStuck() != (tc.state != pki.StateOK) {
 				t.Errorf("issued %v ago: state %v stuck %v, want %v", tc.age, s.State, s.RotationStuck(), tc.state)
 			}
 		}

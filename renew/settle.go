@@ -5,6 +5,10 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/pkirenewd/pkirenewd/internal/fsread"
+	"github.com/pkirenewd/pkirenewd/kubeconfig"
+	"github.com/pkirenewd/pkirenewd/pki"
+	"github.com/pkirenewd/pkirenewd/store"
 	"github.com/sirupsen/logrus"
 	"k8s.io/utils/clock"
 )
@@ -13,11 +17,11 @@ import (
 // certificate and key: the .crt/.key pair, or a kubeconfig's embedded one.
 func pairOK(it *Planned) error {
 	if it.KeyPath == "" {
-		data, err := readRegular(it.CertPath, true)
+		data, err := fsread.Regular(it.CertPath, true)
 		if err != nil {
 			return err
 		}
-		kc, err := parseKubeconfig(data)
+		kc, err := kubeconfig.Parse(data)
 		if err != nil {
 			return fmt.Errorf("%s: %w", it.CertPath, err)
 		}
@@ -26,11 +30,11 @@ func pairOK(it *Planned) error {
 		}
 		return matching(kc.CertData, kc.KeyData, it.CertPath)
 	}
-	c, err := readRegular(it.CertPath, true)
+	c, err := fsread.Regular(it.CertPath, true)
 	if err != nil {
 		return err
 	}
-	k, err := readRegular(it.KeyPath, true)
+	k, err := fsread.Regular(it.KeyPath, true)
 	if err != nil {
 		return err
 	}
@@ -38,15 +42,15 @@ func pairOK(it *Planned) error {
 }
 
 func matching(certPEM, keyPEM []byte, name string) error {
-	cert, err := parseCertPEM(certPEM)
+	cert, err := pki.ParseCertPEM(certPEM)
 	if err != nil {
 		return fmt.Errorf("%s: %w", name, err)
 	}
-	key, err := parseKeyPEM(keyPEM)
+	key, err := pki.ParseKeyPEM(keyPEM)
 	if err != nil {
 		return fmt.Errorf("%s: key: %w", name, err)
 	}
-	if !keyMatches(cert, key.Signer) {
+	if !pki.KeyMatches(cert, key.Signer) {
 		return fmt.Errorf("%s: certificate and key do not match", name)
 	}
 	return nil
@@ -77,15 +81,15 @@ func (r *Renewer) settle(p *Plan) error {
 		r.opts.Log.WithFields(logrus.Fields{"CERT": it.Name, "PATH": it.CertPath, "ACTION": "repair"}).WithError(err).
 			Warn("another writer interleaved with this renewal: writing this renewal's pair again")
 		for _, c := range it.Changes {
-			cur, rerr := readRegular(c.Path, true)
+			cur, rerr := fsread.Regular(c.Path, true)
 			if rerr == nil && bytes.Equal(cur, c.Data) {
 				continue
 			}
-			meta, merr := statMeta(c.Path)
+			meta, merr := store.StatMeta(c.Path)
 			if merr != nil {
 				return merr
 			}
-			if werr := writeAtomic(c.Path, c.Data, meta); werr != nil {
+			if werr := store.WriteAtomic(c.Path, c.Data, meta); werr != nil {
 				return fmt.Errorf("repairing %s: %w", c.Path, werr)
 			}
 		}

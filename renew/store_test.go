@@ -13,6 +13,7 @@ import (
 
 	"github.com/pkirenewd/pkirenewd/renew"
 	"github.com/pkirenewd/pkirenewd/renew/renewtest"
+	"github.com/pkirenewd/pkirenewd/store"
 )
 
 type crash struct{ step string }
@@ -185,8 +186,8 @@ func TestBackupsAndRestore(t *testing.T) {
 			t.Errorf("backup %s mode %o", e.Name(), info.Mode().Perm())
 		}
 	}
-	roots, _ := renew.NewRoots(f.layout.PKIDir, f.layout.KubeconfigDir)
-	s := &renew.Store{StateDir: f.stateDir, Roots: roots}
+	roots, _ := store.NewRoots(f.layout.PKIDir, f.layout.KubeconfigDir)
+	s := &store.Store{StateDir: f.stateDir, Roots: roots}
 	if _, err := s.Restore(res.BackupDir); err != nil {
 		t.Fatal(err)
 	}
@@ -198,7 +199,7 @@ func TestBackupsAndRestore(t *testing.T) {
 	for i := 0; i < 12; i++ {
 		now := time.Now().Add(time.Duration(i) * time.Minute)
 		s.Now = func() time.Time { return now }
-		if _, err := s.Commit([]renew.Change{{Path: filepath.Join(f.layout.PKIDir, "apiserver.crt"), Data: []byte(fmt.Sprint(i))}}); err != nil {
+		if _, err := s.Commit([]store.Change{{Path: filepath.Join(f.layout.PKIDir, "apiserver.crt"), Data: []byte(fmt.Sprint(i))}}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -320,7 +321,7 @@ func TestBackupsPrunedByCreationOrder(t *testing.T) {
 	if err := os.WriteFile(target, []byte("v0"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	roots, err := renew.NewRoots(filepath.Dir(target))
+	roots, err := store.NewRoots(filepath.Dir(target))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -331,8 +332,8 @@ func TestBackupsPrunedByCreationOrder(t *testing.T) {
 		if i > 3 {
 			at = t0.Add(-time.Duration(i) * 24 * time.Hour) // the clock stepped back
 		}
-		s := &renew.Store{StateDir: filepath.Join(dir, "state"), Roots: roots, Now: func() time.Time { return at }, KeepBackups: 3}
-		res, err := s.Commit([]renew.Change{{Path: target, Data: []byte(fmt.Sprintf("v%d", i))}})
+		s := &store.Store{StateDir: filepath.Join(dir, "state"), Roots: roots, Now: func() time.Time { return at }, KeepBackups: 3}
+		res, err := s.Commit([]store.Change{{Path: target, Data: []byte(fmt.Sprintf("v%d", i))}})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -62,7 +62,7 @@ type Node struct {
 // create, replace or remove a file in, each once, in a stable order. Keep
 // it in step with the code's writers:
 //
-//   - pkiDir (and etcd/): the store's transaction (renew.Store.Commit)
+//   - pkiDir (and etcd/): the store's transaction (store.Store.Commit)
 //   - kubeconfigDir: the same transaction, the kubeconfig files
 //   - the kubelet's cert dir: its self-signed pair, with kubeletServingCert:
 //     renew (renew.KubeletServing's managed root)

@@ -17,6 +17,8 @@ import (
 	"github.com/pkirenewd/pkirenewd/config"
 	"github.com/pkirenewd/pkirenewd/cri"
 	"github.com/pkirenewd/pkirenewd/internal/fsread"
+	"github.com/pkirenewd/pkirenewd/kubeadmconfig"
+	"github.com/pkirenewd/pkirenewd/pki"
 	"github.com/pkirenewd/pkirenewd/reconcile"
 	"github.com/pkirenewd/pkirenewd/renew"
 )
@@ -164,7 +166,7 @@ func (o *options) loadConfig(cmd *cobra.Command) (config.Config, error) {
 	return cfg, nil
 }
 
-// pkiDir resolves where the PKI is (see renew.ChoosePKIDir) and says so
+// pkiDir resolves where the PKI is (see kubeadmconfig.ChoosePKIDir) and says so
 // when the sources disagree. Unreadable sources are skipped here: the
 // renewal reports a bad kubeadm configuration itself.
 func (o *options) pkiDir(cfg config.Config) string {
@@ -173,7 +175,7 @@ func (o *options) pkiDir(cfg config.Config) string {
 		explicit = cfg.PKIDir
 	}
 	var kubeadmDir, kubeadmSrc, manifestDir string
-	if cs, src, err := renew.LoadClusterSettings(cfg.KubeadmConfig, cfg.StateDir, false); err == nil {
+	if cs, src, err := kubeadmconfig.LoadClusterSettings(cfg.KubeadmConfig, cfg.StateDir, false); err == nil {
 		kubeadmDir, kubeadmSrc = cs.CertificatesDir, src
 	}
 	apiserver := filepath.Join(cfg.ManifestsDir, "kube-apiserver.yaml")
@@ -184,7 +186,7 @@ func (o *options) pkiDir(cfg config.Config) string {
 			}
 		}
 	}
-	c := renew.ChoosePKIDir(cfg.PKIDir, explicit, kubeadmDir, kubeadmSrc, manifestDir, apiserver)
+	c := kubeadmconfig.ChoosePKIDir(cfg.PKIDir, explicit, kubeadmDir, kubeadmSrc, manifestDir, apiserver)
 	l := o.log.WithFields(logrus.Fields{"PATH": c.Dir, "source": c.Source})
 	if c.Conflict != "" {
 		l.Warnf("PKI directory %s (from the %s), but %s", c.Dir, c.Source, c.Conflict)
@@ -197,7 +199,7 @@ func (o *options) pkiDir(cfg config.Config) string {
 // renewer builds the engine from the config, resolving the cluster's
 // algorithm and validity from the kubeadm configuration.
 func (o *options) renewer(cacheKubeadm bool) (*renew.Renewer, error) {
-	cs, src, err := renew.LoadClusterSettings(o.cfg.KubeadmConfig, o.cfg.StateDir, cacheKubeadm)
+	cs, src, err := kubeadmconfig.LoadClusterSettings(o.cfg.KubeadmConfig, o.cfg.StateDir, cacheKubeadm)
 	if err != nil {
 		return nil, err
 	}
@@ -219,7 +221,7 @@ func (o *options) renewer(cacheKubeadm bool) (*renew.Renewer, error) {
 		AdminCopies: copies, AdminCopyGlob: glob,
 		Dirs:         renew.Dirs{PKIDir: o.cfg.PKIDir, KubeconfigDir: o.cfg.KubeconfigDir, KubeletServing: kubelet.Serving},
 		StateDir:     o.cfg.StateDir,
-		Policy:       renew.Policy{RenewBefore: o.cfg.RenewBefore, NodeName: o.cfg.NodeName},
+		Policy:       pki.Policy{RenewBefore: o.cfg.RenewBefore, NodeName: o.cfg.NodeName},
 		CAWarnBefore: o.cfg.CAWarnBefore,
 		Validity:     validity,
 		Algorithm:    cs.EncryptionAlgorithm,

@@ -15,8 +15,10 @@ import (
 	"github.com/spf13/cobra"
 	"gopkg.in/yaml.v3"
 
+	"github.com/pkirenewd/pkirenewd/pki"
 	"github.com/pkirenewd/pkirenewd/reconcile"
 	"github.com/pkirenewd/pkirenewd/renew"
+	"github.com/pkirenewd/pkirenewd/store"
 )
 
 // Exit statuses of `pkirenewd check`.
@@ -63,7 +65,7 @@ owed, 2 something is expired, missing or broken.`,
 			}
 			rep.StaleComponents, rep.UnseenComponents, rep.Holds = o.observe(cmd.Context(), r)
 			rep.KubeletServing = o.kubeletServingReport(cmd.Context(), r)
-			if pending, err := renew.TransactionPending(o.cfg.StateDir); err == nil && pending {
+			if pending, err := store.TransactionPending(o.cfg.StateDir); err == nil && pending {
 				rep.TransactionPending = true
 			}
 			rep.Unwritable = writeProblems(o.cfg)
@@ -115,9 +117,9 @@ func logStatus(o *options, s renew.Status) {
 		l.Error("due but not renewed: " + s.Held)
 	case s.Unwritable != "":
 		l.WithField("PATH", s.CertPath).Error("due and held, not renewed: " + s.Unwritable)
-	case s.State == renew.StateNotYetValid:
+	case s.State == pki.StateNotYetValid:
 		l.WithField("NOT_BEFORE", s.Cert.NotBefore.UTC().Format(time.RFC3339)).Error("not valid yet (issued under a clock that was ahead): unusable now; pkirenewd renews it at once")
-	case s.Kind == renew.KindCA && s.State != renew.StateOK:
+	case s.Kind == renew.KindCA && s.State != pki.StateOK:
 		l.WithField("NOT_AFTER", s.Cert.NotAfter.UTC().Format(time.RFC3339)).Warn("CA expires soon; pkirenewd never renews CAs: plan a CA rotation")
 	}
 }
@@ -143,7 +145,7 @@ func exitFor(statuses []renew.Status) int {
 		switch {
 		case s.Err != nil || s.Missing || s.State.Unusable():
 			return checkBroken
-		case s.State == renew.StateDue || s.Held != "" || s.Unwritable != "":
+		case s.State == pki.StateDue || s.Held != "" || s.Unwritable != "":
 			code = checkDue
 		}
 	}
@@ -505,7 +507,7 @@ func unwritableInDaemon(statuses []renew.Status) {
 	}
 	root := filepath.Join("/proc", strconv.Itoa(pid), "root")
 	for i, s := range statuses {
-		if s.State == renew.StateOK || !s.Renewable() || s.Unwritable != "" {
+		if s.State == pki.StateOK || !s.Renewable() || s.Unwritable != "" {
 			continue
 		}
 		if why := renew.UnwritableReason(root, s.Item); why != "" {

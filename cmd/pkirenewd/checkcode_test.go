@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pkirenewd/pkirenewd/pki"
 	"github.com/pkirenewd/pkirenewd/renew"
 )
 
@@ -13,9 +14,9 @@ import (
 func TestCheckCode(t *testing.T) {
 	now := time.Now()
 	ok := []renew.Status{{Item: &renew.Item{Name: "apiserver", Kind: renew.KindCert, Cert: &x509.Certificate{NotBefore: now.Add(-time.Hour), NotAfter: now.Add(300 * 24 * time.Hour)}},
-		RenewAt: now.Add(200 * 24 * time.Hour), State: renew.StateOK}}
+		RenewAt: now.Add(200 * 24 * time.Hour), State: pki.StateOK}}
 	expired := []renew.Status{{Item: &renew.Item{Name: "apiserver", Kind: renew.KindCert, Cert: &x509.Certificate{NotBefore: now.Add(-400 * 24 * time.Hour), NotAfter: now.Add(-time.Hour)}},
-		RenewAt: now.Add(-90 * 24 * time.Hour), State: renew.StateExpired}}
+		RenewAt: now.Add(-90 * 24 * time.Hour), State: pki.StateExpired}}
 	for _, tc := range []struct {
 		name     string
 		statuses []renew.Status

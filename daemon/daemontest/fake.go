@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/pkirenewd/pkirenewd/daemon"
+	"github.com/pkirenewd/pkirenewd/pki"
 	"github.com/pkirenewd/pkirenewd/reconcile"
 	"github.com/pkirenewd/pkirenewd/renew"
 )
@@ -105,7 +106,7 @@ func (e *Engine) Inventory() ([]renew.Status, error) {
 		at := it.NotAfter.Add(-it.RenewBefore)
 		out = append(out, renew.Status{
 			Item:    &renew.Item{Name: name, Kind: renew.KindCert, Cert: &x509.Certificate{NotBefore: it.NotBefore, NotAfter: it.NotAfter}},
-			RenewAt: at, State: renew.Decide(now, at, it.NotAfter),
+			RenewAt: at, State: pki.Decide(now, at, it.NotAfter),
 		})
 	}
 	return out, nil

@@ -72,3 +72,17 @@ func typeName(m fs.FileMode) string {
 	}
 	return m.Type().String()
 }
+
+// Exists reports whether p exists (without following a final symlink); any
+// other error than "not found" is returned so that an unreadable directory
+// does not masquerade as a missing certificate.
+func Exists(p string) (bool, error) {
+	_, err := os.Lstat(p)
+	if err == nil {
+		return true, nil
+	}
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	return false, err
+}

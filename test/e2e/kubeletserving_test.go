@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/pkirenewd/pkirenewd/cri"
+	"github.com/pkirenewd/pkirenewd/pki"
 	"github.com/pkirenewd/pkirenewd/reconcile"
 	"github.com/pkirenewd/pkirenewd/renew"
 	"github.com/pkirenewd/pkirenewd/renew/renewtest"
@@ -96,7 +97,7 @@ func renewServing(t *testing.T, cp *ControlPlane, crt string, old []*x509.Certif
 	if len(got) != 2 || !got[1].IsCA || got[0].CheckSignatureFrom(got[1]) != nil {
 		t.Fatalf("renewed %s: %d certificates, not the leaf and its CA", crt, len(got))
 	}
-	if err := renew.SameIdentity(old[0], got[0]); err != nil {
+	if err := pki.SameIdentity(old[0], got[0]); err != nil {
 		t.Error(err)
 	}
 	if !bytes.Equal(got[1].RawSubject, old[1].RawSubject) {

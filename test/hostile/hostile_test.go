@@ -18,6 +18,7 @@ import (
 
 	"github.com/pkirenewd/pkirenewd/renew"
 	"github.com/pkirenewd/pkirenewd/renew/renewtest"
+	"github.com/pkirenewd/pkirenewd/store"
 	"github.com/pkirenewd/pkirenewd/test/testbin"
 )
 
@@ -175,7 +176,7 @@ func TestSecondProcessWaitsForTheLock(t *testing.T) {
 		t.Fatal(err)
 	}
 	state := filepath.Join(t.TempDir(), "state")
-	unlock, err := renew.Lock(state, nil)
+	unlock, err := store.Lock(state, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,6 +23,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/pkirenewd/pkirenewd/pki"
 	"github.com/pkirenewd/pkirenewd/renew"
 	"github.com/pkirenewd/pkirenewd/test/testbin"
 )
@@ -288,7 +289,7 @@ func renewKubeadmPKI(t *testing.T, ka kubeadmVersion, tc renewCase) {
 			}
 			continue
 		}
-		if err := renew.SameIdentity(o.Cert, it.Cert); err != nil {
+		if err := pki.SameIdentity(o.Cert, it.Cert); err != nil {
 			t.Errorf("%s: %v", name, err)
 		}
 		if !bytes.Equal(o.Cert.RawSubject, it.Cert.RawSubject) || o.Cert.KeyUsage != it.Cert.KeyUsage {

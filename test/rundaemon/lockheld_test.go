@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pkirenewd/pkirenewd/renew"
 	"github.com/pkirenewd/pkirenewd/renew/renewtest"
+	"github.com/pkirenewd/pkirenewd/store"
 )
 
 // An operator's `pkirenewd restart` (here: the test) holds the lock while
@@ -24,7 +24,7 @@ func TestStartWhileAnotherProcessHoldsTheLock(t *testing.T) {
 		t.Fatal(err)
 	}
 	state := filepath.Join(dir, "state")
-	unlock, err := renew.Lock(state, nil)
+	unlock, err := store.Lock(state, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,12 +1,7 @@
-package renew
+package kubeadmconfig
 
 import (
 	"bytes"
-	"crypto"
-	"crypto/ecdsa"
-	"crypto/ed25519"
-	"crypto/elliptic"
-	"crypto/rsa"
 	"errors"
 	"fmt"
 	"io"
@@ -16,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pkirenewd/pkirenewd/store"
 	"gopkg.in/yaml.v3"
 )
 
@@ -37,11 +33,11 @@ var algorithms = map[string]bool{
 	"ECDSA-P256": true, "ECDSA-P384": true,
 }
 
-// ParseKubeadmConfig finds the ClusterConfiguration in a kubeadm config file.
+// Parse finds the ClusterConfiguration in a kubeadm config file.
 // It accepts the multi-document file given to `kubeadm init --config` and
 // the kubeadm-config ConfigMap as `kubectl get -o yaml` prints it, because
 // those are the two forms an operator has at hand.
-func ParseKubeadmConfig(data []byte) (ClusterSettings, error) {
+func Parse(data []byte) (ClusterSettings, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	for {
 		var doc map[string]any
@@ -62,7 +58,7 @@ func ParseKubeadmConfig(data []byte) (ClusterSettings, error) {
 			if !ok {
 				continue
 			}
-			return ParseKubeadmConfig([]byte(inner))
+			return Parse([]byte(inner))
 		}
 	}
 }
@@ -135,38 +131,6 @@ func publicKeysECDSAGate(doc map[string]any) (string, error) {
 	return "", fmt.Errorf("featureGates.PublicKeysECDSA: expected true or false, got %v", v)
 }
 
-// generateKey makes a new private key. alg is a kubeadm encryptionAlgorithm
-// value; empty means the same type and size as old.
-func generateKey(rand io.Reader, alg string, old crypto.PublicKey) (crypto.Signer, error) {
-	if alg == "" {
-		alg = keyAlgorithm(old)
-	}
-	switch alg {
-	case "RSA-2048":
-		return rsa.GenerateKey(rand, 2048)
-	case "RSA-3072":
-		return rsa.GenerateKey(rand, 3072)
-	case "RSA-4096":
-		return rsa.GenerateKey(rand, 4096)
-	case "ECDSA-P256":
-		return ecdsa.GenerateKey(elliptic.P256(), rand)
-	case "ECDSA-P384":
-		return ecdsa.GenerateKey(elliptic.P384(), rand)
-	case "ECDSA-P521":
-		return ecdsa.GenerateKey(elliptic.P521(), rand)
-	case "ED25519":
-		_, k, err := ed25519.GenerateKey(rand)
-		return k, err
-	}
-	if strings.HasPrefix(alg, "RSA-") {
-		var bits int
-		if _, err := fmt.Sscanf(alg, "RSA-%d", &bits); err == nil && bits >= 2048 && bits <= 8192 {
-			return rsa.GenerateKey(rand, bits)
-		}
-	}
-	return nil, fmt.Errorf("unsupported key algorithm %q", alg)
-}
-
 // cachedKubeadmConfig is where the last good kubeadm configuration is kept,
 // so the cluster's algorithm and validity are followed even when neither
 // the file nor the API is at hand (kubeadm falls back to its defaults then).
@@ -188,7 +152,7 @@ func LoadClusterSettings(path, stateDir string, cache bool) (ClusterSettings, st
 		}
 		return ClusterSettings{}, "", fmt.Errorf("kubeadm config %s: %w", src, err)
 	}
-	s, err := ParseKubeadmConfig(data)
+	s, err := Parse(data)
 	if err != nil {
 		return ClusterSettings{}, "", fmt.Errorf("kubeadm config %s: %w", src, err)
 	}
@@ -196,7 +160,7 @@ func LoadClusterSettings(path, stateDir string, cache bool) (ClusterSettings, st
 		if err := os.MkdirAll(stateDir, 0o700); err != nil {
 			return s, src, fmt.Errorf("cache kubeadm config: %w", err)
 		}
-		if err := writeAtomic(filepath.Join(stateDir, cachedKubeadmConfig), data, fileMeta{Mode: 0o600, UID: -1, GID: -1}); err != nil {
+		if err := store.WriteAtomic(filepath.Join(stateDir, cachedKubeadmConfig), data, store.FileMeta{Mode: 0o600, UID: -1, GID: -1}); err != nil {
 			return s, src, fmt.Errorf("cache kubeadm config: %w", err)
 		}
 	}

@@ -1,4 +1,4 @@
-package renew
+package store
 
 import (
 	"context"
@@ -135,4 +135,24 @@ func held(f *os.File) (unlock func()) {
 	_ = f.Truncate(0)
 	_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
 	return func() { _ = f.Close() }
+}
+
+// Lock takes the exclusive lock that serializes pkirenewd processes on a
+// node (the daemon and a manual `pkirenewd renew`). While another process
+// holds it, waiting is announced once with the holder's pid.
+//
+// The wait has no bound; LockWait bounds it and reports it.
+func Lock(stateDir string, log logrus.FieldLogger) (unlock func(), err error) {
+	f, p, err := openLock(stateDir)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		log.Warnf("waiting for the pkirenewd process %s that holds %s", lockHolder(p), p)
+		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("lock %s: %w", p, err)
+		}
+	}
+	return held(f), nil
 }

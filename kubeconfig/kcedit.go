@@ -1,4 +1,4 @@
-package renew
+package kubeconfig
 
 import (
 	"bytes"

@@ -1,4 +1,4 @@
-package renew
+package store
 
 // failpoint is called at every step of a transaction, including in the
 // middle of writing a file. Release builds leave it nil; a build with the

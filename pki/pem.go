@@ -1,9 +1,4 @@
-// Package renew is pkirenewd's renewal engine: it takes inventory of a kubeadm
-// node's PKI and kubeconfigs, decides when each item is due, issues
-// replacements that keep the whole identity of the old certificate, and
-// writes them through a transactional store that never leaves a mixed or
-// half-written PKI behind.
-package renew
+package pki
 
 import (
 	"bytes"
@@ -19,16 +14,16 @@ import (
 
 // PEM block types as kubeadm writes them (k8s.io/client-go/util/keyutil).
 const (
-	pemCertificate = "CERTIFICATE"
-	pemRSAKey      = "RSA PRIVATE KEY"
-	pemECKey       = "EC PRIVATE KEY"
-	pemPKCS8Key    = "PRIVATE KEY"
+	PEMCertificate = "CERTIFICATE"
+	PEMRSAKey      = "RSA PRIVATE KEY"
+	PEMECKey       = "EC PRIVATE KEY"
+	PEMPKCS8Key    = "PRIVATE KEY"
 )
 
-// parseCertPEM returns the first certificate of a PEM bundle. kubeadm leaf
+// ParseCertPEM returns the first certificate of a PEM bundle. kubeadm leaf
 // files hold one certificate; anything that is not PEM or not a certificate
 // is an error rather than an empty result.
-func parseCertPEM(data []byte) (*x509.Certificate, error) {
+func ParseCertPEM(data []byte) (*x509.Certificate, error) {
 	rest := data
 	for {
 		var block *pem.Block
@@ -39,7 +34,7 @@ func parseCertPEM(data []byte) (*x509.Certificate, error) {
 			}
 			return nil, errors.New("no PEM certificate found (truncated or not PEM)")
 		}
-		if block.Type != pemCertificate {
+		if block.Type != PEMCertificate {
 			continue
 		}
 		cert, err := x509.ParseCertificate(block.Bytes)
@@ -50,92 +45,92 @@ func parseCertPEM(data []byte) (*x509.Certificate, error) {
 	}
 }
 
-// parsedKey is a private key together with the PEM type it was stored as, so
+// ParsedKey is a private key together with the PEM type it was stored as, so
 // a renewal can keep the file's encoding.
-type parsedKey struct {
+type ParsedKey struct {
 	Signer  crypto.Signer
 	PEMType string
 }
 
-func parseKeyPEM(data []byte) (parsedKey, error) {
+func ParseKeyPEM(data []byte) (ParsedKey, error) {
 	rest := data
 	for {
 		var block *pem.Block
 		block, rest = pem.Decode(rest)
 		if block == nil {
 			if len(bytes.TrimSpace(data)) == 0 {
-				return parsedKey{}, errors.New("empty file, expected a PEM private key")
+				return ParsedKey{}, errors.New("empty file, expected a PEM private key")
 			}
-			return parsedKey{}, errors.New("no PEM private key found (truncated or not PEM)")
+			return ParsedKey{}, errors.New("no PEM private key found (truncated or not PEM)")
 		}
 		var (
 			k   any
 			err error
 		)
 		switch block.Type {
-		case pemRSAKey:
+		case PEMRSAKey:
 			k, err = x509.ParsePKCS1PrivateKey(block.Bytes)
-		case pemECKey:
+		case PEMECKey:
 			k, err = x509.ParseECPrivateKey(block.Bytes)
-		case pemPKCS8Key:
+		case PEMPKCS8Key:
 			k, err = x509.ParsePKCS8PrivateKey(block.Bytes)
 		case "ENCRYPTED PRIVATE KEY":
-			return parsedKey{}, errors.New("encrypted private keys are not supported")
+			return ParsedKey{}, errors.New("encrypted private keys are not supported")
 		default:
 			continue
 		}
 		if err != nil {
-			return parsedKey{}, fmt.Errorf("parse %s: %w", block.Type, err)
+			return ParsedKey{}, fmt.Errorf("parse %s: %w", block.Type, err)
 		}
 		s, ok := k.(crypto.Signer)
 		if !ok {
-			return parsedKey{}, fmt.Errorf("unsupported private key type %T", k)
+			return ParsedKey{}, fmt.Errorf("unsupported private key type %T", k)
 		}
-		return parsedKey{Signer: s, PEMType: block.Type}, nil
+		return ParsedKey{Signer: s, PEMType: block.Type}, nil
 	}
 }
 
-func encodeCertPEM(der []byte) []byte {
-	return pem.EncodeToMemory(&pem.Block{Type: pemCertificate, Bytes: der})
+func EncodeCertPEM(der []byte) []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: PEMCertificate, Bytes: der})
 }
 
-// encodeKeyPEM writes RSA keys as PKCS#1 and EC keys as SEC1 like kubeadm,
+// EncodeKeyPEM writes RSA keys as PKCS#1 and EC keys as SEC1 like kubeadm,
 // unless the old file used PKCS#8, which is then kept.
-func encodeKeyPEM(k crypto.Signer, pemType string) ([]byte, error) {
-	if pemType == pemPKCS8Key {
+func EncodeKeyPEM(k crypto.Signer, pemType string) ([]byte, error) {
+	if pemType == PEMPKCS8Key {
 		der, err := x509.MarshalPKCS8PrivateKey(k)
 		if err != nil {
 			return nil, err
 		}
-		return pem.EncodeToMemory(&pem.Block{Type: pemPKCS8Key, Bytes: der}), nil
+		return pem.EncodeToMemory(&pem.Block{Type: PEMPKCS8Key, Bytes: der}), nil
 	}
 	switch k := k.(type) {
 	case *rsa.PrivateKey:
-		return pem.EncodeToMemory(&pem.Block{Type: pemRSAKey, Bytes: x509.MarshalPKCS1PrivateKey(k)}), nil
+		return pem.EncodeToMemory(&pem.Block{Type: PEMRSAKey, Bytes: x509.MarshalPKCS1PrivateKey(k)}), nil
 	case *ecdsa.PrivateKey:
 		der, err := x509.MarshalECPrivateKey(k)
 		if err != nil {
 			return nil, err
 		}
-		return pem.EncodeToMemory(&pem.Block{Type: pemECKey, Bytes: der}), nil
+		return pem.EncodeToMemory(&pem.Block{Type: PEMECKey, Bytes: der}), nil
 	default:
 		der, err := x509.MarshalPKCS8PrivateKey(k)
 		if err != nil {
 			return nil, err
 		}
-		return pem.EncodeToMemory(&pem.Block{Type: pemPKCS8Key, Bytes: der}), nil
+		return pem.EncodeToMemory(&pem.Block{Type: PEMPKCS8Key, Bytes: der}), nil
 	}
 }
 
-// keyMatches reports whether the private key belongs to the certificate.
-func keyMatches(cert *x509.Certificate, key crypto.Signer) bool {
+// KeyMatches reports whether the private key belongs to the certificate.
+func KeyMatches(cert *x509.Certificate, key crypto.Signer) bool {
 	type equaler interface{ Equal(crypto.PublicKey) bool }
 	pub, ok := key.Public().(equaler)
 	return ok && pub.Equal(cert.PublicKey)
 }
 
-// keyAlgorithm names a key the way kubeadm's encryptionAlgorithm does.
-func keyAlgorithm(pub crypto.PublicKey) string {
+// KeyAlgorithm names a key the way kubeadm's encryptionAlgorithm does.
+func KeyAlgorithm(pub crypto.PublicKey) string {
 	switch p := pub.(type) {
 	case *rsa.PublicKey:
 		return fmt.Sprintf("RSA-%d", p.N.BitLen())

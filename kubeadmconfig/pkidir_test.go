@@ -1,4 +1,4 @@
-package renew
+package kubeadmconfig
 
 import "testing"
 
@@ -29,11 +29,11 @@ func TestChoosePKIDir(t *testing.T) {
 }
 
 func TestCertificatesDirFromKubeadmConfig(t *testing.T) {
-	s, err := ParseKubeadmConfig([]byte("apiVersion: kubeadm.k8s.io/v1beta4\nkind: ClusterConfiguration\ncertificatesDir: /etc/kubernetes/custom-pki/\n"))
+	s, err := Parse([]byte("apiVersion: kubeadm.k8s.io/v1beta4\nkind: ClusterConfiguration\ncertificatesDir: /etc/kubernetes/custom-pki/\n"))
 	if err != nil || s.CertificatesDir != "/etc/kubernetes/custom-pki" {
 		t.Fatalf("%+v %v", s, err)
 	}
-	if _, err := ParseKubeadmConfig([]byte("kind: ClusterConfiguration\ncertificatesDir: pki\n")); err == nil {
+	if _, err := Parse([]byte("kind: ClusterConfiguration\ncertificatesDir: pki\n")); err == nil {
 		t.Fatal("a relative certificatesDir was accepted")
 	}
 }

@@ -1,6 +1,6 @@
 //go:build failpoints
 
-package renew
+package store
 
 import (
 	"os"

@@ -1,4 +1,4 @@
-package renew
+package pki
 
 import (
 	"hash/fnv"

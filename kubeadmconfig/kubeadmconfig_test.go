@@ -1,4 +1,4 @@
-package renew
+package kubeadmconfig
 
 import (
 	"strings"
@@ -23,7 +23,7 @@ func TestParseKubeadmConfigPublicKeysECDSA(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			s, err := ParseKubeadmConfig([]byte(head + tc.cfg))
+			s, err := Parse([]byte(head + tc.cfg))
 			if tc.bad {
 				if err == nil || !strings.Contains(err.Error(), "PublicKeysECDSA") {
 					t.Fatalf("got %+v, %v; want an error naming the gate", s, err)

@@ -1,7 +1,6 @@
-package renew
+package store
 
 import (
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -17,7 +16,7 @@ import (
 	"syscall"
 	"time"
 
-	"k8s.io/utils/clock"
+	"github.com/pkirenewd/pkirenewd/internal/fsread"
 )
 
 // Change is one file a transaction replaces.
@@ -59,7 +58,7 @@ type journalFile struct {
 	Backup    string   `json:"backup"`
 	OldSHA256 string   `json:"oldSHA256"`
 	NewSHA256 string   `json:"newSHA256"`
-	Meta      fileMeta `json:"meta"`
+	Meta      FileMeta `json:"meta"`
 }
 
 type journal struct {
@@ -111,160 +110,7 @@ func TransactionPending(stateDir string) (bool, error) {
 
 // Pending reports whether an unfinished transaction is recorded.
 func (s *Store) Pending() (bool, error) {
-	return exists(s.journalPath())
-}
-
-// ErrChangedUnderneath: a file changed between being read and being
-// replaced, so someone else is writing the PKI right now.
-var ErrChangedUnderneath = errors.New("changed by another writer during the renewal (kubeadm certs renew?): nothing was written; it will be retried on fresh files")
-
-// Commit writes changes as one transaction.
-func (s *Store) Commit(changes []Change) (*Result, error) {
-	if len(changes) == 0 {
-		return &Result{}, nil
-	}
-	if pending, err := s.Pending(); err != nil || pending {
-		if err == nil {
-			err = fmt.Errorf("an unfinished transaction is recorded in %s: run recovery first", s.journalPath())
-		}
-		return nil, err
-	}
-	if err := s.ensureStateDir(); err != nil {
-		return nil, err
-	}
-	now := clock.RealClock{}.Now
-	if s.Now != nil {
-		now = s.Now
-	}
-	rnd := make([]byte, 4)
-	_, _ = rand.Read(rnd)
-	id := now().UTC().Format("20060102T150405Z") + "-" + hex.EncodeToString(rnd)
-	j := &journal{ID: id, State: statePrepared, BackupDir: filepath.Join(s.backupsDir(), fmt.Sprintf("%08d.%s", s.nextSeq(), id))}
-
-	// Validate every target and read what it holds before anything is
-	// written, so a bad target stops the transaction with no trace.
-	seen := map[string]bool{}
-	olds := make([][]byte, len(changes))
-	for i, c := range changes {
-		p := filepath.Clean(c.Path)
-		if seen[p] {
-			return nil, fmt.Errorf("%s: changed twice in one transaction", p)
-		}
-		seen[p] = true
-		dir, err := s.Roots.Resolve(filepath.Dir(p))
-		if err != nil {
-			return nil, err
-		}
-		p = filepath.Join(dir, filepath.Base(p))
-		meta, err := statMeta(p)
-		if err != nil {
-			return nil, err
-		}
-		if olds[i], err = readRegular(p, false); err != nil {
-			return nil, err
-		}
-		j.Files = append(j.Files, journalFile{
-			Path:      p,
-			Staged:    filepath.Join(dir, fmt.Sprintf("%s%s.%s", stagedPrefix, id, filepath.Base(p))),
-			Backup:    filepath.Join(j.BackupDir, fmt.Sprintf("%02d-%s", i, filepath.Base(p))),
-			OldSHA256: sum(olds[i]),
-			NewSHA256: sum(c.Data),
-			Meta:      meta,
-		})
-	}
-
-	// Refuse what would make a rename fail after the commit record
-	// before anything at all is written.
-	if err := s.preflight(j.Files, changes, olds); err != nil {
-		return nil, fmt.Errorf("%w: nothing was written", err)
-	}
-
-	// The journal goes first so that recovery knows which staged files and
-	// backups belong to an interrupted transaction.
-	if err := os.Mkdir(j.BackupDir, 0o700); err != nil {
-		return nil, fmt.Errorf("backup: %w", err)
-	}
-	if err := s.writeJournal(j); err != nil {
-		_ = os.RemoveAll(j.BackupDir)
-		return nil, err
-	}
-	s.step("journal-prepared")
-
-	abort := func(err error) (*Result, error) {
-		if rerr := s.rollbackPrepared(j); rerr != nil {
-			return nil, fmt.Errorf("%w (and rolling back failed: %v; it will be retried on next start)", err, rerr)
-		}
-		if !strings.Contains(err.Error(), "nothing was written") {
-			err = fmt.Errorf("%w: nothing was written", err)
-		}
-		return nil, err
-	}
-	for i, f := range j.Files {
-		if err := writeNew(f.Backup, olds[i], fileMeta{Mode: 0o600, UID: -1, GID: -1}); err != nil {
-			return abort(fmt.Errorf("backup of %s: %w", f.Path, err))
-		}
-	}
-	if err := writeManifest(j); err != nil {
-		return abort(err)
-	}
-	if err := syncDir(j.BackupDir); err != nil {
-		return abort(fmt.Errorf("backup: %w", err))
-	}
-	s.step("backup")
-
-	for i, f := range j.Files {
-		if err := writeNew(f.Staged, changes[i].Data, f.Meta); err != nil {
-			return abort(fmt.Errorf("stage %s: %w", f.Path, err))
-		}
-		s.step("staged:" + filepath.Base(f.Path))
-	}
-	for _, d := range j.dirs() {
-		if err := syncDir(d); err != nil {
-			return abort(fmt.Errorf("sync %s: %w", d, err))
-		}
-	}
-	s.step("staged-synced")
-
-	// Another writer (an operator's `kubeadm certs renew`) may have
-	// replaced a target since it was read: committing would interleave
-	// its files with ours. Give way; the caller retries on fresh input.
-	for i, f := range j.Files {
-		cur, err := readRegular(f.Path, false)
-		if err != nil {
-			return abort(err)
-		}
-		if sum(cur) != j.Files[i].OldSHA256 {
-			return abort(fmt.Errorf("%s: %w", f.Path, ErrChangedUnderneath))
-		}
-	}
-
-	// Attributes may have changed while staging; look once more, last
-	// thing before the point of no return.
-	if err := checkStaged(j.Files); err != nil {
-		return abort(err)
-	}
-
-	j.State = stateCommitted
-	if err := s.writeJournal(j); err != nil {
-		return abort(err)
-	}
-	s.step("journal-committed")
-
-	if err := s.rollForward(j); err != nil {
-		// Most refusals are caught before the commit record; one that
-		// still comes (a flag set this instant, an I/O error) must not
-		// leave new and old files side by side. Try once more, then put
-		// every file back as it was.
-		if err = s.rollForward(j); err != nil {
-			return nil, s.undoCommitted(j, err)
-		}
-	}
-	res := &Result{ID: id, BackupDir: j.BackupDir}
-	for _, f := range j.Files {
-		res.Paths = append(res.Paths, f.Path)
-	}
-	s.pruneBackups()
-	return res, nil
+	return fsread.Exists(s.journalPath())
 }
 
 func (j *journal) dirs() []string {
@@ -287,7 +133,7 @@ func writeManifest(j *journal) error {
 	for _, f := range j.Files {
 		fmt.Fprintf(&b, "%s\t%s\t%04o\n", filepath.Base(f.Backup), f.Path, f.Meta.Mode)
 	}
-	return writeNew(filepath.Join(j.BackupDir, "MANIFEST"), []byte(b.String()), fileMeta{Mode: 0o600, UID: -1, GID: -1})
+	return writeNew(filepath.Join(j.BackupDir, "MANIFEST"), []byte(b.String()), FileMeta{Mode: 0o600, UID: -1, GID: -1})
 }
 
 func (s *Store) writeJournal(j *journal) error {
@@ -295,7 +141,7 @@ func (s *Store) writeJournal(j *journal) error {
 	if err != nil {
 		return err
 	}
-	if err := writeAtomic(s.journalPath(), append(data, '\n'), fileMeta{Mode: 0o600, UID: -1, GID: -1}); err != nil {
+	if err := WriteAtomic(s.journalPath(), append(data, '\n'), FileMeta{Mode: 0o600, UID: -1, GID: -1}); err != nil {
 		return fmt.Errorf("journal: %w", err)
 	}
 	return nil
@@ -305,7 +151,7 @@ func (s *Store) writeJournal(j *journal) error {
 // file already renamed is recognised by its content.
 func (s *Store) rollForward(j *journal) error {
 	for _, f := range j.Files {
-		ok, err := exists(f.Staged)
+		ok, err := fsread.Exists(f.Staged)
 		if err != nil {
 			return err
 		}
@@ -325,7 +171,7 @@ func (s *Store) rollForward(j *journal) error {
 		}
 	}
 	for _, d := range j.dirs() {
-		if err := syncDir(d); err != nil {
+		if err := SyncDir(d); err != nil {
 			return err
 		}
 	}
@@ -339,13 +185,13 @@ func (s *Store) finish(j *journal) error {
 	if err != nil {
 		return err
 	}
-	if err := writeAtomic(filepath.Join(j.BackupDir, "journal.json"), data, fileMeta{Mode: 0o600, UID: -1, GID: -1}); err != nil {
+	if err := WriteAtomic(filepath.Join(j.BackupDir, "journal.json"), data, FileMeta{Mode: 0o600, UID: -1, GID: -1}); err != nil {
 		return err
 	}
 	if err := os.Remove(s.journalPath()); err != nil {
 		return err
 	}
-	if err := syncDir(s.StateDir); err != nil {
+	if err := SyncDir(s.StateDir); err != nil {
 		return err
 	}
 	s.step("done")
@@ -367,14 +213,14 @@ func (s *Store) rollbackPrepared(j *journal) error {
 	if err := removeIfExists(s.journalPath()); err != nil {
 		return err
 	}
-	return syncDir(s.StateDir)
+	return SyncDir(s.StateDir)
 }
 
 // removeIfExists removes p unless it is already gone. It looks first
 // because unlinking an absent file on a read-only mount fails with EROFS,
 // not ENOENT, and a file that is not there is not an error.
 func removeIfExists(p string) error {
-	ok, err := exists(p)
+	ok, err := fsread.Exists(p)
 	if err != nil || !ok {
 		return err
 	}
@@ -426,7 +272,7 @@ func (s *Store) RemoveStrays() ([]string, error) {
 			removed = append(removed, p)
 		}
 		if len(removed) > 0 {
-			_ = syncDir(dir)
+			_ = SyncDir(dir)
 		}
 	}
 	return removed, errors.Join(errs...)
@@ -544,7 +390,7 @@ func (s *Store) restoreJournal(j *journal) (stuck, err error) {
 		if sum(old) != f.OldSHA256 {
 			return nil, fmt.Errorf("restore %s: backup %s is damaged", f.Path, f.Backup)
 		}
-		if err := writeAtomic(f.Path, old, f.Meta); err != nil {
+		if err := WriteAtomic(f.Path, old, f.Meta); err != nil {
 			return nil, fmt.Errorf("restore %s: %w", f.Path, err)
 		}
 		s.step("restored:" + filepath.Base(f.Path))

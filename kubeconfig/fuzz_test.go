@@ -1,71 +1,12 @@
-package renew
+package kubeconfig
 
 import (
 	"bytes"
-	"crypto"
-	"os"
-	"path/filepath"
 	"reflect"
 	"testing"
 
 	"gopkg.in/yaml.v3"
 )
-
-// Seeds: a real certificate, key and kubeconfig made by the generator in
-// renewtest would be an import cycle, so the seeds are built here from
-// the package's own encoders.
-func seedPEMs(f *testing.F) {
-	f.Helper()
-	key, err := generateKey(nil, "ECDSA-P256", nil)
-	if err == nil {
-		if k, err := encodeKeyPEM(key, pemECKey); err == nil {
-			f.Add(k)
-			f.Add(k[:len(k)/2])
-		}
-	}
-	f.Add([]byte("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"))
-	f.Add([]byte("-----BEGIN RSA PRIVATE KEY-----\n\n-----END RSA PRIVATE KEY-----\n"))
-	f.Add([]byte{})
-	f.Add([]byte("not pem"))
-	if data, err := os.ReadFile(filepath.Join("testdata", "fuzz-seed.crt")); err == nil {
-		f.Add(data)
-	}
-}
-
-func FuzzParseCertPEM(f *testing.F) {
-	seedPEMs(f)
-	f.Fuzz(func(t *testing.T, data []byte) {
-		c, err := parseCertPEM(data)
-		if err == nil && c == nil {
-			t.Fatal("nil certificate without an error")
-		}
-	})
-}
-
-func FuzzParseKeyPEM(f *testing.F) {
-	seedPEMs(f)
-	f.Fuzz(func(t *testing.T, data []byte) {
-		k, err := parseKeyPEM(data)
-		if err != nil {
-			return
-		}
-		if k.Signer == nil {
-			t.Fatal("nil key without an error")
-		}
-		// Whatever parses must encode back and parse to the same key.
-		out, err := encodeKeyPEM(k.Signer, k.PEMType)
-		if err != nil {
-			return
-		}
-		k2, err := parseKeyPEM(out)
-		if err != nil {
-			t.Fatalf("re-encoded key does not parse: %v", err)
-		}
-		if !keyMatchesPub(k.Signer.Public(), k2.Signer) {
-			t.Fatal("re-encoded key differs")
-		}
-	})
-}
 
 const seedKubeconfig = `apiVersion: v1
 clusters:
@@ -114,12 +55,12 @@ func FuzzKubeconfig(f *testing.F) {
 	f.Add([]byte("{{"))
 	f.Add([]byte("users: [{name: a, user: {client-certificate: /x}}]\ncontexts: [{name: c, context: {user: a}}]\ncurrent-context: c\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		kc, err := parseKubeconfig(data)
+		kc, err := Parse(data)
 		if err != nil || kc.certNode == nil {
 			return
 		}
 		// Replacing the credentials changes exactly them, or fails.
-		out, err := kc.withCredentials([]byte("NEW CERT"), []byte("NEW KEY"))
+		out, err := kc.WithCredentials([]byte("NEW CERT"), []byte("NEW KEY"))
 		if err == nil {
 			requireNewCredentials(t, data, out)
 		}
@@ -136,7 +77,7 @@ func FuzzKubeconfig(f *testing.F) {
 // for the current user's credentials.
 func requireNewCredentials(t *testing.T, in, out []byte) {
 	t.Helper()
-	again, err := parseKubeconfig(out)
+	again, err := Parse(out)
 	if err != nil {
 		t.Fatalf("rewritten kubeconfig does not parse: %v", err)
 	}
@@ -169,21 +110,4 @@ func userData(v any, i int) map[string]any {
 	e, _ := users[i].(map[string]any)
 	u, _ := e["user"].(map[string]any)
 	return u
-}
-
-func FuzzParseKubeadmConfig(f *testing.F) {
-	f.Add([]byte("kind: ClusterConfiguration\nencryptionAlgorithm: ECDSA-P256\ncertificateValidityPeriod: 8760h\n"))
-	f.Add([]byte("kind: ConfigMap\ndata:\n  ClusterConfiguration: |\n    kind: ClusterConfiguration\n"))
-	f.Add([]byte("---\n---\nkind: InitConfiguration\n"))
-	f.Fuzz(func(t *testing.T, data []byte) {
-		s, err := ParseKubeadmConfig(data)
-		if err == nil && s.CertificateValidityPeriod < 0 {
-			t.Fatal("negative validity accepted")
-		}
-	})
-}
-
-func keyMatchesPub(pub crypto.PublicKey, k crypto.Signer) bool {
-	e, ok := k.Public().(interface{ Equal(crypto.PublicKey) bool })
-	return ok && e.Equal(pub)
 }

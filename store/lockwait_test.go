@@ -1,4 +1,4 @@
-package renew_test
+package store_test
 
 import (
 	"context"
@@ -12,10 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pkirenewd/pkirenewd/store"
 	logtest "github.com/sirupsen/logrus/hooks/test"
 	testclock "k8s.io/utils/clock/testing"
-
-	"github.com/pkirenewd/pkirenewd/renew"
 )
 
 // lockWaiter runs LockWait in the background on a fake clock, as the
@@ -36,7 +35,7 @@ func startLockWait(t *testing.T, ctx context.Context, state string, bound time.D
 	w := &lockWaiter{t: t, clk: testclock.NewFakeClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)), done: make(chan error, 1)}
 	log, _ := logtest.NewNullLogger()
 	go func() {
-		unlock, err := renew.LockWait(ctx, state, log, renew.LockOptions{
+		unlock, err := store.LockWait(ctx, state, log, store.LockOptions{
 			Clock: w.clk, Bound: bound, Poll: time.Minute,
 			Waiting: func(pid, lock string) {
 				w.mu.Lock()
@@ -101,7 +100,7 @@ func (w *lockWaiter) returned() bool {
 // error naming both.
 func TestLockWaitGivesUpNamingTheHolder(t *testing.T) {
 	state := filepath.Join(t.TempDir(), "state")
-	hold, err := renew.Lock(state, nil)
+	hold, err := store.Lock(state, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,7 +115,7 @@ func TestLockWaitGivesUpNamingTheHolder(t *testing.T) {
 	}
 	w.poll() // 30 min
 	err = w.result()
-	var lte *renew.LockTimeoutError
+	var lte *store.LockTimeoutError
 	if !errors.As(err, &lte) {
 		t.Fatalf("err %v, want a *LockTimeoutError", err)
 	}
@@ -142,7 +141,7 @@ func TestLockWaitGivesUpNamingTheHolder(t *testing.T) {
 // holds it against others.
 func TestLockWaitTakesTheLockWhenFreed(t *testing.T) {
 	state := filepath.Join(t.TempDir(), "state")
-	hold, err := renew.Lock(state, nil)
+	hold, err := store.Lock(state, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package renew
+package pki
 
 import (
 	"bytes"
@@ -17,14 +17,14 @@ import (
 	"time"
 )
 
-// backdate matches kubeadm: NotBefore lies 5 minutes in the past so that a
+// Backdate matches kubeadm: NotBefore lies 5 minutes in the past so that a
 // node whose clock is slightly behind still accepts the new certificate.
-const backdate = 5 * time.Minute
+const Backdate = 5 * time.Minute
 
 // IssueRequest is what a renewal of one certificate needs.
 type IssueRequest struct {
 	Old      *x509.Certificate
-	OldKey   parsedKey
+	OldKey   ParsedKey
 	CA       *x509.Certificate
 	CAKey    crypto.Signer
 	Now      time.Time
@@ -55,15 +55,15 @@ func Issue(req IssueRequest) (*Issued, error) {
 	if !req.Now.Before(req.CA.NotAfter) {
 		return nil, fmt.Errorf("CA %q expired on %s: renew the CA first (pkirenewd never renews CAs)", req.CA.Subject.CommonName, req.CA.NotAfter.UTC().Format(time.RFC3339))
 	}
-	key, err := generateKey(rnd, req.Algorithm, req.Old.PublicKey)
+	key, err := GenerateKey(rnd, req.Algorithm, req.Old.PublicKey)
 	if err != nil {
 		return nil, err
 	}
-	serial, err := rand.Int(rnd, new(big.Int).Lsh(big.NewInt(1), 127))
+	serial, err := newSerial(rnd)
 	if err != nil {
 		return nil, err
 	}
-	skid, err := subjectKeyID(key.Public())
+	skid, err := SubjectKeyID(key.Public())
 	if err != nil {
 		return nil, err
 	}
@@ -74,10 +74,10 @@ func Issue(req IssueRequest) (*Issued, error) {
 	}
 	old := req.Old
 	tmpl := &x509.Certificate{
-		SerialNumber:          serial.Add(serial, big.NewInt(1)), // never zero
+		SerialNumber:          serial,
 		RawSubject:            old.RawSubject,
 		Subject:               old.Subject,
-		NotBefore:             req.Now.Add(-backdate).UTC(),
+		NotBefore:             req.Now.Add(-Backdate).UTC(),
 		NotAfter:              notAfter,
 		KeyUsage:              old.KeyUsage,
 		ExtKeyUsage:           old.ExtKeyUsage,
@@ -100,16 +100,16 @@ func Issue(req IssueRequest) (*Issued, error) {
 		return nil, err
 	}
 	pemType := req.OldKey.PEMType
-	keyPEM, err := encodeKeyPEM(key, pemType)
+	keyPEM, err := EncodeKeyPEM(key, pemType)
 	if err != nil {
 		return nil, err
 	}
-	return &Issued{Cert: cert, CertPEM: encodeCertPEM(der), KeyPEM: keyPEM, Capped: capped}, nil
+	return &Issued{Cert: cert, CertPEM: EncodeCertPEM(der), KeyPEM: keyPEM, Capped: capped}, nil
 }
 
-// subjectKeyID is the SHA-1 of the subjectPublicKey bits (RFC 5280 4.2.1.2
+// SubjectKeyID is the SHA-1 of the subjectPublicKey bits (RFC 5280 4.2.1.2
 // method 1), what Go and OpenSSL use for CAs.
-func subjectKeyID(pub crypto.PublicKey) ([]byte, error) {
+func SubjectKeyID(pub crypto.PublicKey) ([]byte, error) {
 	der, err := x509.MarshalPKIXPublicKey(pub)
 	if err != nil {
 		return nil, err
@@ -138,7 +138,7 @@ func Verify(old, renewed *x509.Certificate, key crypto.Signer, ca *x509.Certific
 	if _, err := renewed.Verify(x509.VerifyOptions{Roots: pool, CurrentTime: now, KeyUsages: usages}); err != nil {
 		return fmt.Errorf("new certificate does not verify against its CA: %w", err)
 	}
-	if !keyMatches(renewed, key) {
+	if !KeyMatches(renewed, key) {
 		return errors.New("new key does not match the new certificate")
 	}
 	if err := SameIdentity(old, renewed); err != nil {
@@ -178,4 +178,13 @@ func SameIdentity(a, b *x509.Certificate) error {
 		return fmt.Errorf("extended key usage changed: %v -> %v", a.UnknownExtKeyUsage, b.UnknownExtKeyUsage)
 	}
 	return nil
+}
+
+// newSerial is a random positive 127-bit serial, never zero.
+func newSerial(rnd io.Reader) (*big.Int, error) {
+	s, err := rand.Int(rnd, new(big.Int).Lsh(big.NewInt(1), 127))
+	if err != nil {
+		return nil, err
+	}
+	return s.Add(s, big.NewInt(1)), nil
 }

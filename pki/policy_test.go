@@ -1,4 +1,4 @@
-package renew
+package pki
 
 import (
 	"testing"
@@ -166,7 +166,7 @@ func TestNoRenewalStormBeforeTheCAExpires(t *testing.T) {
 		if st == StateOK || p.Held(st, now, nb, na, ca, validity) != "" {
 			continue
 		}
-		nb, na = now.Add(-backdate), now.Add(validity)
+		nb, na = now.Add(-Backdate), now.Add(validity)
 		if na.After(ca) {
 			na = ca
 		}

@@ -1,7 +1,6 @@
-package renew
+package store
 
 import (
-	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -85,49 +84,35 @@ const MaxFileSize = fsread.MaxFileSize
 // file.
 func readRegular(p string, follow bool) ([]byte, error) { return fsread.Regular(p, follow) }
 
-// exists reports whether p exists (without following a final symlink); any
-// other error than "not found" is returned so that an unreadable directory
-// does not masquerade as a missing certificate.
-func exists(p string) (bool, error) {
-	_, err := os.Lstat(p)
-	if err == nil {
-		return true, nil
-	}
-	if errors.Is(err, fs.ErrNotExist) {
-		return false, nil
-	}
-	return false, err
-}
-
-// fileMeta is what must be preserved when a file is replaced. Xattrs
+// FileMeta is what must be preserved when a file is replaced. Xattrs
 // holds every extended attribute: the POSIX ACL (system.posix_acl_access),
 // an SELinux label (security.selinux), user.* and trusted.* ones. It is
 // kept in the journal because the backup, 0600 and root's, cannot carry
 // the original's.
-type fileMeta struct {
+type FileMeta struct {
 	Mode   fs.FileMode       `json:"mode"`
 	UID    int               `json:"uid"`
 	GID    int               `json:"gid"`
 	Xattrs map[string][]byte `json:"xattrs,omitempty"`
 }
 
-func statMeta(p string) (fileMeta, error) {
+func StatMeta(p string) (FileMeta, error) {
 	st, err := os.Lstat(p)
 	if err != nil {
-		return fileMeta{}, err
+		return FileMeta{}, err
 	}
 	if st.Mode()&fs.ModeSymlink != 0 {
-		return fileMeta{}, fmt.Errorf("%s is a symlink: refusing to replace it", p)
+		return FileMeta{}, fmt.Errorf("%s is a symlink: refusing to replace it", p)
 	}
 	if !st.Mode().IsRegular() {
-		return fileMeta{}, fmt.Errorf("%s: not a regular file", p)
+		return FileMeta{}, fmt.Errorf("%s: not a regular file", p)
 	}
-	m := fileMeta{Mode: st.Mode().Perm(), UID: -1, GID: -1}
+	m := FileMeta{Mode: st.Mode().Perm(), UID: -1, GID: -1}
 	if sys, ok := st.Sys().(*syscall.Stat_t); ok {
 		m.UID, m.GID = int(sys.Uid), int(sys.Gid)
 	}
 	if m.Xattrs, err = readXattrs(p); err != nil {
-		return fileMeta{}, fmt.Errorf("%s: reading its extended attributes: %w", p, err)
+		return FileMeta{}, fmt.Errorf("%s: reading its extended attributes: %w", p, err)
 	}
 	return m, nil
 }
@@ -135,7 +120,7 @@ func statMeta(p string) (fileMeta, error) {
 // writeNew creates p exclusively with mode 0600 (whatever the umask), so
 // key material is never readable by others at any instant, writes data,
 // syncs it, and only then gives it its final owner and mode.
-func writeNew(p string, data []byte, meta fileMeta) (err error) {
+func writeNew(p string, data []byte, meta FileMeta) (err error) {
 	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return err
@@ -201,8 +186,8 @@ func checkMode(f *os.File, want fs.FileMode) error {
 	return nil
 }
 
-// syncDir makes a rename or create in dir durable.
-func syncDir(dir string) error {
+// SyncDir makes a rename or create in dir durable.
+func SyncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
 		return err
@@ -211,9 +196,9 @@ func syncDir(dir string) error {
 	return d.Sync()
 }
 
-// writeAtomic replaces p with data through a temp file in the same
+// WriteAtomic replaces p with data through a temp file in the same
 // directory: readers see the old or the new file, never a mix.
-func writeAtomic(p string, data []byte, meta fileMeta) error {
+func WriteAtomic(p string, data []byte, meta FileMeta) error {
 	dir := filepath.Dir(p)
 	// The stagedPrefix lets recovery find and remove it after a crash.
 	tmp := filepath.Join(dir, fmt.Sprintf("%stmp-%d.%s", stagedPrefix, os.Getpid(), filepath.Base(p)))
@@ -225,5 +210,5 @@ func writeAtomic(p string, data []byte, meta fileMeta) error {
 		_ = os.Remove(tmp)
 		return err
 	}
-	return syncDir(dir)
+	return SyncDir(dir)
 }

@@ -1,4 +1,4 @@
-package renew
+package kubeconfig
 
 import (
 	"bytes"
@@ -9,10 +9,10 @@ import (
 	"gopkg.in/yaml.v3"
 )
 
-// kubeconfig is a parsed kubeconfig that remembers which users entry holds
+// Config is a parsed kubeconfig that remembers which users entry holds
 // the current context's credentials, so they can be replaced without
 // touching anything else (see rewriteCredentials).
-type kubeconfig struct {
+type Config struct {
 	raw      []byte
 	UserName string
 	Server   string
@@ -68,7 +68,7 @@ func scalar(n *yaml.Node) string {
 	return n.Value
 }
 
-func parseKubeconfig(data []byte) (*kubeconfig, error) {
+func Parse(data []byte) (*Config, error) {
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
 		return nil, fmt.Errorf("parse YAML: %w", err)
@@ -88,7 +88,7 @@ func parseKubeconfig(data []byte) (*kubeconfig, error) {
 	if ctx == nil {
 		return nil, fmt.Errorf("current-context %q not found in contexts", cur)
 	}
-	kc := &kubeconfig{raw: data, UserName: scalar(mapGet(ctx, "user"))}
+	kc := &Config{raw: data, UserName: scalar(mapGet(ctx, "user"))}
 	if kc.UserName == "" {
 		return nil, fmt.Errorf("context %q names no user", cur)
 	}
@@ -139,9 +139,9 @@ func decodeB64(n *yaml.Node) ([]byte, error) {
 	return b, nil
 }
 
-// withCredentials returns the kubeconfig text with the current user's
+// WithCredentials returns the kubeconfig text with the current user's
 // embedded certificate and key replaced and nothing else changed.
-func (kc *kubeconfig) withCredentials(certPEM, keyPEM []byte) ([]byte, error) {
+func (kc *Config) WithCredentials(certPEM, keyPEM []byte) ([]byte, error) {
 	if kc.certNode == nil || kc.keyNode == nil {
 		return nil, errors.New("credentials are not embedded")
 	}
@@ -151,7 +151,7 @@ func (kc *kubeconfig) withCredentials(certPEM, keyPEM []byte) ([]byte, error) {
 	}
 	// Parse the result back as a reader of the file will: the current
 	// context must still lead to exactly the new credentials.
-	check, err := parseKubeconfig(out)
+	check, err := Parse(out)
 	if err != nil {
 		return nil, fmt.Errorf("rewritten kubeconfig does not parse: %w", err)
 	}

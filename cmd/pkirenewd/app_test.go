@@ -56,7 +56,10 @@ func newNode(t *testing.T, o renewtest.Options) *node {
 }
 
 func (n *node) args(extra ...string) []string {
-	return append([]string{"--config", filepath.Join(n.root, "empty.yaml"), "--pki-dir", n.pki, "--kubeconfig-dir", n.kube, "--state-dir", n.state}, extra...)
+	// No static pods unless a test gives its own manifests dir (a later
+	// flag wins): the host's /etc/kubernetes/manifests is not this node's.
+	return append([]string{"--config", filepath.Join(n.root, "empty.yaml"), "--pki-dir", n.pki, "--kubeconfig-dir", n.kube, "--state-dir", n.state,
+		"--manifests-dir", filepath.Join(n.root, "no-manifests")}, extra...)
 }
 
 func (n *node) run(t *testing.T, args ...string) (int, string, string) {

@@ -49,7 +49,10 @@ func tmpfs(t *testing.T, size string) string {
 
 func run(t *testing.T, pki, kube, state string, args ...string) (string, error) {
 	t.Helper()
-	all := append([]string{args[0], "--config", "/dev/null", "--pki-dir", pki, "--kubeconfig-dir", kube, "--state-dir", state}, args[1:]...)
+	// No static pods: the host's /etc/kubernetes/manifests (an e2e rig's,
+	// say) is not this node's.
+	all := append([]string{args[0], "--config", "/dev/null", "--pki-dir", pki, "--kubeconfig-dir", kube, "--state-dir", state,
+		"--manifests-dir", filepath.Join(filepath.Dir(state), "no-manifests")}, args[1:]...)
 	out, err := exec.Command(pkirenewdBin, all...).CombinedOutput()
 	return string(out), err
 }

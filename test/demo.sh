@@ -8,7 +8,9 @@ demo=$(mktemp -d /tmp/pkirenewd-demo.XXXXXX)
 trap 'rm -rf "$demo"' EXIT
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
-flags=(--config "$demo/config.yaml" --pki-dir "$demo/kubernetes/pki" --kubeconfig-dir "$demo/kubernetes" --state-dir "$demo/state")
+# Its own (empty) manifests dir: the host's /etc/kubernetes is not the demo's.
+flags=(--config "$demo/config.yaml" --pki-dir "$demo/kubernetes/pki" --kubeconfig-dir "$demo/kubernetes" --state-dir "$demo/state"
+	--manifests-dir "$demo/kubernetes/manifests")
 : >"$demo/config.yaml" # an empty config: every value is its default
 
 say "A kubeadm-shaped PKI in $demo/kubernetes, leaf certificates issued 340 days ago"

@@ -26,16 +26,6 @@ var pkirenewdBin string
 
 func TestMain(m *testing.M) { testbin.Main(m, &pkirenewdBin) }
 
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") != "" {
-			t.Fatal("needs root (mounts)")
-		}
-		t.Skip("needs root (mounts)")
-	}
-}
-
 // tmpfs mounts a tmpfs of the given size and unmounts it at the end.
 func tmpfs(t *testing.T, size string) string {
 	t.Helper()
@@ -71,7 +61,7 @@ func consistent(t *testing.T, l renewtest.Layout) {
 }
 
 func TestFullDiskRollsBack(t *testing.T) {
-	requireRoot(t)
+	renewtest.NeedRoot(t)
 	mnt := tmpfs(t, "512k")
 	l, err := renewtest.MakePKI(filepath.Join(mnt, "kubernetes"), renewtest.Options{Algorithm: "ECDSA-P256"})
 	if err != nil {
@@ -110,7 +100,7 @@ func TestFullDiskRollsBack(t *testing.T) {
 }
 
 func TestReadOnlyFileSystem(t *testing.T) {
-	requireRoot(t)
+	renewtest.NeedRoot(t)
 	mnt := tmpfs(t, "4m")
 	l, err := renewtest.MakePKI(filepath.Join(mnt, "kubernetes"), renewtest.Options{Algorithm: "ECDSA-P256"})
 	if err != nil {
@@ -145,7 +135,7 @@ func TestReadOnlyFileSystem(t *testing.T) {
 }
 
 func TestFilesOwnedByAnotherUserKeepTheirOwner(t *testing.T) {
-	requireRoot(t)
+	renewtest.NeedRoot(t)
 	l, err := renewtest.MakePKI(filepath.Join(t.TempDir(), "kubernetes"), renewtest.Options{Algorithm: "ECDSA-P256"})
 	if err != nil {
 		t.Fatal(err)
@@ -283,7 +273,7 @@ func chattr(t *testing.T, flag, p string) {
 }
 
 func TestImmutableTargetIsRefused(t *testing.T) {
-	requireRoot(t)
+	renewtest.NeedRoot(t)
 	l, err := renewtest.MakePKI(filepath.Join(t.TempDir(), "kubernetes"), renewtest.Options{Algorithm: "ECDSA-P256"})
 	if err != nil {
 		t.Fatal(err)
@@ -294,7 +284,7 @@ func TestImmutableTargetIsRefused(t *testing.T) {
 }
 
 func TestAppendOnlyTargetIsRefused(t *testing.T) {
-	requireRoot(t)
+	renewtest.NeedRoot(t)
 	l, err := renewtest.MakePKI(filepath.Join(t.TempDir(), "kubernetes"), renewtest.Options{Algorithm: "ECDSA-P256"})
 	if err != nil {
 		t.Fatal(err)
@@ -305,7 +295,7 @@ func TestAppendOnlyTargetIsRefused(t *testing.T) {
 }
 
 func TestReadOnlyBindMountIsRefused(t *testing.T) {
-	requireRoot(t)
+	renewtest.NeedRoot(t)
 	l, err := renewtest.MakePKI(filepath.Join(t.TempDir(), "kubernetes"), renewtest.Options{Algorithm: "ECDSA-P256"})
 	if err != nil {
 		t.Fatal(err)
@@ -323,7 +313,7 @@ func TestReadOnlyBindMountIsRefused(t *testing.T) {
 // ACL. After a renewal getfacl and getfattr must show exactly what they
 // showed before, so gid 1000 never gains read access.
 func TestACLAndExtendedAttributesAreKept(t *testing.T) {
-	requireRoot(t)
+	renewtest.NeedRoot(t)
 	l, err := renewtest.MakePKI(filepath.Join(t.TempDir(), "kubernetes"), renewtest.Options{Algorithm: "ECDSA-P256"})
 	if err != nil {
 		t.Fatal(err)

@@ -273,7 +273,7 @@ func TestRealNodeKubeconfigForms(t *testing.T) {
 // commit, nothing changed, nothing left behind.
 func TestRealNodeUnwritableTargets(t *testing.T) {
 	requireKubeadm(t)
-	requireRootHere(t)
+	renewtest.NeedRoot(t)
 	needTool(t, "chattr")
 	tests := []struct {
 		name, file string
@@ -283,19 +283,9 @@ func TestRealNodeUnwritableTargets(t *testing.T) {
 		// on one file is the renewal's to find).
 		unwritable bool
 	}{
-		{"immutable certificate", "apiserver.crt", func(t *testing.T, p string) {
-			sh(t, "chattr", "+i", p)
-			t.Cleanup(func() { _ = exec.Command("chattr", "-i", p).Run() })
-		}, false},
-		{"append-only key", "apiserver.key", func(t *testing.T, p string) {
-			sh(t, "chattr", "+a", p)
-			t.Cleanup(func() { _ = exec.Command("chattr", "-a", p).Run() })
-		}, false},
-		{"read-only mount", "", func(t *testing.T, p string) {
-			sh(t, "mount", "--bind", p, p)
-			t.Cleanup(func() { _ = exec.Command("umount", "-l", p).Run() })
-			sh(t, "mount", "-o", "remount,bind,ro", p)
-		}, true},
+		{"immutable certificate", "apiserver.crt", func(t *testing.T, p string) { renewtest.Chattr(t, "i", p) }, false},
+		{"append-only key", "apiserver.key", func(t *testing.T, p string) { renewtest.Chattr(t, "a", p) }, false},
+		{"read-only mount", "", renewtest.ReadOnlyBind, true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -325,22 +315,12 @@ func TestRealNodeUnwritableTargets(t *testing.T) {
 	}
 }
 
-func requireRootHere(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") != "" {
-			t.Fatal("needs root")
-		}
-		t.Skip("needs root")
-	}
-}
-
 // Owners, modes, POSIX ACLs and extended attributes of replaced files are
 // kept, and a private key never becomes readable by more people: as root,
 // and with only the capabilities the shipped unit leaves.
 func TestRealNodeMetadataKept(t *testing.T) {
 	requireKubeadm(t)
-	requireRootHere(t)
+	renewtest.NeedRoot(t)
 	needTool(t, "setfacl")
 	needTool(t, "setfattr")
 	t.Run("root", func(t *testing.T) { metadataKept(t, nil) })

@@ -15,7 +15,9 @@ import (
 type Config struct {
 	raw      []byte
 	UserName string
-	Server   string
+	// ClusterName is the clusters entry of the current context.
+	ClusterName string
+	Server      string
 
 	// Embedded credentials (nil when the user refers to files).
 	CertData, KeyData []byte
@@ -92,7 +94,8 @@ func Parse(data []byte) (*Config, error) {
 	if kc.UserName == "" {
 		return nil, fmt.Errorf("context %q names no user", cur)
 	}
-	if cl := findNamed(mapGet(root, "clusters"), scalar(mapGet(ctx, "cluster")), "cluster"); cl != nil {
+	kc.ClusterName = scalar(mapGet(ctx, "cluster"))
+	if cl := findNamed(mapGet(root, "clusters"), kc.ClusterName, "cluster"); cl != nil {
 		kc.Server = scalar(mapGet(cl, "server"))
 		if ca := scalar(mapGet(cl, "certificate-authority-data")); ca != "" {
 			kc.CAData, _ = base64.StdEncoding.DecodeString(ca)

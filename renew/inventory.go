@@ -55,6 +55,11 @@ type Item struct {
 	Err error
 	// Warnings are oddities worth a log line that do not stop renewal.
 	Warnings []string
+	// ClusterCA is a kubeconfig's certificate-authority-data, parsed (nil:
+	// none, or not PEM), and ClusterName the clusters entry that holds it:
+	// a holder of the CA certificate, exported and kept current with it.
+	ClusterCA   []*x509.Certificate
+	ClusterName string
 
 	key pki.ParsedKey
 	kc  *kubeconfig.Config
@@ -324,6 +329,10 @@ func loadKubeconfig(roots store.Roots, dir string, s confSpec, inv *Inventory) *
 		return it
 	}
 	it.kc = kc
+	it.ClusterName = kc.ClusterName
+	if len(kc.CAData) > 0 {
+		it.ClusterCA, _ = pki.ParseCertsPEM(kc.CAData)
+	}
 	if kc.CertData == nil {
 		return loadRotated(it, kc, dir)
 	}

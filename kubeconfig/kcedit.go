@@ -19,8 +19,9 @@ type credentials struct {
 	CertPEM, KeyPEM []byte
 }
 
-// credEdit is one credential scalar to replace with the base64 of data.
-type credEdit struct {
+// b64Edit is one base64 scalar (a credential, a cluster's CA) to replace
+// with the base64 of data.
+type b64Edit struct {
 	node *yaml.Node
 	data []byte
 }
@@ -57,6 +58,14 @@ func rewrite(raw []byte, users map[int]credentials, inPlace bool) ([]byte, error
 	if err != nil {
 		return nil, err
 	}
+	return applyEdits(raw, doc, edits, inPlace)
+}
+
+// applyEdits replaces each edit's scalar in raw, the document parsed from
+// it: in place when every scalar can be placed and the result reads as
+// doc with the new values, else by writing doc again. Whatever is
+// returned has been parsed back and reads exactly so.
+func applyEdits(raw []byte, doc *yaml.Node, edits []b64Edit, inPlace bool) ([]byte, error) {
 	spans, placeErr := locate(raw, edits)
 	// From here doc is the tree the result must parse to.
 	for _, e := range edits {
@@ -73,7 +82,7 @@ func rewrite(raw []byte, users map[int]credentials, inPlace bool) ([]byte, error
 	}
 	out, err := reserialize(raw, doc)
 	if err != nil {
-		return nil, fmt.Errorf("credentials cannot be replaced in place and the file cannot be written again: %w", err)
+		return nil, fmt.Errorf("the values cannot be replaced in place and the file cannot be written again: %w", err)
 	}
 	if err := sameDoc(out, doc); err != nil {
 		return nil, fmt.Errorf("re-serialized kubeconfig does not read as the original: %w", err)
@@ -94,7 +103,7 @@ func parseDoc(raw []byte) (*yaml.Node, error) {
 
 // credEdits finds the two credential scalars of each users entry, in
 // index order so that errors and edits do not depend on map order.
-func credEdits(root *yaml.Node, users map[int]credentials) ([]credEdit, error) {
+func credEdits(root *yaml.Node, users map[int]credentials) ([]b64Edit, error) {
 	list := mapGet(root, "users")
 	idx := make([]int, 0, len(users))
 	for i := range users {
@@ -102,7 +111,7 @@ func credEdits(root *yaml.Node, users map[int]credentials) ([]credEdit, error) {
 	}
 	sort.Ints(idx)
 	aliased := aliasTargets(root)
-	var edits []credEdit
+	var edits []b64Edit
 	for _, i := range idx {
 		if list == nil || list.Kind != yaml.SequenceNode || i < 0 || i >= len(list.Content) {
 			return nil, fmt.Errorf("users entry %d not found", i)
@@ -119,7 +128,7 @@ func credEdits(root *yaml.Node, users map[int]credentials) ([]credEdit, error) {
 				return nil, fmt.Errorf("line %d: the credential is an anchor that aliases elsewhere refer to", n.Line)
 			}
 		}
-		edits = append(edits, credEdit{cert, users[i].CertPEM}, credEdit{key, users[i].KeyPEM})
+		edits = append(edits, b64Edit{cert, users[i].CertPEM}, b64Edit{key, users[i].KeyPEM})
 	}
 	return edits, nil
 }
@@ -141,10 +150,10 @@ func aliasTargets(n *yaml.Node) map[*yaml.Node]bool {
 	return t
 }
 
-// locate finds each credential scalar's bytes in raw. It works on byte
+// locate finds each edited scalar's bytes in raw. It works on byte
 // offsets in the original text, so one replacement cannot move another
 // (several may share a line, as in one-line JSON).
-func locate(raw []byte, edits []credEdit) ([]span, error) {
+func locate(raw []byte, edits []b64Edit) ([]span, error) {
 	starts := lineStarts(raw)
 	spans := make([]span, 0, len(edits))
 	for _, e := range edits {
@@ -161,7 +170,7 @@ func locate(raw []byte, edits []credEdit) ([]span, error) {
 	sort.Slice(spans, func(i, j int) bool { return spans[i].start < spans[j].start })
 	for i := 1; i < len(spans); i++ {
 		if spans[i].start < spans[i-1].end {
-			return nil, errors.New("credential scalars overlap")
+			return nil, errors.New("edited scalars overlap")
 		}
 	}
 	return spans, nil
@@ -214,7 +223,7 @@ func offsetOf(raw []byte, starts []int, line, col int) (int, error) {
 // Plain and quoted scalars on one line are the only ones whose text can be
 // swapped for another base64 string; anything else is an error here.
 func scalarEnd(raw []byte, off int, n *yaml.Node) (int, error) {
-	bad := fmt.Errorf("line %d: credential is not a one-line scalar", n.Line)
+	bad := fmt.Errorf("line %d: the value is not a one-line scalar", n.Line)
 	end := -1
 	switch n.Style {
 	case 0:

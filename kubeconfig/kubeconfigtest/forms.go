@@ -88,6 +88,14 @@ func AsJSON(t *testing.T, b []byte, indent string) []byte {
 	return append(out, '\n')
 }
 
+// CALine matches the cluster CA line of kubeadm's block YAML.
+var CALine = regexp.MustCompile(`(certificate-authority-data): ([A-Za-z0-9+/=]+)`)
+
+// QuoteCA puts the cluster CA between open and close.
+func QuoteCA(b []byte, open, close string) []byte {
+	return CALine.ReplaceAll(b, []byte("${1}: "+open+"${2}"+close))
+}
+
 // LiteralCert writes the certificate as a literal block wrapped at 64
 // columns, which kubectl reads (its base64 skips line breaks).
 func LiteralCert(t *testing.T, b []byte) []byte {
@@ -95,11 +103,25 @@ func LiteralCert(t *testing.T, b []byte) []byte {
 	if m == nil || string(m[1]) != "client-certificate-data" {
 		t.Fatal("fixture: no certificate line")
 	}
+	return literal(b, m)
+}
+
+// LiteralCA is LiteralCert for the cluster CA.
+func LiteralCA(t *testing.T, b []byte) []byte {
+	m := CALine.FindSubmatch(b)
+	if m == nil {
+		t.Fatal("fixture: no certificate-authority-data line")
+	}
+	return literal(b, m)
+}
+
+// literal rewrites the line m (key, value) as a literal block.
+func literal(b []byte, m [][]byte) []byte {
 	v := string(m[2])
 	var lines []string
 	for len(v) > 64 {
 		lines, v = append(lines, v[:64]), v[64:]
 	}
 	lines = append(lines, v)
-	return bytes.Replace(b, m[0], []byte("client-certificate-data: |\n      "+strings.Join(lines, "\n      ")), 1)
+	return bytes.Replace(b, m[0], []byte(string(m[1])+": |\n      "+strings.Join(lines, "\n      ")), 1)
 }

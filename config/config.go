@@ -43,6 +43,13 @@ type Config struct {
 	// Validity is used when the cluster's configuration does not say.
 	Validity     time.Duration
 	CAWarnBefore time.Duration
+	// CARenewal is "auto" (the daemon renews a CA, with its own key,
+	// CARenewBefore ahead of its end) or "manual" (only `renew ca`).
+	CARenewal string
+	// CARenewBefore is how long before its end a CA is renewed.
+	CARenewBefore time.Duration
+	// CAValidity is a renewed CA's lifetime; zero keeps its own.
+	CAValidity time.Duration
 	// NodeName seeds the per-node jitter; empty means the host name.
 	NodeName string
 	// CRIEndpoint is the container runtime's socket; empty means
@@ -105,6 +112,12 @@ type Config struct {
 	ValiditySet bool
 }
 
+// caRenewal values.
+const (
+	CARenewalAuto   = "auto"
+	CARenewalManual = "manual"
+)
+
 // kubeletServingCert values.
 const (
 	KubeletServingRenew   = "renew"
@@ -136,6 +149,8 @@ func Defaults() Config {
 		RenewBefore:   90 * Day,
 		Validity:      365 * Day,
 		CAWarnBefore:  180 * Day,
+		CARenewal:     CARenewalAuto,
+		CARenewBefore: 365 * Day,
 		// The kubelet's CrashLoopBackOff can hold a recreated container
 		// back for up to 5 minutes.
 		RestartTimeout:    6 * time.Minute,
@@ -191,6 +206,33 @@ func Keys() []Key {
 		durKey("renewBefore", "renew-before", "renew this long before expiry (short-lived certificates: at 2/3 of their lifetime)", func(c *Config) *time.Duration { return &c.RenewBefore }, nil),
 		durKey("validity", "validity", "validity of renewed certificates when the kubeadm configuration does not set certificateValidityPeriod", func(c *Config) *time.Duration { return &c.Validity }, func(c *Config) { c.ValiditySet = true }),
 		durKey("caWarnBefore", "ca-warn-before", "warn this long before a CA expires", func(c *Config) *time.Duration { return &c.CAWarnBefore }, nil),
+		{
+			Name: "caRenewal", Flag: "ca-renewal", Usage: "auto: renew each CA (ca, etcd-ca, front-proxy-ca) with its own key caRenewBefore ahead of its end, and bring its holders along; manual: only `pkirenewd renew ca` does",
+			set: func(c *Config, v string) error {
+				if v != CARenewalAuto && v != CARenewalManual {
+					return fmt.Errorf("%q is not auto or manual", v)
+				}
+				c.CARenewal = v
+				return nil
+			},
+			get: func(c *Config) string { return c.CARenewal },
+		},
+		durKey("caRenewBefore", "ca-renew-before", "renew a CA this long before it ends (a CA of a shorter life: at 2/3 of it)", func(c *Config) *time.Duration { return &c.CARenewBefore }, nil),
+		{
+			Name: "caValidity", Flag: "ca-validity", Usage: "lifetime of a renewed CA certificate (0: the CA's own lifetime)", Type: "duration",
+			set: func(c *Config, v string) error {
+				d, err := ParseDuration(v)
+				if err != nil {
+					return err
+				}
+				if d < 0 {
+					return fmt.Errorf("%q must not be negative", v)
+				}
+				c.CAValidity = d
+				return nil
+			},
+			get: func(c *Config) string { return FormatDuration(c.CAValidity) },
+		},
 		{
 			Name: "nodeName", Flag: "node-name", Usage: "node name that seeds the renewal jitter (default: host name)",
 			set: func(c *Config, v string) error { c.NodeName = v; return nil },

@@ -83,6 +83,8 @@ func (it *Item) Renewable() bool {
 type Inventory struct {
 	CAs   []*Item
 	Certs []*Item // leaves and kubeconfigs, sorted by name like kubeadm
+	// Holders are the files that carry a CA certificate (see Holder).
+	Holders []*Holder
 }
 
 // CA returns the CA item of that name, or nil.
@@ -112,6 +114,9 @@ type Dirs struct {
 	// KubeletServing is the kubelet's serving certificate (zero: not
 	// looked at).
 	KubeletServing KubeletServing
+	// AdminCopies are copies of admin.conf outside kubeconfigDir: holders
+	// of the cluster CA too.
+	AdminCopies []string
 }
 
 type caSpec struct {
@@ -198,6 +203,7 @@ func TakeInventory(d Dirs) (*Inventory, error) {
 	if it := loadKubeletServing(d.KubeletServing); it != nil {
 		inv.Certs = append(inv.Certs, it)
 	}
+	loadHolders(roots, d, inv)
 	sort.Slice(inv.Certs, func(i, j int) bool { return inv.Certs[i].Name < inv.Certs[j].Name })
 	return inv, nil
 }

@@ -31,6 +31,12 @@ type Options struct {
 	StateDir     string
 	Policy       pki.Policy
 	CAWarnBefore time.Duration
+	// CARenewBefore: a CA is renewed with its own key this long before it
+	// ends (zero, or CAManual: only when named).
+	CARenewBefore time.Duration
+	CAManual      bool
+	// CAValidity is a renewed CA's lifetime; zero keeps its own.
+	CAValidity time.Duration
 	// Validity of issued certificates (already resolved against the
 	// kubeadm configuration by the caller).
 	Validity time.Duration
@@ -101,6 +107,9 @@ type Status struct {
 	// file, a file mounted over) and what fixes it. The item stays due;
 	// a renewal of what is due holds it and renews the rest.
 	Unwritable string
+	// HoldersOld, for a CA that is due only for them, counts the holders
+	// that carry another issue of it: they are brought along.
+	HoldersOld int
 }
 
 // Targets lists the files a renewal of it replaces: a certificate and its
@@ -148,12 +157,7 @@ func (r *Renewer) Inventory() (*Inventory, []Status, error) {
 func (r *Renewer) Assess(inv *Inventory, now time.Time) []Status {
 	var out []Status
 	for _, ca := range inv.CAs {
-		s := Status{Item: ca}
-		if ca.Cert != nil {
-			s.RenewAt = ca.Cert.NotAfter.Add(-r.opts.CAWarnBefore)
-			s.State = pki.DecideCert(now, ca.Cert.NotBefore, s.RenewAt, ca.Cert.NotAfter)
-		}
-		out = append(out, s)
+		out = append(out, r.assessCA(inv, ca, now))
 	}
 	for _, it := range inv.Certs {
 		s := Status{Item: it}
@@ -199,6 +203,9 @@ type Planned struct {
 	Status
 	Issued  *pki.Issued
 	Changes []store.Change
+	// adminCopies hold a renewed CA outside the managed directories:
+	// brought along after the transaction.
+	adminCopies []*Holder
 }
 
 // Plan is the set of renewals to write.
@@ -211,21 +218,25 @@ type Plan struct {
 }
 
 // Transactions splits the plan into the transactions written apart, in
-// order: the kubeadm set (pki dir and kubeconfigs, one transaction), then
+// order: the CAs with their holders (a leaf renewed with them is then
+// written knowing the CA is), the kubeadm set (pki dir and kubeconfigs, one transaction), then
 // the kubelet's self-signed serving pair, which has another consumer and
 // another directory: the failure of one never keeps the other from being
 // written. Empty parts are left out.
 func (p *Plan) Transactions() []*Plan {
-	var kubeadm, kubelet Plan
+	var cas, kubeadm, kubelet Plan
 	for _, it := range p.Items {
-		if it.Name == KubeletServingName {
+		switch {
+		case it.Kind == KindCA:
+			cas.Items = append(cas.Items, it)
+		case it.Name == KubeletServingName:
 			kubelet.Items = append(kubelet.Items, it)
-		} else {
+		default:
 			kubeadm.Items = append(kubeadm.Items, it)
 		}
 	}
 	var out []*Plan
-	for _, t := range []*Plan{&kubeadm, &kubelet} {
+	for _, t := range []*Plan{&cas, &kubeadm, &kubelet} {
 		if len(t.Items) > 0 {
 			out = append(out, t)
 		}
@@ -256,9 +267,10 @@ func (r *Renewer) Plan(inv *Inventory, sel Selection) (*Plan, error) {
 	for _, s := range statuses {
 		byName[s.Name] = s
 	}
-	var chosen []Status
+	var chosen, cas []Status
 	var errs []error
-	if len(sel.Names) > 0 && !(len(sel.Names) == 1 && sel.Names[0] == "all") {
+	named := len(sel.Names) > 0 && !(len(sel.Names) == 1 && sel.Names[0] == "all")
+	if named {
 		for _, n := range sel.Names {
 			s, ok := byName[n]
 			switch {
@@ -267,7 +279,11 @@ func (r *Renewer) Plan(inv *Inventory, sel Selection) (*Plan, error) {
 			case !ok:
 				errs = append(errs, fmt.Errorf("%s: unknown certificate (known: %s)", n, strings.Join(Names(), ", ")))
 			case s.Kind == KindCA:
-				errs = append(errs, fmt.Errorf("%s: is a CA; pkirenewd never renews CAs", n))
+				if err := caRenewable(s); err != nil {
+					errs = append(errs, err)
+					continue
+				}
+				cas = append(cas, s)
 			default:
 				if err := renewable(s); err != nil {
 					errs = append(errs, err)
@@ -279,7 +295,13 @@ func (r *Renewer) Plan(inv *Inventory, sel Selection) (*Plan, error) {
 	} else {
 		forceAll := sel.Force || len(sel.Names) == 1
 		for _, s := range statuses {
-			if s.Kind == KindCA || s.Missing || s.RotatedBy != "" || s.Unmanaged != "" {
+			if s.Kind == KindCA {
+				if r.caDue(s) {
+					cas = append(cas, s)
+				}
+				continue
+			}
+			if s.Missing || s.RotatedBy != "" || s.Unmanaged != "" {
 				continue
 			}
 			if !forceAll && s.State == pki.StateOK {
@@ -312,11 +334,21 @@ func (r *Renewer) Plan(inv *Inventory, sel Selection) (*Plan, error) {
 		}
 		chosen = writable
 	}
+	caPlanned, caHeld, err := r.planCAsOf(inv, cas, named, now)
+	if err != nil {
+		return nil, err
+	}
+	held = append(held, caHeld...)
+	if len(caPlanned) > 0 && !named {
+		// The leaves follow in the next round, issued and capped knowing
+		// the renewed CA's end, and rolled with what they change.
+		chosen = nil
+	}
 	planned, errs := r.issueAll(inv, chosen, now)
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
-	return &Plan{Items: planned, Held: held}, nil
+	return &Plan{Items: append(caPlanned, planned...), Held: held}, nil
 }
 
 // issueAll issues every chosen item, one goroutine per item bounded by the
@@ -427,16 +459,25 @@ func (r *Renewer) Apply(p *Plan) (*store.Result, error) {
 		return nil, err
 	}
 	for _, it := range p.Items {
-		r.opts.Log.WithFields(logrus.Fields{
+		l := r.opts.Log.WithFields(logrus.Fields{
 			"CERT": it.Name, "PATH": it.CertPath, "ACTION": "renewed",
 			"NOT_AFTER": it.Issued.Cert.NotAfter.UTC().Format(time.RFC3339),
 			"SERIAL":    it.Issued.Cert.SerialNumber.Text(16),
-		}).Info("certificate renewed")
+		})
+		switch {
+		case it.Kind != KindCA:
+			l.Info("certificate renewed")
+		case it.HoldersOld > 0 && it.Issued.Cert == it.Cert:
+			l.WithField("ACTION", "holders").Infof("CA holders brought to the CA certificate on disk (%d files)", len(it.Changes))
+		default:
+			l.Warnf("CA renewed with its own key, subject and key identifier; %d files carry it now; every component that holds the old one is restarted before %s", len(it.Changes), it.Cert.NotAfter.UTC().Format(time.RFC3339))
+		}
 	}
 	if err := r.settle(p); err != nil {
 		return res, err
 	}
 	r.updateAdminCopies(p)
+	r.updateCAAdminCopies(p)
 	return res, nil
 }
 

@@ -219,14 +219,17 @@ func (o *options) renewer(cacheKubeadm bool) (*renew.Renewer, error) {
 	kubelet, _ := o.kubeletServing()
 	return renew.New(renew.Options{
 		AdminCopies: copies, AdminCopyGlob: glob,
-		Dirs:         renew.Dirs{PKIDir: o.cfg.PKIDir, KubeconfigDir: o.cfg.KubeconfigDir, KubeletServing: kubelet.Serving},
-		StateDir:     o.cfg.StateDir,
-		Policy:       pki.Policy{RenewBefore: o.cfg.RenewBefore, NodeName: o.cfg.NodeName},
-		CAWarnBefore: o.cfg.CAWarnBefore,
-		Validity:     validity,
-		Algorithm:    cs.EncryptionAlgorithm,
-		Now:          o.now,
-		Log:          o.log,
+		Dirs:          renew.Dirs{PKIDir: o.cfg.PKIDir, KubeconfigDir: o.cfg.KubeconfigDir, KubeletServing: kubelet.Serving, AdminCopies: copies},
+		StateDir:      o.cfg.StateDir,
+		Policy:        pki.Policy{RenewBefore: o.cfg.RenewBefore, NodeName: o.cfg.NodeName},
+		CAWarnBefore:  o.cfg.CAWarnBefore,
+		CARenewBefore: o.cfg.CARenewBefore,
+		CAManual:      o.cfg.CARenewal == config.CARenewalManual,
+		CAValidity:    o.cfg.CAValidity,
+		Validity:      validity,
+		Algorithm:     cs.EncryptionAlgorithm,
+		Now:           o.now,
+		Log:           o.log,
 	}), nil
 }
 

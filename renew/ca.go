@@ -1,0 +1,293 @@
+package renew
+
+import (
+	"bytes"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/pkirenewd/pkirenewd/kubeconfig"
+	"github.com/pkirenewd/pkirenewd/pki"
+	"github.com/pkirenewd/pkirenewd/store"
+	"github.com/sirupsen/logrus"
+)
+
+// CANames are the CAs pkirenewd can renew, by the names `renew` takes.
+func CANames() []string {
+	var n []string
+	for _, s := range caSpecs {
+		n = append(n, s.name)
+	}
+	return n
+}
+
+// autoCA reports whether the daemon renews ca by itself: automatic CA
+// renewal is on and the CA's key is on this node.
+func (r *Renewer) autoCA(ca *Item) bool {
+	return !r.opts.CAManual && r.opts.CARenewBefore > 0 && !ca.External && ca.Err == nil && !ca.Missing
+}
+
+// assessCA schedules a CA: renewed caRenewBefore ahead of its end (2/3
+// of a short life, like a leaf, or a renewed short-lived CA would be due
+// at once again), or, when pkirenewd does not renew it, warned about
+// caWarnBefore ahead. A CA with holders still on another issue of it is
+// due whatever its own schedule: they must be brought along before the
+// old certificate ends.
+func (r *Renewer) assessCA(inv *Inventory, ca *Item, now time.Time) Status {
+	s := Status{Item: ca}
+	if ca.Cert == nil {
+		return s
+	}
+	if r.autoCA(ca) {
+		p := pki.Policy{RenewBefore: r.opts.CARenewBefore, NodeName: r.opts.Policy.NodeName}
+		s.RenewAt = p.RenewAt(ca.Name, ca.Cert.NotBefore, ca.Cert.NotAfter)
+	} else {
+		s.RenewAt = ca.Cert.NotAfter.Add(-r.opts.CAWarnBefore)
+	}
+	s.State = pki.DecideCert(now, ca.Cert.NotBefore, s.RenewAt, ca.Cert.NotAfter)
+	managed := 0
+	for _, h := range inv.StaleHolders(ca) {
+		// An admin copy is brought along after a renewal but never makes
+		// one: one that cannot be written would renew the CA's holders
+		// round after round.
+		if h.Kind != HolderAdminCopy {
+			managed++
+		}
+	}
+	if managed > 0 && s.State == pki.StateOK {
+		s.State = pki.StateDue
+		s.HoldersOld = managed
+	}
+	return s
+}
+
+// caDue reports whether the daemon renews a CA now: due by its own
+// schedule with automatic renewal on, or with holders on another issue
+// of it (a transaction cut short, a node that adopted a published
+// renewal, a human who copied ca.crt), which need no key.
+func (r *Renewer) caDue(s Status) bool {
+	return (r.autoCA(s.Item) && s.State != pki.StateOK) || s.HoldersOld > 0
+}
+
+// planCAsOf plans the chosen CAs. In a daemon's round (not named) a CA
+// that cannot be planned is held with the reason, never in the way of the
+// other CAs or the leaves; named, it fails the plan like any named item.
+func (r *Renewer) planCAsOf(inv *Inventory, cas []Status, named bool, now time.Time) ([]Planned, []Status, error) {
+	if len(cas) == 0 {
+		return nil, nil, nil
+	}
+	if named {
+		p, err := r.planCAs(inv, cas, true, now)
+		return p, nil, err
+	}
+	var ok, held []Status
+	for _, s := range cas {
+		if err := caRenewable(s); err != nil && (s.HoldersOld == 0 || s.Cert == nil || s.Err != nil) {
+			s.Unwritable = err.Error()
+			held = append(held, s)
+			continue
+		}
+		ok = append(ok, s)
+	}
+	if p, err := r.planCAs(inv, ok, false, now); err == nil {
+		return p, held, nil
+	}
+	// One of them cannot be planned: each alone, so that it holds only
+	// itself. One that shares a file with another planned now waits for
+	// the next round, when that file is written.
+	var out []Planned
+	taken := map[string]bool{}
+	for _, s := range ok {
+		p, err := r.planCAs(inv, []Status{s}, false, now)
+		if err == nil && touches(p, taken) {
+			err = fmt.Errorf("%s shares a file with another CA renewed now: next round", s.Name)
+		}
+		if err != nil {
+			s.Unwritable = err.Error()
+			held = append(held, s)
+			continue
+		}
+		out = append(out, p...)
+	}
+	return out, held, nil
+}
+
+// touches reports whether the plans change a path of taken, and adds
+// their paths to it.
+func touches(p []Planned, taken map[string]bool) bool {
+	hit := false
+	for _, it := range p {
+		for _, c := range it.Changes {
+			hit = hit || taken[c.Path]
+		}
+	}
+	if !hit {
+		for _, it := range p {
+			for _, c := range it.Changes {
+				taken[c.Path] = true
+			}
+		}
+	}
+	return hit
+}
+
+// caRenewable says why a CA cannot be renewed here, nil when it can.
+func caRenewable(s Status) error {
+	switch {
+	case s.Err != nil:
+		return s.Err
+	case s.Missing:
+		return fmt.Errorf("%s: %s is missing", s.Name, s.CertPath)
+	case s.External:
+		return fmt.Errorf("%s: its key %s is not on this node (external CA): renew it where the key is", s.Name, s.KeyPath)
+	case s.Cert == nil:
+		return fmt.Errorf("%s: no certificate", s.Name)
+	}
+	return nil
+}
+
+// planCAs issues the renewal of each chosen CA with its own key (or, for
+// a CA due only for its holders, takes the certificate on disk) and
+// brings every holder in the managed directories along. Named CAs are
+// renewed whether due or not: an operator asked. A file that holds two
+// CAs gets both in one change.
+func (r *Renewer) planCAs(inv *Inventory, chosen []Status, named bool, now time.Time) ([]Planned, error) {
+	roots, err := store.NewRoots(r.opts.PKIDir, r.opts.KubeconfigDir)
+	if err != nil {
+		return nil, err
+	}
+	content := map[string][]byte{}
+	owner := map[string]int{}
+	var order []string
+	planned := make([]Planned, 0, len(chosen))
+	for i, s := range chosen {
+		issued, err := r.issueCA(s, named, now)
+		if err != nil {
+			return nil, fmt.Errorf("%s (%s): %w", s.Name, s.CertPath, err)
+		}
+		planned = append(planned, Planned{Status: s, Issued: issued, adminCopies: adminCopiesOf(inv, s.Name)})
+		if !bytes.Equal(issued.Cert.Raw, s.Cert.Raw) {
+			content[s.CertPath], owner[s.CertPath] = issued.CertPEM, i
+			order = append(order, s.CertPath)
+		}
+		for _, h := range inv.Holders {
+			if h.CA != s.Name || h.Kind == HolderAdminCopy || bytes.Equal(h.Cert.Raw, issued.Cert.Raw) {
+				continue
+			}
+			cur, ok := content[h.Path]
+			if !ok {
+				if cur, err = readHolder(roots, h); err != nil {
+					return nil, fmt.Errorf("%s: holder %s: %w", s.Name, h, err)
+				}
+				owner[h.Path] = i
+				order = append(order, h.Path)
+			}
+			if content[h.Path], err = replaceHolder(h, cur, issued); err != nil {
+				return nil, fmt.Errorf("%s: holder %s: %w", s.Name, h, err)
+			}
+		}
+	}
+	for _, p := range order {
+		i := owner[p]
+		planned[i].Changes = append(planned[i].Changes, store.Change{Path: p, Data: content[p]})
+	}
+	return planned, nil
+}
+
+// issueCA is the CA certificate a plan installs: a new issue with the
+// same key when the CA is due by its own schedule (or named), else the
+// one on disk, for its holders.
+func (r *Renewer) issueCA(s Status, named bool, now time.Time) (*pki.Issued, error) {
+	if !named && s.HoldersOld > 0 {
+		return &pki.Issued{Cert: s.Cert, CertPEM: pki.EncodeCertPEM(s.Cert.Raw)}, nil
+	}
+	if s.key.Signer == nil {
+		return nil, fmt.Errorf("no key for CA %s", s.Name)
+	}
+	issued, err := pki.RenewCA(pki.CARenewal{Old: s.Cert, Key: s.key.Signer, Now: now, Validity: r.opts.CAValidity, Rand: r.opts.Rand})
+	if err != nil {
+		return nil, err
+	}
+	issued.KeyPEM = nil
+	return issued, nil
+}
+
+// replaceHolder is the holder's file with its issue of the CA replaced by
+// the new one: in a kubeconfig, the certificate-authority-data of the
+// clusters entries that carried it (a bundle keeps its other
+// certificates); in a certificate file, the certificate in place.
+func replaceHolder(h *Holder, file []byte, issued *pki.Issued) ([]byte, error) {
+	if h.Kind == HolderCopy {
+		out, _, err := replaceInBundle(file, issued.Cert)
+		return out, err
+	}
+	clusters, err := kubeconfig.ClusterCAs(file)
+	if err != nil {
+		return nil, err
+	}
+	for _, c := range clusters {
+		if c.Name != h.Cluster || len(c.Data) == 0 {
+			continue
+		}
+		data, changed, err := replaceInBundle(c.Data, issued.Cert)
+		if err != nil || !changed {
+			return file, err
+		}
+		old := c.Data
+		out, names, err := kubeconfig.WithClusterCA(file, data, func(cur []byte) bool { return bytes.Equal(cur, old) })
+		if err != nil {
+			return nil, err
+		}
+		if !slices.Contains(names, h.Cluster) {
+			return nil, fmt.Errorf("cluster %q was not rewritten", h.Cluster)
+		}
+		return out, nil
+	}
+	return file, nil
+}
+
+func adminCopiesOf(inv *Inventory, ca string) []*Holder {
+	var out []*Holder
+	for _, h := range inv.Holders {
+		if h.CA == ca && h.Kind == HolderAdminCopy {
+			out = append(out, h)
+		}
+	}
+	return out
+}
+
+// updateCAAdminCopies brings the admin copies that hold a renewed CA
+// along, after the transaction, as their credentials are (see
+// updateAdminCopies): a copy that cannot be written is logged with what
+// to do, and check keeps showing it as an old holder.
+func (r *Renewer) updateCAAdminCopies(p *Plan) {
+	for _, it := range p.Items {
+		for _, h := range it.adminCopies {
+			if bytes.Equal(h.Cert.Raw, it.Issued.Cert.Raw) {
+				continue
+			}
+			l := r.opts.Log.WithFields(logrus.Fields{"CERT": it.Name, "PATH": h.Path})
+			if err := writeAdminCopyCA(h, it.Issued); err != nil {
+				l.WithError(err).Warn("could not bring the copy of admin.conf to the renewed CA: put the renewed CA certificate in its certificate-authority-data")
+				continue
+			}
+			l.WithField("ACTION", "renewed").Info("copy of admin.conf given the renewed CA certificate")
+		}
+	}
+}
+
+func writeAdminCopyCA(h *Holder, issued *pki.Issued) error {
+	data, err := kubeconfig.ReadNoFollow(h.Path)
+	if err != nil {
+		return err
+	}
+	out, err := replaceHolder(h, data, issued)
+	if err != nil || bytes.Equal(out, data) {
+		return err
+	}
+	meta, err := store.StatMeta(h.Path)
+	if err != nil {
+		return err
+	}
+	return store.WriteAtomic(h.Path, out, meta)
+}

@@ -84,6 +84,14 @@ func TestPlanRestarts(t *testing.T) {
 			nil, checks("apiserver")},
 		{"needed: a foreign pod mounting admin.conf is restarted", cri.PolicyNeeded, changesOf(time.Hour, now, "/etc/kubernetes/admin.conf"),
 			[]string{"kube-vip"}, nil},
+		// A same-key CA renewal: the old CA stays good until it ends, so
+		// what reads a CA only at start is restarted before then.
+		{"needed: the cluster CA: the apiserver re-reads its client CA, kcm reads --root-ca-file only at start", cri.PolicyNeeded,
+			changesOf(300*24*time.Hour, now, pki+"ca.crt"), []string{"kube-controller-manager"}, nil},
+		{"needed: the etcd CA: etcd's trusted CAs and the apiserver's --etcd-cafile are read at start", cri.PolicyNeeded,
+			changesOf(300*24*time.Hour, now, pki+"etcd/ca.crt"), []string{"etcd", "kube-apiserver"}, nil},
+		{"needed: the front-proxy CA: the apiserver re-reads it, kcm reads it at start", cri.PolicyNeeded,
+			changesOf(300*24*time.Hour, now, pki+"front-proxy-ca.crt"), []string{"kube-controller-manager"}, nil},
 		{"nothing changed", cri.PolicyNeeded, nil, nil, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -112,7 +120,7 @@ func TestHowPickedUpOtherForms(t *testing.T) {
 	}{
 		{"flag and value apart", cri.Manifest{Component: "kube-apiserver", Args: []string{"kube-apiserver", "--etcd-certfile", pki + "apiserver-etcd-client.crt"}},
 			pki + "apiserver-etcd-client.crt", cri.Pickup{Reads: true, Reload: true}},
-		{"also named by a flag read at start", cri.Manifest{Component: "kube-apiserver", Args: []string{"--etcd-certfile=" + pki + "x.crt", "--client-ca-file=" + pki + "x.crt"}},
+		{"also named by a flag read at start", cri.Manifest{Component: "kube-apiserver", Args: []string{"--etcd-certfile=" + pki + "x.crt", "--etcd-cafile=" + pki + "x.crt"}},
 			pki + "x.crt", cri.Pickup{Reads: true}},
 		{"a positional path", cri.Manifest{Component: "etcd", Args: []string{"etcd", pki + "etcd/server.crt"}},
 			pki + "etcd/server.crt", cri.Pickup{Reads: true}},

@@ -321,8 +321,12 @@ func logItem(log logrus.FieldLogger, s renew.Status, verbose bool) {
 		e.WithError(s.Err).Errorf("%s: broken, will not renew it", s.Name)
 	case s.Missing:
 		e.Errorf("%s: missing", s.Name)
+	case s.Kind == renew.KindCA && s.State != pki.StateOK && s.WarnOnly:
+		e.Warnf("%s: CA expires %s and is renewed by hand here (caRenewal: manual, or its key is elsewhere): run `pkirenewd renew %s`", s.Name, fmtTime(s.Cert.NotAfter), s.Name)
+	case s.Kind == renew.KindCA && s.HoldersOld > 0:
+		e.Warnf("%s: %d files carry another issue of the CA: bringing them along", s.Name, s.HoldersOld)
 	case s.Kind == renew.KindCA && s.State != pki.StateOK:
-		e.Warnf("%s: CA expires %s; pkirenewd never renews CAs: plan a CA rotation", s.Name, fmtTime(s.Cert.NotAfter))
+		e.Warnf("%s: CA expires %s: renewing it with its own key", s.Name, fmtTime(s.Cert.NotAfter))
 	case s.External:
 		if verbose {
 			e.Infof("%s: signed by an external CA, reported only", s.Name)
@@ -346,7 +350,7 @@ func logItem(log logrus.FieldLogger, s renew.Status, verbose bool) {
 	case s.State == pki.StateNotYetValid:
 		e.Errorf("%s: not valid before %s (issued under a clock that was ahead): unusable now, renewing now", s.Name, fmtTime(s.Cert.NotBefore))
 	case verbose && s.Kind == renew.KindCA:
-		e.Infof("%s: CA, expires %s (never renewed by pkirenewd)", s.Name, fmtTime(s.Cert.NotAfter))
+		e.Infof("%s: CA, expires %s, renewal at %s", s.Name, fmtTime(s.Cert.NotAfter), fmtTime(s.RenewAt))
 	case verbose:
 		e.Infof("%s: %s, expires %s, renewal at %s", s.Name, s.State, fmtTime(s.Cert.NotAfter), fmtTime(s.RenewAt))
 	}

@@ -53,7 +53,7 @@ func Issue(req IssueRequest) (*Issued, error) {
 		rnd = rand.Reader
 	}
 	if !req.Now.Before(req.CA.NotAfter) {
-		return nil, fmt.Errorf("CA %q expired on %s: renew the CA first (pkirenewd never renews CAs)", req.CA.Subject.CommonName, req.CA.NotAfter.UTC().Format(time.RFC3339))
+		return nil, fmt.Errorf("CA %q expired on %s: renew the CA first (pkirenewd renew ca, etcd-ca or front-proxy-ca)", req.CA.Subject.CommonName, req.CA.NotAfter.UTC().Format(time.RFC3339))
 	}
 	key, err := GenerateKey(rnd, req.Algorithm, req.Old.PublicKey)
 	if err != nil {

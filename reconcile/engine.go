@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -133,11 +134,18 @@ func (e *NodeEngine) event(reason, action, note string, warning bool) {
 	}
 }
 
-// RenewsKubeletConf reports whether a plan replaces kubelet.conf.
+// RenewsKubeletConf reports whether a plan replaces kubelet.conf: its
+// embedded credentials, or the CA it embeds (a CA renewal), which the
+// kubelet also reads only at start.
 func RenewsKubeletConf(p *renew.Plan) bool {
 	for _, it := range p.Items {
 		if it.Name == "kubelet.conf" {
 			return true
+		}
+		for _, c := range it.Changes {
+			if it.Kind == renew.KindCA && filepath.Base(c.Path) == "kubelet.conf" {
+				return true
+			}
 		}
 	}
 	return false

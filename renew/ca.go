@@ -42,7 +42,7 @@ func (r *Renewer) assessCA(inv *Inventory, ca *Item, now time.Time) Status {
 		p := pki.Policy{RenewBefore: r.opts.CARenewBefore, NodeName: r.opts.Policy.NodeName}
 		s.RenewAt = p.RenewAt(ca.Name, ca.Cert.NotBefore, ca.Cert.NotAfter)
 	} else {
-		s.RenewAt = ca.Cert.NotAfter.Add(-r.opts.CAWarnBefore)
+		s.RenewAt, s.WarnOnly = ca.Cert.NotAfter.Add(-r.opts.CAWarnBefore), true
 	}
 	s.State = pki.DecideCert(now, ca.Cert.NotBefore, s.RenewAt, ca.Cert.NotAfter)
 	managed := 0
@@ -133,17 +133,10 @@ func touches(p []Planned, taken map[string]bool) bool {
 
 // caRenewable says why a CA cannot be renewed here, nil when it can.
 func caRenewable(s Status) error {
-	switch {
-	case s.Err != nil:
-		return s.Err
-	case s.Missing:
-		return fmt.Errorf("%s: %s is missing", s.Name, s.CertPath)
-	case s.External:
+	if s.External && s.Err == nil {
 		return fmt.Errorf("%s: its key %s is not on this node (external CA): renew it where the key is", s.Name, s.KeyPath)
-	case s.Cert == nil:
-		return fmt.Errorf("%s: no certificate", s.Name)
 	}
-	return nil
+	return renewable(s)
 }
 
 // planCAs issues the renewal of each chosen CA with its own key (or, for

@@ -42,7 +42,9 @@ type Holder struct {
 }
 
 // Current reports whether the holder carries the CA certificate on disk.
-func (h *Holder) Current(ca *Item) bool { return ca.Cert != nil && bytes.Equal(h.Cert.Raw, ca.Cert.Raw) }
+func (h *Holder) Current(ca *Item) bool {
+	return ca.Cert != nil && bytes.Equal(h.Cert.Raw, ca.Cert.Raw)
+}
 
 // SameCA reports whether c is ca's certificate or another issue of it with
 // the same key and subject: what a same-key renewal replaces.

@@ -163,7 +163,7 @@ var (
 
 // Names lists every item name pkirenewd knows, for help and validation.
 func Names() []string {
-	var n []string
+	n := CANames()
 	for _, s := range leafSpecs {
 		n = append(n, s.name)
 	}

@@ -74,17 +74,21 @@ func TestCheckExitCodes(t *testing.T) {
 		name string
 		o    renewtest.Options
 		want int
+		args []string
 	}{
-		{"fresh", renewtest.Options{}, 0},
-		{"due", renewtest.Options{NotBefore: time.Now().Add(-300 * 24 * time.Hour)}, 1},
-		{"expired", renewtest.Options{NotBefore: time.Now().Add(-400 * 24 * time.Hour)}, 2},
-		{"CA within caWarnBefore", renewtest.Options{CAValidity: 100 * 24 * time.Hour, Validity: 30 * 24 * time.Hour}, 1},
-		{"not yet valid", renewtest.Options{NotBefore: time.Now().Add(48 * time.Hour), CANotBefore: time.Now().Add(-24 * time.Hour)}, 2},
+		{"fresh", renewtest.Options{}, 0, nil},
+		{"due", renewtest.Options{NotBefore: time.Now().Add(-300 * 24 * time.Hour)}, 1, nil},
+		{"expired", renewtest.Options{NotBefore: time.Now().Add(-400 * 24 * time.Hour)}, 2, nil},
+		{"CA within caWarnBefore, renewed by hand", renewtest.Options{CAValidity: 100 * 24 * time.Hour, Validity: 30 * 24 * time.Hour}, 1, []string{"--ca-renewal", "manual"}},
+		// Renewed at 2/3 of its life: not yet due at a day, due at 80.
+		{"CA of a short life, renewed by the daemon", renewtest.Options{CAValidity: 100 * 24 * time.Hour, Validity: 30 * 24 * time.Hour}, 0, nil},
+		{"CA due for its renewal", renewtest.Options{CANotBefore: time.Now().Add(-80 * 24 * time.Hour), CAValidity: 100 * 24 * time.Hour, Validity: 30 * 24 * time.Hour}, 1, nil},
+		{"not yet valid", renewtest.Options{NotBefore: time.Now().Add(48 * time.Hour), CANotBefore: time.Now().Add(-24 * time.Hour)}, 2, nil},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			n := newNode(t, tc.o)
-			code, out, stderr := n.run(t, append([]string{"check"}, n.args()...)...)
+			code, out, stderr := n.run(t, append([]string{"check"}, n.args(tc.args...)...)...)
 			if code != tc.want {
 				t.Fatalf("exit %d, want %d\n%s\n%s", code, tc.want, out, stderr)
 			}
@@ -242,7 +246,7 @@ func TestConfigFileAndFlagPrecedence(t *testing.T) {
 	// 65 days left: due with the default 90d, not with 30d.
 	n := newNode(t, renewtest.Options{NotBefore: time.Now().Add(-300 * 24 * time.Hour)})
 	cfg := filepath.Join(n.root, "config.yaml")
-	if err := os.WriteFile(cfg, []byte("renewBefore: 30d\npkiDir: "+n.pki+"\nkubeconfigDir: "+n.kube+"\nstateDir: "+n.state+"\n"), 0o644); err != nil {
+	if err := os.WriteFile(cfg, []byte("renewBefore: 30d\npkiDir: "+n.pki+"\nkubeconfigDir: "+n.kube+"\nstateDir: "+n.state+"\nmanifestsDir: "+filepath.Join(n.root, "no-manifests")+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if code, out, stderr := n.run(t, "check", "--config", cfg); code != 0 {
@@ -755,5 +759,34 @@ func TestOldBooleanFlagForm(t *testing.T) {
 	var errb bytes.Buffer
 	if code := run(context.Background(), append([]string{"check", "--restart-components=false"}, n.args()...), &bytes.Buffer{}, &errb); code != 0 || strings.Contains(errb.String(), "deprecated") {
 		t.Errorf("--restart-components=false: exit %d\n%s", code, errb.String())
+	}
+}
+
+func TestRenewCAThenCheckShowsAnOldHolder(t *testing.T) {
+	n := newNode(t, renewtest.Options{})
+	sched := filepath.Join(n.kube, "scheduler.conf")
+	before, err := os.ReadFile(sched)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, out, stderr := n.run(t, append([]string{"renew", "ca"}, n.args()...)...); code != 0 {
+		t.Fatalf("renew ca: exit %d\n%s\n%s", code, out, stderr)
+	}
+	if code, out, stderr := n.run(t, append([]string{"check"}, n.args("--cri-endpoint", "unix:///nonexistent")...)...); strings.Contains(out, "OLD CA") || code == 2 {
+		t.Fatalf("after renew ca: exit %d, an old holder left\n%s\n%s", code, out, stderr)
+	}
+	// A restore from an old backup puts the old CA back in one kubeconfig.
+	if err := os.WriteFile(sched, before, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, out, _ := n.run(t, append([]string{"check"}, n.args()...)...)
+	if code != 1 || !strings.Contains(out, "OLD CA ca: "+sched+" (cluster kubernetes) carries serial") {
+		t.Fatalf("old holder: exit %d\n%s", code, out)
+	}
+	if code, out, stderr := n.run(t, append([]string{"renew"}, n.args()...)...); code != 0 {
+		t.Fatalf("renew: exit %d\n%s\n%s", code, out, stderr)
+	}
+	if _, out, _ := n.run(t, append([]string{"check"}, n.args()...)...); strings.Contains(out, "OLD CA") {
+		t.Fatalf("the old holder was not brought along:\n%s", out)
 	}
 }

@@ -46,13 +46,14 @@ owed, 2 something is expired, missing or broken.`,
 			if err != nil {
 				return &exitError{code: 2, err: err}
 			}
-			_, statuses, err := r.Inventory()
+			inv, statuses, err := r.Inventory()
 			if err != nil {
 				return &exitError{code: 2, err: err}
 			}
 			unwritableInDaemon(statuses)
 			now := o.now()
 			rep := newReport(statuses, now)
+			rep.CAHolders = caHolders(inv)
 			owed, err := renew.LoadPending(o.cfg.StateDir)
 			if err != nil {
 				return &exitError{code: 2, err: err}
@@ -119,8 +120,10 @@ func logStatus(o *options, s renew.Status) {
 		l.WithField("PATH", s.CertPath).Error("due and held, not renewed: " + s.Unwritable)
 	case s.State == pki.StateNotYetValid:
 		l.WithField("NOT_BEFORE", s.Cert.NotBefore.UTC().Format(time.RFC3339)).Error("not valid yet (issued under a clock that was ahead): unusable now; pkirenewd renews it at once")
+	case s.Kind == renew.KindCA && s.State != pki.StateOK && s.WarnOnly:
+		l.WithField("NOT_AFTER", s.Cert.NotAfter.UTC().Format(time.RFC3339)).Warn("CA expires soon and is renewed by hand here (caRenewal: manual, or its key is elsewhere): run `pkirenewd renew " + s.Name + "`")
 	case s.Kind == renew.KindCA && s.State != pki.StateOK:
-		l.WithField("NOT_AFTER", s.Cert.NotAfter.UTC().Format(time.RFC3339)).Warn("CA expires soon; pkirenewd never renews CAs: plan a CA rotation")
+		l.WithField("NOT_AFTER", s.Cert.NotAfter.UTC().Format(time.RFC3339)).Warn("CA due: the daemon renews it with its own key and brings its holders along")
 	}
 }
 
@@ -132,7 +135,7 @@ func checkCode(statuses []renew.Status, rep report) int {
 	code := exitFor(statuses)
 	servingStale := rep.KubeletServing != nil && rep.KubeletServing.Stale
 	attention := len(rep.PendingRestarts) > 0 || len(rep.StaleComponents) > 0 || len(rep.UnseenComponents) > 0 ||
-		rep.TransactionPending || servingStale || len(rep.Unwritable) > 0 || len(rep.Holds) > 0
+		rep.TransactionPending || servingStale || len(rep.Unwritable) > 0 || len(rep.Holds) > 0 || oldHolders(rep.CAHolders) > 0
 	if code == checkOK && attention {
 		code = checkDue
 	}
@@ -216,6 +219,9 @@ type report struct {
 	// writes and restarts nothing until it has finished, and what is stale
 	// meanwhile is kubeadm's to replace.
 	KubeadmUpgrade string `json:"kubeadmUpgrade,omitempty" yaml:"kubeadmUpgrade,omitempty"`
+	// CAHolders are the files that carry a CA certificate, each with
+	// whether it carries the one on disk (see caHolderReport).
+	CAHolders []caHolderReport `json:"caHolders,omitempty" yaml:"caHolders,omitempty"`
 	// Unwritable: directories pkirenewd may write that it cannot, here or
 	// in the running daemon's sandbox, each with its fix.
 	Unwritable []string `json:"unwritable,omitempty" yaml:"unwritable,omitempty"`
@@ -238,7 +244,7 @@ func newReport(statuses []renew.Status, now time.Time) report {
 			exp := s.Cert.NotAfter.UTC()
 			rc.ExpirationDate = &exp
 			rc.ResidualTime = int64(exp.Sub(now) / time.Second)
-			if s.Kind != renew.KindCA && s.RotatedBy == "" && !s.External {
+			if (s.Kind != renew.KindCA || !s.WarnOnly) && s.RotatedBy == "" && !s.External {
 				at := s.RenewAt.UTC().Truncate(time.Second)
 				rc.RenewAt = &at
 			}
@@ -277,20 +283,27 @@ func printTable(w io.Writer, rep report) error {
 			shortHumanDuration(time.Duration(c.ResidualTime)*time.Second), c.CertificateAuthority, yesNo(c.ExternallyManaged), renewAtText(c))
 	}
 	fmt.Fprintln(tw)
-	fmt.Fprintln(tw, "CERTIFICATE AUTHORITY\tEXPIRES\tRESIDUAL TIME\tEXTERNALLY MANAGED")
+	fmt.Fprintln(tw, "CERTIFICATE AUTHORITY\tEXPIRES\tRESIDUAL TIME\tEXTERNALLY MANAGED\tRENEW AT")
 	for _, c := range rep.CertificateAuthorities {
 		switch {
 		case c.Missing:
-			fmt.Fprintf(tw, "!MISSING! %s\t\t\t\n", c.Name)
+			fmt.Fprintf(tw, "!MISSING! %s\t\t\t\t\n", c.Name)
 			continue
 		case c.ExpirationDate == nil:
-			fmt.Fprintf(tw, "!BROKEN! %s\t\t\t\n", c.Name)
+			fmt.Fprintf(tw, "!BROKEN! %s\t\t\t\t\n", c.Name)
 			continue
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%-8v\n", c.Name, c.ExpirationDate.Format(dateFormat),
-			shortHumanDuration(time.Duration(c.ResidualTime)*time.Second), yesNo(c.ExternallyManaged))
+		at := "by hand (caRenewal: manual)"
+		if c.RenewAt != nil || c.ExternallyManaged {
+			at = renewAtText(c)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%-8v\t%s\n", c.Name, c.ExpirationDate.Format(dateFormat),
+			shortHumanDuration(time.Duration(c.ResidualTime)*time.Second), yesNo(c.ExternallyManaged), at)
 	}
 	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if err := printOldHolders(w, rep.CAHolders); err != nil {
 		return err
 	}
 	for _, sc := range rep.StaleComponents {

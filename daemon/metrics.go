@@ -2,12 +2,12 @@ package daemon
 
 import (
 	"context"
+	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
 	"net"
 	"net/http"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -38,6 +38,8 @@ type PromMetrics struct {
 	certLabelSet []string
 	unwritable   *prometheus.GaugeVec
 	unseen, held *prometheus.GaugeVec
+	// The CAs' renewal and their holders (see CAs).
+	caRenewAt, caManual, caOldHolders, caOldDeadline *prometheus.GaugeVec
 	// Clock reads the time Observe judges expiry at (default: the real
 	// clock; the daemon sets its own).
 	Clock clock.PassiveClock
@@ -83,6 +85,7 @@ func NewPromMetrics() *PromMetrics {
 	m.unseen = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "pkirenewd_unseen_components", Help: "1 for each component whose credentials could not be observed (the runtime cannot be asked, or answers ambiguously): whether it is stale is unknown."}, []string{"component"})
 	m.held = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "pkirenewd_held", Help: "1 while a due renewal or owed restart is held because someone else changes the node (reason: kubeadm-upgrade, pod-replacing); a hold is not a failure."}, []string{"reason"})
 	m.Registry.MustRegister(m.unseen, m.held)
+	m.registerCAs()
 	for _, r := range []string{"success", "failure"} {
 		m.renewals.WithLabelValues(r)
 	}
@@ -128,13 +131,121 @@ func (m *PromMetrics) Unwritable(dirs []writeset.Dir) {
 	}
 }
 
-// dnLabels sets the six DN labels x509-certificate-exporter uses; a field
-// with several values is joined with commas.
+// The x509_cert_* series follow x509-certificate-exporter v4.2.0 as it
+// reads a kubeadm node (github.com/enix/x509-certificate-exporter,
+// pkg/source/kubeconfig/kubeconfig.go, pkg/registry/labels.go and
+// collector.go; checked against the real exporter on a kubeadm PKI):
+//   - a file: filepath is its path, filename its base name, embedded_kind
+//     and embedded_key empty;
+//   - a kubeconfig (--watch-kubeconf): one series per clusters entry with
+//     certificate-authority-data (embedded_kind "cluster", embedded_key the
+//     cluster's name: "kubernetes" with kubeadm) and one per users entry
+//     with a client certificate (embedded_kind "user", embedded_key the
+//     user's name: "kubernetes-admin", "system:node:node1"); filepath and
+//     filename are the kubeconfig's, also for a certificate it points at;
+//   - subject_* and issuer_* (C, ST, L, O, OU, CN) hold the first value of
+//     each field ("" when absent); serial_number is the serial in decimal;
+//   - x509_cert_expired is 1 once now is after NotAfter (as Go's x509
+//     verification judges it).
+// pkirenewd adds cert, its own name of the item ("<kubeconfig>/cluster"
+// for a kubeconfig's cluster CA). The one difference: the client
+// certificate the kubelet rotates keeps the file it is in as its filepath
+// (as the exporter watching that file reports it), not kubelet.conf's.
+
+// dnLabels sets the six DN labels of x509-certificate-exporter: the first
+// value of each field.
 func dnLabels(l prometheus.Labels, prefix string, n pkix.Name) {
 	for k, v := range map[string][]string{
 		"C": n.Country, "ST": n.Province, "L": n.Locality, "O": n.Organization, "OU": n.OrganizationalUnit, "CN": {n.CommonName},
 	} {
-		l[prefix+k] = strings.Join(v, ",")
+		l[prefix+k] = ""
+		if len(v) > 0 {
+			l[prefix+k] = v[0]
+		}
+	}
+}
+
+// certLabels are the labels of one certificate found at path (kind and
+// key: where in a kubeconfig), named name by pkirenewd.
+func certLabels(path, kind, key, name string, c *x509.Certificate) prometheus.Labels {
+	l := prometheus.Labels{
+		"filepath": path, "filename": filepath.Base(path), "embedded_kind": kind, "embedded_key": key,
+		"serial_number": c.SerialNumber.String(), "cert": name,
+	}
+	dnLabels(l, "subject_", c.Subject)
+	dnLabels(l, "issuer_", c.Issuer)
+	return l
+}
+
+// setCert sets the three x509_cert_* series of one certificate.
+func (m *PromMetrics) setCert(l prometheus.Labels, c *x509.Certificate, now time.Time) {
+	m.notAfter.With(l).Set(float64(c.NotAfter.Unix()))
+	m.notBefore.With(l).Set(float64(c.NotBefore.Unix()))
+	exp := 0.0
+	if now.After(c.NotAfter) {
+		exp = 1
+	}
+	m.expired.With(l).Set(exp)
+}
+
+// setClusterCA exports a kubeconfig's cluster CA, a holder of the CA
+// certificate, at the kubeconfig file (even when its user's certificate
+// is the kubelet's rotated file).
+func (m *PromMetrics) setClusterCA(it *renew.Item, now time.Time) {
+	if it.Kind != renew.KindKubeconfig {
+		return
+	}
+	path := it.KubeconfigPath
+	if path == "" {
+		path = it.CertPath
+	}
+	for _, ca := range it.ClusterCA {
+		m.setCert(certLabels(path, "cluster", it.ClusterName, it.Name+"/cluster", ca), ca, now)
+	}
+}
+
+// CAState is what the daemon knows of one CA's renewal, for CAs.
+type CAState struct {
+	Name string // ca, etcd-ca, front-proxy-ca
+	// NotAfter is the CA certificate's end; RenewAt when it is due
+	// (NotAfter - caRenewBefore), renewed by the daemon then unless Manual
+	// (caRenewal: manual: an operator runs pkirenewd renew).
+	NotAfter, RenewAt time.Time
+	Manual            bool
+	// OldHolders counts the holders that still carry the previous
+	// certificate, which ends at OldHoldersDeadline (zero: none).
+	OldHolders         int
+	OldHoldersDeadline time.Time
+}
+
+func (m *PromMetrics) registerCAs() {
+	ca := []string{"ca"}
+	m.caRenewAt = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "pkirenewd_ca_renew_at_timestamp_seconds", Help: "When the CA certificate is due for renewal (its end minus caRenewBefore); past it, it is due."}, ca)
+	m.caManual = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "pkirenewd_ca_renewal_manual", Help: "1 when the CA is renewed only by an operator (caRenewal: manual), 0 when the daemon renews it when due."}, ca)
+	m.caOldHolders = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "pkirenewd_ca_old_holders", Help: "Holders (kubeconfigs, copies, ConfigMaps, worker nodes) that still carry the CA's previous certificate."}, ca)
+	m.caOldDeadline = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "pkirenewd_ca_old_holders_deadline_timestamp_seconds", Help: "When the previous CA certificate the old holders carry ends (0: no old holders)."}, ca)
+	m.Registry.MustRegister(m.caRenewAt, m.caManual, m.caOldHolders, m.caOldDeadline)
+}
+
+// CAs sets the CAs' renewal and old holders; a CA not listed has no
+// series.
+func (m *PromMetrics) CAs(cas []CAState) {
+	for _, g := range []*prometheus.GaugeVec{m.caRenewAt, m.caManual, m.caOldHolders, m.caOldDeadline} {
+		g.Reset()
+	}
+	for _, c := range cas {
+		manual := 0.0
+		if c.Manual {
+			manual = 1
+		}
+		deadline := 0.0
+		if c.OldHolders > 0 {
+			deadline = unixOrZero(c.OldHoldersDeadline)
+		}
+		m.caRenewAt.WithLabelValues(c.Name).Set(unixOrZero(c.RenewAt))
+		m.caManual.WithLabelValues(c.Name).Set(manual)
+		m.caOldHolders.WithLabelValues(c.Name).Set(float64(c.OldHolders))
+		m.caOldDeadline.WithLabelValues(c.Name).Set(deadline)
 	}
 }
 
@@ -150,26 +261,15 @@ func (m *PromMetrics) Observe(statuses []renew.Status, next time.Time) {
 		if s.Err != nil || s.Missing {
 			broken++
 		}
+		m.setClusterCA(s.Item, now)
 		if s.Cert == nil {
 			continue
 		}
 		kind, key := "", ""
 		if s.Kind == renew.KindKubeconfig && s.RotatedBy == "" {
-			kind, key = "user", "client-certificate-data"
+			kind, key = "user", s.UserName
 		}
-		l := prometheus.Labels{
-			"filepath": s.CertPath, "filename": filepath.Base(s.CertPath), "embedded_kind": kind, "embedded_key": key,
-			"serial_number": s.Cert.SerialNumber.String(), "cert": s.Name,
-		}
-		dnLabels(l, "subject_", s.Cert.Subject)
-		dnLabels(l, "issuer_", s.Cert.Issuer)
-		m.notAfter.With(l).Set(float64(s.Cert.NotAfter.Unix()))
-		m.notBefore.With(l).Set(float64(s.Cert.NotBefore.Unix()))
-		exp := 0.0
-		if !now.Before(s.Cert.NotAfter) {
-			exp = 1
-		}
-		m.expired.With(l).Set(exp)
+		m.setCert(certLabels(s.CertPath, kind, key, s.Name, s.Cert), s.Cert, now)
 		if s.RotatedBy != "" {
 			v := 0.0
 			if s.RotationStuck() {
@@ -179,11 +279,15 @@ func (m *PromMetrics) Observe(statuses []renew.Status, next time.Time) {
 		}
 	}
 	m.brokenCerts.Set(float64(broken))
-	if next.IsZero() {
-		m.nextRenewal.Set(0)
-	} else {
-		m.nextRenewal.Set(float64(next.Unix()))
+	m.nextRenewal.Set(unixOrZero(next))
+}
+
+// unixOrZero is t as a Unix timestamp, 0 for the zero time ("none").
+func unixOrZero(t time.Time) float64 {
+	if t.IsZero() {
+		return 0
 	}
+	return float64(t.Unix())
 }
 
 // Renewal implements Metrics.

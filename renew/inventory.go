@@ -60,6 +60,11 @@ type Item struct {
 	// a holder of the CA certificate, exported and kept current with it.
 	ClusterCA   []*x509.Certificate
 	ClusterName string
+	// UserName is a kubeconfig's users entry of the current context, and
+	// KubeconfigPath the kubeconfig file itself (CertPath is the rotated
+	// certificate file when the user points at one).
+	UserName       string
+	KubeconfigPath string
 
 	key pki.ParsedKey
 	kc  *kubeconfig.Config
@@ -335,7 +340,7 @@ func loadKubeconfig(roots store.Roots, dir string, s confSpec, inv *Inventory) *
 		return it
 	}
 	it.kc = kc
-	it.ClusterName = kc.ClusterName
+	it.ClusterName, it.UserName, it.KubeconfigPath = kc.ClusterName, kc.UserName, it.CertPath
 	if len(kc.CAData) > 0 {
 		it.ClusterCA, _ = pki.ParseCertsPEM(kc.CAData)
 	}

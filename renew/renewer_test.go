@@ -397,6 +397,9 @@ func TestKubeletRotatedCertIsReportedNotRenewed(t *testing.T) {
 	if !strings.HasSuffix(kc.CertPath, "kubelet-client-current.pem") {
 		t.Errorf("kubelet.conf reported from %s", kc.CertPath)
 	}
+	if kc.KubeconfigPath != filepath.Join(f2.layout.KubeconfigDir, "kubelet.conf") || kc.UserName == "" || len(kc.ClusterCA) != 1 {
+		t.Errorf("kubelet.conf's kubeconfig %q, user %q, %d cluster CAs", kc.KubeconfigPath, kc.UserName, len(kc.ClusterCA))
+	}
 	plan, err := f2.renew(t, f2.renewer(nil), renew.Selection{Force: true})
 	if err != nil {
 		t.Fatal(err)

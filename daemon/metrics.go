@@ -279,6 +279,7 @@ func (m *PromMetrics) Observe(statuses []renew.Status, next time.Time) {
 		}
 	}
 	m.brokenCerts.Set(float64(broken))
+	m.CAs(caStates(statuses))
 	m.nextRenewal.Set(unixOrZero(next))
 }
 
@@ -330,4 +331,22 @@ func (m *PromMetrics) Serve(ctx context.Context, addr string) (net.Addr, error) 
 		}
 	}()
 	return ln.Addr(), nil
+}
+
+// caStates are the CAs of statuses as the CA gauges show them.
+func caStates(statuses []renew.Status) []CAState {
+	var out []CAState
+	for _, s := range statuses {
+		if s.Kind != renew.KindCA || s.Cert == nil {
+			continue
+		}
+		c := CAState{Name: s.Name, NotAfter: s.Cert.NotAfter, RenewAt: s.RenewAt, Manual: s.WarnOnly, OldHolders: len(s.OldHolders)}
+		for _, h := range s.OldHolders {
+			if c.OldHoldersDeadline.IsZero() || h.Cert.NotAfter.Before(c.OldHoldersDeadline) {
+				c.OldHoldersDeadline = h.Cert.NotAfter
+			}
+		}
+		out = append(out, c)
+	}
+	return out
 }

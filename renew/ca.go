@@ -46,7 +46,8 @@ func (r *Renewer) assessCA(inv *Inventory, ca *Item, now time.Time) Status {
 	}
 	s.State = pki.DecideCert(now, ca.Cert.NotBefore, s.RenewAt, ca.Cert.NotAfter)
 	managed := 0
-	for _, h := range inv.StaleHolders(ca) {
+	s.OldHolders = inv.StaleHolders(ca)
+	for _, h := range s.OldHolders {
 		// An admin copy is brought along after a renewal but never makes
 		// one: one that cannot be written would renew the CA's holders
 		// round after round.

@@ -110,6 +110,9 @@ type Status struct {
 	// HoldersOld, for a CA that is due only for them, counts the holders
 	// that carry another issue of it: they are brought along.
 	HoldersOld int
+	// OldHolders, for a CA, are every holder on another issue of it,
+	// admin copies included.
+	OldHolders []*Holder
 	// WarnOnly: a CA pkirenewd does not renew by itself (caRenewal
 	// manual, or no key here); RenewAt is when it starts to warn.
 	WarnOnly bool

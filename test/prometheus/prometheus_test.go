@@ -96,7 +96,7 @@ func TestAlertsFireInARealPrometheus(t *testing.T) {
 	metricsPort, promPort := containerdrig.FreePort(t), containerdrig.FreePort(t)
 	testbin.Start(t, pkirenewdBin, filepath.Join(dir, "pkirenewd.log"), "run", "--config", "/dev/null",
 		"--pki-dir", l.PKIDir, "--kubeconfig-dir", l.KubeconfigDir, "--state-dir", filepath.Join(dir, "state"),
-		"--manifests-dir", filepath.Join(dir, "kubernetes", "manifests"), "--restart-components=false", "--renew-before", "7d", "--metrics-address", fmt.Sprintf("127.0.0.1:%d", metricsPort))
+		"--manifests-dir", filepath.Join(dir, "kubernetes", "manifests"), "--restart-components=false", "--renew-before", "7d", "--ca-renewal", "manual", "--metrics-address", fmt.Sprintf("127.0.0.1:%d", metricsPort))
 
 	rules, err := os.ReadFile(rulesFile)
 	if err != nil {
@@ -118,12 +118,12 @@ func TestAlertsFireInARealPrometheus(t *testing.T) {
 	deadline := time.Now().Add(90 * time.Second)
 	for {
 		firing, err = alerts(base)
-		if err == nil && len(firing["KubeadmCAExpiresSoon"]) > 0 {
+		if err == nil && len(firing["KubeadmCAExpiresSoon"]) > 0 && len(firing["PkirenewdCADue"]) == 3 {
 			break
 		}
 		if time.Now().After(deadline) {
 			log, _ := os.ReadFile(filepath.Join(dir, "prometheus.log"))
-			t.Fatalf("KubeadmCAExpiresSoon never fired (last: %v, %v)\n%s", firing, err, log)
+			t.Fatalf("KubeadmCAExpiresSoon and PkirenewdCADue never fired (last: %v, %v)\n%s", firing, err, log)
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
@@ -137,7 +137,14 @@ func TestAlertsFireInARealPrometheus(t *testing.T) {
 	if !cas["ca"] || !cas["front-proxy-ca"] || !cas["etcd-ca"] {
 		t.Errorf("CA alerts for %v, want ca, etcd-ca and front-proxy-ca", cas)
 	}
-	for _, quiet := range []string{"KubeadmCertificateExpiresSoon", "KubeadmCertificateExpired", "PkirenewdDown", "PkirenewdAbsent", "PkirenewdStaleComponent", "PkirenewdHeld", "PkirenewdUnseenComponent", "PkirenewdTransactionPending", "PkirenewdBrokenCertificates", "KubeletClientRotationStuck"} {
+	// caRenewal manual: each CA within caWarnBefore is the operator's to
+	// renew, and the alert says so.
+	for _, a := range firing["PkirenewdCADue"] {
+		if a["renewal"] != "manual" {
+			t.Errorf("PkirenewdCADue %v, want renewal=manual", a)
+		}
+	}
+	for _, quiet := range []string{"KubeadmCertificateExpiresSoon", "KubeadmCertificateExpired", "PkirenewdDown", "PkirenewdAbsent", "PkirenewdStaleComponent", "PkirenewdHeld", "PkirenewdUnseenComponent", "PkirenewdTransactionPending", "PkirenewdBrokenCertificates", "KubeletClientRotationStuck", "PkirenewdCAHoldersOld"} {
 		if len(firing[quiet]) > 0 {
 			t.Errorf("%s fires on a healthy node: %v", quiet, firing[quiet])
 		}

@@ -263,28 +263,12 @@ func checkOverlay(dir string) error {
 
 func (r *Rig) fail(format string, args ...any) {
 	r.t.Helper()
-	r.t.Logf("containerd log (tail):\n%s", TailFile(r.ContainerdLog(), 40))
+	r.t.Logf("containerd log (tail):\n%s", cplane.Tail(r.ContainerdLog(), 40))
 	r.t.Fatalf(format, args...)
 }
 
-// TailFile returns the last n lines of a file (each cut at 300 bytes), or
-// why it cannot.
-func TailFile(path string, n int) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return fmt.Sprintf("(%v)", err)
-	}
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	for i, l := range lines {
-		if len(l) > 300 {
-			lines[i] = l[:300] + "..."
-		}
-	}
-	return strings.Join(lines, "\n")
-}
+// TailFile is cplane.Tail.
+func TailFile(path string, n int) string { return cplane.Tail(path, n) }
 
 // build builds the static pause and healthserver binaries into Bin.
 func (r *Rig) build() {
@@ -336,15 +320,26 @@ func (r *Rig) RemoveAllPods(ctx context.Context) error {
 	return fmt.Errorf("containerdrig: removing pods: %w", last)
 }
 
+// ClearPods is a rig user's pod teardown, once its kubelet no longer
+// recreates pods: it writes the sandboxes there are to logDir/list (see
+// cplane.WriteSandboxes), removes every pod and copies containerd's log to
+// logDir/containerd.log. It returns the IDs it listed.
+func (r *Rig) ClearPods(ctx context.Context, logDir, list string) ([]string, error) {
+	ids, _ := cplane.WriteSandboxes(ctx, r.RT, filepath.Join(logDir, list))
+	err := r.RemoveAllPods(ctx)
+	cplane.CopyFile(r.ContainerdLog(), filepath.Join(logDir, "containerd.log"))
+	return ids, err
+}
+
 // stop removes every pod, stops containerd and removes what it left. Kubelet
 // stand-ins have stopped before (their cleanups were registered later).
 func (r *Rig) stop() {
 	t := r.t
 	if t.Failed() {
-		t.Logf("containerdrig: containerd log (tail):\n%s", TailFile(r.ContainerdLog(), 60))
+		t.Logf("containerdrig: containerd log (tail):\n%s", cplane.Tail(r.ContainerdLog(), 60))
 		logs, _ := filepath.Glob(filepath.Join(r.Dir, "logs", "*", "*", "*.log"))
 		for _, l := range logs {
-			t.Logf("containerdrig: container log %s (tail):\n%s", l, TailFile(l, 15))
+			t.Logf("containerdrig: container log %s (tail):\n%s", l, cplane.Tail(l, 15))
 		}
 	}
 	running := r.cmd != nil && r.cmd.Process != nil

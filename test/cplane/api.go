@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -64,4 +65,9 @@ func EtcdHealth(body []byte, code int) error {
 		return fmt.Errorf("/health: %d %s", code, strings.TrimSpace(string(body)))
 	}
 	return nil
+}
+
+// WaitReady waits until the apiserver answers /readyz "ok" to client.
+func WaitReady(p Poller, client *kubeclient.Client, timeout time.Duration) error {
+	return p.Poll(timeout, 250*time.Millisecond, "kube-apiserver /readyz with "+filepath.Base(client.Kubeconfig), client.Ready)
 }

@@ -2,11 +2,15 @@
 // control plane: test/e2e (a single kubeadm node owning /etc/kubernetes)
 // and test/ha (three etcd members and a kube-apiserver under a temp dir).
 // It holds what both rigs do alike: finding the module root, building or
-// locating the pinned Kubernetes binaries (test/tools/build-k8s.sh),
+// locating the pinned Kubernetes binaries (test/tools/build-k8s.sh) and
+// the log dir (Setup), writing kubeadm's configuration (InitConfig),
 // running kubeadm and reading its image list, polling with apimachinery's
-// wait helpers, the kubeadm:cluster-admins binding, turning Ctrl-C and the
-// test deadline into a cancelled context, child processes, file copies
-// and the removal of mounts, cgroups and leftovers.
+// wait helpers (a Poller that gives up when a child Process exited), the
+// apiserver's readiness and the kubeadm:cluster-admins binding, etcd's
+// health-check client and health GETs, a component's pod sandboxes
+// through the CRI, turning Ctrl-C and the test deadline into a cancelled
+// context, child processes, file copies, log tails and the removal of
+// mounts, cgroups and leftovers.
 //
 // Convention: every function here returns an error and never touches a
 // testing.T; the suites' thin helpers turn an error into t.Fatal (bring-up)

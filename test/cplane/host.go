@@ -195,3 +195,37 @@ func unescapeOctal(s string) string {
 	}
 	return b.String()
 }
+
+// Tail returns the last n lines of a file (each cut at 300 bytes), or
+// why it cannot.
+func Tail(path string, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Sprintf("(%v)", err)
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	for i, l := range lines {
+		if len(l) > 300 {
+			lines[i] = l[:300] + "..."
+		}
+	}
+	return strings.Join(lines, "\n")
+}
+
+// LogTails is the last lines of every log in logDir matching one of the
+// globs (relative to logDir, e.g. "kubelet.log", "pods/*/*/*.log": the
+// containers' logs), each under a "<name> (tail):" line, for the output
+// of a failed test.
+func LogTails(logDir string, lines int, globs ...string) string {
+	var b strings.Builder
+	for _, g := range globs {
+		files, _ := filepath.Glob(filepath.Join(logDir, g))
+		for _, f := range files {
+			fmt.Fprintf(&b, "%s (tail):\n%s\n", strings.TrimPrefix(f, logDir+"/"), Tail(f, lines))
+		}
+	}
+	return b.String()
+}

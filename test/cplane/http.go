@@ -5,9 +5,12 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
+	"strings"
 	"time"
 )
 
@@ -49,4 +52,32 @@ func Get(ctx context.Context, cfg *tls.Config, url string, timeout time.Duration
 	defer resp.Body.Close()
 	body, err = io.ReadAll(io.LimitReader(resp.Body, 4096))
 	return body, resp.StatusCode, err
+}
+
+// GetOK is Get that wants 200: any other status is an error naming url,
+// the status and the body.
+func GetOK(ctx context.Context, cfg *tls.Config, url string, timeout time.Duration) ([]byte, error) {
+	body, code, err := Get(ctx, cfg, url, timeout)
+	if err == nil && code != http.StatusOK {
+		err = fmt.Errorf("%s: %d %s", url, code, strings.TrimSpace(string(body)))
+	}
+	return body, err
+}
+
+// EtcdHealthy is one GET of an etcd member's /health URL (the client URL
+// with cfg, or the metrics URL with nil), judged by EtcdHealth.
+func EtcdHealthy(ctx context.Context, cfg *tls.Config, url string, timeout time.Duration) error {
+	body, code, err := Get(ctx, cfg, url, timeout)
+	if err != nil {
+		return err
+	}
+	return EtcdHealth(body, code)
+}
+
+// EtcdClientTLS is kubeadm's etcd health-check client of a PKI dir (a
+// certificatesDir): etcd/healthcheck-client, verifying etcd's server
+// against etcd/ca.
+func EtcdClientTLS(pkiDir string) (*tls.Config, error) {
+	p := func(f string) string { return filepath.Join(pkiDir, "etcd", f) }
+	return ClientTLS(p("healthcheck-client.crt"), p("healthcheck-client.key"), p("ca.crt"))
 }

@@ -17,6 +17,8 @@ import (
 type Process struct {
 	cmd  *exec.Cmd
 	done chan struct{}
+	name string // the binary's base name
+	log  string
 }
 
 // StartProcess starts bin with args, its output appended to logPath after
@@ -37,7 +39,7 @@ func StartProcess(bin string, args []string, logPath string) (*Process, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
-	p := &Process{cmd: cmd, done: make(chan struct{})}
+	p := &Process{cmd: cmd, done: make(chan struct{}), name: name, log: logPath}
 	go func() { _ = cmd.Wait(); close(p.done) }()
 	return p, nil
 }
@@ -64,6 +66,24 @@ func (p *Process) State() *os.ProcessState {
 		return nil
 	}
 	return p.cmd.ProcessState
+}
+
+// Exited says that a started process has exited, how, and where its log
+// is; nil while it runs and for nil (not started). A rig's Poller gives
+// up on it: a wait for a component whose process is gone cannot end well.
+func (p *Process) Exited() error {
+	if p == nil || p.Running() {
+		return nil
+	}
+	return fmt.Errorf("%s exited: %v (see %s)", p.name, p.cmd.ProcessState, p.log)
+}
+
+// Leftover lists the process if it still runs, for a rig's Leftovers.
+func (p *Process) Leftover() []string {
+	if !p.Running() {
+		return nil
+	}
+	return []string{fmt.Sprintf("%s process %d", p.name, p.Pid())}
 }
 
 // Stop sends SIGTERM and, after 15 s, SIGKILL, and waits for the end.

@@ -38,7 +38,9 @@ func TestKubeadmUpgradeHoldsADueRenewal(t *testing.T) {
 	// kubelet.conf made anew by kubeadm with a two-minute life (five
 	// minutes backdated): past two thirds of it at once, so due.
 	short := filepath.Join(cp.Dir, "kubeadm-short.yaml")
-	if err := os.WriteFile(short, []byte(cp.kubeadmConfig()+"certificateValidityPeriod: 2m0s\n"), 0o600); err != nil {
+	shortCfg := cp.initConfig()
+	shortCfg.Validity = 2 * time.Minute
+	if err := os.WriteFile(short, []byte(shortCfg.YAML()), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.Remove(filepath.Join(KubernetesDir, "kubelet.conf")); err != nil {

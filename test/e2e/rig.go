@@ -23,7 +23,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -34,8 +33,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/pkirenewd/pkirenewd/cri"
 	"github.com/pkirenewd/pkirenewd/test/containerdrig"
@@ -132,13 +129,13 @@ type ControlPlane struct {
 	BringUp     time.Duration
 
 	ctx           context.Context
+	setup         cplane.Setup
 	kubeadmRunner *cplane.Kubeadm
 
-	logDirIsTemp bool
-	markerOurs   bool
-	ifaceOurs    bool
-	created      []string          // host paths that did not exist before
-	tunables     map[string]string // sysctl -> value before the kubelet ran
+	markerOurs bool
+	ifaceOurs  bool
+	created    []string          // host paths that did not exist before
+	tunables   map[string]string // sysctl -> value before the kubelet ran
 
 	mu          sync.Mutex
 	kubelet     *cplane.Process
@@ -181,10 +178,6 @@ func StartControlPlane(t *testing.T, opts Options) *ControlPlane {
 	if opts.ReadyTimeout == 0 {
 		opts.ReadyTimeout = 4 * time.Minute
 	}
-	var err error
-	if opts.KubernetesVersion, err = cplane.Version(opts.KubernetesVersion); err != nil {
-		t.Fatalf("e2e: %v", err)
-	}
 	cp := &ControlPlane{t: t, Opts: opts, sandboxes: map[string]bool{}, tunables: map[string]string{}}
 	sig := cplane.Signals{Prefix: "e2e", What: "the control plane", Margin: 2 * time.Minute} // leave the teardown two minutes
 	sig.Deadline, _ = t.Deadline()
@@ -194,16 +187,12 @@ func StartControlPlane(t *testing.T, opts Options) *ControlPlane {
 	// caught until the teardown is complete.
 	t.Cleanup(stopSignals)
 
-	// Binaries (cached: instant warm).
-	cp.Bin, err = cplane.Build(opts.KubernetesVersion, "all")
+	// Binaries (cached: instant warm), the log dir, kubeadm.
+	var err error
+	cp.setup, err = cplane.NewSetup(cp.ctx, "e2e", t.Name(), opts.KubernetesVersion, "all")
 	cp.must(err)
-
-	// One folder per test under PKIRENEWD_E2E_LOGS (kept), else a temp
-	// dir (kept only when the test fails).
-	cp.LogDir, cp.logDirIsTemp, err = cplane.LogDir(t.Name(), "pkirenewd-e2e-logs")
-	cp.must(err)
+	cp.Opts.KubernetesVersion, cp.Bin, cp.LogDir, cp.kubeadmRunner = cp.setup.Version, cp.setup.Bin, cp.setup.LogDir, cp.setup.Kubeadm
 	t.Logf("e2e: logs in %s", cp.LogDir)
-	cp.kubeadmRunner = &cplane.Kubeadm{Path: filepath.Join(cp.Bin, "kubeadm"), Log: filepath.Join(cp.LogDir, "kubeadm.log"), Ctx: cp.ctx}
 
 	cp.preflight()
 	// From here on everything made is undone by the host teardown, which
@@ -249,8 +238,8 @@ func StartControlPlane(t *testing.T, opts Options) *ControlPlane {
 
 	cp.Admin = &Client{Kubeconfig: filepath.Join(KubernetesDir, "admin.conf"), Server: APIServer}
 	cp.SuperAdmin = &Client{Kubeconfig: filepath.Join(KubernetesDir, "super-admin.conf"), Server: APIServer}
-	if err := cp.waitAPIServer(opts.ReadyTimeout); err != nil {
-		t.Fatalf("e2e: kube-apiserver not ready: %v", err)
+	if err := cplane.WaitReady(cp.poller(), cp.Admin, opts.ReadyTimeout); err != nil {
+		t.Fatalf("e2e: %v", err)
 	}
 	tAPI := time.Now()
 	if err := cplane.BindClusterAdmins(cp.poller(), cp.SuperAdmin); err != nil {
@@ -357,31 +346,11 @@ func (cp *ControlPlane) addInterface() {
 	t.Logf("e2e: %s on %s (%s)", AdvertiseAddress, Interface, kind)
 }
 
-// kubeadmConfig is kubeadm's v1beta4 InitConfiguration and
-// ClusterConfiguration for this node.
-func (cp *ControlPlane) kubeadmConfig() string {
-	var b strings.Builder
-	fmt.Fprintf(&b, `apiVersion: kubeadm.k8s.io/v1beta4
-kind: InitConfiguration
-localAPIEndpoint:
-  advertiseAddress: %s
-  bindPort: 6443
-nodeRegistration:
-  name: %s
-  criSocket: %s
----
-apiVersion: kubeadm.k8s.io/v1beta4
-kind: ClusterConfiguration
-kubernetesVersion: %s
-certificatesDir: %s
-apiServer:
-  certSANs: ["127.0.0.1", "localhost"]
-etcd:
-  local:
-    dataDir: %s
-`, AdvertiseAddress, cp.Opts.NodeName, "unix:///run/containerd/containerd.sock", cp.Opts.KubernetesVersion, PKIDir, filepath.Join(cp.Dir, "etcd"))
-	b.WriteString(cplane.ClusterTail(cp.Opts.Validity, cp.Opts.EncryptionAlgorithm))
-	return b.String()
+// initConfig is kubeadm's configuration for this node.
+func (cp *ControlPlane) initConfig() cplane.InitConfig {
+	return cplane.InitConfig{AdvertiseAddress: AdvertiseAddress, BindPort: 6443, NodeName: cp.Opts.NodeName,
+		KubernetesVersion: cp.Opts.KubernetesVersion, CertificatesDir: PKIDir, CertSANs: []string{"127.0.0.1", "localhost"},
+		EtcdDataDir: filepath.Join(cp.Dir, "etcd"), Validity: cp.Opts.Validity, EncryptionAlgorithm: cp.Opts.EncryptionAlgorithm}
 }
 
 // kubeadm runs the pinned kubeadm (its output appended to kubeadm.log)
@@ -400,7 +369,7 @@ func (cp *ControlPlane) kubeadmPhases() {
 	t := cp.t
 	t.Helper()
 	cp.KubeadmConfig = filepath.Join(cp.Dir, "kubeadm.yaml")
-	cp.must(os.WriteFile(cp.KubeadmConfig, []byte(cp.kubeadmConfig()), 0o600))
+	cp.must(os.WriteFile(cp.KubeadmConfig, []byte(cp.initConfig().YAML()), 0o600))
 	cp.must(cp.kubeadmRunner.CheckVersion(cp.Opts.KubernetesVersion))
 	images, err := cp.kubeadmRunner.Images(cp.KubeadmConfig)
 	cp.must(err)
@@ -668,10 +637,10 @@ func (cp *ControlPlane) KubeletRunning() bool {
 func (cp *ControlPlane) kubeletGone() error {
 	cp.mu.Lock()
 	defer cp.mu.Unlock()
-	if cp.kubelet == nil || cp.restarting || cp.kubelet.Running() {
+	if cp.restarting {
 		return nil
 	}
-	return fmt.Errorf("the kubelet exited (see %s)", filepath.Join(cp.LogDir, "kubelet.log"))
+	return cp.kubelet.Exited()
 }
 
 // StopKubelet stops the kubelet (SIGTERM, then SIGKILL after 15 s). The
@@ -707,20 +676,8 @@ func (cp *ControlPlane) Poll(timeout, interval time.Duration, what string, f fun
 	return cp.poll(timeout, interval, what, f)
 }
 
-func (cp *ControlPlane) waitAPIServer(timeout time.Duration) error {
-	return cp.poll(timeout, 250*time.Millisecond, "kube-apiserver /readyz", cp.apiserverReady)
-}
-
-func (cp *ControlPlane) apiserverReady(ctx context.Context) error {
-	b, err := cp.Admin.Get(ctx, "/readyz")
-	if err != nil {
-		return err
-	}
-	if strings.TrimSpace(string(b)) != "ok" {
-		return fmt.Errorf("/readyz: %s", b)
-	}
-	return nil
-}
+// apiserverReady is one /readyz with admin.conf.
+func (cp *ControlPlane) apiserverReady(ctx context.Context) error { return cp.Admin.Ready(ctx) }
 
 // Healthy checks the four components once: kube-apiserver's /readyz with
 // admin.conf's credentials (verified against the CA), etcd's /health on
@@ -785,86 +742,33 @@ func (cp *ControlPlane) WaitHealthy(timeout time.Duration) error {
 	return cp.poll(timeout, 250*time.Millisecond, "control plane healthy", cp.Healthy)
 }
 
-// etcdClientTLS is kubeadm's etcd health-check client: the
-// healthcheck-client certificate, etcd's server verified against etcd/ca.
-func etcdClientTLS() (*tls.Config, error) {
-	return cplane.ClientTLS(filepath.Join(PKIDir, "etcd/healthcheck-client.crt"), filepath.Join(PKIDir, "etcd/healthcheck-client.key"),
-		filepath.Join(PKIDir, "etcd/ca.crt"))
-}
-
+// etcdHealthy is one /health of etcd with kubeadm's health-check client.
 func etcdHealthy(ctx context.Context) error {
-	cfg, err := etcdClientTLS()
+	cfg, err := cplane.EtcdClientTLS(PKIDir)
 	if err != nil {
 		return err
 	}
-	body, code, err := cplane.Get(ctx, cfg, "https://127.0.0.1:2379/health", 5*time.Second)
-	if err != nil {
-		return err
-	}
-	return cplane.EtcdHealth(body, code)
+	return cplane.EtcdHealthy(ctx, cfg, "https://127.0.0.1:2379/health", 5*time.Second)
 }
 
+// insecureGetOK is one GET of a self-signed serving certificate's URL.
 func insecureGetOK(ctx context.Context, url string) error {
-	_, err := getOK(ctx, &tls.Config{InsecureSkipVerify: true}, url) //nolint:gosec // self-signed serving certs
+	_, err := cplane.GetOK(ctx, &tls.Config{InsecureSkipVerify: true}, url, 5*time.Second) //nolint:gosec // self-signed serving certs
 	return err
 }
 
-func getOK(ctx context.Context, cfg *tls.Config, url string) ([]byte, error) {
-	body, code, err := cplane.Get(ctx, cfg, url, 5*time.Second)
-	if err == nil && code != http.StatusOK {
-		err = fmt.Errorf("%s: %d %s", url, code, strings.TrimSpace(string(body)))
-	}
-	return body, err
-}
-
-// Pod is one pod sandbox of a component as the CRI reports it, with its
-// (latest) container.
-type Pod struct {
-	SandboxID string
-	Ready     bool
-	Attempt   uint32
-	CreatedAt time.Time
-	// Annotations of the sandbox (the kubelet copies the pod's:
-	// kubernetes.io/config.source=file for a static pod).
-	Annotations map[string]string
-	// ContainerID is the newest container of the sandbox ("" if none).
-	ContainerID      string
-	ContainerRunning bool
-	ContainerCreated time.Time
-}
+// Pod is one pod sandbox of a component, with its newest container.
+type Pod = cplane.Pod
 
 // Sandboxes lists every pod sandbox of a control-plane component (labels
 // io.kubernetes.pod.namespace=kube-system, component=<component>), oldest
 // first.
 func (cp *ControlPlane) Sandboxes(ctx context.Context, component string) ([]Pod, error) {
-	resp, err := cp.Rig.RT.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{Filter: &runtimeapi.PodSandboxFilter{
-		LabelSelector: map[string]string{"io.kubernetes.pod.namespace": "kube-system", "component": component},
-	}})
-	if err != nil {
-		return nil, fmt.Errorf("ListPodSandbox %s: %w", component, err)
+	pods, err := cplane.Sandboxes(ctx, cp.Rig.RT, map[string]string{"component": component})
+	for _, p := range pods {
+		cp.noteSandbox(p.SandboxID)
 	}
-	var out []Pod
-	for _, s := range resp.Items {
-		cp.noteSandbox(s.Id)
-		p := Pod{SandboxID: s.Id, Ready: s.State == runtimeapi.PodSandboxState_SANDBOX_READY, CreatedAt: time.Unix(0, s.CreatedAt),
-			Annotations: s.Annotations}
-		if s.Metadata != nil {
-			p.Attempt = s.Metadata.Attempt
-		}
-		cs, err := cp.Rig.RT.ListContainers(ctx, &runtimeapi.ListContainersRequest{Filter: &runtimeapi.ContainerFilter{PodSandboxId: s.Id}})
-		if err != nil {
-			return nil, fmt.Errorf("ListContainers %s: %w", component, err)
-		}
-		for _, c := range cs.Containers {
-			if created := time.Unix(0, c.CreatedAt); p.ContainerID == "" || created.After(p.ContainerCreated) {
-				p.ContainerID, p.ContainerCreated = c.Id, created
-				p.ContainerRunning = c.State == runtimeapi.ContainerState_CONTAINER_RUNNING
-			}
-		}
-		out = append(out, p)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].CreatedAt.Before(out[j].CreatedAt) })
-	return out, nil
+	return pods, err
 }
 
 // ReadyPod returns the component's one ready sandbox with a running
@@ -874,22 +778,16 @@ func (cp *ControlPlane) ReadyPod(ctx context.Context, component string) (Pod, er
 	if err != nil {
 		return Pod{}, err
 	}
-	var ready []Pod
-	for _, p := range all {
-		if p.Ready {
-			ready = append(ready, p)
-		}
+	p, err := cplane.OneReady(component, all)
+	switch {
+	case err != nil:
+		return Pod{}, err
+	case !p.ContainerRunning:
+		return Pod{}, fmt.Errorf("%s: sandbox %.13s has no running container", component, p.SandboxID)
+	case p.Annotations["kubernetes.io/config.source"] != "file":
+		return Pod{}, fmt.Errorf("%s: sandbox %.13s is not a static pod (config.source %q)", component, p.SandboxID, p.Annotations["kubernetes.io/config.source"])
 	}
-	if len(ready) != 1 {
-		return Pod{}, fmt.Errorf("%s: %d ready sandboxes (of %d)", component, len(ready), len(all))
-	}
-	if !ready[0].ContainerRunning {
-		return Pod{}, fmt.Errorf("%s: sandbox %.13s has no running container", component, ready[0].SandboxID)
-	}
-	if src := ready[0].Annotations["kubernetes.io/config.source"]; src != "file" {
-		return Pod{}, fmt.Errorf("%s: sandbox %.13s is not a static pod (config.source %q)", component, ready[0].SandboxID, src)
-	}
-	return ready[0], nil
+	return p, nil
 }
 
 func (cp *ControlPlane) noteSandbox(id string) {
@@ -912,14 +810,13 @@ func (cp *ControlPlane) teardownPods() {
 	cp.StopKubelet()
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	ids, _ := cplane.WriteSandboxes(ctx, cp.Rig.RT, filepath.Join(cp.LogDir, "sandboxes-at-teardown.txt"))
+	ids, err := cp.Rig.ClearPods(ctx, cp.LogDir, "sandboxes-at-teardown.txt")
+	if err != nil {
+		t.Errorf("e2e: teardown: %v", err)
+	}
 	for _, id := range append(ids, cp.shimSandboxIDs()...) {
 		cp.noteSandbox(id)
 	}
-	if err := cp.Rig.RemoveAllPods(ctx); err != nil {
-		t.Errorf("e2e: teardown: %v", err)
-	}
-	cplane.CopyFile(cp.Rig.ContainerdLog(), filepath.Join(cp.LogDir, "containerd.log"))
 	t.Logf("e2e: teardown: kubelet stopped and pods removed in %v", time.Since(start).Round(time.Millisecond))
 }
 
@@ -984,23 +881,10 @@ func (cp *ControlPlane) teardownHost() {
 	}
 	t.Logf("e2e: teardown (host) in %v", time.Since(start).Round(time.Millisecond))
 	if t.Failed() {
-		cp.logTails()
+		t.Logf("e2e: the logs' ends:\n%s%s", cplane.LogTails(cp.LogDir, 15, "kubelet.log"), cplane.LogTails(cp.LogDir, 5, "pods/*/*/*.log"))
 	}
-	if cp.logDirIsTemp && !t.Failed() {
-		os.RemoveAll(cp.LogDir)
-	} else {
-		t.Logf("e2e: logs kept in %s", cp.LogDir)
-	}
-}
-
-// logTails puts the end of the kubelet's and each component's log into the
-// test output.
-func (cp *ControlPlane) logTails() {
-	t := cp.t
-	t.Logf("e2e: kubelet.log (tail):\n%s", containerdrig.TailFile(filepath.Join(cp.LogDir, "kubelet.log"), 15))
-	logs, _ := filepath.Glob(filepath.Join(cp.LogDir, "pods", "*", "*", "*.log"))
-	for _, l := range logs {
-		t.Logf("e2e: %s (tail):\n%s", strings.TrimPrefix(l, cp.LogDir+"/"), containerdrig.TailFile(l, 5))
+	if dir := cp.setup.KeepLogs(t.Failed()); dir != "" {
+		t.Logf("e2e: logs kept in %s", dir)
 	}
 }
 
@@ -1023,9 +907,9 @@ func (cp *ControlPlane) Leftovers() []string {
 	if cp.ifaceOurs && linkExists(Interface) {
 		out = append(out, "interface "+Interface)
 	}
-	if cp.KubeletRunning() {
-		out = append(out, fmt.Sprintf("kubelet process %d", cp.kubelet.Pid()))
-	}
+	cp.mu.Lock()
+	out = append(out, cp.kubelet.Leftover()...)
+	cp.mu.Unlock()
 	if cp.Rig != nil {
 		out = append(out, cp.Rig.Leftovers()...)
 	}

@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"github.com/pkirenewd/pkirenewd/test/cplane"
 )
@@ -46,8 +45,9 @@ func (cp *ControlPlane) prepareUpgrade(to, toBin string) *cplane.Kubeadm {
 	runner := &cplane.Kubeadm{Path: filepath.Join(toBin, "kubeadm"), Log: filepath.Join(cp.LogDir, "kubeadm-upgrade.log"), Ctx: cp.ctx}
 	cp.must(runner.CheckVersion(to))
 	cfg := filepath.Join(cp.Dir, "kubeadm-"+to+".yaml")
-	cp.must(os.WriteFile(cfg, []byte(strings.Replace(cp.kubeadmConfig(), "kubernetesVersion: "+cp.Opts.KubernetesVersion,
-		"kubernetesVersion: "+to, 1)), 0o600))
+	toCfg := cp.initConfig()
+	toCfg.KubernetesVersion = to
+	cp.must(os.WriteFile(cfg, []byte(toCfg.YAML()), 0o600))
 	images, err := runner.Images(cfg)
 	cp.must(err)
 	for _, c := range Components {

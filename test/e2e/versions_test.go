@@ -59,7 +59,7 @@ func componentVersions(ctx context.Context, cp *ControlPlane) (map[string]string
 
 // etcdServerVersion is etcd's own answer on its client port.
 func etcdServerVersion(ctx context.Context) (string, error) {
-	cfg, err := etcdClientTLS()
+	cfg, err := cplane.EtcdClientTLS(PKIDir)
 	if err != nil {
 		return "", err
 	}

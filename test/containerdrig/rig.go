@@ -267,9 +267,6 @@ func (r *Rig) fail(format string, args ...any) {
 	r.t.Fatalf(format, args...)
 }
 
-// TailFile is cplane.Tail.
-func TailFile(path string, n int) string { return cplane.Tail(path, n) }
-
 // build builds the static pause and healthserver binaries into Bin.
 func (r *Rig) build() {
 	r.t.Helper()

@@ -60,14 +60,6 @@ func (p *Process) Running() bool {
 // Pid is the process ID.
 func (p *Process) Pid() int { return p.cmd.Process.Pid }
 
-// State is how the process exited (nil while it runs).
-func (p *Process) State() *os.ProcessState {
-	if p.Running() {
-		return nil
-	}
-	return p.cmd.ProcessState
-}
-
 // Exited says that a started process has exited, how, and where its log
 // is; nil while it runs and for nil (not started). A rig's Poller gives
 // up on it: a wait for a component whose process is gone cannot end well.

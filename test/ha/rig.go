@@ -20,9 +20,10 @@
 //
 // It needs root, containerd and runc (`make containerd`) and the pinned
 // kubeadm, kube-apiserver and etcd (test/tools/build-k8s.sh, cached).
-// What it shares with test/e2e (binaries, kubeadm, polling, signals, the
-// admin binding, teardown helpers) is in test/cplane; this file keeps
-// what is particular to three members.
+// What it shares with test/e2e (binaries, kubeadm and its config, polling,
+// signals, the admin binding, health GETs, sandbox lookup, teardown
+// helpers) is in test/cplane; this file keeps what is particular to three
+// members.
 package ha
 
 import (
@@ -32,7 +33,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -46,7 +46,6 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	"gopkg.in/yaml.v3"
-	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/pkirenewd/pkirenewd/test/containerdrig"
 	"github.com/pkirenewd/pkirenewd/test/cplane"
@@ -126,12 +125,12 @@ type Cluster struct {
 	ctx    context.Context
 	cancel context.CancelCauseFunc
 
-	logDirIsTemp bool
-	apiPort      int
-	apiPKI       string
-	apiserver    *cplane.Process
-	kubeadm      *cplane.Kubeadm
-	etcdTLS      *tls.Config // the rig's own etcd client (long-lived cert)
+	setup     cplane.Setup
+	apiPort   int
+	apiPKI    string
+	apiserver *cplane.Process
+	kubeadm   *cplane.Kubeadm
+	etcdTLS   *tls.Config // the rig's own etcd client (long-lived cert)
 }
 
 // Node is one control-plane node: its directories are what /etc/kubernetes
@@ -261,10 +260,6 @@ func Start(t *testing.T, opts Options) *Cluster {
 	if opts.ReadyTimeout == 0 {
 		opts.ReadyTimeout = 3 * time.Minute
 	}
-	var err error
-	if opts.KubernetesVersion, err = cplane.Version(opts.KubernetesVersion); err != nil {
-		t.Fatalf("ha: %v", err)
-	}
 	c := &Cluster{t: t, Opts: opts}
 	sig := cplane.Signals{Prefix: "ha", What: "the cluster"}
 	if d, ok := t.Deadline(); ok {
@@ -275,14 +270,12 @@ func Start(t *testing.T, opts Options) *Cluster {
 	c.ctx, c.cancel, stopSignals = sig.Watch()
 	t.Cleanup(stopSignals) // runs last
 
-	if c.Bin, err = cplane.Build(opts.KubernetesVersion, "kubeadm", "kube-apiserver", "etcd"); err != nil {
+	var err error
+	if c.setup, err = cplane.NewSetup(c.ctx, "ha", t.Name(), opts.KubernetesVersion, "kubeadm", "kube-apiserver", "etcd"); err != nil {
 		t.Fatalf("ha: %v", err)
 	}
-	if c.LogDir, c.logDirIsTemp, err = cplane.LogDir(t.Name(), "pkirenewd-ha-logs"); err != nil {
-		t.Fatal(err)
-	}
+	c.Opts.KubernetesVersion, c.Bin, c.LogDir, c.kubeadm = c.setup.Version, c.setup.Bin, c.setup.LogDir, c.setup.Kubeadm
 	t.Logf("ha: logs in %s", c.LogDir)
-	c.kubeadm = &cplane.Kubeadm{Path: filepath.Join(c.Bin, "kubeadm"), Log: filepath.Join(c.LogDir, "kubeadm.log"), Ctx: c.ctx}
 
 	d, err := os.MkdirTemp("/tmp", "pkreha")
 	if err != nil {
@@ -302,10 +295,8 @@ func Start(t *testing.T, opts Options) *Cluster {
 		if left := c.Leftovers(); len(left) > 0 {
 			t.Errorf("ha: teardown left: %s", strings.Join(left, "; "))
 		}
-		if c.logDirIsTemp && !t.Failed() {
-			os.RemoveAll(c.LogDir)
-		} else {
-			t.Logf("ha: logs kept in %s", c.LogDir)
+		if dir := c.setup.KeepLogs(t.Failed()); dir != "" {
+			t.Logf("ha: logs kept in %s", dir)
 		}
 	})
 
@@ -347,9 +338,7 @@ func Start(t *testing.T, opts Options) *Cluster {
 		t.Fatalf("ha: %v", err)
 	}
 	tEtcd := time.Now()
-	if err := c.Poll(opts.ReadyTimeout, 250*time.Millisecond, "kube-apiserver /readyz (node1's admin.conf)", func(ctx context.Context) error {
-		return c.Nodes[0].Admin().Ready(ctx)
-	}); err != nil {
+	if err := cplane.WaitReady(c.poller(), c.Nodes[0].Admin(), opts.ReadyTimeout); err != nil {
 		t.Fatalf("ha: %v", err)
 	}
 	tAPI := time.Now()
@@ -420,43 +409,19 @@ func (c *Cluster) kubeadmConfig(n *Node, pkiDir string, validity time.Duration) 
 	for _, m := range c.Nodes {
 		initial = append(initial, m.name+"="+m.EtcdPeerURL())
 	}
-	var b strings.Builder
-	fmt.Fprintf(&b, `apiVersion: kubeadm.k8s.io/v1beta4
-kind: InitConfiguration
-localAPIEndpoint:
-  # kubeadm takes a loopback address here for "the global address on lo":
-  # a placeholder; the node's address %[3]s is in the SANs and etcd flags.
-  advertiseAddress: %[1]s
-  bindPort: %[2]d
-nodeRegistration:
-  name: %[4]s
-  criSocket: unix:///run/containerd/containerd.sock
----
-apiVersion: kubeadm.k8s.io/v1beta4
-kind: ClusterConfiguration
-kubernetesVersion: %[5]s
-clusterName: kubernetes
-certificatesDir: %[6]s
-controlPlaneEndpoint: 127.0.0.1:%[2]d
-apiServer:
-  certSANs: ["127.0.0.1", "localhost", %[3]q]
-etcd:
-  local:
-    dataDir: %[7]s
-    serverCertSANs: [%[3]q]
-    peerCertSANs: [%[3]q]
-    extraArgs:
-    - {name: listen-client-urls, value: %[8]q}
-    - {name: advertise-client-urls, value: %[8]q}
-    - {name: listen-peer-urls, value: %[9]q}
-    - {name: initial-advertise-peer-urls, value: %[9]q}
-    - {name: listen-metrics-urls, value: %[10]q}
-    - {name: initial-cluster, value: %[11]q}
-    - {name: initial-cluster-state, value: new}
-`, placeholderIP(n.index), c.apiPort, n.ip, n.name, c.Opts.KubernetesVersion, pkiDir, n.EtcdDataDir(),
-		n.EtcdClientURL(), n.EtcdPeerURL(), n.EtcdMetricsURL(), strings.Join(initial, ","))
-	b.WriteString(cplane.ClusterTail(validity, c.Opts.EncryptionAlgorithm))
-	return b.String()
+	return cplane.InitConfig{
+		// kubeadm takes a loopback address here for "the global address on
+		// lo": a placeholder; the node's address is in the SANs and etcd flags.
+		AdvertiseAddress: placeholderIP(n.index), BindPort: c.apiPort, NodeName: n.name,
+		KubernetesVersion: c.Opts.KubernetesVersion, CertificatesDir: pkiDir,
+		ControlPlaneEndpoint: net.JoinHostPort("127.0.0.1", strconv.Itoa(c.apiPort)),
+		CertSANs:             []string{"127.0.0.1", "localhost", n.ip},
+		EtcdDataDir:          n.EtcdDataDir(), EtcdCertSANs: []string{n.ip},
+		EtcdArgs: [][2]string{{"listen-client-urls", n.EtcdClientURL()}, {"advertise-client-urls", n.EtcdClientURL()},
+			{"listen-peer-urls", n.EtcdPeerURL()}, {"initial-advertise-peer-urls", n.EtcdPeerURL()},
+			{"listen-metrics-urls", n.EtcdMetricsURL()}, {"initial-cluster", strings.Join(initial, ",")}, {"initial-cluster-state", "new"}},
+		Validity: validity, EncryptionAlgorithm: c.Opts.EncryptionAlgorithm,
+	}.YAML()
 }
 
 // caFiles are the shared CA set, relative to certificatesDir.
@@ -666,8 +631,7 @@ func (*Cluster) staticPod(n *Node, data []byte) (containerdrig.StaticPod, error)
 // healthcheck-client certificate of the apiserver's PKI (kubeadm's default
 // validity, untouched by renewals of the nodes).
 func (c *Cluster) loadEtcdTLS() (err error) {
-	p := func(f string) string { return filepath.Join(c.apiPKI, f) }
-	c.etcdTLS, err = cplane.ClientTLS(p("etcd/healthcheck-client.crt"), p("etcd/healthcheck-client.key"), p("etcd/ca.crt"))
+	c.etcdTLS, err = cplane.EtcdClientTLS(c.apiPKI)
 	return err
 }
 
@@ -729,12 +693,7 @@ func (c *Cluster) stopAPIServer() { c.apiserver.Stop() }
 
 // poller polls under the Context, giving up when the apiserver has exited.
 func (c *Cluster) poller() cplane.Poller {
-	return cplane.Poller{Ctx: c.ctx, Gone: func() error {
-		if c.apiserver != nil && !c.APIServerRunning() {
-			return fmt.Errorf("kube-apiserver exited: %v (see %s)", c.apiserver.State(), c.APIServerLog())
-		}
-		return nil
-	}}
+	return cplane.Poller{Ctx: c.ctx, Gone: func() error { return c.apiserver.Exited() }}
 }
 
 // Poll calls f at once and then every interval until it returns nil, the
@@ -784,27 +743,13 @@ func (c *Cluster) each(ctx context.Context, f func(*Node, context.Context) error
 
 // Health is one /health of the member (2s timeout): {"health":"true"}.
 func (n *Node) Health(ctx context.Context) error {
-	body, code, err := n.getMetrics(ctx, "/health")
-	if err != nil {
-		return err
-	}
-	return cplane.EtcdHealth(body, code)
+	return cplane.EtcdHealthy(ctx, nil, n.EtcdMetricsURL()+"/health", 2*time.Second)
 }
 
 // Live is one /livez of the member (2s timeout): 200 "ok".
 func (n *Node) Live(ctx context.Context) error {
-	body, code, err := n.getMetrics(ctx, "/livez")
-	if err != nil {
-		return err
-	}
-	if code != http.StatusOK {
-		return fmt.Errorf("/livez: %d %s", code, strings.TrimSpace(string(body)))
-	}
-	return nil
-}
-
-func (n *Node) getMetrics(ctx context.Context, path string) ([]byte, int, error) {
-	return cplane.Get(ctx, nil, n.EtcdMetricsURL()+path, 2*time.Second)
+	_, err := cplane.GetOK(ctx, nil, n.EtcdMetricsURL()+"/livez", 2*time.Second)
+	return err
 }
 
 // WaitHealthy waits until every member is healthy.
@@ -986,17 +931,12 @@ func MaxDown(samples []Sample) (int, Sample) {
 // EtcdSandbox returns the node's READY etcd sandbox (labels component=etcd,
 // io.kubernetes.pod.name=etcd-<node>); none or several is an error.
 func (c *Cluster) EtcdSandbox(ctx context.Context, n *Node) (string, error) {
-	resp, err := c.Rig.RT.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{Filter: &runtimeapi.PodSandboxFilter{
-		LabelSelector: map[string]string{"component": "etcd", "io.kubernetes.pod.namespace": "kube-system", "io.kubernetes.pod.name": "etcd-" + n.name},
-		State:         &runtimeapi.PodSandboxStateValue{State: runtimeapi.PodSandboxState_SANDBOX_READY},
-	}})
+	pods, err := cplane.Sandboxes(ctx, c.Rig.RT, map[string]string{"component": "etcd", "io.kubernetes.pod.name": "etcd-" + n.name})
 	if err != nil {
 		return "", err
 	}
-	if len(resp.Items) != 1 {
-		return "", fmt.Errorf("etcd-%s: %d ready sandboxes", n.name, len(resp.Items))
-	}
-	return resp.Items[0].Id, nil
+	p, err := cplane.OneReady("etcd-"+n.name, pods)
+	return p.SandboxID, err
 }
 
 // StopEtcdPod stops and removes the node's etcd pod through the CRI, as
@@ -1006,13 +946,7 @@ func (c *Cluster) StopEtcdPod(ctx context.Context, n *Node) (sandboxID string, e
 	if err != nil {
 		return "", err
 	}
-	if _, err := c.Rig.RT.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: id}); err != nil {
-		return id, fmt.Errorf("StopPodSandbox %s: %w", id, err)
-	}
-	if _, err := c.Rig.RT.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: id}); err != nil {
-		return id, fmt.Errorf("RemovePodSandbox %s: %w", id, err)
-	}
-	return id, nil
+	return id, cplane.RemoveSandbox(ctx, c.Rig.RT, id)
 }
 
 // ---- teardown ----
@@ -1032,8 +966,7 @@ func (c *Cluster) teardown() {
 	c.stopAPIServer()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	_, _ = cplane.WriteSandboxes(ctx, c.Rig.RT, filepath.Join(c.LogDir, "sandboxes.txt"))
-	if err := c.Rig.RemoveAllPods(ctx); err != nil {
+	if _, err := c.Rig.ClearPods(ctx, c.LogDir, "sandboxes.txt"); err != nil {
 		t.Errorf("ha: teardown: %v", err)
 	}
 	// Container logs: <rig>/logs/kube-system_etcd-node1_<uid>/etcd/0.log.
@@ -1044,9 +977,8 @@ func (c *Cluster) teardown() {
 		_ = os.MkdirAll(filepath.Dir(dst), 0o755)
 		cplane.CopyFile(l, dst)
 	}
-	cplane.CopyFile(c.Rig.ContainerdLog(), filepath.Join(c.LogDir, "containerd.log"))
 	if t.Failed() {
-		t.Logf("ha: kube-apiserver.log (tail):\n%s", containerdrig.TailFile(c.APIServerLog(), 20))
+		t.Logf("ha: the logs' ends:\n%s%s", cplane.LogTails(c.LogDir, 20, "kube-apiserver.log"), cplane.LogTails(c.LogDir, 5, "pods/*/*/*.log"))
 	}
 	t.Logf("ha: teardown: kubelets, apiserver and pods gone in %v", time.Since(start).Round(time.Millisecond))
 }
@@ -1077,9 +1009,7 @@ func (c *Cluster) Leftovers() []string {
 			}
 		}
 	}
-	if c.APIServerRunning() {
-		out = append(out, fmt.Sprintf("kube-apiserver process %d", c.apiserver.Pid()))
-	}
+	out = append(out, c.apiserver.Leftover()...)
 	if c.Rig != nil {
 		out = append(out, c.Rig.Leftovers()...)
 	}

@@ -55,7 +55,8 @@ func TestPinnedVersionFromTheVersionsFile(t *testing.T) {
 }
 
 func TestParseImages(t *testing.T) {
-	out := "registry.k8s.io/kube-apiserver:v1.37.2\nregistry.k8s.io/coredns/coredns:v1.12.4\nregistry.k8s.io/pause:3.10.2\nregistry.k8s.io/etcd:3.7.0-0\n"
+	out := "W1206 00:49:24.767277   26815 validation.go:79] WARNING: certificateValidityPeriod: the value 24h0m0s is more than the caCertificateValidityPeriod: 5m0s\n" +
+		"registry.k8s.io/kube-apiserver:v1.37.2\nregistry.k8s.io/coredns/coredns:v1.12.4\nregistry.k8s.io/pause:3.10.2\nregistry.k8s.io/etcd:3.7.0-0\n"
 	got, err := ParseImages(out)
 	if err != nil {
 		t.Fatal(err)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"regexp"
 	"strings"
 	"sync"
 )
@@ -79,10 +80,19 @@ func CheckImages(images map[string]string, sandboxImage string, want map[string]
 }
 
 // ParseImages reads `kubeadm config images list` output: one reference a
-// line, registry/name:tag, keyed by name.
+// line, registry/name:tag, keyed by name. kubeadm's klog warnings (a
+// configuration it accepts but warns about, such as leaves that outlive
+// the CAs) come on the same output, and are skipped.
 func ParseImages(out string) (map[string]string, error) {
 	images := map[string]string{}
-	for _, ref := range strings.Fields(out) {
+	for _, line := range strings.Split(out, "\n") {
+		if klogLine.MatchString(line) {
+			continue
+		}
+		ref := strings.TrimSpace(line)
+		if ref == "" {
+			continue
+		}
 		name, _, ok := strings.Cut(ref[strings.LastIndex(ref, "/")+1:], ":")
 		if !ok || name == "" {
 			return nil, fmt.Errorf("kubeadm config images list: %q is not registry/name:tag", ref)
@@ -94,6 +104,9 @@ func ParseImages(out string) (map[string]string, error) {
 	}
 	return images, nil
 }
+
+// klogLine is klog's header: severity, MMDD, time, thread id.
+var klogLine = regexp.MustCompile(`^[IWEF][0-9]{4} [0-9:.]+ +[0-9]+ `)
 
 // DryRun runs `kubeadm init phase <phase...> --config config --dry-run`
 // with KUBEADM_INIT_DRYRUN_DIR=dir: kubeadm then writes the static pod

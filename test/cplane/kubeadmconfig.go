@@ -31,6 +31,9 @@ type InitConfig struct {
 	// Validity and EncryptionAlgorithm: see ClusterTail.
 	Validity            time.Duration
 	EncryptionAlgorithm string
+	// CAValidity is caCertificateValidityPeriod, the three CAs' life
+	// (0: kubeadm's ten years).
+	CAValidity time.Duration
 }
 
 // YAML renders the two documents kubeadm reads with --config.
@@ -55,6 +58,9 @@ func (c InitConfig) YAML() string {
 		}
 	}
 	b.WriteString(ClusterTail(c.Validity, c.EncryptionAlgorithm))
+	if c.CAValidity > 0 {
+		fmt.Fprintf(&b, "caCertificateValidityPeriod: %s\n", c.CAValidity)
+	}
 	return b.String()
 }
 

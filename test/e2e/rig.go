@@ -86,6 +86,9 @@ type Options struct {
 	// Validity is kubeadm's certificateValidityPeriod for every leaf
 	// certificate and kubeconfig (0: kubeadm's default, 8760h).
 	Validity time.Duration
+	// CAValidity is kubeadm's caCertificateValidityPeriod for the three
+	// CAs (0: kubeadm's default, ten years).
+	CAValidity time.Duration
 	// EncryptionAlgorithm is kubeadm's encryptionAlgorithm (empty: RSA-2048).
 	EncryptionAlgorithm string
 	// NodeName is nodeRegistration.name (default "node1").
@@ -350,7 +353,8 @@ func (cp *ControlPlane) addInterface() {
 func (cp *ControlPlane) initConfig() cplane.InitConfig {
 	return cplane.InitConfig{AdvertiseAddress: AdvertiseAddress, BindPort: 6443, NodeName: cp.Opts.NodeName,
 		KubernetesVersion: cp.Opts.KubernetesVersion, CertificatesDir: PKIDir, CertSANs: []string{"127.0.0.1", "localhost"},
-		EtcdDataDir: filepath.Join(cp.Dir, "etcd"), Validity: cp.Opts.Validity, EncryptionAlgorithm: cp.Opts.EncryptionAlgorithm}
+		EtcdDataDir: filepath.Join(cp.Dir, "etcd"), Validity: cp.Opts.Validity, EncryptionAlgorithm: cp.Opts.EncryptionAlgorithm,
+		CAValidity: cp.Opts.CAValidity}
 }
 
 // kubeadm runs the pinned kubeadm (its output appended to kubeadm.log)

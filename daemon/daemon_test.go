@@ -34,6 +34,12 @@ func status(name string, renewAt, notAfter time.Time, now time.Time) renew.Statu
 func TestNextWake(t *testing.T) {
 	h := time.Hour
 	ca := renew.Status{Item: &renew.Item{Name: "ca", Kind: renew.KindCA, Cert: &x509.Certificate{NotAfter: t0.Add(h)}}, RenewAt: t0, State: pki.StateDue}
+	warnOnly := ca
+	warnOnly.WarnOnly = true
+	holders := warnOnly
+	holders.HoldersOld = 2
+	notDue := ca
+	notDue.RenewAt, notDue.State = t0.Add(30*time.Minute), pki.StateOK
 	external := status("front-proxy-client", t0, t0.Add(h), t0)
 	external.External = true
 	tests := []struct {
@@ -48,7 +54,10 @@ func TestNextWake(t *testing.T) {
 		{"next far away: capped at an hour", []renew.Status{status("a", t0.Add(100*h), t0.Add(200*h), t0)}, nil, t0.Add(h), "a"},
 		{"due now", []renew.Status{status("a", t0.Add(-h), t0.Add(h), t0), status("b", t0.Add(10*h), t0.Add(20*h), t0)}, []string{"a"}, t0, "b"},
 		{"expired is due", []renew.Status{status("a", t0.Add(-2*h), t0.Add(-h), t0)}, []string{"a"}, t0, ""},
-		{"CAs and external items never due", []renew.Status{ca, external}, nil, t0.Add(h), ""},
+		{"a CA warned about only and external items never due", []renew.Status{warnOnly, external}, nil, t0.Add(h), ""},
+		{"a CA the daemon renews is due", []renew.Status{ca, external}, []string{"ca"}, t0, ""},
+		{"a CA renewed by hand is due for its old holders", []renew.Status{holders}, []string{"ca"}, t0, ""},
+		{"a CA's renewal is a wake-up time", []renew.Status{notDue}, nil, t0.Add(30 * time.Minute), "ca"},
 		// Issued seconds apart (kubeadm: PKI, then kubeconfigs): renewed together.
 		{"soon-due items join the due ones", []renew.Status{status("apiserver", t0.Add(-time.Second), t0.Add(90*24*h), t0), status("admin.conf", t0.Add(2*time.Second), t0.Add(90*24*h), t0), status("later", t0.Add(30*24*h), t0.Add(90*24*h), t0)}, []string{"apiserver", "admin.conf"}, t0, "later"},
 	}

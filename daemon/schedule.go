@@ -40,7 +40,7 @@ type Plan struct {
 func NextWake(now time.Time, statuses []renew.Status, maxSleep time.Duration) Plan {
 	p := Plan{Wake: now.Add(maxSleep)}
 	for _, s := range statuses {
-		if !s.Renewable() {
+		if !s.Scheduled() {
 			continue
 		}
 		if s.State != pki.StateOK {
@@ -58,7 +58,7 @@ func NextWake(now time.Time, statuses []renew.Status, maxSleep time.Duration) Pl
 		// transaction and one rolling restart, not two.
 		p.Next, p.NextAt = "", time.Time{}
 		for _, s := range statuses {
-			if !s.Renewable() || s.State != pki.StateOK {
+			if !s.Scheduled() || s.State != pki.StateOK {
 				continue
 			}
 			if batch := s.Cert.NotAfter.Sub(s.RenewAt) / 10; !s.RenewAt.After(now.Add(batch)) {

@@ -743,6 +743,9 @@ func transactionName(tx *renew.Plan) string {
 	if tx.Items[0].Name == renew.KubeletServingName {
 		return "the kubelet's serving pair (a transaction of its own)"
 	}
+	if tx.Items[0].Kind == renew.KindCA {
+		return "the CAs and their holders (a transaction of their own)"
+	}
 	return "the kubeadm set (a transaction of its own)"
 }
 

@@ -73,12 +73,12 @@ func (r *Renewer) caDue(s Status) bool {
 // planCAsOf plans the chosen CAs. In a daemon's round (not named) a CA
 // that cannot be planned is held with the reason, never in the way of the
 // other CAs or the leaves; named, it fails the plan like any named item.
-func (r *Renewer) planCAsOf(inv *Inventory, cas []Status, named bool, now time.Time) ([]Planned, []Status, error) {
+func (r *Renewer) planCAsOf(inv *Inventory, cas []Status, named, force bool, now time.Time) ([]Planned, []Status, error) {
 	if len(cas) == 0 {
 		return nil, nil, nil
 	}
 	if named {
-		p, err := r.planCAs(inv, cas, true, now)
+		p, err := r.planCAs(inv, cas, force, now)
 		return p, nil, err
 	}
 	var ok, held []Status
@@ -90,7 +90,7 @@ func (r *Renewer) planCAsOf(inv *Inventory, cas []Status, named bool, now time.T
 		}
 		ok = append(ok, s)
 	}
-	if p, err := r.planCAs(inv, ok, false, now); err == nil {
+	if p, err := r.planCAs(inv, ok, force, now); err == nil {
 		return p, held, nil
 	}
 	// One of them cannot be planned: each alone, so that it holds only
@@ -99,7 +99,7 @@ func (r *Renewer) planCAsOf(inv *Inventory, cas []Status, named bool, now time.T
 	var out []Planned
 	taken := map[string]bool{}
 	for _, s := range ok {
-		p, err := r.planCAs(inv, []Status{s}, false, now)
+		p, err := r.planCAs(inv, []Status{s}, force, now)
 		if err == nil && touches(p, taken) {
 			err = fmt.Errorf("%s shares a file with another CA renewed now: next round", s.Name)
 		}
@@ -142,10 +142,9 @@ func caRenewable(s Status) error {
 
 // planCAs issues the renewal of each chosen CA with its own key (or, for
 // a CA due only for its holders, takes the certificate on disk) and
-// brings every holder in the managed directories along. Named CAs are
-// renewed whether due or not: an operator asked. A file that holds two
-// CAs gets both in one change.
-func (r *Renewer) planCAs(inv *Inventory, chosen []Status, named bool, now time.Time) ([]Planned, error) {
+// brings every holder in the managed directories along. A file that
+// holds two CAs gets both in one change.
+func (r *Renewer) planCAs(inv *Inventory, chosen []Status, force bool, now time.Time) ([]Planned, error) {
 	roots, err := store.NewRoots(r.opts.PKIDir, r.opts.KubeconfigDir)
 	if err != nil {
 		return nil, err
@@ -155,7 +154,7 @@ func (r *Renewer) planCAs(inv *Inventory, chosen []Status, named bool, now time.
 	var order []string
 	planned := make([]Planned, 0, len(chosen))
 	for i, s := range chosen {
-		issued, err := r.issueCA(s, named, now)
+		issued, err := r.issueCA(s, force, now)
 		if err != nil {
 			return nil, fmt.Errorf("%s (%s): %w", s.Name, s.CertPath, err)
 		}
@@ -189,10 +188,11 @@ func (r *Renewer) planCAs(inv *Inventory, chosen []Status, named bool, now time.
 }
 
 // issueCA is the CA certificate a plan installs: a new issue with the
-// same key when the CA is due by its own schedule (or named), else the
-// one on disk, for its holders.
-func (r *Renewer) issueCA(s Status, named bool, now time.Time) (*pki.Issued, error) {
-	if !named && s.HoldersOld > 0 {
+// same key, unless the CA is due only for its holders (then the one on
+// disk, for them; --force re-issues it all the same). A CA that is not
+// due at all is planned only when an operator names it: re-issued.
+func (r *Renewer) issueCA(s Status, force bool, now time.Time) (*pki.Issued, error) {
+	if !force && s.HoldersOld > 0 {
 		return &pki.Issued{Cert: s.Cert, CertPEM: pki.EncodeCertPEM(s.Cert.Raw)}, nil
 	}
 	if s.key.Signer == nil {
@@ -284,4 +284,50 @@ func writeAdminCopyCA(h *Holder, issued *pki.Issued) error {
 		return err
 	}
 	return store.WriteAtomic(h.Path, out, meta)
+}
+
+// withRenewedCAs is inv with the CAs of planned replaced by their new
+// issue, to issue leaves under: the key is the same, the end later.
+func (inv *Inventory) withRenewedCAs(planned []Planned) *Inventory {
+	if len(planned) == 0 {
+		return inv
+	}
+	out := *inv
+	out.CAs = make([]*Item, len(inv.CAs))
+	for i, ca := range inv.CAs {
+		out.CAs[i] = ca
+		for _, p := range planned {
+			if p.Name == ca.Name && p.Issued != nil {
+				c := *ca
+				c.Cert = p.Issued.Cert
+				out.CAs[i] = &c
+			}
+		}
+	}
+	return &out
+}
+
+// withCAsOf gives each leaf change to a file that also holds a renewed CA
+// (a kubeconfig renewed in the same round) that CA too: the leaf's
+// transaction comes after the CA's and writes the whole file, so without
+// it the file would go back to the old CA.
+func (inv *Inventory) withCAsOf(leaves []Planned, cas []Planned) error {
+	for i := range leaves {
+		for j := range leaves[i].Changes {
+			c := &leaves[i].Changes[j]
+			for _, ca := range cas {
+				for _, h := range inv.Holders {
+					if h.CA != ca.Name || h.Path != c.Path || h.Kind == HolderAdminCopy {
+						continue
+					}
+					data, err := replaceHolder(h, c.Data, ca.Issued)
+					if err != nil {
+						return fmt.Errorf("%s: %s with the renewed %s: %w", leaves[i].Name, c.Path, ca.Name, err)
+					}
+					c.Data = data
+				}
+			}
+		}
+	}
+	return nil
 }

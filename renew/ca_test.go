@@ -242,3 +242,46 @@ func must(t *testing.T, err error) {
 }
 
 func b64(b []byte) string { return base64.StdEncoding.EncodeToString(b) }
+
+// The day a CA has ended, with its leaves: the daemon's round (the due
+// names) renews the CAs and, under them, every leaf, in one plan.
+func TestDayTheCAsEndedEverythingIsRenewedInOneRound(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, renewtest.Options{CANotBefore: time.Now().Add(-10*365*day - day), NotBefore: time.Now().Add(-400 * day), Validity: 365 * day})
+	r := f.renewer(autoCA)
+	_, statuses, err := r.Inventory()
+	must(t, err)
+	var due []string
+	for _, s := range statuses {
+		if s.Scheduled() && s.State != pki.StateOK {
+			due = append(due, s.Name)
+		}
+	}
+	if len(due) < 15 {
+		t.Fatalf("due %v: want the 3 CAs and every leaf", due)
+	}
+	inv, _, err := r.Inventory()
+	must(t, err)
+	plan, err := r.Plan(inv, renew.Selection{Names: due, HoldUnwritable: true})
+	must(t, err)
+	// As the engine writes it: the CAs with their holders, then the rest.
+	for _, tx := range plan.Transactions() {
+		_, err := r.Apply(tx)
+		must(t, err)
+	}
+	caPEM := pki.EncodeCertPEM(readCert(t, filepath.Join(f.layout.PKIDir, "ca.crt")).Raw)
+	if got := clusterCA(t, filepath.Join(f.layout.KubeconfigDir, "admin.conf")); !bytes.Equal(got, caPEM) {
+		t.Error("admin.conf, renewed after the CA, went back to the old CA")
+	}
+	if len(plan.Items) != len(due) || len(plan.Held) != 0 {
+		t.Fatalf("renewed %d of %d due items, held %v", len(plan.Items), len(due), plan.Held)
+	}
+	inv = f.inventory(t)
+	requireConsistent(t, inv)
+	_, statuses, _ = f.renewer(autoCA).Inventory()
+	for _, s := range statuses {
+		if s.State != pki.StateOK {
+			t.Errorf("%s: %v after the round", s.Name, s.State)
+		}
+	}
+}

@@ -150,6 +150,16 @@ func UnwritableReason(root string, it *Item) string {
 // rotated.
 func (s Status) RotationStuck() bool { return s.RotatedBy != "" && s.State != pki.StateOK }
 
+// Scheduled reports whether the daemon renews the item when it is due: a
+// renewable leaf or kubeconfig, or a CA it renews by itself or whose
+// holders it brings along.
+func (s Status) Scheduled() bool {
+	if s.Kind == KindCA {
+		return s.Err == nil && !s.Missing && s.Cert != nil && (!s.WarnOnly || s.HoldersOld > 0)
+	}
+	return s.Renewable()
+}
+
 // Inventory takes inventory and schedules every item at the current time.
 func (r *Renewer) Inventory() (*Inventory, []Status, error) {
 	inv, err := TakeInventory(r.opts.Dirs)
@@ -285,7 +295,9 @@ func (r *Renewer) Plan(inv *Inventory, sel Selection) (*Plan, error) {
 			case !ok:
 				errs = append(errs, fmt.Errorf("%s: unknown certificate (known: %s)", n, strings.Join(Names(), ", ")))
 			case s.Kind == KindCA:
-				if err := caRenewable(s); err != nil {
+				// The daemon's due names: a CA that cannot be renewed is
+				// held by planCAsOf, never in the way of the rest.
+				if err := caRenewable(s); err != nil && !sel.HoldUnwritable {
 					errs = append(errs, err)
 					continue
 				}
@@ -340,19 +352,20 @@ func (r *Renewer) Plan(inv *Inventory, sel Selection) (*Plan, error) {
 		}
 		chosen = writable
 	}
-	caPlanned, caHeld, err := r.planCAsOf(inv, cas, named, now)
+	caPlanned, caHeld, err := r.planCAsOf(inv, cas, named && !sel.HoldUnwritable, sel.Force, now)
 	if err != nil {
 		return nil, err
 	}
 	held = append(held, caHeld...)
-	if len(caPlanned) > 0 && !named {
-		// The leaves follow in the next round, issued and capped knowing
-		// the renewed CA's end, and rolled with what they change.
-		chosen = nil
-	}
-	planned, errs := r.issueAll(inv, chosen, now)
+	// Leaves are issued under the renewed CAs (the same key and subject:
+	// only their end differs), so that on the day a CA has ended its
+	// leaves can be renewed in the same round.
+	planned, errs := r.issueAll(inv.withRenewedCAs(caPlanned), chosen, now)
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
+	}
+	if err := inv.withCAsOf(planned, caPlanned); err != nil {
+		return nil, err
 	}
 	return &Plan{Items: append(caPlanned, planned...), Held: held}, nil
 }

@@ -112,7 +112,7 @@ everything as one crash-safe transaction with a backup.`,
 	pf.StringVar(&o.configPath, "config", config.DefaultPath, "config file")
 	pf.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	o.flagValues = addKeyFlags(pf)
-	root.AddCommand(newCheckCmd(o), newRenewCmd(o), newRestartCmd(o), newRunCmd(o), newVersionCmd(o))
+	root.AddCommand(newCACmd(o), newCheckCmd(o), newRenewCmd(o), newRestartCmd(o), newRunCmd(o), newVersionCmd(o))
 	return root
 }
 

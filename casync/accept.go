@@ -1,0 +1,93 @@
+// Package casync brings a worker node along when the cluster CA
+// certificate is renewed with the same key: it fetches the certificate the
+// control plane published in kube-public/cluster-info, accepts it only if
+// it is the CA already trusted here (the same public key, subject and
+// SubjectKeyId) with a later end, writes it into ca.crt and the kubelet's
+// kubeconfig as one store transaction, restarts the kubelet, and reports
+// the CA it now holds on its own Node. A worker holds these files and no
+// control-plane process can write them, while every holder must have the
+// new certificate before the old one ends (Go and OpenSSL reject an
+// expired root).
+//
+// The decisions (Accept, Decide, VerifyTime, ReportedCA) are pure; the
+// fetch, the write and the kubelet are behind Syncer's fields.
+package casync
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// AnnotationCA is the annotation a worker sets on its own Node after a
+// sync: the hex SHA-256 of the DER of the cluster CA certificate it now
+// holds. A control plane compares it with its own ca.crt to tell which
+// workers still carry the old certificate.
+const AnnotationCA = "pkirenewd.io/ca-sha256"
+
+// Fingerprint is the value of AnnotationCA for cert.
+func Fingerprint(cert *x509.Certificate) string {
+	sum := sha256.Sum256(cert.Raw)
+	return hex.EncodeToString(sum[:])
+}
+
+// ReportedCA is the CA fingerprint a Node's annotations report, "" when
+// none (the node has never synced: a worker without ca sync, or an older
+// pkirenewd).
+func ReportedCA(annotations map[string]string) string {
+	return annotations[AnnotationCA]
+}
+
+// Accept says whether published may replace local, the CA certificate
+// this node trusts: only a re-issue of the same CA, pinned by the key
+// already trusted. Equal certificates are accepted (nothing to change).
+// Each refusal names what differs.
+func Accept(local, published *x509.Certificate) error {
+	if bytes.Equal(local.Raw, published.Raw) {
+		return nil
+	}
+	switch {
+	case !bytes.Equal(local.RawSubjectPublicKeyInfo, published.RawSubjectPublicKeyInfo):
+		// The one check that pins trust: a certificate with another key
+		// could be anyone's, whatever its subject says.
+		return fmt.Errorf("the published CA certificate has another public key (%s) than the local one (%s): not the CA this node trusts", spkiHash(published), spkiHash(local))
+	case !bytes.Equal(local.RawSubject, published.RawSubject):
+		return fmt.Errorf("the published CA certificate's subject %q differs from the local one's %q", published.Subject, local.Subject)
+	case len(local.SubjectKeyId) > 0 && len(published.SubjectKeyId) > 0 && !bytes.Equal(local.SubjectKeyId, published.SubjectKeyId):
+		return fmt.Errorf("the published CA certificate's SubjectKeyId %X differs from the local one's %X", published.SubjectKeyId, local.SubjectKeyId)
+	case !published.IsCA || !published.BasicConstraintsValid:
+		return errors.New("the published certificate is not a CA (basic constraints)")
+	case published.CheckSignatureFrom(published) != nil:
+		return fmt.Errorf("the published CA certificate is not self-signed: %w", published.CheckSignatureFrom(published))
+	case !published.NotAfter.After(local.NotAfter):
+		return fmt.Errorf("the published CA certificate ends %s, not after the local one (%s): refusing to go back", stamp(published.NotAfter), stamp(local.NotAfter))
+	}
+	return nil
+}
+
+func spkiHash(c *x509.Certificate) string {
+	sum := sha256.Sum256(c.RawSubjectPublicKeyInfo)
+	return "sha256:" + hex.EncodeToString(sum[:8])
+}
+
+func stamp(t time.Time) string { return t.UTC().Format(time.RFC3339) }
+
+// VerifyTime is the time at which the apiserver's chain is verified
+// against the local CA certificate: now, or, once that certificate has
+// expired, one second before its end. The trust is in the CA's key, which
+// a same-key renewal keeps: an expired certificate of it still says which
+// key signs the apiserver's, and refusing it would leave a worker that
+// missed the renewal no way back but by hand. The chain is still fully
+// verified (signatures, names, usages), at that instant. A serving
+// certificate issued after that instant does not verify then: such a
+// worker needs its ca.crt copied by hand.
+func VerifyTime(local *x509.Certificate, now time.Time) time.Time {
+	if now.Before(local.NotAfter) {
+		return now
+	}
+	return local.NotAfter.Add(-time.Second)
+}

@@ -18,8 +18,8 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
-	"errors"
 	"fmt"
+	"github.com/pkirenewd/pkirenewd/pki"
 	"time"
 )
 
@@ -50,21 +50,11 @@ func Accept(local, published *x509.Certificate) error {
 	if bytes.Equal(local.Raw, published.Raw) {
 		return nil
 	}
-	switch {
-	case !bytes.Equal(local.RawSubjectPublicKeyInfo, published.RawSubjectPublicKeyInfo):
-		// The one check that pins trust: a certificate with another key
-		// could be anyone's, whatever its subject says.
-		return fmt.Errorf("the published CA certificate has another public key (%s) than the local one (%s): not the CA this node trusts", spkiHash(published), spkiHash(local))
-	case !bytes.Equal(local.RawSubject, published.RawSubject):
-		return fmt.Errorf("the published CA certificate's subject %q differs from the local one's %q", published.Subject, local.Subject)
-	case len(local.SubjectKeyId) > 0 && len(published.SubjectKeyId) > 0 && !bytes.Equal(local.SubjectKeyId, published.SubjectKeyId):
-		return fmt.Errorf("the published CA certificate's SubjectKeyId %X differs from the local one's %X", published.SubjectKeyId, local.SubjectKeyId)
-	case !published.IsCA || !published.BasicConstraintsValid:
-		return errors.New("the published certificate is not a CA (basic constraints)")
-	case published.CheckSignatureFrom(published) != nil:
-		return fmt.Errorf("the published CA certificate is not self-signed: %w", published.CheckSignatureFrom(published))
-	case !published.NotAfter.After(local.NotAfter):
-		return fmt.Errorf("the published CA certificate ends %s, not after the local one (%s): refusing to go back", stamp(published.NotAfter), stamp(local.NotAfter))
+	if err := pki.VerifyCARenewal(local, published); err != nil {
+		if !bytes.Equal(local.RawSubjectPublicKeyInfo, published.RawSubjectPublicKeyInfo) {
+			return fmt.Errorf("the published CA certificate has another public key (%s) than the local one (%s): not the CA this node trusts", spkiHash(published), spkiHash(local))
+		}
+		return fmt.Errorf("the published CA certificate, as a renewal of the local one: %w", err)
 	}
 	return nil
 }

@@ -160,7 +160,7 @@ func TestSyncRefusalWritesNothing(t *testing.T) {
 		publish   []byte
 	}{
 		{"another key", "refused, nothing written: the published CA certificate has another public key", casynctest.ClusterInfo(w.api.URL, casynctest.Forge(t, w.ca, w.ca.NotAfter.AddDate(10, 0, 0)))},
-		{"an older issue", "refusing to go back", casynctest.ClusterInfo(w.api.URL, casynctest.Reissue(t, w.ca, signer(w.key), w.ca.NotAfter.Add(-time.Hour)))},
+		{"an older issue", "not after the old one", casynctest.ClusterInfo(w.api.URL, casynctest.Reissue(t, w.ca, signer(w.key), w.ca.NotAfter.Add(-time.Hour)))},
 		{"no cluster-info", "404 Not Found", nil},
 		{"two clusters", "cluster-info: 2 clusters", bytes.Replace(casynctest.ClusterInfo(w.api.URL, w.ca), []byte("contexts: null"), []byte("- {name: b, cluster: {server: x}}\ncontexts: null"), 1)},
 	} {

@@ -94,14 +94,16 @@ func caTemplate(old *x509.Certificate) *x509.Certificate {
 // SubjectKeyId that ends later. Anything else would re-parent every leaf.
 func VerifyCARenewal(old, renewed *x509.Certificate) error {
 	switch {
-	case !renewed.IsCA:
-		return errors.New("renewed CA certificate is not a CA")
 	case !bytes.Equal(old.RawSubjectPublicKeyInfo, renewed.RawSubjectPublicKeyInfo):
+		// The check that pins trust: another key could be anyone's,
+		// whatever its subject says.
 		return errors.New("renewed CA certificate has another public key")
 	case !bytes.Equal(old.RawSubject, renewed.RawSubject):
 		return fmt.Errorf("renewed CA certificate has another subject (%s, was %s)", renewed.Subject, old.Subject)
-	case !bytes.Equal(old.SubjectKeyId, renewed.SubjectKeyId):
-		return errors.New("renewed CA certificate has another SubjectKeyId")
+	case len(old.SubjectKeyId) > 0 && len(renewed.SubjectKeyId) > 0 && !bytes.Equal(old.SubjectKeyId, renewed.SubjectKeyId):
+		return fmt.Errorf("renewed CA certificate has another SubjectKeyId (%X, was %X)", renewed.SubjectKeyId, old.SubjectKeyId)
+	case !renewed.IsCA || !renewed.BasicConstraintsValid:
+		return errors.New("renewed CA certificate is not a CA (basic constraints)")
 	case !renewed.NotAfter.After(old.NotAfter):
 		return fmt.Errorf("renewed CA certificate ends %s, not after the old one (%s)", renewed.NotAfter.UTC().Format(time.RFC3339), old.NotAfter.UTC().Format(time.RFC3339))
 	}

@@ -139,7 +139,7 @@ func TestVerifyCARenewal(t *testing.T) {
 		{"same key, later", renewed.Cert, ""},
 		{"another key", other, "another public key"},
 		{"the old one itself", old, "not after"},
-		{"a leaf", leafUnder(t, old, k1), "not a CA"},
+		{"a leaf (another key)", leafUnder(t, old, k1), "another public key"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := VerifyCARenewal(old, tc.renewed)

@@ -47,15 +47,22 @@ func (r *Renewer) assessCA(inv *Inventory, ca *Item, now time.Time) Status {
 	s.State = pki.DecideCert(now, ca.Cert.NotBefore, s.RenewAt, ca.Cert.NotAfter)
 	managed := 0
 	s.OldHolders = inv.StaleHolders(ca)
+	s.Adopt = inv.Newer(ca)
 	for _, h := range s.OldHolders {
 		// An admin copy is brought along after a renewal but never makes
 		// one: one that cannot be written would renew the CA's holders
-		// round after round.
-		if h.Kind != HolderAdminCopy {
+		// round after round. A newer issue in the cluster is adopted,
+		// not an old holder.
+		if h.Kind != HolderAdminCopy && (s.Adopt == nil || !h.Cert.Equal(s.Adopt)) {
 			managed++
 		}
 	}
-	if managed > 0 && s.State == pki.StateOK {
+	switch {
+	case s.Adopt != nil:
+		// Another node renewed it: take its issue, so that the nodes never
+		// diverge, whatever this node's own schedule says.
+		s.State = pki.StateDue
+	case managed > 0 && s.State == pki.StateOK:
 		s.State = pki.StateDue
 		s.HoldersOld = managed
 	}
@@ -67,7 +74,7 @@ func (r *Renewer) assessCA(inv *Inventory, ca *Item, now time.Time) Status {
 // of it (a transaction cut short, a node that adopted a published
 // renewal, a human who copied ca.crt), which need no key.
 func (r *Renewer) caDue(s Status) bool {
-	return (r.autoCA(s.Item) && s.State != pki.StateOK) || s.HoldersOld > 0
+	return (r.autoCA(s.Item) && s.State != pki.StateOK) || s.HoldersOld > 0 || s.Adopt != nil
 }
 
 // planCAsOf plans the chosen CAs. In a daemon's round (not named) a CA
@@ -158,13 +165,13 @@ func (r *Renewer) planCAs(inv *Inventory, chosen []Status, force bool, now time.
 		if err != nil {
 			return nil, fmt.Errorf("%s (%s): %w", s.Name, s.CertPath, err)
 		}
-		planned = append(planned, Planned{Status: s, Issued: issued, adminCopies: adminCopiesOf(inv, s.Name)})
+		planned = append(planned, Planned{Status: s, Issued: issued, adminCopies: holdersOf(inv, s.Name, HolderAdminCopy), Publish: holdersOf(inv, s.Name, HolderCluster)})
 		if !bytes.Equal(issued.Cert.Raw, s.Cert.Raw) {
 			content[s.CertPath], owner[s.CertPath] = issued.CertPEM, i
 			order = append(order, s.CertPath)
 		}
 		for _, h := range inv.Holders {
-			if h.CA != s.Name || h.Kind == HolderAdminCopy || bytes.Equal(h.Cert.Raw, issued.Cert.Raw) {
+			if h.CA != s.Name || !h.file() || bytes.Equal(h.Cert.Raw, issued.Cert.Raw) {
 				continue
 			}
 			cur, ok := content[h.Path]
@@ -192,6 +199,9 @@ func (r *Renewer) planCAs(inv *Inventory, chosen []Status, force bool, now time.
 // disk, for them; --force re-issues it all the same). A CA that is not
 // due at all is planned only when an operator names it: re-issued.
 func (r *Renewer) issueCA(s Status, force bool, now time.Time) (*pki.Issued, error) {
+	if s.Adopt != nil && !force {
+		return &pki.Issued{Cert: s.Adopt, CertPEM: pki.EncodeCertPEM(s.Adopt.Raw)}, nil
+	}
 	if !force && s.HoldersOld > 0 {
 		return &pki.Issued{Cert: s.Cert, CertPEM: pki.EncodeCertPEM(s.Cert.Raw)}, nil
 	}
@@ -240,10 +250,10 @@ func replaceHolder(h *Holder, file []byte, issued *pki.Issued) ([]byte, error) {
 	return file, nil
 }
 
-func adminCopiesOf(inv *Inventory, ca string) []*Holder {
+func holdersOf(inv *Inventory, ca, kind string) []*Holder {
 	var out []*Holder
 	for _, h := range inv.Holders {
-		if h.CA == ca && h.Kind == HolderAdminCopy {
+		if h.CA == ca && h.Kind == kind {
 			out = append(out, h)
 		}
 	}
@@ -317,7 +327,7 @@ func (inv *Inventory) withCAsOf(leaves []Planned, cas []Planned) error {
 			c := &leaves[i].Changes[j]
 			for _, ca := range cas {
 				for _, h := range inv.Holders {
-					if h.CA != ca.Name || h.Path != c.Path || h.Kind == HolderAdminCopy {
+					if h.CA != ca.Name || h.Path != c.Path || !h.file() {
 						continue
 					}
 					data, err := replaceHolder(h, c.Data, ca.Issued)

@@ -285,3 +285,48 @@ func TestDayTheCAsEndedEverythingIsRenewedInOneRound(t *testing.T) {
 		}
 	}
 }
+
+// HA: another node renewed the CA and published it. This node adopts that
+// issue (never one of its own), whatever its own schedule says; and a
+// node whose issue is newer than the published one owes its publication.
+func TestCAAdoptsTheIssueAnotherNodePublished(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, renewtest.Options{})
+	ca := readCert(t, filepath.Join(f.layout.PKIDir, "ca.crt"))
+	key, err := renewtest.ReadKey(filepath.Join(f.layout.PKIDir, "ca.key"))
+	must(t, err)
+	theirs, err := pki.RenewCA(pki.CARenewal{Old: ca, Key: key, Now: f.now})
+	must(t, err)
+	published := []renew.Published{{CA: "ca", Where: "kube-system/pkirenewd", Cert: theirs.Cert}}
+	withPub := func(p []renew.Published) func(*renew.Options) {
+		return func(o *renew.Options) { autoCA(o); o.Published = func() []renew.Published { return p } }
+	}
+	plan, err := f.renew(t, f.renewer(withPub(published)), renew.Selection{})
+	if err != nil || len(plan.Items) != 1 || plan.Items[0].Name != "ca" {
+		t.Fatalf("plan %v: %v", plan, err)
+	}
+	if got := readCert(t, filepath.Join(f.layout.PKIDir, "ca.crt")); !got.Equal(theirs.Cert) {
+		t.Fatal("ca.crt is not the published issue")
+	}
+	if got := clusterCA(t, filepath.Join(f.layout.KubeconfigDir, "admin.conf")); !bytes.Equal(got, theirs.CertPEM) {
+		t.Error("admin.conf does not carry the adopted CA")
+	}
+	if plan, err := f.renew(t, f.renewer(withPub(published)), renew.Selection{}); err != nil || len(plan.Items) != 0 {
+		t.Fatalf("adopted, then due again: %v %v", plan.Items, err)
+	}
+	// A published issue older than this node's is not adopted: this
+	// node's is published (the caller does it after the transaction).
+	older := []renew.Published{{CA: "ca", Where: "kube-public/cluster-info", Cert: ca}}
+	plan, err = f.renew(t, f.renewer(withPub(older)), renew.Selection{})
+	if err != nil || len(plan.Items) != 1 || len(plan.Items[0].Publish) != 1 {
+		t.Fatalf("older published: plan %v: %v", plan, err)
+	}
+	if got := readCert(t, filepath.Join(f.layout.PKIDir, "ca.crt")); !got.Equal(theirs.Cert) {
+		t.Fatal("went back to the older published issue")
+	}
+	// Another CA's certificate published under the name is ignored.
+	other := []renew.Published{{CA: "ca", Where: "kube-public/cluster-info", Cert: readCert(t, filepath.Join(f.layout.PKIDir, "front-proxy-ca.crt"))}}
+	if plan, err := f.renew(t, f.renewer(withPub(other)), renew.Selection{}); err != nil || len(plan.Items) != 0 {
+		t.Fatalf("a foreign published certificate planned %v: %v", plan.Items, err)
+	}
+}

@@ -25,7 +25,49 @@ const (
 	// managed directories: updated after the transaction, like its
 	// credentials.
 	HolderAdminCopy = "admin-copy"
+	// HolderCluster: a copy the cluster carries for the other nodes
+	// (kube-public/cluster-info for workers and kubeadm join, the restart
+	// Lease for the other control-plane nodes): published after the
+	// transaction, and adopted when it is a newer issue of the CA.
+	HolderCluster = "cluster"
 )
+
+// Published is a CA certificate the cluster carries (see HolderCluster).
+type Published struct {
+	CA    string // the CA item's name
+	Where string // namespace/name of the object, and the key
+	Cert  *x509.Certificate
+}
+
+// file reports whether the holder is a file of the managed directories,
+// replaced in the CA's transaction.
+func (h *Holder) file() bool { return h.Kind == HolderKubeconfig || h.Kind == HolderCopy }
+
+// addPublished makes a holder of each published certificate that is an
+// issue of one of inv's CAs; others (another cluster's) are ignored.
+func (inv *Inventory) addPublished(pub []Published) {
+	for _, p := range pub {
+		if ca := inv.CA(p.CA); ca != nil && ca.Cert != nil && p.Cert != nil && SameCA(ca.Cert, p.Cert) {
+			inv.Holders = append(inv.Holders, &Holder{CA: p.CA, Kind: HolderCluster, Path: p.Where, Cert: p.Cert})
+		}
+	}
+}
+
+// Newer is the latest issue of ca that a holder in the cluster carries and
+// that can stand in for the one on disk (another node renewed it): nil
+// when there is none.
+func (inv *Inventory) Newer(ca *Item) *x509.Certificate {
+	var best *x509.Certificate
+	for _, h := range inv.Holders {
+		if h.CA != ca.Name || h.Kind != HolderCluster || ca.Cert == nil || pki.VerifyCARenewal(ca.Cert, h.Cert) != nil {
+			continue
+		}
+		if best == nil || h.Cert.NotAfter.After(best.NotAfter) {
+			best = h.Cert
+		}
+	}
+	return best
+}
 
 // Holder is a file that carries a CA certificate somebody trusts: when the
 // CA is renewed each must get the new certificate before the old one ends.

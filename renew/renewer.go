@@ -58,6 +58,10 @@ type Options struct {
 	AdminCopyGlob string
 	// Sleep waits while a concurrent writer finishes (default: the real clock).
 	Sleep func(time.Duration)
+	// Published reads the CA certificates the cluster carries for the
+	// other nodes (nil: none looked at). Optional: on an error it returns
+	// nothing, and the files alone decide.
+	Published func() []Published
 }
 
 // Renewer takes inventory, plans renewals and applies them.
@@ -113,6 +117,9 @@ type Status struct {
 	// OldHolders, for a CA, are every holder on another issue of it,
 	// admin copies included.
 	OldHolders []*Holder
+	// Adopt, for a CA, is a newer issue of it that another node renewed
+	// and published: installed instead of a renewal of this node's own.
+	Adopt *x509.Certificate
 	// WarnOnly: a CA pkirenewd does not renew by itself (caRenewal
 	// manual, or no key here); RenewAt is when it starts to warn.
 	WarnOnly bool
@@ -165,6 +172,9 @@ func (r *Renewer) Inventory() (*Inventory, []Status, error) {
 	inv, err := TakeInventory(r.opts.Dirs)
 	if err != nil {
 		return nil, nil, err
+	}
+	if r.opts.Published != nil {
+		inv.addPublished(r.opts.Published())
 	}
 	return inv, r.Assess(inv, r.opts.Now()), nil
 }
@@ -222,6 +232,9 @@ type Planned struct {
 	// adminCopies hold a renewed CA outside the managed directories:
 	// brought along after the transaction.
 	adminCopies []*Holder
+	// Publish, for a CA, are its copies in the cluster (HolderCluster):
+	// the caller publishes Issued there after the transaction.
+	Publish []*Holder
 }
 
 // Plan is the set of renewals to write.
@@ -486,6 +499,8 @@ func (r *Renewer) Apply(p *Plan) (*store.Result, error) {
 		switch {
 		case it.Kind != KindCA:
 			l.Info("certificate renewed")
+		case it.Adopt != nil && it.Issued.Cert == it.Adopt:
+			l.WithField("ACTION", "adopted").Warnf("CA adopted: another node renewed it with the same key and published it; %d files carry it now", len(it.Changes))
 		case it.HoldersOld > 0 && it.Issued.Cert == it.Cert:
 			l.WithField("ACTION", "holders").Infof("CA holders brought to the CA certificate on disk (%d files)", len(it.Changes))
 		default:

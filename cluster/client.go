@@ -128,6 +128,9 @@ func restClients(c LeaseConfig, gv schema.GroupVersion, codecs serializer.CodecF
 	rc.Timeout = c.Timeout
 	rc.UserAgent = "pkirenewd"
 	rc.APIPath = "/apis"
+	if gv.Group == "" {
+		rc.APIPath = "/api" // the core group
+	}
 	rc.GroupVersion = &gv
 	rc.ContentType = runtime.ContentTypeJSON
 	rc.NegotiatedSerializer = codecs.WithoutConversion()

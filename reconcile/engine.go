@@ -2,6 +2,7 @@ package reconcile
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -84,6 +85,10 @@ type NodeEngine struct {
 	LastResortBefore time.Duration
 	// Events, when set, receives what the node did.
 	Events EventRecorder
+	// PublishCA tells the cluster (the other control-plane nodes, the
+	// workers) about a CA this node renewed or adopted, where it carries
+	// an older issue of it; nil: not published.
+	PublishCA func(ctx context.Context, ca string, cert *x509.Certificate) error
 	// RestartPolicy is cri.PolicyNeeded or cri.PolicyAll ("" is all).
 	RestartPolicy string
 	// MemoryMargin: a component is restarted when less than this is left
@@ -558,6 +563,7 @@ func (e *NodeEngine) converge(ctx context.Context, sel *renew.Selection, manifes
 		out.Plan, out.Result, out.Results = a.plan, a.result(), a.results
 		store.Failpoint("converge:committed")
 		e.eventRenewed(out.Plan)
+		notWritten = errors.Join(notWritten, e.publishCAs(ctx, out.Plan))
 		if len(out.Plan.Items) > 0 && rst == nil {
 			return out, KubeletAfterRenewal(ctx, out.Plan, e.kubeletRestarter(), e.Log, e.Restarts)
 		}
@@ -588,6 +594,30 @@ func (e *NodeEngine) converge(ctx context.Context, sel *renew.Selection, manifes
 		e.event(ReasonRecovered, "Recover", "certificates had expired: renewed, and every component restarted on them", false)
 	}
 	return out, nil
+}
+
+// publishCAs publishes every CA of the plan right after its transaction,
+// before the roll: the other nodes adopt it and the workers take it up
+// while this node restarts. A failure is the round's (counted, retried):
+// until it is published, check shows the cluster's copy as an old holder.
+func (e *NodeEngine) publishCAs(ctx context.Context, p *renew.Plan) error {
+	if e.PublishCA == nil {
+		return nil
+	}
+	var errs []error
+	for _, it := range p.Items {
+		if it.Kind != renew.KindCA || it.Issued == nil {
+			continue
+		}
+		l := e.Log.WithFields(logrus.Fields{"CERT": it.Name, "SERIAL": renew.CertSerial(it.Issued.Cert)})
+		if err := e.PublishCA(ctx, it.Name, it.Issued.Cert); err != nil {
+			l.WithError(err).Warn("could not publish the CA certificate for the other nodes: retried at the next round")
+			errs = append(errs, fmt.Errorf("publishing CA %s: %w", it.Name, err))
+			continue
+		}
+		l.WithField("ACTION", "published").Info("CA certificate published for the other nodes (where the cluster carried an older issue)")
+	}
+	return errors.Join(errs...)
 }
 
 // Restart is the health-checked rolling restart of the named components

@@ -230,6 +230,7 @@ func (o *options) renewer(cacheKubeadm bool) (*renew.Renewer, error) {
 		Algorithm:     cs.EncryptionAlgorithm,
 		Now:           o.now,
 		Log:           o.log,
+		Published:     publishedCAs(o.cfg, o.log),
 	}), nil
 }
 

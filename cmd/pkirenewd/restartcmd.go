@@ -71,6 +71,7 @@ func (o *options) node(cfg config.Config, r *renew.Renewer, restarts bool, heart
 	e := &reconcile.NodeEngine{Renewer: r, StateDir: cfg.StateDir, ManifestsDir: cfg.ManifestsDir, Log: o.log, Clock: o.clock,
 		KubeletServing: o.kubeletServingCheck()}
 	observing(e, cfg)
+	e.PublishCA = publishCA(cfg)
 	// With restarts off the components are still looked at: what is
 	// stale is reported, never restarted.
 	e.ConnectToLook = connector(cfg, o.log)

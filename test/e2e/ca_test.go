@@ -72,7 +72,11 @@ func caRenewed(t *testing.T, old map[string]*x509.Certificate) error {
 func TestSameKeyCARenewalOnTheRealControlPlane(t *testing.T) {
 	cp := StartControlPlane(t, Options{CAValidity: 5 * time.Minute, Validity: 24 * time.Hour})
 	ctx := cp.Context()
+	// cluster-info, as kubeadm init makes it, and a worker joined under
+	// the old CA.
+	cp.kubeadm(nil, "init", "phase", "bootstrap-token", "--config", cp.KubeadmConfig)
 	old := readCAs(t)
+	w := newE2EWorker(t, cp, pki.EncodeCertPEM(old["ca"].Raw))
 	leaves := leafSerials(t)
 	before := readyPods(t, cp)
 	t.Logf("the CAs end at %s (in %v)", old["ca"].NotAfter.UTC().Format(time.RFC3339), time.Until(old["ca"].NotAfter).Round(time.Second))
@@ -120,6 +124,21 @@ func TestSameKeyCARenewalOnTheRealControlPlane(t *testing.T) {
 		}
 	}
 	samePods(t, before, readyPods(t, cp), nil, []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"})
+	// Published for the others: the three CAs on the restart Lease (the
+	// other control-plane nodes), the cluster CA in cluster-info (workers,
+	// joins); and a worker's `ca sync` takes it from there.
+	renewedCAs := readCAs(t)
+	for name, c := range renewedCAs {
+		if got := leaseAnnotation(t, cp, "pkirenewd.io/"+name+".crt"); !bytes.Equal([]byte(got), pki.EncodeCertPEM(c.Raw)) {
+			t.Errorf("the restart Lease does not carry the renewed %s", name)
+		}
+	}
+	if got := clusterInfoCA(t, cp); !bytes.Equal(got, caPEM) {
+		t.Error("cluster-info does not carry the renewed CA")
+	}
+	if code, out := w.sync(t, cp); code != 0 || !bytes.Equal(w.snapshot(t).ca, caPEM) {
+		t.Errorf("the worker's ca sync: exit %d\n%s", code, out)
+	}
 	if !kubeletRestartLogged(d.Events()) {
 		t.Error("the kubelet (kubelet.conf's CA) was not restarted")
 	}
@@ -170,6 +189,44 @@ func TestSameKeyCARenewalOnTheRealControlPlane(t *testing.T) {
 	if code != 0 || strings.Contains(out, "OLD CA") {
 		t.Errorf("check after the CA renewal: exit %d\n%s", code, out)
 	}
+}
+
+// leaseAnnotation is an annotation of the restart Lease.
+func leaseAnnotation(t *testing.T, cp *ControlPlane, key string) string {
+	t.Helper()
+	b, err := cp.Admin.Get(cp.Context(), "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/pkirenewd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var l struct {
+		Metadata struct {
+			Annotations map[string]string `json:"annotations"`
+		} `json:"metadata"`
+	}
+	if err := json.Unmarshal(b, &l); err != nil {
+		t.Fatal(err)
+	}
+	return l.Metadata.Annotations[key]
+}
+
+// clusterInfoCA is the CA of kube-public/cluster-info's kubeconfig.
+func clusterInfoCA(t *testing.T, cp *ControlPlane) []byte {
+	t.Helper()
+	b, err := cp.Admin.Get(cp.Context(), "/api/v1/namespaces/kube-public/configmaps/cluster-info")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cm struct {
+		Data map[string]string `json:"data"`
+	}
+	if err := json.Unmarshal(b, &cm); err != nil {
+		t.Fatal(err)
+	}
+	cl, err := kubeconfig.ClusterCAs([]byte(cm.Data["kubeconfig"]))
+	if err != nil || len(cl) != 1 {
+		t.Fatalf("cluster-info: %v", err)
+	}
+	return cl[0].Data
 }
 
 // leaseRenewedSince fails unless the component's leader lease was renewed

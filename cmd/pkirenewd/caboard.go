@@ -1,0 +1,73 @@
+package main
+
+import (
+	"context"
+	"crypto/x509"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/pkirenewd/pkirenewd/cluster"
+	"github.com/pkirenewd/pkirenewd/config"
+	"github.com/pkirenewd/pkirenewd/cri"
+	"github.com/pkirenewd/pkirenewd/renew"
+)
+
+// caBoard is the CA board through this node's own apiserver with the
+// lease's credentials (nil: coordination through the API is off, or the
+// node has no apiserver manifest). Built for each use: the kubeconfig is
+// read as it is on disk then, renewed or not.
+func caBoard(cfg config.Config) (*cluster.CABoard, error) {
+	if cfg.Lease == "" {
+		return nil, nil
+	}
+	manifests, _ := cri.LoadManifests(cfg.ManifestsDir)
+	server := localAPIServer(manifests.Usable)
+	if server == "" {
+		return nil, nil
+	}
+	lc := leaseConfig(cfg, server)
+	lc.LocalOnly, lc.Timeout = true, 3*time.Second
+	return cluster.NewCABoard(lc)
+}
+
+// publishedCAs reads what the board carries, for the renewer's CA
+// holders. Optional: when the API cannot be asked, the files alone decide
+// (said at debug; the Lease's own errors are what the operator sees).
+func publishedCAs(cfg config.Config, log logrus.FieldLogger) func() []renew.Published {
+	if cfg.Lease == "" {
+		return nil
+	}
+	return func() []renew.Published {
+		b, err := caBoard(cfg)
+		if b == nil || err != nil {
+			return nil
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		pub, err := b.Published(ctx)
+		if err != nil {
+			log.WithError(err).Debug("the CA certificates the cluster carries could not be read")
+			return nil
+		}
+		out := make([]renew.Published, 0, len(pub))
+		for _, p := range pub {
+			out = append(out, renew.Published{CA: p.CA, Where: p.Where, Cert: p.Cert})
+		}
+		return out
+	}
+}
+
+// publishCA is the engine's PublishCA over the board (nil: off).
+func publishCA(cfg config.Config) func(ctx context.Context, ca string, cert *x509.Certificate) error {
+	if cfg.Lease == "" {
+		return nil
+	}
+	return func(ctx context.Context, ca string, cert *x509.Certificate) error {
+		b, err := caBoard(cfg)
+		if b == nil || err != nil {
+			return err
+		}
+		return b.Publish(ctx, ca, cert)
+	}
+}

@@ -3,6 +3,9 @@ package main
 import (
 	"context"
 	"crypto/x509"
+	"net"
+	"net/url"
+	"os"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -10,6 +13,7 @@ import (
 	"github.com/pkirenewd/pkirenewd/cluster"
 	"github.com/pkirenewd/pkirenewd/config"
 	"github.com/pkirenewd/pkirenewd/cri"
+	"github.com/pkirenewd/pkirenewd/kubeconfig"
 	"github.com/pkirenewd/pkirenewd/renew"
 )
 
@@ -22,13 +26,39 @@ func caBoard(cfg config.Config) (*cluster.CABoard, error) {
 		return nil, nil
 	}
 	manifests, _ := cri.LoadManifests(cfg.ManifestsDir)
-	server := localAPIServer(manifests.Usable)
-	if server == "" {
+	lc := leaseConfig(cfg, localAPIServer(manifests.Usable))
+	if lc.Server == "" {
+		// No manifest says where this node's apiserver is: a kubeconfig
+		// that points at this host says it too; any other server is not
+		// asked on every look.
+		lc.Server = loopbackServer(lc.Kubeconfig)
+	}
+	if lc.Server == "" {
 		return nil, nil
 	}
-	lc := leaseConfig(cfg, server)
 	lc.LocalOnly, lc.Timeout = true, 3*time.Second
 	return cluster.NewCABoard(lc)
+}
+
+// loopbackServer is the kubeconfig's server when it is on this host
+// (127.0.0.1, ::1, localhost), else "".
+func loopbackServer(path string) string {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	kc, err := kubeconfig.Parse(data)
+	if err != nil {
+		return ""
+	}
+	u, err := url.Parse(kc.Server)
+	if err != nil {
+		return ""
+	}
+	if ip := net.ParseIP(u.Hostname()); (ip != nil && ip.IsLoopback()) || u.Hostname() == "localhost" {
+		return kc.Server
+	}
+	return ""
 }
 
 // publishedCAs reads what the board carries, for the renewer's CA

@@ -50,13 +50,18 @@ func Accept(local, published *x509.Certificate) error {
 	if bytes.Equal(local.Raw, published.Raw) {
 		return nil
 	}
+	if pki.Supersedes(local, published) {
+		// A later issue; of the same second too, ordered as the control
+		// plane's nodes order it.
+		return nil
+	}
 	if err := pki.VerifyCARenewal(local, published); err != nil {
 		if !bytes.Equal(local.RawSubjectPublicKeyInfo, published.RawSubjectPublicKeyInfo) {
 			return fmt.Errorf("the published CA certificate has another public key (%s) than the local one (%s): not the CA this node trusts", spkiHash(published), spkiHash(local))
 		}
 		return fmt.Errorf("the published CA certificate, as a renewal of the local one: %w", err)
 	}
-	return nil
+	return fmt.Errorf("the published CA certificate ends with the local one (%s) and sorts before it: not a later issue", published.NotAfter.UTC().Format(time.RFC3339))
 }
 
 func spkiHash(c *x509.Certificate) string {

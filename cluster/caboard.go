@@ -105,11 +105,11 @@ func parseOne(s string) *x509.Certificate {
 	return c
 }
 
-// Supersedes reports whether cert may replace current on the board: an
-// issue of the same CA (key and subject) that ends later. Anything else
-// is another CA's, or would go back.
+// Supersedes reports whether cert may replace current on the board: a
+// later issue of the same CA (pki.Supersedes). Anything else is another
+// CA's, or would go back.
 func Supersedes(cert, current *x509.Certificate) bool {
-	return current == nil || (pki.VerifyCARenewal(current, cert) == nil)
+	return current == nil || pki.Supersedes(current, cert)
 }
 
 // Publish puts cert, the certificate of CA ca on this node, on the board

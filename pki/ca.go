@@ -112,3 +112,23 @@ func VerifyCARenewal(old, renewed *x509.Certificate) error {
 	}
 	return nil
 }
+
+// Supersedes reports whether cand is a later issue of the CA whose issue
+// cur is: a renewal of it (VerifyCARenewal) that ends later, or, for two
+// issues that end in the same second (two nodes renewing at once),
+// the one whose bytes sort higher. Every node orders any two issues the
+// same way, so nodes that adopt the latest issue they see end with one.
+func Supersedes(cur, cand *x509.Certificate) bool {
+	if cand.Equal(cur) {
+		return false
+	}
+	if !cand.NotAfter.Equal(cur.NotAfter) {
+		return VerifyCARenewal(cur, cand) == nil
+	}
+	if bytes.Compare(cand.Raw, cur.Raw) <= 0 {
+		return false
+	}
+	earlier := *cur
+	earlier.NotAfter = cur.NotAfter.Add(-time.Second)
+	return VerifyCARenewal(&earlier, cand) == nil
+}

@@ -149,3 +149,32 @@ func TestVerifyCARenewal(t *testing.T) {
 		})
 	}
 }
+
+// Two nodes renew one CA in the same second: both issues end alike, and
+// each node must still pick the same one.
+func TestSupersedesOrdersIssuesOfTheSameSecond(t *testing.T) {
+	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	old := kubeadmLikeCA(t, k)
+	now := old.NotAfter.Add(-365 * 24 * time.Hour)
+	a, err := RenewCA(CARenewal{Old: old, Key: k, Now: now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := RenewCA(CARenewal{Old: old, Key: k, Now: now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !a.Cert.NotAfter.Equal(b.Cert.NotAfter) {
+		t.Fatal("the two issues should end in the same second")
+	}
+	if Supersedes(a.Cert, b.Cert) == Supersedes(b.Cert, a.Cert) {
+		t.Error("two issues of the same second are not ordered one way")
+	}
+	if !Supersedes(old, a.Cert) || Supersedes(a.Cert, old) || Supersedes(a.Cert, a.Cert) {
+		t.Error("a renewal must supersede the old issue, never the reverse or itself")
+	}
+	other, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if Supersedes(old, kubeadmLikeCA(t, other)) {
+		t.Error("another key's CA superseded the CA")
+	}
+}

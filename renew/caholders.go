@@ -59,10 +59,10 @@ func (inv *Inventory) addPublished(pub []Published) {
 func (inv *Inventory) Newer(ca *Item) *x509.Certificate {
 	var best *x509.Certificate
 	for _, h := range inv.Holders {
-		if h.CA != ca.Name || h.Kind != HolderCluster || ca.Cert == nil || pki.VerifyCARenewal(ca.Cert, h.Cert) != nil {
+		if h.CA != ca.Name || h.Kind != HolderCluster || ca.Cert == nil || !pki.Supersedes(ca.Cert, h.Cert) {
 			continue
 		}
-		if best == nil || h.Cert.NotAfter.After(best.NotAfter) {
+		if best == nil || pki.Supersedes(best, h.Cert) {
 			best = h.Cert
 		}
 	}

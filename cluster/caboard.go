@@ -116,11 +116,13 @@ func Supersedes(cert, current *x509.Certificate) bool {
 // where the board carries an older issue of it (or, on the Lease, none).
 // cluster-info is only updated, never made: kubeadm makes it, and a
 // cluster without it has no joins to serve. A conflict (another node, or
-// the lease's holder, wrote meanwhile) is read again and decided again.
+// the lease's holder, wrote meanwhile, or made the Lease) is read again
+// and decided again.
 func (b *CABoard) Publish(ctx context.Context, ca string, cert *x509.Certificate) error {
 	for try := 0; ; try++ {
 		err := b.publishOnce(ctx, ca, cert)
-		if err == nil || !apierrors.IsConflict(err) || try == 4 {
+		// Another writer first: a conflict, or the Lease made meanwhile.
+		if err == nil || !(apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err)) || try == 4 {
 			return err
 		}
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/pkirenewd/pkirenewd/cluster"
 	"github.com/pkirenewd/pkirenewd/cluster/clustertest"
 	"github.com/pkirenewd/pkirenewd/pki"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -127,5 +128,40 @@ func TestCABoardKeepsTheLatestIssue(t *testing.T) {
 	}
 	if _, ok := cms.items["kube-public/cluster-info"]; ok {
 		t.Error("cluster-info was made")
+	}
+}
+
+// racingLeases makes the Lease between this node's Get and Create, as
+// another node publishing at the same moment does.
+type racingLeases struct {
+	*clustertest.Leases
+	raced bool
+	other *x509.Certificate
+	board *cluster.CABoard
+}
+
+func (r *racingLeases) Get(ctx context.Context, name string, o metav1.GetOptions) (*coordinationv1.Lease, error) {
+	l, err := r.Leases.Get(ctx, name, o)
+	if apierrors.IsNotFound(err) && !r.raced {
+		r.raced = true
+		other := &cluster.CABoard{Leases: r.Leases, Lease: name, Namespace: "kube-system"}
+		if err := other.Publish(ctx, "etcd-ca", r.other); err != nil {
+			return nil, err
+		}
+	}
+	return l, err
+}
+
+func TestCABoardPublishesWhenAnotherNodeMadeTheLease(t *testing.T) {
+	ctx := context.Background()
+	old, key := ca(t)
+	mine, theirs := renewed(t, old, key, 20*time.Hour), renewed(t, old, key, 10*time.Hour)
+	leases := &racingLeases{Leases: clustertest.NewLeases(), other: theirs}
+	board := &cluster.CABoard{Leases: leases, Lease: "pkirenewd", Namespace: "kube-system"}
+	if err := board.Publish(ctx, "etcd-ca", mine); err != nil {
+		t.Fatalf("publish after another node made the Lease: %v", err)
+	}
+	if got := published(t, board)["etcd-ca@lease"]; !got.Equal(mine) {
+		t.Errorf("the board carries the issue ending %v, want the later one", got.NotAfter)
 	}
 }

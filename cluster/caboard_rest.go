@@ -19,7 +19,7 @@ var (
 )
 
 func init() {
-	configMapScheme.AddKnownTypes(corev1.SchemeGroupVersion, &corev1.ConfigMap{})
+	configMapScheme.AddKnownTypes(corev1.SchemeGroupVersion, &corev1.ConfigMap{}, &corev1.Node{}, &corev1.NodeList{})
 	metav1.AddToGroupVersion(configMapScheme, corev1.SchemeGroupVersion)
 }
 

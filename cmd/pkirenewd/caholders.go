@@ -1,9 +1,12 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"time"
+
+	"github.com/pkirenewd/pkirenewd/casync"
 
 	"github.com/pkirenewd/pkirenewd/renew"
 )
@@ -62,4 +65,68 @@ func printOldHolders(w io.Writer, hs []caHolderReport) error {
 		}
 	}
 	return nil
+}
+
+// workerReport is a worker node's report of its cluster CA (casync): the
+// fingerprint it reported, and whether that is the CA on disk.
+type workerReport struct {
+	Node     string `json:"node" yaml:"node"`
+	Reported string `json:"reported,omitempty" yaml:"reported,omitempty"`
+	Current  bool   `json:"current" yaml:"current"`
+}
+
+// workerReports asks the API which CA each worker reported (nil when the
+// API cannot be asked: said at debug, as the lease's own errors are
+// what the operator sees).
+func workerReports(ctx context.Context, o *options, inv *renew.Inventory) []workerReport {
+	ca := inv.CA("ca")
+	b, err := caBoard(o.cfg)
+	if ca == nil || ca.Cert == nil || b == nil || err != nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	nodes, err := b.WorkerCAs(ctx, casync.AnnotationCA)
+	if err != nil {
+		o.log.WithError(err).Debug("the worker nodes' CA reports could not be read")
+		return nil
+	}
+	want := casync.Fingerprint(ca.Cert)
+	out := make([]workerReport, 0, len(nodes))
+	for _, n := range nodes {
+		out = append(out, workerReport{Node: n.Node, Reported: n.Reported, Current: n.Reported == want})
+	}
+	return out
+}
+
+// printWorkers lists the workers that reported another CA (old holders,
+// check exits 1) and says how many never reported (no `ca sync` there:
+// they must be brought along by hand before the old CA ends).
+func printWorkers(w io.Writer, ws []workerReport) error {
+	silent := 0
+	for _, r := range ws {
+		switch {
+		case r.Reported == "":
+			silent++
+		case !r.Current:
+			if _, err := fmt.Fprintf(w, "\nOLD CA ca: worker node %s reports CA %s, not the one on disk: run `pkirenewd ca sync` there (or enable pkirenewd-ca-sync.timer)\n", r.Node, r.Reported); err != nil {
+				return err
+			}
+		}
+	}
+	if silent > 0 {
+		_, err := fmt.Fprintf(w, "\nNOTE %d worker node(s) never reported their CA (pkirenewd ca sync not run there): after a CA renewal, bring their ca.crt and kubelet.conf along\n", silent)
+		return err
+	}
+	return nil
+}
+
+func oldWorkers(ws []workerReport) int {
+	n := 0
+	for _, r := range ws {
+		if r.Reported != "" && !r.Current {
+			n++
+		}
+	}
+	return n
 }

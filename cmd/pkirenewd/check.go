@@ -54,6 +54,7 @@ owed, 2 something is expired, missing or broken.`,
 			now := o.now()
 			rep := newReport(statuses, now)
 			rep.CAHolders = caHolders(inv)
+			rep.Workers = workerReports(cmd.Context(), o, inv)
 			owed, err := renew.LoadPending(o.cfg.StateDir)
 			if err != nil {
 				return &exitError{code: 2, err: err}
@@ -135,7 +136,7 @@ func checkCode(statuses []renew.Status, rep report) int {
 	code := exitFor(statuses)
 	servingStale := rep.KubeletServing != nil && rep.KubeletServing.Stale
 	attention := len(rep.PendingRestarts) > 0 || len(rep.StaleComponents) > 0 || len(rep.UnseenComponents) > 0 ||
-		rep.TransactionPending || servingStale || len(rep.Unwritable) > 0 || len(rep.Holds) > 0 || oldHolders(rep.CAHolders) > 0
+		rep.TransactionPending || servingStale || len(rep.Unwritable) > 0 || len(rep.Holds) > 0 || oldHolders(rep.CAHolders) > 0 || oldWorkers(rep.Workers) > 0
 	if code == checkOK && attention {
 		code = checkDue
 	}
@@ -222,6 +223,9 @@ type report struct {
 	// CAHolders are the files that carry a CA certificate, each with
 	// whether it carries the one on disk (see caHolderReport).
 	CAHolders []caHolderReport `json:"caHolders,omitempty" yaml:"caHolders,omitempty"`
+	// Workers are the worker nodes' reports of their cluster CA (pkirenewd
+	// ca sync): a worker that reported another CA is an old holder.
+	Workers []workerReport `json:"workers,omitempty" yaml:"workers,omitempty"`
 	// Unwritable: directories pkirenewd may write that it cannot, here or
 	// in the running daemon's sandbox, each with its fix.
 	Unwritable []string `json:"unwritable,omitempty" yaml:"unwritable,omitempty"`
@@ -304,6 +308,9 @@ func printTable(w io.Writer, rep report) error {
 		return err
 	}
 	if err := printOldHolders(w, rep.CAHolders); err != nil {
+		return err
+	}
+	if err := printWorkers(w, rep.Workers); err != nil {
 		return err
 	}
 	for _, sc := range rep.StaleComponents {

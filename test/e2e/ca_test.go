@@ -136,6 +136,11 @@ func TestSameKeyCARenewalOnTheRealControlPlane(t *testing.T) {
 	if got := clusterInfoCA(t, cp); !bytes.Equal(got, caPEM) {
 		t.Error("cluster-info does not carry the renewed CA")
 	}
+	// Before its sync the worker (the rig's node, unlabelled) reported
+	// nothing; after it, the CA on disk.
+	if _, out := checkNode(cp, "--kubelet-config", cp.kubeletConfigPath()); !strings.Contains(out, "NOTE 1 worker node(s) never reported their CA") {
+		t.Errorf("check before the worker's sync:\n%s", out)
+	}
 	if code, out := w.sync(t, cp); code != 0 || !bytes.Equal(w.snapshot(t).ca, caPEM) {
 		t.Errorf("the worker's ca sync: exit %d\n%s", code, out)
 	}

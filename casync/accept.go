@@ -61,15 +61,13 @@ func Accept(local, published *x509.Certificate) error {
 		}
 		return fmt.Errorf("the published CA certificate, as a renewal of the local one: %w", err)
 	}
-	return fmt.Errorf("the published CA certificate ends with the local one (%s) and sorts before it: not a later issue", published.NotAfter.UTC().Format(time.RFC3339))
+	return fmt.Errorf("the published CA certificate ends with the local one (%s) and sorts before it: not a later issue", stamp(published.NotAfter))
 }
 
 func spkiHash(c *x509.Certificate) string {
 	sum := sha256.Sum256(c.RawSubjectPublicKeyInfo)
 	return "sha256:" + hex.EncodeToString(sum[:8])
 }
-
-func stamp(t time.Time) string { return t.UTC().Format(time.RFC3339) }
 
 // VerifyTime is the time at which the apiserver's chain is verified
 // against the local CA certificate: now, or, once that certificate has
@@ -86,3 +84,5 @@ func VerifyTime(local *x509.Certificate, now time.Time) time.Time {
 	}
 	return local.NotAfter.Add(-time.Second)
 }
+
+func stamp(t time.Time) string { return t.UTC().Format(time.RFC3339) }

@@ -137,7 +137,6 @@ type racingLeases struct {
 	*clustertest.Leases
 	raced bool
 	other *x509.Certificate
-	board *cluster.CABoard
 }
 
 func (r *racingLeases) Get(ctx context.Context, name string, o metav1.GetOptions) (*coordinationv1.Lease, error) {

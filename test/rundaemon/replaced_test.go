@@ -88,7 +88,7 @@ func TestKubernetesDirReplacedWhileRunning(t *testing.T) {
 		t.Errorf("the directory moved away was written: %v", renewtest.DiffTrees(oldTree, after))
 	}
 	out2, err := exec.Command(pkirenewdBin, "check", "--config", "/dev/null", "--pki-dir", l.PKIDir, "--kubeconfig-dir", l.KubeconfigDir,
-		"--state-dir", filepath.Join(dir, "state")).CombinedOutput()
+		"--manifests-dir", kube, "--state-dir", filepath.Join(dir, "state")).CombinedOutput()
 	if err != nil {
 		t.Errorf("check after the renewal: %v\n%s", err, out2)
 	}

@@ -98,6 +98,14 @@ type Config struct {
 	// AdminKubeconfigCopy is the usual copy of admin.conf; when it holds
 	// the same credentials it is updated with admin.conf. Empty: none.
 	AdminKubeconfigCopy string
+	// APIIdentity is whom pkirenewd talks to the API as (the Lease and
+	// Events): "own" (a client certificate it issues itself, bound by RBAC
+	// to that Lease and Events) or "admin" (admin.conf: cluster-admin).
+	APIIdentity string
+	// APIIdentityBootstrap lets pkirenewd create its Role and RoleBinding
+	// once with admin.conf when they are missing; off, an operator applies
+	// them (GitOps) and check says what is missing.
+	APIIdentityBootstrap bool
 	// AdminKubeconfigCopies are more copies (or kubeconfigs merged from
 	// admin.conf), updated the same way. AdminKubeconfigCopy stays a key
 	// of its own so that existing config files and flags keep working.
@@ -116,6 +124,12 @@ type Config struct {
 const (
 	CARenewalAuto   = "auto"
 	CARenewalManual = "manual"
+)
+
+// apiIdentity values.
+const (
+	APIIdentityOwn   = "own"
+	APIIdentityAdmin = "admin"
 )
 
 // kubeletServingCert values.
@@ -175,7 +189,12 @@ func Defaults() Config {
 		LeaseDuration:       2 * time.Minute,
 		CoordinationTimeout: 10 * time.Minute,
 		EtcdQuorumGuard:     true,
-		AdminKubeconfigCopy: "/root/.kube/config",
+		// admin.conf is cluster-admin (kubeadm >= v1.29): a daemon on
+		// every control-plane node that needs four verbs should not hold
+		// it for them.
+		APIIdentity:          APIIdentityOwn,
+		APIIdentityBootstrap: true,
+		AdminKubeconfigCopy:  "/root/.kube/config",
 	}
 }
 
@@ -251,31 +270,11 @@ func Keys() []Key {
 		},
 		durKey("restartTimeout", "restart-timeout", "how long one component may take from StopPodSandbox to healthy", func(c *Config) *time.Duration { return &c.RestartTimeout }, nil),
 		pathKey("kubeletConfig", "kubelet-config", "the kubelet's configuration file: its healthz address must answer before any static pod is stopped (absent: the running kubelet's --config, else the kubelet's default 127.0.0.1:10248)", func(c *Config) *string { return &c.KubeletConfig }),
-		{
-			Name: "kubeletServingCert", Flag: "kubelet-serving-cert", Usage: "the kubelet's self-signed serving certificate (kubelet.crt): renew it in place and make the kubelet serve it, or monitor it only (certificates from tlsCertFile or serverTLSBootstrap are always only monitored)",
-			set: func(c *Config, v string) error {
-				if v != KubeletServingRenew && v != KubeletServingMonitor {
-					return fmt.Errorf("%q is not %s or %s", v, KubeletServingRenew, KubeletServingMonitor)
-				}
-				c.KubeletServingCert = v
-				return nil
-			},
-			get: func(c *Config) string { return c.KubeletServingCert },
-		},
+		enumKey("kubeletServingCert", "kubelet-serving-cert", "the kubelet's self-signed serving certificate (kubelet.crt): renew it in place and make the kubelet serve it, or monitor it only (certificates from tlsCertFile or serverTLSBootstrap are always only monitored)", func(c *Config) *string { return &c.KubeletServingCert }, KubeletServingRenew, KubeletServingMonitor),
 		pathKey("kubeletCertDir", "kubelet-cert-dir", "the kubelet's --cert-dir, where its self-signed kubelet.crt is (default: the running kubelet's --cert-dir, else /var/lib/kubelet/pki)", func(c *Config) *string { return &c.KubeletCertDir }),
 		orZero(durKey("lastResortBefore", "last-resort-before", "when restarts are impossible, renew the files anyway (restarts owed) once a certificate has less than this left; 0: never", func(c *Config) *time.Duration { return &c.LastResortBefore }, nil), func(c *Config) { c.LastResortBefore = 0 }),
 		durKey("restartRunningFor", "restart-running-for", "a restarted static pod without an HTTP probe is healthy once its container has run this long without a restart", func(c *Config) *time.Duration { return &c.RestartRunningFor }, nil),
-		{
-			Name: "restartPolicy", Flag: "restart-policy", Usage: "needed: restart only the components that cannot reload their renewed files (kube-controller-manager, kube-scheduler, the kubelet, foreign pods); all: every static pod that uses one",
-			set: func(c *Config, v string) error {
-				if v != "needed" && v != "all" {
-					return fmt.Errorf("%q is not needed or all", v)
-				}
-				c.RestartPolicy = v
-				return nil
-			},
-			get: func(c *Config) string { return c.RestartPolicy },
-		},
+		enumKey("restartPolicy", "restart-policy", "needed: restart only the components that cannot reload their renewed files (kube-controller-manager, kube-scheduler, the kubelet, foreign pods); all: every static pod that uses one", func(c *Config) *string { return &c.RestartPolicy }, "needed", "all"),
 		boolKey("restartComponents", "restart-components", "run: restart the static pods that use renewed files (false: renew files only)", func(c *Config) *bool { return &c.RestartComponents }),
 		{
 			Name: "metricsAddress", Flag: "metrics-address", Usage: "run: serve Prometheus metrics on this host:port (empty: off)",
@@ -312,6 +311,8 @@ func Keys() []Key {
 		durKey("leaseDuration", "lease-duration", "how long the lease lasts without renewal (a crashed holder blocks the other nodes this long)", func(c *Config) *time.Duration { return &c.LeaseDuration }, nil),
 		durKey("coordinationTimeout", "coordination-timeout", "how long to wait for the lease or for healthy etcd peers before retrying later", func(c *Config) *time.Duration { return &c.CoordinationTimeout }, nil),
 		boolKey("etcdQuorumGuard", "etcd-quorum-guard", "restart the local etcd only when every other member is healthy", func(c *Config) *bool { return &c.EtcdQuorumGuard }),
+		enumKey("apiIdentity", "api-identity", "who takes the lease and posts Events: own (a client certificate pkirenewd issues itself from the cluster CA, pkirenewd.conf in kubeconfigDir, bound by RBAC to that Lease and Events) or admin (admin.conf, cluster-admin)", func(c *Config) *string { return &c.APIIdentity }, APIIdentityOwn, APIIdentityAdmin),
+		boolKey("apiIdentityBootstrap", "api-identity-bootstrap", "apiIdentity own: create the Role and RoleBinding once with admin.conf when they are missing (false: apply packaging's rbac.yaml yourself; check says what is missing)", func(c *Config) *bool { return &c.APIIdentityBootstrap }),
 		pathKey("adminKubeconfigCopy", "admin-kubeconfig-copy", "copy of admin.conf updated along with it when it holds the same credentials (empty: none)", func(c *Config) *string { return &c.AdminKubeconfigCopy }),
 		pathListKey("adminKubeconfigCopies", "admin-kubeconfig-copies", "more copies of admin.conf, or kubeconfigs merged from it, updated the same way (repeat the flag, or comma-separated)", func(c *Config) *[]string { return &c.AdminKubeconfigCopies }),
 	}
@@ -340,6 +341,21 @@ func pathListKey(name, flag, usage string, field func(*Config) *[]string) Key {
 		setList: setList,
 		set:     func(c *Config, v string) error { return setList(c, strings.Split(v, ",")) },
 		get:     func(c *Config) string { return strings.Join(*field(c), ",") },
+	}
+}
+
+// enumKey is a string that takes one of two values.
+func enumKey(name, flag, usage string, field func(*Config) *string, a, b string) Key {
+	return Key{
+		Name: name, Flag: flag, Usage: usage,
+		set: func(c *Config, v string) error {
+			if v != a && v != b {
+				return fmt.Errorf("%q is not %s or %s", v, a, b)
+			}
+			*field(c) = v
+			return nil
+		},
+		get: func(c *Config) string { return *field(c) },
 	}
 }
 

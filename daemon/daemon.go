@@ -321,6 +321,8 @@ func logItem(log logrus.FieldLogger, s renew.Status, verbose bool) {
 		e.WithError(s.Err).Errorf("%s: broken, will not renew it", s.Name)
 	case s.Missing:
 		e.Errorf("%s: missing", s.Name)
+	case s.Issue != "":
+		e.Warnf("%s: %s, issuing it now", s.Name, s.Issue)
 	case s.Kind == renew.KindCA && s.State != pki.StateOK && s.WarnOnly:
 		e.Warnf("%s: CA expires %s and is renewed by hand here (caRenewal: manual, or its key is elsewhere): run `pkirenewd renew %s`", s.Name, fmtTime(s.Cert.NotAfter), s.Name)
 	case s.Kind == renew.KindCA && s.HoldersOld > 0:

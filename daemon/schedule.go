@@ -102,7 +102,7 @@ func Backoff(failures int, base, max time.Duration, untilExpiry time.Duration) t
 func SoonestExpiry(statuses []renew.Status) (time.Time, bool) {
 	var t time.Time
 	for _, s := range statuses {
-		if s.Renewable() && (t.IsZero() || s.Cert.NotAfter.Before(t)) {
+		if s.Renewable() && s.Cert != nil && (t.IsZero() || s.Cert.NotAfter.Before(t)) {
 			t = s.Cert.NotAfter
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/sha1" //nolint:gosec // RFC 5280 method 1 key identifier, not a security use
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/asn1"
 	"errors"
 	"fmt"
@@ -187,4 +188,27 @@ func newSerial(rnd io.Reader) (*big.Int, error) {
 		return nil, err
 	}
 	return s.Add(s, big.NewInt(1)), nil
+}
+
+// ClientTemplate stands for the certificate a client identity that has
+// none yet would have had: Issue gives it a key, a serial and a validity
+// and keeps the rest, so a first issuance and every renewal after it go
+// through one path and one Verify. The subject is CN=cn, O=org (one O: the
+// group an RBAC binding names); the usages are kubeadm's for a client
+// certificate.
+func ClientTemplate(cn, org string) (*x509.Certificate, error) {
+	subject := pkix.Name{CommonName: cn}
+	if org != "" {
+		subject.Organization = []string{org}
+	}
+	raw, err := asn1.Marshal(subject.ToRDNSequence())
+	if err != nil {
+		return nil, err
+	}
+	return &x509.Certificate{
+		RawSubject:  raw,
+		Subject:     subject,
+		KeyUsage:    x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}, nil
 }

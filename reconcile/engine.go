@@ -752,7 +752,7 @@ func (e *NodeEngine) apply(sel renew.Selection) (*applied, error) {
 	for _, tx := range txs {
 		res, err := e.Renewer.Apply(tx)
 		if err != nil && len(txs) > 1 {
-			err = fmt.Errorf("%s: %w", transactionName(tx), err)
+			err = fmt.Errorf("%s: %w", tx.Part, err)
 		}
 		if err != nil {
 			errs = append(errs, err)
@@ -760,31 +760,20 @@ func (e *NodeEngine) apply(sel renew.Selection) (*applied, error) {
 		}
 		a.plan.Items = append(a.plan.Items, tx.Items...)
 		a.results = append(a.results, res)
-		if tx.Items[0].Name != renew.KubeletServingName {
+		if tx.Part == renew.PartCA || tx.Part == renew.PartKubeadm {
 			a.kubeadm = res
 		}
 	}
 	return a, errors.Join(errs...)
 }
 
-// transactionName names a transaction of apply in an error, when there
-// was another.
-func transactionName(tx *renew.Plan) string {
-	if tx.Items[0].Name == renew.KubeletServingName {
-		return "the kubelet's serving pair (a transaction of its own)"
-	}
-	if tx.Items[0].Kind == renew.KindCA {
-		return "the CAs and their holders (a transaction of their own)"
-	}
-	return "the kubeadm set (a transaction of its own)"
-}
-
-// kubeadmSet is the part of p that the static pods use: all but the
-// kubelet's serving pair, whose follow-up is the kubelet's (kubeletServes).
+// kubeadmSet is the part of p that the static pods use: the CAs and the
+// kubeadm set, not the kubelet's serving pair, whose follow-up is the
+// kubelet's (kubeletServes), nor a new identity, which no pod uses.
 func kubeadmSet(p *renew.Plan) *renew.Plan {
 	set := &renew.Plan{}
 	for _, it := range p.Items {
-		if it.Name != renew.KubeletServingName {
+		if part := renew.PartOf(it); part == renew.PartCA || part == renew.PartKubeadm {
 			set.Items = append(set.Items, it)
 		}
 	}
@@ -898,7 +887,7 @@ func (e *NodeEngine) lastResort(sel renew.Selection) bool {
 	}
 	for _, s := range statuses {
 		selected := named[s.Name] || (len(sel.Names) == 0 && (sel.Force || s.State != pki.StateOK))
-		if selected && s.Renewable() && s.Cert.NotAfter.Sub(e.now()) < e.LastResortBefore {
+		if selected && s.Renewable() && s.Cert != nil && s.Cert.NotAfter.Sub(e.now()) < e.LastResortBefore {
 			return true
 		}
 	}

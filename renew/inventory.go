@@ -55,6 +55,9 @@ type Item struct {
 	Err error
 	// Warnings are oddities worth a log line that do not stop renewal.
 	Warnings []string
+	// Issue says why pkirenewd's own identity must be issued anew rather
+	// than renewed (none yet, another CA, another node): it is due now.
+	Issue string
 	// ClusterCA is a kubeconfig's certificate-authority-data, parsed (nil:
 	// none, or not PEM), and ClusterName the clusters entry that holds it:
 	// a holder of the CA certificate, exported and kept current with it.
@@ -68,6 +71,8 @@ type Item struct {
 
 	key pki.ParsedKey
 	kc  *kubeconfig.Config
+	// identity is the subject pkirenewd's own identity is issued with.
+	identity Identity
 	// bundleCA is the throwaway CA a self-signed kubelet serving
 	// certificate carries in its file (nil: the leaf signed itself).
 	bundleCA *x509.Certificate
@@ -81,7 +86,7 @@ func (it *Item) SelfSigned() bool {
 
 // Renewable reports whether pkirenewd may write a new certificate for it.
 func (it *Item) Renewable() bool {
-	return it.Kind != KindCA && !it.Missing && !it.External && it.RotatedBy == "" && it.Unmanaged == "" && it.Err == nil && it.Cert != nil
+	return it.Kind != KindCA && !it.Missing && !it.External && it.RotatedBy == "" && it.Unmanaged == "" && it.Err == nil && (it.Cert != nil || it.Issue != "")
 }
 
 // Inventory is the state of a node's PKI at one instant.
@@ -122,6 +127,9 @@ type Dirs struct {
 	// AdminCopies are copies of admin.conf outside kubeconfigDir: holders
 	// of the cluster CA too.
 	AdminCopies []string
+	// Identity is pkirenewd's own API identity, kept in KubeconfigDir as
+	// IdentityName (zero: none).
+	Identity Identity
 }
 
 type caSpec struct {
@@ -172,7 +180,7 @@ func Names() []string {
 	for _, s := range leafSpecs {
 		n = append(n, s.name)
 	}
-	n = append(n, KubeletServingName)
+	n = append(n, KubeletServingName, IdentityName)
 	for _, s := range confSpecs {
 		n = append(n, s.name)
 	}
@@ -209,6 +217,9 @@ func TakeInventory(d Dirs) (*Inventory, error) {
 		inv.Certs = append(inv.Certs, it)
 	}
 	loadHolders(roots, d, inv)
+	if d.Identity.User != "" {
+		inv.Certs = append(inv.Certs, loadIdentity(roots, d, inv))
+	}
 	sort.Slice(inv.Certs, func(i, j int) bool { return inv.Certs[i].Name < inv.Certs[j].Name })
 	return inv, nil
 }

@@ -187,7 +187,12 @@ func (r *Renewer) Assess(inv *Inventory, now time.Time) []Status {
 	}
 	for _, it := range inv.Certs {
 		s := Status{Item: it}
-		if it.Cert != nil && it.RotatedBy != "" {
+		if it.Issue != "" {
+			// Nothing to wait for: without it the node cannot take the
+			// lease with its own credentials.
+			s.State, s.RenewAt = pki.StateDue, now
+			s.Note = fmt.Sprintf("pkirenewd's own API identity (%s): %s; issued at the next renewal", it.identity.Subject(), it.Issue)
+		} else if it.Cert != nil && it.RotatedBy != "" {
 			// Not ours to renew: due means its owner failed to rotate it.
 			s.RenewAt = pki.RotationDeadline(it.Cert.NotBefore, it.Cert.NotAfter)
 			s.State = pki.DecideCert(now, it.Cert.NotBefore, s.RenewAt, it.Cert.NotAfter)
@@ -201,10 +206,10 @@ func (r *Renewer) Assess(inv *Inventory, now time.Time) []Status {
 					s.State, s.RenewAt = pki.StateOK, it.Cert.NotAfter
 				}
 			}
-			if s.State != pki.StateOK && it.Renewable() {
-				// Looked at only when due: a few system calls per file.
-				s.Unwritable = UnwritableReason("", it)
-			}
+		}
+		if s.State != pki.StateOK && it.Renewable() && !it.Fresh() {
+			// Looked at only when due: a few system calls per file.
+			s.Unwritable = UnwritableReason("", it)
 		}
 		out = append(out, s)
 	}
@@ -239,6 +244,9 @@ type Planned struct {
 
 // Plan is the set of renewals to write.
 type Plan struct {
+	// Part names the transaction of a plan split by Transactions (one of
+	// the Part constants); empty before the split.
+	Part  string
 	Items []Planned
 	// Held are selected items left out because their files cannot be
 	// replaced now (Selection.HoldUnwritable), each with its Unwritable
@@ -246,26 +254,47 @@ type Plan struct {
 	Held []Status
 }
 
-// Transactions splits the plan into the transactions written apart, in
-// order: the CAs with their holders (a leaf renewed with them is then
-// written knowing the CA is), the kubeadm set (pki dir and kubeconfigs, one transaction), then
-// the kubelet's self-signed serving pair, which has another consumer and
-// another directory: the failure of one never keeps the other from being
-// written. Empty parts are left out.
+// The parts of a plan written apart (Plan.Part), as errors name them.
+const (
+	PartIdentity       = "pkirenewd's API identity (a new file of its own)"
+	PartCA             = "the CAs and their holders (a transaction of their own)"
+	PartKubeadm        = "the kubeadm set (a transaction of its own)"
+	PartKubeletServing = "the kubelet's serving pair (a transaction of its own)"
+)
+
+// PartOf is the part of a plan an item is written in.
+func PartOf(it Planned) string {
+	switch {
+	case it.Fresh():
+		return PartIdentity
+	case it.Kind == KindCA:
+		return PartCA
+	case it.Name == KubeletServingName:
+		return PartKubeletServing
+	}
+	return PartKubeadm
+}
+
+// Transactions splits the plan into the parts written apart, in order:
+// pkirenewd's own identity when it has no file yet (created first: the
+// lease needs it, and a new file has nothing to back up), the CAs with
+// their holders (a leaf renewed with them is then written knowing the CA
+// is), the kubeadm set
+// (pki dir and kubeconfigs, an existing identity among them: one
+// transaction), then the kubelet's self-signed serving pair, which has
+// another consumer and another directory. The failure of one never keeps
+// another from being written. Empty parts are left out.
 func (p *Plan) Transactions() []*Plan {
-	var cas, kubeadm, kubelet Plan
+	parts := []*Plan{{Part: PartIdentity}, {Part: PartCA}, {Part: PartKubeadm}, {Part: PartKubeletServing}}
 	for _, it := range p.Items {
-		switch {
-		case it.Kind == KindCA:
-			cas.Items = append(cas.Items, it)
-		case it.Name == KubeletServingName:
-			kubelet.Items = append(kubelet.Items, it)
-		default:
-			kubeadm.Items = append(kubeadm.Items, it)
+		for _, t := range parts {
+			if t.Part == PartOf(it) {
+				t.Items = append(t.Items, it)
+			}
 		}
 	}
 	var out []*Plan
-	for _, t := range []*Plan{&cas, &kubeadm, &kubelet} {
+	for _, t := range parts {
 		if len(t.Items) > 0 {
 			out = append(out, t)
 		}
@@ -442,6 +471,9 @@ func (r *Renewer) issue(inv *Inventory, s Status, now time.Time) (*Planned, erro
 	if ca == nil || ca.Cert == nil || ca.key.Signer == nil {
 		return nil, fmt.Errorf("CA %s is not usable", s.CAName)
 	}
+	if s.Issue != "" {
+		return r.issueIdentity(inv, s, ca, now)
+	}
 	issued, err := pki.Issue(pki.IssueRequest{
 		Old: s.Cert, OldKey: s.key, CA: ca.Cert, CAKey: ca.key.Signer,
 		Now: now, Validity: r.opts.Validity, Algorithm: r.opts.Algorithm, Rand: r.opts.Rand,
@@ -449,16 +481,8 @@ func (r *Renewer) issue(inv *Inventory, s Status, now time.Time) (*Planned, erro
 	if err != nil {
 		return nil, err
 	}
-	newKey, err := pki.ParseKeyPEM(issued.KeyPEM)
-	if err != nil {
+	if err := r.verify(s.Name, s.Cert, issued, ca, now); err != nil {
 		return nil, err
-	}
-	if err := pki.Verify(s.Cert, issued.Cert, newKey.Signer, ca.Cert, now); err != nil {
-		return nil, err
-	}
-	if issued.Capped {
-		r.opts.Log.WithFields(logrus.Fields{"CERT": s.Name, "NOT_AFTER": issued.Cert.NotAfter.Format(time.RFC3339), "CA": s.CAName}).
-			Warn("validity capped at the CA's expiry: renew the CA soon")
 	}
 	p := &Planned{Status: s, Issued: issued}
 	switch s.Kind {
@@ -476,11 +500,32 @@ func (r *Renewer) issue(inv *Inventory, s Status, now time.Time) (*Planned, erro
 	return p, nil
 }
 
-// Apply writes a plan as one transaction.
+// verify checks an issued certificate against what it replaces (see
+// pki.Verify) and says when the CA's expiry shortened it.
+func (r *Renewer) verify(name string, old *x509.Certificate, issued *pki.Issued, ca *Item, now time.Time) error {
+	newKey, err := pki.ParseKeyPEM(issued.KeyPEM)
+	if err != nil {
+		return err
+	}
+	if err := pki.Verify(old, issued.Cert, newKey.Signer, ca.Cert, now); err != nil {
+		return err
+	}
+	if issued.Capped {
+		r.opts.Log.WithFields(logrus.Fields{"CERT": name, "NOT_AFTER": issued.Cert.NotAfter.Format(time.RFC3339), "CA": ca.Name}).
+			Warn("validity capped at the CA's expiry: renew the CA soon")
+	}
+	return nil
+}
+
+// Apply writes a part of a plan (see Transactions): the kubeadm set or
+// the kubelet's pair as one transaction, a new identity as a new file.
 func (r *Renewer) Apply(p *Plan) (*store.Result, error) {
 	st, err := r.store()
 	if err != nil {
 		return nil, err
+	}
+	if p.Part == PartIdentity {
+		return r.create(st, p)
 	}
 	var changes []store.Change
 	for _, it := range p.Items {

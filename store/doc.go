@@ -21,6 +21,8 @@ type Transactions interface {
 	RemoveStrays() ([]string, error)
 	// Restore puts back the files of a finished transaction from its backup.
 	Restore(backupDir string) (*Result, error)
+	// Create writes a file that does not exist yet, whole or not at all.
+	Create(path string, data []byte) error
 }
 
 var _ Transactions = (*Store)(nil)

@@ -180,6 +180,9 @@ type reportCert struct {
 	// after it (the kubelet's serving certificate).
 	Unmanaged string `json:"unmanaged,omitempty" yaml:"unmanaged,omitempty"`
 	Note      string `json:"note,omitempty" yaml:"note,omitempty"`
+	// Issue says why pkirenewd's own identity is issued anew at the next
+	// renewal (none yet, another CA, another node).
+	Issue string `json:"issue,omitempty" yaml:"issue,omitempty"`
 }
 
 // kubeletServingReport compares the kubelet's self-signed serving
@@ -242,7 +245,7 @@ func newReport(statuses []renew.Status, now time.Time) report {
 		rc := reportCert{
 			Name: s.Name, ExternallyManaged: s.External, Missing: s.Missing,
 			CertificateAuthority: s.CAName, Path: s.CertPath, RotatedBy: s.RotatedBy, State: s.State.String(), Held: s.Held,
-			Unwritable: s.Unwritable, Unmanaged: s.Unmanaged, Note: s.Note,
+			Unwritable: s.Unwritable, Unmanaged: s.Unmanaged, Note: s.Note, Issue: s.Issue,
 		}
 		if s.Cert != nil {
 			exp := s.Cert.NotAfter.UTC()
@@ -278,6 +281,9 @@ func printTable(w io.Writer, rep report) error {
 		switch {
 		case c.Missing:
 			fmt.Fprintf(tw, "!MISSING! %s\t\t\t\t\t\n", c.Name)
+			continue
+		case c.ExpirationDate == nil && c.Issue != "" && c.Error == "":
+			fmt.Fprintf(tw, "%s\t-\t-\t%s\t%-8v\t%s\n", c.Name, c.CertificateAuthority, yesNo(c.ExternallyManaged), renewAtText(c))
 			continue
 		case c.ExpirationDate == nil:
 			fmt.Fprintf(tw, "!BROKEN! %s\t\t\t%s\t\t\n", c.Name, c.CertificateAuthority)
@@ -392,6 +398,8 @@ func renewAtText(c reportCert) string {
 		return "reported only"
 	case c.ExternallyManaged:
 		return "-"
+	case c.Issue != "":
+		return "now (" + c.Issue + ")"
 	case c.RenewAt == nil:
 		return ""
 	case c.State == "expired":

@@ -146,11 +146,17 @@ func printRenewed(o *options, r *renew.Renewer, out *reconcile.Outcome, restart 
 		return // refused before anything was written
 	}
 	for _, p := range out.Plan.Items {
-		fmt.Fprintf(o.stdout, "renewed %-25s expires %s (serial %s)\n", p.Name,
+		verb := "renewed"
+		if p.Fresh() {
+			verb = "issued "
+		}
+		fmt.Fprintf(o.stdout, "%s %-25s expires %s (serial %s)\n", verb, p.Name,
 			p.Issued.Cert.NotAfter.UTC().Format(dateFormat), renew.CertSerial(p.Issued.Cert))
 	}
 	for _, res := range out.Results {
-		fmt.Fprintf(o.stdout, "Previous files backed up in %s\n", res.BackupDir)
+		if res.BackupDir != "" { // a new file has no previous one
+			fmt.Fprintf(o.stdout, "Previous files backed up in %s\n", res.BackupDir)
+		}
 	}
 	if !restart {
 		fmt.Fprintln(o.stdout, "Restart the control-plane components that use the renewed files so they load them (pkirenewd restart, or renew --restart).")

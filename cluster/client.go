@@ -34,6 +34,9 @@ type LeaseConfig struct {
 	Identity string
 	Duration time.Duration
 	Timeout  time.Duration
+	// UserAgent tells pkirenewd's requests apart in the apiserver's audit
+	// log (default "pkirenewd").
+	UserAgent string
 }
 
 // SplitLease parses "namespace/name".
@@ -71,19 +74,23 @@ var _ LeaseClient = (*restLeases)(nil)
 func (r *restLeases) Get(ctx context.Context, name string, _ metav1.GetOptions) (*coordinationv1.Lease, error) {
 	out := &coordinationv1.Lease{}
 	err := r.c.Get().Namespace(r.ns).Resource("leases").Name(name).Do(ctx).Into(out)
-	return out, err
+	return out, refused(err, leaseCall("get", r.ns, name))
 }
 
 func (r *restLeases) Create(ctx context.Context, l *coordinationv1.Lease, _ metav1.CreateOptions) (*coordinationv1.Lease, error) {
 	out := &coordinationv1.Lease{}
 	err := r.c.Post().Namespace(r.ns).Resource("leases").Body(l).Do(ctx).Into(out)
-	return out, err
+	return out, refused(err, leaseCall("create", r.ns, ""))
 }
 
 func (r *restLeases) Update(ctx context.Context, l *coordinationv1.Lease, _ metav1.UpdateOptions) (*coordinationv1.Lease, error) {
 	out := &coordinationv1.Lease{}
 	err := r.c.Put().Namespace(r.ns).Resource("leases").Name(l.Name).Body(l).Do(ctx).Into(out)
-	return out, err
+	return out, refused(err, leaseCall("update", r.ns, l.Name))
+}
+
+func leaseCall(verb, ns, name string) Call {
+	return Call{Verb: verb, Group: coordinationv1.GroupName, Resource: "leases", Namespace: ns, Name: name}
 }
 
 // NewLease builds a Lease from the kubeconfig as it is on disk now.
@@ -127,6 +134,9 @@ func restClients(c LeaseConfig, gv schema.GroupVersion, codecs serializer.CodecF
 	}
 	rc.Timeout = c.Timeout
 	rc.UserAgent = "pkirenewd"
+	if c.UserAgent != "" {
+		rc.UserAgent = c.UserAgent
+	}
 	rc.APIPath = "/apis"
 	if gv.Group == "" {
 		rc.APIPath = "/api" // the core group
@@ -156,16 +166,29 @@ type failover []LeaseClient
 var _ LeaseClient = failover(nil)
 
 func (f failover) try(call func(LeaseClient) (*coordinationv1.Lease, error)) (*coordinationv1.Lease, error) {
+	var l *coordinationv1.Lease
+	err := firstAnswer(f, func(c LeaseClient) error {
+		var err error
+		l, err = call(c)
+		return err
+	})
+	return l, err
+}
+
+// firstAnswer makes call on each endpoint in turn until one answers: an
+// answer of the API (not found, conflict, forbidden ...) is the answer,
+// only an endpoint that cannot be reached passes the call on.
+func firstAnswer[C any](endpoints []C, call func(C) error) error {
 	var errs []error
-	for _, c := range f {
-		l, err := call(c)
+	for _, c := range endpoints {
+		err := call(c)
 		var status apierrors.APIStatus
 		if err == nil || errors.As(err, &status) {
-			return l, err
+			return err
 		}
 		errs = append(errs, err)
 	}
-	return nil, errors.Join(errs...)
+	return errors.Join(errs...)
 }
 
 func (f failover) Get(ctx context.Context, name string, o metav1.GetOptions) (*coordinationv1.Lease, error) {

@@ -29,6 +29,9 @@ type Coordinator struct {
 	NewLease func() (*Lease, error)
 	// LeaseName is for messages ("kube-system/pkirenewd").
 	LeaseName string
+	// Access, when set, makes sure pkirenewd's own identity may take the
+	// lease before it tries (nil: admin.conf, which may do anything).
+	Access *Access
 	// Guard protects etcd's quorum; nil: no guard.
 	Guard Guard
 	// Wait bounds how long Acquire waits for the lease, and a gate for
@@ -98,6 +101,21 @@ func (c *Coordinator) pause(ctx context.Context, deadline time.Time) bool {
 	}
 }
 
+// tryAcquire is one attempt at the lease, as an identity that may take it.
+func (c *Coordinator) tryAcquire(ctx context.Context, lease *Lease) (bool, Holder, error) {
+	if c.Access != nil {
+		if err := c.Access.Ensure(ctx); err != nil {
+			return false, Holder{}, err
+		}
+	}
+	ok, h, err := lease.TryAcquire(ctx)
+	var fe *ForbiddenError
+	if errors.As(err, &fe) && c.Access != nil {
+		c.Access.Refused(fe)
+	}
+	return ok, h, err
+}
+
 // recoveryCall bounds the lease call of a node recovering from expired
 // certificates: its API, still on expired credentials or unable to reach
 // etcd, tends to hang rather than refuse, and every second of waiting is a
@@ -135,8 +153,14 @@ func (c *Coordinator) Acquire(ctx context.Context, recovering bool) (*Hold, erro
 			cctx, cancel := context.WithTimeout(ctx, call)
 			var ok bool
 			var h Holder
-			ok, h, err = lease.TryAcquire(cctx)
+			ok, h, err = c.tryAcquire(cctx, lease)
 			cancel()
+			var fe *ForbiddenError
+			if errors.As(err, &fe) && !recovering {
+				// RBAC does not mend itself while we wait: said now,
+				// with what to apply; the restarts stay owed.
+				return nil, fmt.Errorf("restart lease %s: %w", c.LeaseName, err)
+			}
 			if err == nil && ok {
 				c.Log.WithFields(logrus.Fields{"ACTION": "lease", "LEASE": c.LeaseName}).Info("holding the restart lease")
 				return c.hold(lease, recovering), nil
@@ -301,7 +325,7 @@ func (h *Hold) tryUpgrade(ctx context.Context) {
 	// Asked before every component of a recovery: an API that hangs must
 	// not hold each restart back by the usual call bound.
 	cctx, cancel := context.WithTimeout(ctx, min(c.Call, recoveryCall))
-	ok, holder, err := lease.TryAcquire(cctx)
+	ok, holder, err := c.tryAcquire(cctx, lease)
 	cancel()
 	switch {
 	case err != nil:

@@ -10,7 +10,6 @@ import (
 	"golang.org/x/time/rate"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
@@ -50,6 +49,9 @@ type EventSink struct {
 	Clock clock.Clock
 	// Debug logs a failed post.
 	Debug func(format string, args ...any)
+	// Access, when set, makes sure the identity of Config may post
+	// (pkirenewd's own: see Access) before the first post.
+	Access *Access
 
 	once    sync.Once
 	queue   chan *eventsv1.Event
@@ -166,26 +168,25 @@ func (s *EventSink) loop() {
 }
 
 func (s *EventSink) post(ev *eventsv1.Event) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if s.Access != nil {
+		if err := s.Access.Ensure(ctx); err != nil {
+			return err
+		}
+	}
 	clients, err := restClients(s.Config, eventsv1.SchemeGroupVersion, eventCodecs)
 	if err != nil {
 		return err
 	}
-	var errs []error
-	for _, c := range clients {
-		err := create(c, ev)
-		var status apierrors.APIStatus
-		if err == nil || errors.As(err, &status) {
-			return err
-		}
-		errs = append(errs, err)
+	err = firstAnswer(clients, func(c rest.Interface) error {
+		return c.Post().Namespace(ev.Namespace).Resource("events").Body(ev).Do(ctx).Error()
+	})
+	var fe *ForbiddenError
+	if err = refused(err, Call{Verb: "create", Group: eventsv1.GroupName, Resource: "events", Namespace: ev.Namespace}); errors.As(err, &fe) && s.Access != nil {
+		s.Access.Refused(fe)
 	}
-	return errors.Join(errs...)
-}
-
-func create(c rest.Interface, ev *eventsv1.Event) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	return c.Post().Namespace(ev.Namespace).Resource("events").Body(ev).Do(ctx).Error()
+	return err
 }
 
 func truncate(s string, n int) string {

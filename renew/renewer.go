@@ -139,6 +139,11 @@ func (it *Item) Targets() []string {
 // it now (see Replaceable for root) and says why not, with the fix; ""
 // when it could.
 func UnwritableReason(root string, it *Item) string {
+	if it.Fresh() {
+		// Nothing to replace: a new file, written apart (Transactions),
+		// whose failure keeps nothing else from being written.
+		return ""
+	}
 	err := store.Replaceable(root, it.Targets()...)
 	if err == nil {
 		return ""
@@ -207,7 +212,7 @@ func (r *Renewer) Assess(inv *Inventory, now time.Time) []Status {
 				}
 			}
 		}
-		if s.State != pki.StateOK && it.Renewable() && !it.Fresh() {
+		if s.State != pki.StateOK && it.Renewable() {
 			// Looked at only when due: a few system calls per file.
 			s.Unwritable = UnwritableReason("", it)
 		}
@@ -300,6 +305,19 @@ func (p *Plan) Transactions() []*Plan {
 		}
 	}
 	return out
+}
+
+// split parts the plan into new files and replaced ones.
+func (p *Plan) split() (fresh, replaced *Plan) {
+	fresh, replaced = &Plan{Part: PartIdentity}, &Plan{Part: p.Part, Held: p.Held}
+	for _, it := range p.Items {
+		if it.Fresh() {
+			fresh.Items = append(fresh.Items, it)
+		} else {
+			replaced.Items = append(replaced.Items, it)
+		}
+	}
+	return fresh, replaced
 }
 
 // Paths lists every file the plan changes.
@@ -524,14 +542,20 @@ func (r *Renewer) Apply(p *Plan) (*store.Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	if p.Part == PartIdentity {
-		return r.create(st, p)
+	// A new identity first (it has no old file for the transaction to
+	// back up); the rest as one transaction.
+	fresh, p := p.split()
+	var res *store.Result
+	if len(fresh.Items) > 0 {
+		if res, err = r.create(st, fresh); err != nil || len(p.Items) == 0 {
+			return res, err
+		}
 	}
 	var changes []store.Change
 	for _, it := range p.Items {
 		changes = append(changes, it.Changes...)
 	}
-	res, err := st.Commit(changes)
+	res, err = st.Commit(changes)
 	if err != nil {
 		return nil, err
 	}

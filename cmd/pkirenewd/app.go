@@ -112,7 +112,7 @@ everything as one crash-safe transaction with a backup.`,
 	pf.StringVar(&o.configPath, "config", config.DefaultPath, "config file")
 	pf.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	o.flagValues = addKeyFlags(pf)
-	root.AddCommand(newCACmd(o), newCheckCmd(o), newRenewCmd(o), newRestartCmd(o), newRunCmd(o), newVersionCmd(o))
+	root.AddCommand(newCACmd(o), newCheckCmd(o), newRenewCmd(o), newRestartCmd(o), newRunCmd(o), newRBACCmd(o), newVersionCmd(o))
 	return root
 }
 
@@ -219,7 +219,7 @@ func (o *options) renewer(cacheKubeadm bool) (*renew.Renewer, error) {
 	kubelet, _ := o.kubeletServing()
 	return renew.New(renew.Options{
 		AdminCopies: copies, AdminCopyGlob: glob,
-		Dirs:          renew.Dirs{PKIDir: o.cfg.PKIDir, KubeconfigDir: o.cfg.KubeconfigDir, KubeletServing: kubelet.Serving, AdminCopies: copies},
+		Dirs:          renew.Dirs{PKIDir: o.cfg.PKIDir, KubeconfigDir: o.cfg.KubeconfigDir, KubeletServing: kubelet.Serving, AdminCopies: copies, Identity: identity(o.cfg)},
 		StateDir:      o.cfg.StateDir,
 		Policy:        pki.Policy{RenewBefore: o.cfg.RenewBefore, NodeName: o.cfg.NodeName},
 		CAWarnBefore:  o.cfg.CAWarnBefore,

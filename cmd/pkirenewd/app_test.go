@@ -58,8 +58,10 @@ func newNode(t *testing.T, o renewtest.Options) *node {
 func (n *node) args(extra ...string) []string {
 	// No static pods unless a test gives its own manifests dir (a later
 	// flag wins): the host's /etc/kubernetes/manifests is not this node's.
+	// kubeadm's files only, unless a test asks for pkirenewd's own API
+	// identity (identity_test.go).
 	return append([]string{"--config", filepath.Join(n.root, "empty.yaml"), "--pki-dir", n.pki, "--kubeconfig-dir", n.kube, "--state-dir", n.state,
-		"--manifests-dir", filepath.Join(n.root, "no-manifests")}, extra...)
+		"--manifests-dir", filepath.Join(n.root, "no-manifests"), "--api-identity", "admin"}, extra...)
 }
 
 func (n *node) run(t *testing.T, args ...string) (int, string, string) {
@@ -246,7 +248,7 @@ func TestConfigFileAndFlagPrecedence(t *testing.T) {
 	// 65 days left: due with the default 90d, not with 30d.
 	n := newNode(t, renewtest.Options{NotBefore: time.Now().Add(-300 * 24 * time.Hour)})
 	cfg := filepath.Join(n.root, "config.yaml")
-	if err := os.WriteFile(cfg, []byte("renewBefore: 30d\npkiDir: "+n.pki+"\nkubeconfigDir: "+n.kube+"\nstateDir: "+n.state+"\nmanifestsDir: "+filepath.Join(n.root, "no-manifests")+"\n"), 0o644); err != nil {
+	if err := os.WriteFile(cfg, []byte("renewBefore: 30d\npkiDir: "+n.pki+"\nkubeconfigDir: "+n.kube+"\nstateDir: "+n.state+"\nmanifestsDir: "+filepath.Join(n.root, "no-manifests")+"\napiIdentity: admin\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if code, out, stderr := n.run(t, "check", "--config", cfg); code != 0 {

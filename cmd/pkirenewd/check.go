@@ -72,6 +72,7 @@ owed, 2 something is expired, missing or broken.`,
 			}
 			rep.Unwritable = writeProblems(o.cfg)
 			rep.Metrics = metricsNote(cmd.Context(), o.cfg.MetricsAddress)
+			rep.RBAC = o.rbacCheck(cmd.Context(), statuses)
 			if h, ok := reconcile.UpgradeUnderWay(reconcile.KubeadmTmp(o.cfg.ManifestsDir), now, nil); ok {
 				rep.KubeadmUpgrade = h.Why
 			}
@@ -136,7 +137,8 @@ func checkCode(statuses []renew.Status, rep report) int {
 	code := exitFor(statuses)
 	servingStale := rep.KubeletServing != nil && rep.KubeletServing.Stale
 	attention := len(rep.PendingRestarts) > 0 || len(rep.StaleComponents) > 0 || len(rep.UnseenComponents) > 0 ||
-		rep.TransactionPending || servingStale || len(rep.Unwritable) > 0 || len(rep.Holds) > 0 || oldHolders(rep.CAHolders) > 0 || oldWorkers(rep.Workers) > 0
+		rep.TransactionPending || servingStale || len(rep.Unwritable) > 0 || len(rep.Holds) > 0 || oldHolders(rep.CAHolders) > 0 || oldWorkers(rep.Workers) > 0 ||
+		(rep.RBAC != nil && len(rep.RBAC.Missing) > 0)
 	if code == checkOK && attention {
 		code = checkDue
 	}
@@ -232,6 +234,9 @@ type report struct {
 	// Unwritable: directories pkirenewd may write that it cannot, here or
 	// in the running daemon's sandbox, each with its fix.
 	Unwritable []string `json:"unwritable,omitempty" yaml:"unwritable,omitempty"`
+	// RBAC is what the API refuses pkirenewd's own identity, or why it
+	// could not be asked.
+	RBAC *rbacReport `json:"rbac,omitempty" yaml:"rbac,omitempty"`
 	// Metrics says what keeps the running daemon from serving its metrics
 	// (optional: it renews all the same, and the exit status is not
 	// changed by it).
@@ -357,6 +362,9 @@ func printTable(w io.Writer, rep report) error {
 		if _, err := fmt.Fprintf(w, "\nNOTE metrics: %s\n", rep.Metrics); err != nil {
 			return err
 		}
+	}
+	if err := printRBAC(w, rep.RBAC); err != nil {
+		return err
 	}
 	for _, u := range rep.UnseenComponents {
 		if _, err := fmt.Fprintf(w, "\nUNSEEN %s: cannot tell whether it runs on old credentials (%s): %s\n", u.Component, u.Reason, unseenAdvice); err != nil {

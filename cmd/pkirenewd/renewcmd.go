@@ -113,6 +113,10 @@ func dryRunPlan(o *options, r *renew.Renewer, sel renew.Selection) error {
 		return nil
 	}
 	for _, p := range plan.Items {
+		if p.Fresh() {
+			fmt.Fprintf(o.stdout, "would issue %-25s expires %s (%s)\n", p.Name, p.Issued.Cert.NotAfter.UTC().Format(dateFormat), p.Issue)
+			continue
+		}
 		fmt.Fprintf(o.stdout, "would renew %-25s expires %s -> %s\n", p.Name,
 			p.Cert.NotAfter.UTC().Format(dateFormat), p.Issued.Cert.NotAfter.UTC().Format(dateFormat))
 	}

@@ -79,9 +79,10 @@ func (o *options) node(cfg config.Config, r *renew.Renewer, restarts bool, heart
 		e.Connect = connector(cfg, o.log)
 		e.KubeletAlive = kubeletAlive(cfg)
 		e.RestartKubelet = kubeletRestarter(cfg)
-		e.Coordinate = coordination(cfg, o.log, heartbeat)
+		access := apiAccess(cfg, o.log)
+		e.Coordinate = coordination(cfg, o.log, heartbeat, access)
 		e.Heartbeat = heartbeat
-		if sink := eventSink(cfg, o.log); sink != nil {
+		if sink := eventSink(cfg, o.log, access); sink != nil {
 			e.Events = sink
 		}
 	}

@@ -45,6 +45,7 @@ SIGHUP reloads the configuration; SIGTERM finishes the work in hand.`,
 // nodeEngine builds the daemon's engine from a configuration.
 func (o *options) nodeEngine(cfg config.Config, metrics *daemon.PromMetrics) (daemon.Engine, error) {
 	checkWriteSet(o.log, cfg, metrics)
+	logIdentity(cfg, o.log)
 	saved := o.cfg
 	o.cfg = cfg
 	defer func() { o.cfg = saved }()

@@ -45,13 +45,13 @@ if grep -q '^E:' "$tmp/lintian.out"; then bad "lintian reports errors"; else say
 rpm -qpil --scripts "$rpm" >"$tmp/rpm.out" 2>/dev/null
 for want in /usr/bin/pkirenewd /usr/lib/systemd/system/pkirenewd.service /etc/pkirenewd/config.yaml \
 	/usr/share/man/man8/pkirenewd.8.gz /usr/share/bash-completion/completions/pkirenewd \
-	/usr/share/zsh/vendor-completions/_pkirenewd /var/lib/pkirenewd \
+	/usr/share/zsh/vendor-completions/_pkirenewd /var/lib/pkirenewd /usr/share/pkirenewd/rbac.yaml \
 	'postinstall scriptlet' 'preuninstall scriptlet' 'postuninstall scriptlet' 'enable --now pkirenewd.service'; do
 	grep -qF -- "$want" "$tmp/rpm.out" || bad "rpm lacks $want"
 done
 dpkg-deb -c "$deb" >"$tmp/deb.out"
 for want in ./usr/bin/pkirenewd ./lib/systemd/system/pkirenewd.service ./etc/pkirenewd/config.yaml ./usr/share/man/man8/pkirenewd.8.gz \
-	./usr/share/doc/pkirenewd/prometheus/pkirenewd-rules.yaml ./usr/share/doc/pkirenewd/grafana/pkirenewd-dashboard.json; do
+	./usr/share/doc/pkirenewd/prometheus/pkirenewd-rules.yaml ./usr/share/doc/pkirenewd/grafana/pkirenewd-dashboard.json ./usr/share/pkirenewd/rbac.yaml; do
 	grep -qF -- "$want" "$tmp/deb.out" || bad "deb lacks $want"
 done
 dpkg-deb -I "$deb" conffiles | grep -qx /etc/pkirenewd/config.yaml || bad "config.yaml is not a conffile"

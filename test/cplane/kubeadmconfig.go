@@ -34,6 +34,10 @@ type InitConfig struct {
 	// CAValidity is caCertificateValidityPeriod, the three CAs' life
 	// (0: kubeadm's ten years).
 	CAValidity time.Duration
+	// APIServerArgs are apiServer.extraArgs, in order; APIServerHostPaths
+	// directories mounted into the apiserver where they are on the host.
+	APIServerArgs      [][2]string
+	APIServerHostPaths []string
 }
 
 // YAML renders the two documents kubeadm reads with --config.
@@ -47,7 +51,20 @@ func (c InitConfig) YAML() string {
 	if c.ControlPlaneEndpoint != "" {
 		fmt.Fprintf(&b, "controlPlaneEndpoint: %s\n", c.ControlPlaneEndpoint)
 	}
-	fmt.Fprintf(&b, "apiServer:\n  certSANs: %s\netcd:\n  local:\n    dataDir: %s\n", flowList(c.CertSANs), c.EtcdDataDir)
+	fmt.Fprintf(&b, "apiServer:\n  certSANs: %s\n", flowList(c.CertSANs))
+	if len(c.APIServerArgs) > 0 {
+		b.WriteString("  extraArgs:\n")
+		for _, a := range c.APIServerArgs {
+			fmt.Fprintf(&b, "  - {name: %s, value: %q}\n", a[0], a[1])
+		}
+	}
+	if len(c.APIServerHostPaths) > 0 {
+		b.WriteString("  extraVolumes:\n")
+		for i, p := range c.APIServerHostPaths {
+			fmt.Fprintf(&b, "  - {name: extra-%d, hostPath: %q, mountPath: %q, pathType: DirectoryOrCreate}\n", i, p, p)
+		}
+	}
+	fmt.Fprintf(&b, "etcd:\n  local:\n    dataDir: %s\n", c.EtcdDataDir)
 	if len(c.EtcdCertSANs) > 0 {
 		fmt.Fprintf(&b, "    serverCertSANs: %[1]s\n    peerCertSANs: %[1]s\n", flowList(c.EtcdCertSANs))
 	}

@@ -100,6 +100,22 @@ type Options struct {
 	// ReadyTimeout bounds the bring-up's wait for all four components
 	// (default 4m).
 	ReadyTimeout time.Duration
+	// AuditLog makes the apiserver write an audit log, AuditLog(), of
+	// every request with its user at Metadata level.
+	AuditLog bool
+}
+
+// AuditLog is the apiserver's audit log (Options.AuditLog), JSON lines.
+func (cp *ControlPlane) AuditLog() string { return filepath.Join(cp.LogDir, "audit", "audit.log") }
+
+// auditArgs writes the audit policy and returns the apiserver's flags
+// that use it and the log dir to mount where it is.
+func (cp *ControlPlane) auditArgs() ([][2]string, []string) {
+	dir := filepath.Dir(cp.AuditLog())
+	cp.must(os.MkdirAll(dir, 0o700))
+	policy := filepath.Join(dir, "policy.yaml")
+	cp.must(os.WriteFile(policy, []byte("apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nrules:\n- level: Metadata\n"), 0o600))
+	return [][2]string{{"audit-policy-file", policy}, {"audit-log-path", cp.AuditLog()}}, []string{dir}
 }
 
 // ControlPlane is a running single-node control plane.
@@ -351,10 +367,14 @@ func (cp *ControlPlane) addInterface() {
 
 // initConfig is kubeadm's configuration for this node.
 func (cp *ControlPlane) initConfig() cplane.InitConfig {
-	return cplane.InitConfig{AdvertiseAddress: AdvertiseAddress, BindPort: 6443, NodeName: cp.Opts.NodeName,
+	c := cplane.InitConfig{AdvertiseAddress: AdvertiseAddress, BindPort: 6443, NodeName: cp.Opts.NodeName,
 		KubernetesVersion: cp.Opts.KubernetesVersion, CertificatesDir: PKIDir, CertSANs: []string{"127.0.0.1", "localhost"},
 		EtcdDataDir: filepath.Join(cp.Dir, "etcd"), Validity: cp.Opts.Validity, EncryptionAlgorithm: cp.Opts.EncryptionAlgorithm,
 		CAValidity: cp.Opts.CAValidity}
+	if cp.Opts.AuditLog {
+		c.APIServerArgs, c.APIServerHostPaths = cp.auditArgs()
+	}
+	return c
 }
 
 // kubeadm runs the pinned kubeadm (its output appended to kubeadm.log)

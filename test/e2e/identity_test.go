@@ -3,11 +3,9 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,48 +16,8 @@ import (
 	"time"
 
 	"github.com/pkirenewd/pkirenewd/cluster"
+	"github.com/pkirenewd/pkirenewd/test/cplane"
 )
-
-// auditEvent is what the test reads of one apiserver audit event.
-type auditEvent struct {
-	Stage string `json:"stage"`
-	Verb  string `json:"verb"`
-	User  struct {
-		Username string   `json:"username"`
-		Groups   []string `json:"groups"`
-	} `json:"user"`
-	UserAgent string `json:"userAgent"`
-	ObjectRef struct {
-		Resource, Namespace, Name, APIGroup string
-	} `json:"objectRef"`
-	ResponseStatus struct {
-		Code int `json:"code"`
-	} `json:"responseStatus"`
-	Received time.Time `json:"requestReceivedTimestamp"`
-}
-
-func (e auditEvent) String() string {
-	return fmt.Sprintf("%s %s %s/%s (%d) as %s", e.Verb, e.ObjectRef.Resource, e.ObjectRef.Namespace, e.ObjectRef.Name, e.ResponseStatus.Code, e.User.Username)
-}
-
-func readAudit(t *testing.T, path string) []auditEvent {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	var out []auditEvent
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		var e auditEvent
-		if json.Unmarshal(sc.Bytes(), &e) == nil && e.Stage == "ResponseComplete" {
-			out = append(out, e)
-		}
-	}
-	return out
-}
 
 // TestOwnAPIIdentity: pkirenewd talks to the real apiserver as itself,
 // proven by the apiserver's audit log of every request. With its RBAC
@@ -228,9 +186,12 @@ func TestOwnAPIIdentity(t *testing.T) {
 
 	// The audit log: every request pkirenewd made came from its own
 	// identity, except the bootstrap's, made once with admin.conf.
-	events := readAudit(t, cp.AuditLog())
+	events, err := cplane.ReadAudit(cp.AuditLog())
+	if err != nil {
+		t.Fatal(err)
+	}
 	byUser := map[string]map[string]int{}
-	var bootstrap []auditEvent
+	var bootstrap []cplane.AuditEvent
 	for _, e := range events {
 		switch e.UserAgent {
 		case "pkirenewd":

@@ -114,7 +114,7 @@ func (cp *ControlPlane) auditArgs() ([][2]string, []string) {
 	dir := filepath.Dir(cp.AuditLog())
 	cp.must(os.MkdirAll(dir, 0o700))
 	policy := filepath.Join(dir, "policy.yaml")
-	cp.must(os.WriteFile(policy, []byte("apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nrules:\n- level: Metadata\n"), 0o600))
+	cp.must(os.WriteFile(policy, []byte(cplane.AuditPolicy), 0o600))
 	return [][2]string{{"audit-policy-file", policy}, {"audit-log-path", cp.AuditLog()}}, []string{dir}
 }
 

@@ -6,12 +6,15 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/pkirenewd/pkirenewd/cluster"
 	"github.com/pkirenewd/pkirenewd/cri"
+	"github.com/pkirenewd/pkirenewd/test/cplane"
 	"github.com/pkirenewd/pkirenewd/test/ha"
 	"github.com/pkirenewd/pkirenewd/test/testbin"
 )
@@ -155,6 +158,7 @@ func TestThreeNodesTakeTurns(t *testing.T) {
 			t.Errorf("%s took the lease at %v, before %s released it at %v", holds[i].node, holds[i].from.Sub(start), holds[i-1].node, holds[i-1].till.Sub(start))
 		}
 	}
+	threeIdentitiesOneLease(t, c)
 
 	// Every node restarted its own etcd, which now serves the renewed
 	// certificate; nothing is owed.
@@ -209,4 +213,50 @@ func TestThreeNodesTakeTurns(t *testing.T) {
 	if now, err := c.EtcdSandbox(ctx, n1); err != nil || now != sb1 {
 		t.Errorf("node1's etcd was restarted while node3 was down (%.13s -> %.13s, %v)", sb1, now, err)
 	}
+}
+
+// threeIdentitiesOneLease reads the apiserver's audit log: each node's
+// pkirenewd took the one Lease as its own identity (issued from its own
+// copy of the CA), never with admin.conf; the RBAC they share was created
+// once, by whichever node came first.
+func threeIdentitiesOneLease(t *testing.T, c *ha.Cluster) {
+	t.Helper()
+	events, err := cplane.ReadAudit(c.AuditLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	updates := map[string]int{}
+	created := map[string]int{}
+	for _, e := range events {
+		switch e.UserAgent {
+		case "pkirenewd-bootstrap":
+			if e.Verb == "create" && e.ResponseStatus.Code == 201 {
+				created[e.ObjectRef.Resource]++
+			}
+			continue
+		case "pkirenewd":
+		default:
+			continue
+		}
+		if !strings.HasPrefix(e.User.Username, "system:pkirenewd:") || !slices.Contains(e.User.Groups, cluster.IdentityGroup) {
+			t.Errorf("a pkirenewd request not as its own identity: %s", e)
+		}
+		if e.ObjectRef.Resource == "leases" {
+			if e.ObjectRef.Name != "" && e.ObjectRef.Name != "pkirenewd" {
+				t.Errorf("a lease other than kube-system/pkirenewd: %s", e)
+			}
+			if e.Verb == "update" {
+				updates[e.User.Username]++
+			}
+		}
+	}
+	for _, n := range c.Nodes {
+		if updates[cluster.IdentityUser(n.NodeName())] == 0 {
+			t.Errorf("%s never updated the lease as %s: %v", n.NodeName(), cluster.IdentityUser(n.NodeName()), updates)
+		}
+	}
+	if created["roles"] != 1 || created["rolebindings"] != 1 {
+		t.Errorf("RBAC bootstrapped %v times, want once", created)
+	}
+	t.Logf("audit log: lease updates by identity %v; RBAC created once (%v)", updates, created)
 }

@@ -679,12 +679,22 @@ func (c *Cluster) startAPIServer() error {
 		"--tls-cert-file=" + p("apiserver.crt"),
 		"--tls-private-key-file=" + p("apiserver.key"),
 	}
+	// Every request with its user, at Metadata level: whom each node's
+	// pkirenewd talks to the API as.
+	policy := filepath.Join(c.Dir, "apiserver", "audit-policy.yaml")
+	if err := os.WriteFile(policy, []byte(cplane.AuditPolicy), 0o600); err != nil {
+		return err
+	}
+	args = append(args, "--audit-policy-file="+policy, "--audit-log-path="+c.AuditLog())
 	// Own process group (a Ctrl-C does not reach it: the teardown stops
 	// it); killed if the test binary dies.
 	proc, err := cplane.StartProcess(filepath.Join(c.Bin, "kube-apiserver"), args, c.APIServerLog())
 	c.apiserver = proc
 	return err
 }
+
+// AuditLog is the apiserver's audit log (JSON lines, every request).
+func (c *Cluster) AuditLog() string { return filepath.Join(c.LogDir, "kube-apiserver-audit.log") }
 
 // APIServerRunning reports whether the apiserver process is alive.
 func (c *Cluster) APIServerRunning() bool { return c.apiserver.Running() }

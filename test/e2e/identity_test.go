@@ -39,8 +39,20 @@ func TestOwnAPIIdentity(t *testing.T) {
 		"--manifests-dir", ManifestsDir, "--state-dir", state, "--cri-endpoint", cp.Rig.Endpoint(), "--node-name", cp.Opts.NodeName,
 		"--admin-kubeconfig-copy", "", "--metrics-address", "", "--kubelet-restart-command", cp.KubeletRestartCommand()}
 	var phases []phase
+	// The kubelet restarted for the last renewal's kubelet.conf must
+	// answer before the next renewal: pkirenewd writes nothing while no
+	// kubelet could recreate what it stops.
+	kubeletUp := func() {
+		t.Helper()
+		if err := cp.Poll(time.Minute, 200*time.Millisecond, "the kubelet's healthz", func(ctx context.Context) error {
+			return insecureGetOK(ctx, "http://127.0.0.1:10248/healthz")
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
 	run := func(name string, args ...string) (int, string) {
 		t.Helper()
+		kubeletUp()
 		start := time.Now()
 		out, err := exec.CommandContext(ctx, pkirenewdBin, append(args, common...)...).CombinedOutput()
 		_ = os.WriteFile(filepath.Join(cp.LogDir, name+".log"), out, 0o644)
@@ -112,6 +124,7 @@ func TestOwnAPIIdentity(t *testing.T) {
 	if err := os.Remove(identity); err != nil {
 		t.Fatal(err)
 	}
+	kubeletUp()
 	dStart := time.Now()
 	d := startPkirenewd(t, cp, "pkirenewd-run.log", "run", "--state-dir", state, "--restart-policy", "needed", "--kubelet-restart-command", cp.KubeletRestartCommand())
 	if err := cp.Poll(2*time.Minute, time.Second, "the daemon's Event about its new identity", func(ctx context.Context) error {
@@ -243,7 +256,7 @@ type phase struct {
 // phaseOf names the phase a request was received in.
 func phaseOf(phases []phase, at time.Time) string {
 	for _, p := range phases {
-		if !at.Before(p.from.Add(-time.Second)) && !at.After(p.to.Add(time.Second)) {
+		if !at.Before(p.from) && !at.After(p.to) {
 			return p.name
 		}
 	}

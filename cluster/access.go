@@ -68,6 +68,9 @@ func (e *ForbiddenError) Error() string {
 	return b.String()
 }
 
+// Unwrap is the API's answer, so the failover takes it as an answer.
+func (e *ForbiddenError) Unwrap() error { return e.Err }
+
 // refused wraps the API's 403 for call as a ForbiddenError (the caller's
 // Access completes it); other errors pass unchanged.
 func refused(err error, call Call) error {

@@ -2,10 +2,8 @@ package cluster
 
 import (
 	"context"
-	"errors"
 
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
@@ -31,7 +29,8 @@ func (r restConfigMaps) Get(ctx context.Context, ns, name string) (*corev1.Confi
 	var out *corev1.ConfigMap
 	return out, r.first(func(c rest.Interface) error {
 		out = &corev1.ConfigMap{}
-		return c.Get().Namespace(ns).Resource("configmaps").Name(name).Do(ctx).Into(out)
+		err := c.Get().Namespace(ns).Resource("configmaps").Name(name).Do(ctx).Into(out)
+		return refused(err, Call{Verb: "get", Resource: "configmaps", Namespace: ns, Name: name})
 	})
 }
 
@@ -39,22 +38,14 @@ func (r restConfigMaps) Update(ctx context.Context, cm *corev1.ConfigMap) (*core
 	var out *corev1.ConfigMap
 	return out, r.first(func(c rest.Interface) error {
 		out = &corev1.ConfigMap{}
-		return c.Put().Namespace(cm.Namespace).Resource("configmaps").Name(cm.Name).Body(cm).Do(ctx).Into(out)
+		err := c.Put().Namespace(cm.Namespace).Resource("configmaps").Name(cm.Name).Body(cm).Do(ctx).Into(out)
+		return refused(err, Call{Verb: "update", Resource: "configmaps", Namespace: cm.Namespace, Name: cm.Name})
 	})
 }
 
 // first is the first answer of the API (see failover).
 func (r restConfigMaps) first(call func(rest.Interface) error) error {
-	var errs []error
-	for _, c := range r {
-		err := call(c)
-		var status apierrors.APIStatus
-		if err == nil || errors.As(err, &status) {
-			return err
-		}
-		errs = append(errs, err)
-	}
-	return errors.Join(errs...)
+	return firstAnswer(r, call)
 }
 
 // NewCABoard builds the CA board from c: the restart Lease (when c names

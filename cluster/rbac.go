@@ -33,7 +33,11 @@ func (c Call) String() string {
 	if c.Name != "" {
 		where = c.Namespace + "/" + c.Name
 	}
-	return fmt.Sprintf("%s on %s.%s %s", c.Verb, c.Resource, c.Group, where)
+	res := c.Resource
+	if c.Group != "" {
+		res += "." + c.Group
+	}
+	return fmt.Sprintf("%s on %s %s", c.Verb, res, where)
 }
 
 // Feature is one thing pkirenewd does through the API and every call it
@@ -66,6 +70,13 @@ func Features(lease string) []Feature {
 		// Each Event is a new object (never a patch of a series).
 		{Name: "events", Calls: []Call{
 			{Verb: "create", Group: "events.k8s.io", Resource: "events", Namespace: metav1.NamespaceSystem},
+		}},
+		// A renewed CA, told to the other nodes (the restart Lease's
+		// annotations: its calls above) and to the workers: cluster-info,
+		// only ever updated, never made.
+		{Name: "CA board", Calls: []Call{
+			{Verb: "get", Resource: "configmaps", Namespace: ClusterInfoNamespace, Name: ClusterInfoName},
+			{Verb: "update", Resource: "configmaps", Namespace: ClusterInfoNamespace, Name: ClusterInfoName},
 		}},
 		// How pkirenewd learns what it may do, before it needs it.
 		{Name: "access review", Default: true, Calls: []Call{

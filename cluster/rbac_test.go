@@ -46,17 +46,18 @@ func TestShippedManifestIsTheTable(t *testing.T) {
 // to cluster.IdentityGroup; the bootstrap's (pkirenewd-bootstrap) is
 // admin and may do anything. Every request is recorded as a Call.
 type rbacAPI struct {
-	mu       sync.Mutex
-	roles    map[string]rbacv1.Role // namespace/name
-	bindings map[string]rbacv1.RoleBinding
-	lease    []byte
-	calls    []cluster.Call
-	denied   []cluster.Call
-	admin    []cluster.Call
+	mu         sync.Mutex
+	roles      map[string]rbacv1.Role // namespace/name
+	bindings   map[string]rbacv1.RoleBinding
+	lease      []byte
+	configMaps map[string][]byte
+	calls      []cluster.Call
+	denied     []cluster.Call
+	admin      []cluster.Call
 }
 
 func newRBACAPI(seed *cluster.RBAC) *rbacAPI {
-	a := &rbacAPI{roles: map[string]rbacv1.Role{}, bindings: map[string]rbacv1.RoleBinding{}}
+	a := &rbacAPI{roles: map[string]rbacv1.Role{}, bindings: map[string]rbacv1.RoleBinding{}, configMaps: map[string][]byte{}}
 	if seed != nil {
 		for _, r := range seed.Roles {
 			a.roles[r.Namespace+"/"+r.Name] = r
@@ -173,6 +174,20 @@ func (a *rbacAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	case "events":
 		reply(http.StatusCreated, body)
+	case "configmaps":
+		key := c.Namespace + "/" + c.Name
+		cm, ok := a.configMaps[key]
+		switch {
+		case !ok:
+			status(http.StatusNotFound, "NotFound")
+		case c.Verb == "get":
+			reply(http.StatusOK, cm)
+		case c.Verb == "update":
+			a.configMaps[key] = body
+			reply(http.StatusOK, body)
+		default:
+			status(http.StatusMethodNotAllowed, "MethodNotAllowed")
+		}
 	default:
 		status(http.StatusNotFound, "NotFound")
 	}
@@ -275,12 +290,15 @@ func quietLog() logrus.FieldLogger {
 
 // Everything pkirenewd does through the API, as its own identity, against
 // an RBAC authorizer that holds the shipped manifest: the access check,
-// the lease taken (created, then taken over), renewed and released, and
-// Events. Nothing is refused, and every rule of the manifest was needed by
+// the lease taken (created, then taken over), renewed and released,
+// Events, and the CA board read and a renewed CA published. Nothing is refused, and every rule of the manifest was needed by
 // some call: a new call without a rule fails here, and so does a rule no
 // call needs.
 func TestShippedManifestGrantsExactlyWhatTheCodeCalls(t *testing.T) {
 	api := newRBACAPI(shippedRBAC(t))
+	oldCA, caKey := ca(t)
+	info, _ := json.Marshal(clusterInfo(oldCA))
+	api.configMaps["kube-public/cluster-info"] = info
 	kc, srv := serve(t, api)
 	own := cluster.LeaseConfig{Kubeconfig: kc, Server: srv, Lease: testLease, Identity: "node1", Duration: time.Minute, Timeout: 5 * time.Second}
 	access := &cluster.Access{Own: own, Admin: own, Lease: testLease, Log: quietLog()}
@@ -308,6 +326,16 @@ func TestShippedManifestGrantsExactlyWhatTheCodeCalls(t *testing.T) {
 	sink := &cluster.EventSink{Config: events, Node: "node1", Access: access}
 	sink.Event("CertificatesRenewed", "Renew", "renewed", false)
 	sink.Flush(10 * time.Second)
+	board, err := cluster.NewCABoard(own)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := board.Published(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := board.Publish(ctx, "ca", renewed(t, oldCA, caKey, 2*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
 
 	api.mu.Lock()
 	defer api.mu.Unlock()
@@ -379,23 +407,28 @@ func TestAccessBootstrap(t *testing.T) {
 	var creates []string
 	for _, c := range api.admin {
 		if c.Verb == "create" {
-			creates = append(creates, c.Resource)
+			creates = append(creates, c.Namespace+"/"+c.Resource)
 		}
 	}
-	if !slices.Equal(creates, []string{"roles", "rolebindings"}) || len(api.admin) != 4 {
-		t.Errorf("bootstrap made %v with admin.conf, want one get and one create of each", api.admin)
+	objects := cluster.Objects(testLease)
+	var want []string
+	for _, r := range objects.Roles {
+		want = append(want, r.Namespace+"/roles", r.Namespace+"/rolebindings")
+	}
+	if !slices.Equal(creates, want) || len(api.admin) != 2*len(want) {
+		t.Errorf("bootstrap made %v with admin.conf, want one get and one create of each of %v", api.admin, want)
 	}
 	if len(*events) != 1 || !strings.Contains((*events)[0], "RBACBootstrapped true") || !strings.Contains(logs.String(), "level=warning") {
 		t.Errorf("bootstrap not said: events %v, log %s", *events, logs.String())
 	}
-	if n := len(api.calls); n != 8 { // 4 reviews refused, 4 granted; then cached
-		t.Errorf("%d access reviews, want 8: %v", n, api.calls)
+	if n, want := len(api.calls), 2*len(cluster.Needed(testLease)); n != want { // reviews refused, then granted; then cached
+		t.Errorf("%d access reviews, want %d: %v", n, want, api.calls)
 	}
 
 	api, a, _, _ = setup(nil, false)
 	err := a.Ensure(ctx)
 	var fe *cluster.ForbiddenError
-	if !errors.As(err, &fe) || len(fe.Refused) != 4 || len(api.admin) != 0 {
+	if !errors.As(err, &fe) || len(fe.Refused) != len(cluster.Needed(testLease)) || len(api.admin) != 0 {
 		t.Fatalf("bootstrap forbidden: %v (admin calls %v)", err, api.admin)
 	}
 	for _, want := range []string{"system:pkirenewd:node1", "update on leases.coordination.k8s.io kube-system/pkirenewd", "apiIdentityBootstrap is false", "kind: RoleBinding"} {

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/x509"
+	"errors"
 	"net"
 	"net/url"
 	"os"
@@ -88,8 +89,9 @@ func publishedCAs(cfg config.Config, log logrus.FieldLogger) func() []renew.Publ
 	}
 }
 
-// publishCA is the engine's PublishCA over the board (nil: off).
-func publishCA(cfg config.Config) func(ctx context.Context, ca string, cert *x509.Certificate) error {
+// publishCA is the engine's PublishCA over the board (nil: off), as the
+// node's own identity once access is made sure of (nil access: admin.conf).
+func publishCA(cfg config.Config, access *cluster.Access) func(ctx context.Context, ca string, cert *x509.Certificate) error {
 	if cfg.Lease == "" {
 		return nil
 	}
@@ -98,6 +100,16 @@ func publishCA(cfg config.Config) func(ctx context.Context, ca string, cert *x50
 		if b == nil || err != nil {
 			return err
 		}
-		return b.Publish(ctx, ca, cert)
+		if access != nil {
+			if err := access.Ensure(ctx); err != nil {
+				return err
+			}
+		}
+		err = b.Publish(ctx, ca, cert)
+		var fe *cluster.ForbiddenError
+		if errors.As(err, &fe) && access != nil {
+			access.Refused(fe)
+		}
+		return err
 	}
 }

@@ -71,7 +71,10 @@ func (o *options) node(cfg config.Config, r *renew.Renewer, restarts bool, heart
 	e := &reconcile.NodeEngine{Renewer: r, StateDir: cfg.StateDir, ManifestsDir: cfg.ManifestsDir, Log: o.log, Clock: o.clock,
 		KubeletServing: o.kubeletServingCheck()}
 	observing(e, cfg)
-	e.PublishCA = publishCA(cfg)
+	// One per engine: the lease, the Events and the CA board share its
+	// bootstrap.
+	access := apiAccess(cfg, o.log)
+	e.PublishCA = publishCA(cfg, access)
 	// With restarts off the components are still looked at: what is
 	// stale is reported, never restarted.
 	e.ConnectToLook = connector(cfg, o.log)
@@ -79,7 +82,6 @@ func (o *options) node(cfg config.Config, r *renew.Renewer, restarts bool, heart
 		e.Connect = connector(cfg, o.log)
 		e.KubeletAlive = kubeletAlive(cfg)
 		e.RestartKubelet = kubeletRestarter(cfg)
-		access := apiAccess(cfg, o.log)
 		e.Coordinate = coordination(cfg, o.log, heartbeat, access)
 		e.Heartbeat = heartbeat
 		if sink := eventSink(cfg, o.log, access); sink != nil {

@@ -101,7 +101,7 @@ func TestOwnAPIIdentity(t *testing.T) {
 	t.Logf("bootstrap forbidden: renew exit non-zero naming the refused verbs, files renewed, check exit %d", code)
 
 	// 2. Bootstrap allowed: created once, the roll as the own identity.
-	if code, out := run("renew-bootstrap", "renew", "--force", "--restart"); code != 0 || !strings.Contains(out, "created Role kube-system/pkirenewd, RoleBinding kube-system/pkirenewd with admin.conf") {
+	if code, out := run("renew-bootstrap", "renew", "--force", "--restart"); code != 0 || !strings.Contains(out, "created Role kube-system/pkirenewd, RoleBinding kube-system/pkirenewd, Role kube-public/pkirenewd, RoleBinding kube-public/pkirenewd with admin.conf") {
 		t.Fatalf("renew with the bootstrap: exit %d\n%s", code, out)
 	}
 	if role, binding := rbacExists(); !role || !binding {
@@ -148,54 +148,24 @@ func TestOwnAPIIdentity(t *testing.T) {
 	phases = append(phases, phase{"daemon", dStart, time.Now()})
 	t.Logf("the daemon issued its identity and posted its Event %v after it started", time.Since(dStart).Round(time.Millisecond))
 
-	// What the identity may do in kube-system: `kubectl auth can-i
-	// --list` as itself (user and group), less what every authenticated
-	// user may do.
+	// What the identity may do: `kubectl auth can-i --list` as itself
+	// (user and group) in each namespace of the table, less what every
+	// authenticated user may do.
 	own := &Client{Kubeconfig: identity, Server: APIServer}
-	b, err := own.Create(ctx, "/apis/authorization.k8s.io/v1/selfsubjectrulesreviews",
-		map[string]any{"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectRulesReview", "spec": map[string]any{"namespace": "kube-system"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var review struct {
-		Status struct {
-			ResourceRules []struct {
-				Verbs, APIGroups, Resources, ResourceNames []string
-			} `json:"resourceRules"`
-		} `json:"status"`
-	}
-	if err := json.Unmarshal(b, &review); err != nil {
-		t.Fatal(err)
-	}
-	var got []string
-	for _, r := range review.Status.ResourceRules {
-		for _, res := range r.Resources {
-			if strings.HasPrefix(res, "selfsubject") {
-				continue // system:basic-user, every authenticated user's
-			}
-			names := r.ResourceNames
-			if len(names) == 0 {
-				names = []string{""}
-			}
-			for _, g := range r.APIGroups {
-				for _, v := range r.Verbs {
-					for _, n := range names {
-						got = append(got, cluster.Call{Verb: v, Group: g, Resource: res, Namespace: "kube-system", Name: n}.String())
-					}
-				}
+	for _, ns := range []string{"kube-system", cluster.ClusterInfoNamespace} {
+		got := canList(t, own, ns)
+		var want []string
+		for _, c := range cluster.Needed("kube-system/pkirenewd") {
+			if c.Namespace == ns {
+				want = append(want, c.String())
 			}
 		}
+		sort.Strings(want)
+		if !slices.Equal(got, want) {
+			t.Errorf("%s may do in %s:\n  %s\nwant exactly:\n  %s", user, ns, strings.Join(got, "\n  "), strings.Join(want, "\n  "))
+		}
+		t.Logf("can-i --list as %s (group %s) in %s: %s", user, cluster.IdentityGroup, ns, strings.Join(got, "; "))
 	}
-	var want []string
-	for _, c := range cluster.Needed("kube-system/pkirenewd") {
-		want = append(want, c.String())
-	}
-	sort.Strings(got)
-	sort.Strings(want)
-	if !slices.Equal(got, want) {
-		t.Errorf("%s may do in kube-system:\n  %s\nwant exactly:\n  %s", user, strings.Join(got, "\n  "), strings.Join(want, "\n  "))
-	}
-	t.Logf("can-i --list as %s (group %s) in kube-system: %s", user, cluster.IdentityGroup, strings.Join(got, "; "))
 
 	// The audit log: every request pkirenewd made came from its own
 	// identity, except the bootstrap's, made once with admin.conf.
@@ -234,7 +204,7 @@ func TestOwnAPIIdentity(t *testing.T) {
 			t.Errorf("bootstrap request during %q: %s", p, e)
 		}
 	}
-	if !slices.Equal(created, []string{"roles", "rolebindings"}) || len(bootstrap) != 4 {
+	if !slices.Equal(created, []string{"roles", "rolebindings", "roles", "rolebindings"}) || len(bootstrap) != 8 {
 		t.Errorf("bootstrap requests: %v", bootstrap)
 	}
 	mine := byUser[user]
@@ -243,7 +213,7 @@ func TestOwnAPIIdentity(t *testing.T) {
 			t.Errorf("no %q by %s in the audit log: %v", call, user, mine)
 		}
 	}
-	t.Logf("audit log: %d requests; pkirenewd's: %v; with admin.conf: %d (the bootstrap: get and create of the Role and RoleBinding)", len(events), byUser, len(bootstrap))
+	t.Logf("audit log: %d requests; pkirenewd's: %v; with admin.conf: %d (the bootstrap: get and create of each Role and RoleBinding)", len(events), byUser, len(bootstrap))
 }
 
 // phase is a step of a test, for telling whose requests an audit event
@@ -261,4 +231,47 @@ func phaseOf(phases []phase, at time.Time) string {
 		}
 	}
 	return "between phases"
+}
+
+// canList is what c's user may do in ns (a SelfSubjectRulesReview, what
+// `kubectl auth can-i --list` asks), as Calls, without what every
+// authenticated user may do (system:basic-user's self reviews).
+func canList(t *testing.T, c *Client, ns string) []string {
+	t.Helper()
+	b, err := c.Create(context.Background(), "/apis/authorization.k8s.io/v1/selfsubjectrulesreviews",
+		map[string]any{"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectRulesReview", "spec": map[string]any{"namespace": ns}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var review struct {
+		Status struct {
+			ResourceRules []struct {
+				Verbs, APIGroups, Resources, ResourceNames []string
+			} `json:"resourceRules"`
+		} `json:"status"`
+	}
+	if err := json.Unmarshal(b, &review); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, r := range review.Status.ResourceRules {
+		names := r.ResourceNames
+		if len(names) == 0 {
+			names = []string{""}
+		}
+		for _, res := range r.Resources {
+			if strings.HasPrefix(res, "selfsubject") {
+				continue
+			}
+			for _, g := range r.APIGroups {
+				for _, v := range r.Verbs {
+					for _, n := range names {
+						got = append(got, cluster.Call{Verb: v, Group: g, Resource: res, Namespace: ns, Name: n}.String())
+					}
+				}
+			}
+		}
+	}
+	sort.Strings(got)
+	return got
 }

@@ -133,7 +133,7 @@ func (a *Access) Ensure(ctx context.Context) error {
 	}
 	a.bootstrapped = true
 	if len(created) == 0 {
-		return a.forbidden(missing, "the Role and RoleBinding "+RBACName+" exist but do not grant it (pkirenewd creates missing ones only, never changes them)", nil)
+		return a.forbidden(missing, "the Roles and RoleBindings "+RBACName+" exist but do not grant it (pkirenewd creates missing ones only, never changes them)", nil)
 	}
 	msg := fmt.Sprintf("created %s with admin.conf, once: pkirenewd talks to the API as %s from now on", strings.Join(created, ", "), a.user())
 	a.Log.WithFields(logrus.Fields{"ACTION": "rbac-bootstrap"}).Warn(msg)
@@ -231,37 +231,27 @@ func (a *Access) bootstrap(ctx context.Context) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	o := Objects(a.Lease)
 	var created []string
-	for i := range o.Roles {
-		for _, obj := range []struct {
-			resource, kind string
-			body           runtime.Object
-			ns             string
-		}{
-			{"roles", "Role", &o.Roles[i], o.Roles[i].Namespace},
-			{"rolebindings", "RoleBinding", &o.Bindings[i], o.Bindings[i].Namespace},
-		} {
-			err := firstAnswer(clients, func(c rest.Interface) error {
-				return c.Get().Namespace(obj.ns).Resource(obj.resource).Name(RBACName).Do(ctx).Error()
-			})
-			if err == nil {
-				continue
-			}
-			if !apierrors.IsNotFound(err) {
-				return created, err
-			}
-			err = firstAnswer(clients, func(c rest.Interface) error {
-				return c.Post().Namespace(obj.ns).Resource(obj.resource).Body(obj.body).Do(ctx).Error()
-			})
-			if apierrors.IsAlreadyExists(err) {
-				continue
-			}
-			if err != nil {
-				return created, err
-			}
-			created = append(created, fmt.Sprintf("%s %s/%s", obj.kind, obj.ns, RBACName))
+	for _, obj := range Objects(a.Lease).objects() {
+		err := firstAnswer(clients, func(c rest.Interface) error {
+			return obj.in(c.Get()).Resource(obj.resource).Name(RBACName).Do(ctx).Error()
+		})
+		if err == nil {
+			continue
 		}
+		if !apierrors.IsNotFound(err) {
+			return created, err
+		}
+		err = firstAnswer(clients, func(c rest.Interface) error {
+			return obj.in(c.Post()).Resource(obj.resource).Body(obj.body).Do(ctx).Error()
+		})
+		if apierrors.IsAlreadyExists(err) {
+			continue
+		}
+		if err != nil {
+			return created, err
+		}
+		created = append(created, obj.String())
 	}
 	return created, nil
 }

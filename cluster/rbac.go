@@ -7,6 +7,7 @@ import (
 
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/yaml"
 )
 
@@ -30,7 +31,10 @@ type Call struct {
 
 func (c Call) String() string {
 	where := "in " + c.Namespace
-	if c.Name != "" {
+	switch {
+	case c.Namespace == "":
+		where = "(cluster-wide)"
+	case c.Name != "":
 		where = c.Namespace + "/" + c.Name
 	}
 	res := c.Resource
@@ -77,6 +81,8 @@ func Features(lease string) []Feature {
 		{Name: "CA board", Calls: []Call{
 			{Verb: "get", Resource: "configmaps", Namespace: ClusterInfoNamespace, Name: ClusterInfoName},
 			{Verb: "update", Resource: "configmaps", Namespace: ClusterInfoNamespace, Name: ClusterInfoName},
+			// check: what each worker reported of its CA (an annotation).
+			{Verb: "list", Resource: "nodes"},
 		}},
 		// How pkirenewd learns what it may do, before it needs it.
 		{Name: "access review", Default: true, Calls: []Call{
@@ -96,19 +102,27 @@ func Needed(lease string) []Call {
 	return out
 }
 
-// RBAC is the Role and RoleBinding of each namespace pkirenewd needs.
+// RBAC is the Role and RoleBinding of each namespace pkirenewd needs,
+// and the ClusterRole and its binding for what is cluster-wide.
 type RBAC struct {
 	Roles    []rbacv1.Role
 	Bindings []rbacv1.RoleBinding
+	// ClusterRole holds the rules of cluster-scoped calls (nil: none).
+	ClusterRole    *rbacv1.ClusterRole
+	ClusterBinding *rbacv1.ClusterRoleBinding
 }
 
 // Objects is the narrowest RBAC that allows every needed call for lease:
 // in each namespace one Role (one rule per resource and name, verbs
-// merged) bound to IdentityGroup.
+// merged) bound to IdentityGroup; a ClusterRole for cluster-scoped calls.
 func Objects(lease string) RBAC {
 	var out RBAC
 	byNS := map[string]int{}
 	for _, c := range Needed(lease) {
+		if c.Namespace == "" {
+			out.addClusterRule(c)
+			continue
+		}
 		i, ok := byNS[c.Namespace]
 		if !ok {
 			i = len(out.Roles)
@@ -121,10 +135,62 @@ func Objects(lease string) RBAC {
 				TypeMeta:   metav1.TypeMeta{APIVersion: "rbac.authorization.k8s.io/v1", Kind: "RoleBinding"},
 				ObjectMeta: objectMeta(c.Namespace),
 				RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: RBACName},
-				Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: rbacv1.GroupKind, Name: IdentityGroup}},
+				Subjects:   subjects(),
 			})
 		}
-		addRule(&out.Roles[i], c)
+		out.Roles[i].Rules = addRule(out.Roles[i].Rules, c)
+	}
+	return out
+}
+
+func subjects() []rbacv1.Subject {
+	return []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: rbacv1.GroupKind, Name: IdentityGroup}}
+}
+
+func (o *RBAC) addClusterRule(c Call) {
+	if o.ClusterRole == nil {
+		meta := objectMeta("")
+		o.ClusterRole = &rbacv1.ClusterRole{TypeMeta: metav1.TypeMeta{APIVersion: "rbac.authorization.k8s.io/v1", Kind: "ClusterRole"}, ObjectMeta: meta}
+		o.ClusterBinding = &rbacv1.ClusterRoleBinding{
+			TypeMeta: metav1.TypeMeta{APIVersion: "rbac.authorization.k8s.io/v1", Kind: "ClusterRoleBinding"}, ObjectMeta: meta,
+			RoleRef: rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: RBACName}, Subjects: subjects(),
+		}
+	}
+	o.ClusterRole.Rules = addRule(o.ClusterRole.Rules, c)
+}
+
+// rbacObject is one object of the RBAC, as the API names it.
+type rbacObject struct {
+	resource, kind, namespace string
+	body                      any
+}
+
+func (o rbacObject) String() string {
+	if o.namespace == "" {
+		return o.kind + " " + RBACName
+	}
+	return fmt.Sprintf("%s %s/%s", o.kind, o.namespace, RBACName)
+}
+
+// in scopes a request to the object's namespace (none: cluster-scoped).
+func (o rbacObject) in(r *rest.Request) *rest.Request {
+	if o.namespace == "" {
+		return r
+	}
+	return r.Namespace(o.namespace)
+}
+
+// objects lists them in the order they are applied: each Role before its
+// binding.
+func (o RBAC) objects() []rbacObject {
+	var out []rbacObject
+	for i := range o.Roles {
+		out = append(out, rbacObject{"roles", "Role", o.Roles[i].Namespace, &o.Roles[i]},
+			rbacObject{"rolebindings", "RoleBinding", o.Bindings[i].Namespace, &o.Bindings[i]})
+	}
+	if o.ClusterRole != nil {
+		out = append(out, rbacObject{"clusterroles", "ClusterRole", "", o.ClusterRole},
+			rbacObject{"clusterrolebindings", "ClusterRoleBinding", "", o.ClusterBinding})
 	}
 	return out
 }
@@ -133,23 +199,23 @@ func objectMeta(ns string) metav1.ObjectMeta {
 	return metav1.ObjectMeta{Name: RBACName, Namespace: ns, Labels: map[string]string{"app.kubernetes.io/name": "pkirenewd"}}
 }
 
-// addRule merges c into r: its verb joins the rule of the same resource
-// and name, else a new rule.
-func addRule(r *rbacv1.Role, c Call) {
+// addRule merges c into rules: its verb joins the rule of the same
+// resource and name, else a new rule.
+func addRule(rules []rbacv1.PolicyRule, c Call) []rbacv1.PolicyRule {
 	var names []string
 	if c.Name != "" {
 		names = []string{c.Name}
 	}
-	for i := range r.Rules {
-		pr := &r.Rules[i]
+	for i := range rules {
+		pr := &rules[i]
 		if pr.APIGroups[0] == c.Group && pr.Resources[0] == c.Resource && slices.Equal(pr.ResourceNames, names) {
 			if !slices.Contains(pr.Verbs, c.Verb) {
 				pr.Verbs = append(pr.Verbs, c.Verb)
 			}
-			return
+			return rules
 		}
 	}
-	r.Rules = append(r.Rules, rbacv1.PolicyRule{APIGroups: []string{c.Group}, Resources: []string{c.Resource}, ResourceNames: names, Verbs: []string{c.Verb}})
+	return append(rules, rbacv1.PolicyRule{APIGroups: []string{c.Group}, Resources: []string{c.Resource}, ResourceNames: names, Verbs: []string{c.Verb}})
 }
 
 // Manifest is Objects as YAML for kubectl apply: what packaging ships
@@ -164,12 +230,8 @@ func Manifest(lease string) string {
 # itself from the cluster CA, and may do this and nothing else.
 # For the lease %s (made by 'pkirenewd rbac').
 `, IdentityUser("<node>"), IdentityGroup, lease)
-	var docs []any
-	for i := range o.Roles {
-		docs = append(docs, o.Roles[i], o.Bindings[i])
-	}
-	for _, d := range docs {
-		y, err := yaml.Marshal(d)
+	for _, d := range o.objects() {
+		y, err := yaml.Marshal(d.body)
 		if err != nil {
 			panic(err) // plain structs
 		}

@@ -51,13 +51,21 @@ type rbacAPI struct {
 	bindings   map[string]rbacv1.RoleBinding
 	lease      []byte
 	configMaps map[string][]byte
-	calls      []cluster.Call
-	denied     []cluster.Call
-	admin      []cluster.Call
+	// clusterRoles and clusterBindings by name.
+	clusterRoles    map[string]rbacv1.ClusterRole
+	clusterBindings map[string]rbacv1.ClusterRoleBinding
+	calls           []cluster.Call
+	denied          []cluster.Call
+	admin           []cluster.Call
 }
 
 func newRBACAPI(seed *cluster.RBAC) *rbacAPI {
-	a := &rbacAPI{roles: map[string]rbacv1.Role{}, bindings: map[string]rbacv1.RoleBinding{}, configMaps: map[string][]byte{}}
+	a := &rbacAPI{roles: map[string]rbacv1.Role{}, bindings: map[string]rbacv1.RoleBinding{}, configMaps: map[string][]byte{},
+		clusterRoles: map[string]rbacv1.ClusterRole{}, clusterBindings: map[string]rbacv1.ClusterRoleBinding{}}
+	if seed != nil && seed.ClusterRole != nil {
+		a.clusterRoles[seed.ClusterRole.Name] = *seed.ClusterRole
+		a.clusterBindings[seed.ClusterBinding.Name] = *seed.ClusterBinding
+	}
 	if seed != nil {
 		for _, r := range seed.Roles {
 			a.roles[r.Namespace+"/"+r.Name] = r
@@ -95,24 +103,33 @@ func callOf(r *http.Request) cluster.Call {
 	return c
 }
 
+func grants(rules []rbacv1.PolicyRule, c cluster.Call) bool {
+	for _, pr := range rules {
+		if slices.Contains(pr.APIGroups, c.Group) && slices.Contains(pr.Resources, c.Resource) && slices.Contains(pr.Verbs, c.Verb) &&
+			(len(pr.ResourceNames) == 0 || slices.Contains(pr.ResourceNames, c.Name)) {
+			return true
+		}
+	}
+	return false
+}
+
+func toGroup(subjects []rbacv1.Subject) bool {
+	return slices.ContainsFunc(subjects, func(s rbacv1.Subject) bool { return s.Kind == "Group" && s.Name == cluster.IdentityGroup })
+}
+
 // allowed is the RBAC authorizer for the own identity's group.
 func (a *rbacAPI) allowed(c cluster.Call) bool {
 	if c.Resource == "selfsubjectaccessreviews" {
 		return true // system:basic-user
 	}
+	for _, b := range a.clusterBindings {
+		if toGroup(b.Subjects) && grants(a.clusterRoles[b.RoleRef.Name].Rules, c) {
+			return true
+		}
+	}
 	for _, b := range a.bindings {
-		if b.Namespace != c.Namespace || !slices.ContainsFunc(b.Subjects, func(s rbacv1.Subject) bool { return s.Kind == "Group" && s.Name == cluster.IdentityGroup }) {
-			continue
-		}
-		role, ok := a.roles[b.Namespace+"/"+b.RoleRef.Name]
-		if !ok {
-			continue
-		}
-		for _, pr := range role.Rules {
-			if slices.Contains(pr.APIGroups, c.Group) && slices.Contains(pr.Resources, c.Resource) && slices.Contains(pr.Verbs, c.Verb) &&
-				(len(pr.ResourceNames) == 0 || slices.Contains(pr.ResourceNames, c.Name)) {
-				return true
-			}
+		if b.Namespace == c.Namespace && toGroup(b.Subjects) && grants(a.roles[b.Namespace+"/"+b.RoleRef.Name].Rules, c) {
+			return true
 		}
 	}
 	return false
@@ -155,8 +172,10 @@ func (a *rbacAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		asked := cluster.Call{Verb: s("verb"), Group: s("group"), Resource: s("resource"), Namespace: s("namespace"), Name: s("name")}
 		review["status"] = map[string]any{"allowed": a.allowed(asked)}
 		reply(http.StatusCreated, review)
-	case "roles", "rolebindings":
+	case "roles", "rolebindings", "clusterroles", "clusterrolebindings":
 		a.rbacObject(c, body, reply, status)
+	case "nodes":
+		reply(http.StatusOK, map[string]any{"kind": "NodeList", "apiVersion": "v1", "items": []any{}})
 	case "leases":
 		switch {
 		case c.Verb == "get" && a.lease == nil:
@@ -194,32 +213,59 @@ func (a *rbacAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *rbacAPI) rbacObject(c cluster.Call, body []byte, reply func(int, any), status func(int, string)) {
-	key := c.Namespace + "/" + c.Name
+	var meta struct {
+		Metadata struct{ Name string }
+	}
+	_ = json.Unmarshal(body, &meta)
+	name := c.Name
+	if c.Verb == "create" {
+		name = meta.Metadata.Name
+	}
+	key := c.Namespace + "/" + name
+	var found bool
+	switch c.Resource {
+	case "roles":
+		_, found = a.roles[key]
+	case "rolebindings":
+		_, found = a.bindings[key]
+	case "clusterroles":
+		_, found = a.clusterRoles[name]
+	case "clusterrolebindings":
+		_, found = a.clusterBindings[name]
+	}
 	switch {
-	case c.Verb == "get" && c.Resource == "roles":
-		if r, ok := a.roles[key]; ok {
-			reply(http.StatusOK, r)
-			return
-		}
-		status(http.StatusNotFound, "NotFound")
+	case c.Verb == "get" && found:
+		reply(http.StatusOK, map[string]any{"metadata": map[string]any{"name": name}})
 	case c.Verb == "get":
-		if b, ok := a.bindings[key]; ok {
-			reply(http.StatusOK, b)
-			return
-		}
 		status(http.StatusNotFound, "NotFound")
-	case c.Verb == "create" && c.Resource == "roles":
-		var r rbacv1.Role
-		_ = json.Unmarshal(body, &r)
-		a.roles[c.Namespace+"/"+r.Name] = r
-		reply(http.StatusCreated, body)
+	case c.Verb == "create" && found:
+		status(http.StatusConflict, "AlreadyExists")
 	case c.Verb == "create":
-		var b rbacv1.RoleBinding
-		_ = json.Unmarshal(body, &b)
-		a.bindings[c.Namespace+"/"+b.Name] = b
+		a.store(c.Resource, key, name, body)
 		reply(http.StatusCreated, body)
 	default:
 		status(http.StatusMethodNotAllowed, "MethodNotAllowed")
+	}
+}
+
+func (a *rbacAPI) store(resource, key, name string, body []byte) {
+	switch resource {
+	case "roles":
+		var r rbacv1.Role
+		_ = json.Unmarshal(body, &r)
+		a.roles[key] = r
+	case "rolebindings":
+		var b rbacv1.RoleBinding
+		_ = json.Unmarshal(body, &b)
+		a.bindings[key] = b
+	case "clusterroles":
+		var r rbacv1.ClusterRole
+		_ = json.Unmarshal(body, &r)
+		a.clusterRoles[name] = r
+	case "clusterrolebindings":
+		var b rbacv1.ClusterRoleBinding
+		_ = json.Unmarshal(body, &b)
+		a.clusterBindings[name] = b
 	}
 }
 
@@ -275,6 +321,16 @@ func shippedRBAC(t *testing.T) *cluster.RBAC {
 				t.Fatal(err)
 			}
 			out.Bindings = append(out.Bindings, b)
+		case "ClusterRole":
+			out.ClusterRole = &rbacv1.ClusterRole{}
+			if err := yaml.UnmarshalStrict([]byte(doc), out.ClusterRole); err != nil {
+				t.Fatal(err)
+			}
+		case "ClusterRoleBinding":
+			out.ClusterBinding = &rbacv1.ClusterRoleBinding{}
+			if err := yaml.UnmarshalStrict([]byte(doc), out.ClusterBinding); err != nil {
+				t.Fatal(err)
+			}
 		default:
 			t.Fatalf("rbac.yaml: unexpected %q", kind.Kind)
 		}
@@ -336,6 +392,9 @@ func TestShippedManifestGrantsExactlyWhatTheCodeCalls(t *testing.T) {
 	if err := board.Publish(ctx, "ca", renewed(t, oldCA, caKey, 2*time.Hour)); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := board.WorkerCAs(ctx, "pkirenewd.io/ca"); err != nil {
+		t.Fatal(err)
+	}
 
 	api.mu.Lock()
 	defer api.mu.Unlock()
@@ -357,15 +416,27 @@ func TestShippedManifestGrantsExactlyWhatTheCodeCalls(t *testing.T) {
 			t.Errorf("the code made %s, which no feature of cluster.Features lists", call)
 		}
 	}
-	for _, r := range shippedRBAC(t).Roles {
-		for _, pr := range r.Rules {
+	shipped := shippedRBAC(t)
+	type scoped struct {
+		ns    string
+		rules []rbacv1.PolicyRule
+	}
+	var all []scoped
+	for _, r := range shipped.Roles {
+		all = append(all, scoped{r.Namespace, r.Rules})
+	}
+	if shipped.ClusterRole != nil {
+		all = append(all, scoped{"", shipped.ClusterRole.Rules})
+	}
+	for _, r := range all {
+		for _, pr := range r.rules {
 			names := pr.ResourceNames
 			if len(names) == 0 {
 				names = []string{""}
 			}
 			for _, v := range pr.Verbs {
 				for _, n := range names {
-					call := cluster.Call{Verb: v, Group: pr.APIGroups[0], Resource: pr.Resources[0], Namespace: r.Namespace, Name: n}
+					call := cluster.Call{Verb: v, Group: pr.APIGroups[0], Resource: pr.Resources[0], Namespace: r.ns, Name: n}
 					if !used[call] {
 						t.Errorf("the manifest grants %s, which no call needed", call)
 					}
@@ -414,6 +485,9 @@ func TestAccessBootstrap(t *testing.T) {
 	var want []string
 	for _, r := range objects.Roles {
 		want = append(want, r.Namespace+"/roles", r.Namespace+"/rolebindings")
+	}
+	if objects.ClusterRole != nil {
+		want = append(want, "/clusterroles", "/clusterrolebindings")
 	}
 	if !slices.Equal(creates, want) || len(api.admin) != 2*len(want) {
 		t.Errorf("bootstrap made %v with admin.conf, want one get and one create of each of %v", api.admin, want)

@@ -101,7 +101,7 @@ func TestOwnAPIIdentity(t *testing.T) {
 	t.Logf("bootstrap forbidden: renew exit non-zero naming the refused verbs, files renewed, check exit %d", code)
 
 	// 2. Bootstrap allowed: created once, the roll as the own identity.
-	if code, out := run("renew-bootstrap", "renew", "--force", "--restart"); code != 0 || !strings.Contains(out, "created Role kube-system/pkirenewd, RoleBinding kube-system/pkirenewd, Role kube-public/pkirenewd, RoleBinding kube-public/pkirenewd with admin.conf") {
+	if code, out := run("renew-bootstrap", "renew", "--force", "--restart"); code != 0 || !strings.Contains(out, "created Role kube-system/pkirenewd, RoleBinding kube-system/pkirenewd, Role kube-public/pkirenewd, RoleBinding kube-public/pkirenewd, ClusterRole pkirenewd, ClusterRoleBinding pkirenewd with admin.conf") {
 		t.Fatalf("renew with the bootstrap: exit %d\n%s", code, out)
 	}
 	if role, binding := rbacExists(); !role || !binding {
@@ -156,6 +156,9 @@ func TestOwnAPIIdentity(t *testing.T) {
 		got := canList(t, own, ns)
 		var want []string
 		for _, c := range cluster.Needed("kube-system/pkirenewd") {
+			if c.Namespace == "" { // a cluster-wide rule shows in every namespace
+				c.Namespace = ns
+			}
 			if c.Namespace == ns {
 				want = append(want, c.String())
 			}
@@ -204,7 +207,7 @@ func TestOwnAPIIdentity(t *testing.T) {
 			t.Errorf("bootstrap request during %q: %s", p, e)
 		}
 	}
-	if !slices.Equal(created, []string{"roles", "rolebindings", "roles", "rolebindings"}) || len(bootstrap) != 8 {
+	if !slices.Equal(created, []string{"roles", "rolebindings", "roles", "rolebindings", "clusterroles", "clusterrolebindings"}) || len(bootstrap) != 12 {
 		t.Errorf("bootstrap requests: %v", bootstrap)
 	}
 	mine := byUser[user]
@@ -213,7 +216,7 @@ func TestOwnAPIIdentity(t *testing.T) {
 			t.Errorf("no %q by %s in the audit log: %v", call, user, mine)
 		}
 	}
-	t.Logf("audit log: %d requests; pkirenewd's: %v; with admin.conf: %d (the bootstrap: get and create of each Role and RoleBinding)", len(events), byUser, len(bootstrap))
+	t.Logf("audit log: %d requests; pkirenewd's: %v; with admin.conf: %d (the bootstrap: get and create of each Role, RoleBinding, ClusterRole and ClusterRoleBinding)", len(events), byUser, len(bootstrap))
 }
 
 // phase is a step of a test, for telling whose requests an audit event

@@ -311,31 +311,30 @@ func shippedRBAC(t *testing.T) *cluster.RBAC {
 		switch kind.Kind {
 		case "Role":
 			var r rbacv1.Role
-			if err := yaml.UnmarshalStrict([]byte(doc), &r); err != nil {
-				t.Fatal(err)
-			}
+			unmarshal(t, doc, &r)
 			out.Roles = append(out.Roles, r)
 		case "RoleBinding":
 			var b rbacv1.RoleBinding
-			if err := yaml.UnmarshalStrict([]byte(doc), &b); err != nil {
-				t.Fatal(err)
-			}
+			unmarshal(t, doc, &b)
 			out.Bindings = append(out.Bindings, b)
 		case "ClusterRole":
 			out.ClusterRole = &rbacv1.ClusterRole{}
-			if err := yaml.UnmarshalStrict([]byte(doc), out.ClusterRole); err != nil {
-				t.Fatal(err)
-			}
+			unmarshal(t, doc, out.ClusterRole)
 		case "ClusterRoleBinding":
 			out.ClusterBinding = &rbacv1.ClusterRoleBinding{}
-			if err := yaml.UnmarshalStrict([]byte(doc), out.ClusterBinding); err != nil {
-				t.Fatal(err)
-			}
+			unmarshal(t, doc, out.ClusterBinding)
 		default:
 			t.Fatalf("rbac.yaml: unexpected %q", kind.Kind)
 		}
 	}
 	return &out
+}
+
+func unmarshal(t *testing.T, doc string, v any) {
+	t.Helper()
+	if err := yaml.UnmarshalStrict([]byte(doc), v); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func quietLog() logrus.FieldLogger {

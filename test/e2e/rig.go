@@ -115,6 +115,10 @@ func (cp *ControlPlane) auditArgs() ([][2]string, []string) {
 	cp.must(os.MkdirAll(dir, 0o700))
 	policy := filepath.Join(dir, "policy.yaml")
 	cp.must(os.WriteFile(policy, []byte(cplane.AuditPolicy), 0o600))
+	// A kept log dir of an earlier run must not lend its requests.
+	if err := os.Remove(cp.AuditLog()); err != nil && !errors.Is(err, os.ErrNotExist) {
+		cp.must(err)
+	}
 	return [][2]string{{"audit-policy-file", policy}, {"audit-log-path", cp.AuditLog()}}, []string{dir}
 }
 

@@ -685,6 +685,10 @@ func (c *Cluster) startAPIServer() error {
 	if err := os.WriteFile(policy, []byte(cplane.AuditPolicy), 0o600); err != nil {
 		return err
 	}
+	// A kept log dir of an earlier run must not lend its requests.
+	if err := os.Remove(c.AuditLog()); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
 	args = append(args, "--audit-policy-file="+policy, "--audit-log-path="+c.AuditLog())
 	// Own process group (a Ctrl-C does not reach it: the teardown stops
 	// it); killed if the test binary dies.

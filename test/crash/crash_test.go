@@ -141,3 +141,73 @@ func TestSIGKILLAtEveryStep(t *testing.T) {
 		}
 	}
 }
+
+// The same for the renewal of the three CAs with their holders: killed at
+// any step and recovered, every CA file is the old one or every one is
+// new, and every holder carries the CA file's certificate, never another
+// issue of it (a kubeconfig left on the old CA while ca.crt moved on).
+func TestSIGKILLAtEveryStepOfACARenewal(t *testing.T) {
+	crashy := build(t, "failpoints")
+	template := t.TempDir()
+	if _, err := renewtest.MakePKI(filepath.Join(template, "kubernetes"), renewtest.Options{Algorithm: "ECDSA-P256"}); err != nil {
+		t.Fatal(err)
+	}
+	fresh := func() node {
+		root := t.TempDir()
+		if out, err := exec.Command("cp", "-a", filepath.Join(template, "kubernetes"), root).CombinedOutput(); err != nil {
+			t.Fatalf("cp: %v %s", err, out)
+		}
+		return node{root: root, pki: filepath.Join(root, "kubernetes", "pki"), kube: filepath.Join(root, "kubernetes"), state: filepath.Join(root, "state")}
+	}
+	cas := []string{"renew", "ca", "etcd-ca", "front-proxy-ca"}
+	probe := fresh()
+	logf := filepath.Join(probe.root, "steps")
+	cmd := exec.Command(crashy, probe.args(cas...)...)
+	cmd.Env = append(os.Environ(), "PKIRENEWD_FAILPOINT_LOG="+logf)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("probe run: %v\n%s", err, out)
+	}
+	data, _ := os.ReadFile(logf)
+	steps := strings.Split(strings.TrimSpace(string(data)), "\n")
+	t.Logf("%d crash points in the CAs' transaction", len(steps))
+	caFiles := []string{"ca.crt", "etcd/ca.crt", "front-proxy-ca.crt"}
+	for i := range steps {
+		n := fresh()
+		old := sums(t, n.pki)
+		cmd := exec.Command(crashy, n.args(cas...)...)
+		cmd.Env = append(os.Environ(), "PKIRENEWD_FAILPOINT_AT="+strconv.Itoa(i+1))
+		out, err := cmd.CombinedOutput()
+		ee, ok := err.(*exec.ExitError)
+		if !ok || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+			t.Fatalf("step %d (%s): not killed: %v\n%s", i+1, steps[i], err, out)
+		}
+		// Recovery alone, as the next start does it: nothing renewed.
+		r := renew.New(renew.Options{Dirs: renew.Dirs{PKIDir: n.pki, KubeconfigDir: n.kube}, StateDir: n.state})
+		if err := r.Recover(); err != nil {
+			t.Fatalf("step %d (%s): recover: %v", i+1, steps[i], err)
+		}
+		inv, err := renew.TakeInventory(renew.Dirs{PKIDir: n.pki, KubeconfigDir: n.kube})
+		if err != nil {
+			t.Fatal(err)
+		}
+		now := sums(t, n.pki)
+		renewed := 0
+		for _, f := range caFiles {
+			p := filepath.Join(n.pki, f)
+			if now[p] != old[p] {
+				renewed++
+			}
+		}
+		if renewed != 0 && renewed != len(caFiles) {
+			t.Fatalf("step %d (%s): mixed: %d of %d CA files new", i+1, steps[i], renewed, len(caFiles))
+		}
+		for _, ca := range inv.CAs {
+			if ca.Err != nil {
+				t.Fatalf("step %d (%s): %s broken after recovery: %v", i+1, steps[i], ca.Name, ca.Err)
+			}
+			for _, h := range inv.StaleHolders(ca) {
+				t.Fatalf("step %d (%s): %s carries another issue of %s than %s", i+1, steps[i], h, ca.Name, ca.CertPath)
+			}
+		}
+	}
+}

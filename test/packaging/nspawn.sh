@@ -152,10 +152,10 @@ reload
 after=
 for _ in $(seq 50); do
 	after=$(show StatusText)
-	[[ $after == "13/13 certs ok"* ]] && break
+	[[ $after == "14/14 certs ok"* ]] && break
 	sleep 0.2
 done
-[[ $after == "13/13 certs ok"* ]] || { ct journalctl -u pkirenewd --no-pager -o cat | tail; fail "config edit had no effect: \"$after\""; }
+[[ $after == "14/14 certs ok"* ]] || { ct journalctl -u pkirenewd --no-pager -o cat | tail; fail "config edit had no effect: \"$after\""; }
 [[ $(sha256sum "$root/etc/kubernetes/pki/apiserver.crt") != "$apiserver_before" ]] || fail "apiserver.crt not renewed"
 ls "$root"/var/lib/pkirenewd/backups/*/MANIFEST >/dev/null || fail "no backup in /var/lib/pkirenewd"
 [[ $(stat -c %a "$root/etc/kubernetes/pki/apiserver-kubelet-client.key") == 600 ]] || fail "key mode changed"
@@ -172,7 +172,7 @@ ct journalctl -u pkirenewd --no-pager -o cat | grep -q "holds the old admin.conf
 [[ $(serial fileSerial) == "$kubelet_serial" && $(serial servedSerial) == "$kubelet_serial" ]] || fail "the kubelet does not serve the renewed kubelet.crt"
 ! ct journalctl -u pkirenewd -p err --no-pager -o cat | grep -q "read-only file system" || fail "a read-only directory under the shipped unit"
 say "kubelet.crt renewed in /var/lib/kubelet/pki under the shipped unit (serial $kubelet_serial_before -> $kubelet_serial) and served"
-say "reload logged; config edit took effect; 13 certificates renewed under the hardened unit: \"$after\"; /root/.kube/config followed admin.conf, /home/alice's copy (0600, hers) reported; another owner, an ACL and an xattr kept"
+say "reload logged; config edit took effect; 14 certificates (the API identity among them) renewed under the hardened unit: \"$after\"; /root/.kube/config followed admin.conf, /home/alice's copy (0600, hers) reported; another owner, an ACL and an xattr kept"
 
 # A directory the configuration writes and the unit does not list: the
 # reload says so at once, at Error, with the drop-in that fixes it; check,

@@ -41,7 +41,7 @@ func run(t *testing.T, pki, kube, state string, args ...string) (string, error) 
 	t.Helper()
 	// No static pods: the host's /etc/kubernetes/manifests (an e2e rig's,
 	// say) is not this node's.
-	all := append([]string{args[0], "--config", "/dev/null", "--pki-dir", pki, "--kubeconfig-dir", kube, "--state-dir", state,
+	all := append([]string{args[0], "--config", "/dev/null", "--api-identity", "admin", "--pki-dir", pki, "--kubeconfig-dir", kube, "--state-dir", state,
 		"--manifests-dir", filepath.Join(filepath.Dir(state), "no-manifests")}, args[1:]...)
 	out, err := exec.Command(pkirenewdBin, all...).CombinedOutput()
 	return string(out), err
@@ -173,7 +173,7 @@ func TestSecondProcessWaitsForTheLock(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(pkirenewdBin, "renew", "--force", "--config", "/dev/null", "--pki-dir", l.PKIDir, "--kubeconfig-dir", l.KubeconfigDir, "--state-dir", state)
+	cmd := exec.Command(pkirenewdBin, "renew", "--force", "--config", "/dev/null", "--api-identity", "admin", "--pki-dir", l.PKIDir, "--kubeconfig-dir", l.KubeconfigDir, "--state-dir", state)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
@@ -422,7 +422,7 @@ func TestOversizedCertificateIsRefused(t *testing.T) {
 // inputs are broken) well before it.
 func runBounded(t *testing.T, l renewtest.Layout, args ...string) string {
 	t.Helper()
-	all := append([]string{args[0], "--config", "/dev/null", "--pki-dir", l.PKIDir, "--kubeconfig-dir", l.KubeconfigDir, "--state-dir", filepath.Join(t.TempDir(), "state")}, args[1:]...)
+	all := append([]string{args[0], "--config", "/dev/null", "--api-identity", "admin", "--pki-dir", l.PKIDir, "--kubeconfig-dir", l.KubeconfigDir, "--state-dir", filepath.Join(t.TempDir(), "state")}, args[1:]...)
 	cmd := exec.Command(pkirenewdBin, all...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out

@@ -21,7 +21,7 @@ func BenchmarkRenewAll(b *testing.B) {
 		pristine := kubeadmNode(b, alg.cfg, nil)
 		run := map[string]func(n *node) *exec.Cmd{
 			"pkirenewd": func(n *node) *exec.Cmd {
-				return exec.Command(pkirenewdBin, "renew", "--force", "--config", "/dev/null", "--pki-dir", n.pki(),
+				return exec.Command(pkirenewdBin, "renew", "--force", "--config", "/dev/null", "--api-identity", "admin", "--pki-dir", n.pki(),
 					"--kubeconfig-dir", n.kube(), "--state-dir", n.state(), "--kubeadm-config", n.cfg)
 			},
 			"kubeadm": func(n *node) *exec.Cmd {

@@ -32,7 +32,7 @@ func TestConcurrentKubeadmCertsRenew(t *testing.T) {
 		wg.Add(2)
 		go func() {
 			defer wg.Done()
-			pkOut, pkErr = exec.Command(pkirenewdBin, "renew", "--force", "--config", "/dev/null", "--pki-dir", n.pki(),
+			pkOut, pkErr = exec.Command(pkirenewdBin, "renew", "--force", "--config", "/dev/null", "--api-identity", "admin", "--pki-dir", n.pki(),
 				"--kubeconfig-dir", n.kube(), "--state-dir", n.state(), "--kubeadm-config", n.cfg).CombinedOutput()
 		}()
 		go func() {
@@ -60,7 +60,7 @@ func TestConcurrentKubeadmCertsRenew(t *testing.T) {
 			outcomes["pkirenewd repaired a pair"]++
 		}
 		// Nothing broken: every pair matches, every kubeconfig parses.
-		out, err := exec.Command(pkirenewdBin, "check", "--config", "/dev/null", "--pki-dir", n.pki(),
+		out, err := exec.Command(pkirenewdBin, "check", "--config", "/dev/null", "--api-identity", "admin", "--pki-dir", n.pki(),
 			"--kubeconfig-dir", n.kube(), "--state-dir", n.state()).CombinedOutput()
 		if err != nil {
 			t.Fatalf("round %d: check after the race: %v\n%s\npkirenewd:\n%s", i, err, out, pkOut)

@@ -139,7 +139,7 @@ func kubeadm(t testing.TB, n *node, args ...string) []byte {
 
 func pkirenewd(t testing.TB, n *node, args ...string) []byte {
 	t.Helper()
-	all := append(args, "--config", "/dev/null", "--pki-dir", n.pki(), "--kubeconfig-dir", n.kube(), "--state-dir", n.state(), "--kubeadm-config", n.cfg)
+	all := append(args, "--config", "/dev/null", "--api-identity", "admin", "--pki-dir", n.pki(), "--kubeconfig-dir", n.kube(), "--state-dir", n.state(), "--kubeadm-config", n.cfg)
 	cmd := exec.Command(pkirenewdBin, all...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr

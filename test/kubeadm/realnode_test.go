@@ -68,7 +68,8 @@ func runPkirenewdAs(t *testing.T, n *node, prefix []string, cfg string, args ...
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	all := append(args, "--config", cfgPath, "--pki-dir", n.pki(), "--kubeconfig-dir", n.kube(), "--state-dir", n.state(), "--kubeadm-config", n.cfg)
+	// The file-level promises, without the API: no identity of its own.
+	all := append(args, "--config", cfgPath, "--api-identity", "admin", "--pki-dir", n.pki(), "--kubeconfig-dir", n.kube(), "--state-dir", n.state(), "--kubeadm-config", n.cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	argv := append(append(append([]string{}, prefix...), pkirenewdBin), all...)

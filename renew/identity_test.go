@@ -171,3 +171,25 @@ func TestIdentityReissued(t *testing.T) {
 		t.Errorf("a corrupt identity is not broken: %+v", s)
 	}
 }
+
+// A named renewal (`renew etcd-ca`) on a node that has no identity yet
+// issues it too: the roll after it takes the lease with it.
+func TestIdentityComesWithANamedRenewal(t *testing.T) {
+	f := newFixture(t, renewtest.Options{})
+	r := f.renewer(withIdentity)
+	inv, _, err := r.Inventory()
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan, err := r.Plan(inv, renew.Selection{Names: []string{"front-proxy-client"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, it := range plan.Items {
+		names = append(names, it.Name)
+	}
+	if len(names) != 2 || !slices.Contains(names, renew.IdentityName) || !slices.Contains(names, "front-proxy-client") {
+		t.Fatalf("planned %v, want front-proxy-client and the identity", names)
+	}
+}

@@ -370,6 +370,12 @@ func (r *Renewer) Plan(inv *Inventory, sel Selection) (*Plan, error) {
 				chosen = append(chosen, s)
 			}
 		}
+		// The node's own API identity, when it has none yet, comes with
+		// any named renewal: without it the roll that follows could not
+		// take the lease.
+		if s, ok := byName[IdentityName]; ok && s.Issue != "" && !slices.Contains(sel.Names, IdentityName) && renewable(s) == nil {
+			chosen = append(chosen, s)
+		}
 	} else {
 		forceAll := sel.Force || len(sel.Names) == 1
 		for _, s := range statuses {

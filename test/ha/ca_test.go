@@ -39,6 +39,11 @@ func TestThreeNodesEndWithOneCA(t *testing.T) {
 		}
 	}
 	args := []string{"--restart", "--lease-duration", "30s"}
+	// Nodes where pkirenewd has run before: each has its API identity,
+	// with which it reads and writes the board.
+	for _, n := range c.Nodes {
+		run(startPkirenewd(t, c, n, "renew", "pkirenewd.conf"))
+	}
 	run(startPkirenewd(t, c, c.Node("node1"), "renew", append([]string{"etcd-ca"}, args...)...),
 		startPkirenewd(t, c, c.Node("node2"), "renew", append([]string{"etcd-ca"}, args...)...))
 	raced := map[string][]byte{}

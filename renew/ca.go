@@ -317,17 +317,20 @@ func (inv *Inventory) withRenewedCAs(planned []Planned) *Inventory {
 	return &out
 }
 
-// withCAsOf gives each leaf change to a file that also holds a renewed CA
-// (a kubeconfig renewed in the same round) that CA too: the leaf's
-// transaction comes after the CA's and writes the whole file, so without
-// it the file would go back to the old CA.
+// withCAsOf gives each kubeconfig change of the leaves (a kubeconfig
+// renewed in the same round, or the API identity's new file) the renewed
+// CAs it carries an issue of: the leaves' transactions come after the
+// CAs', and write whole files, which would otherwise carry the old CA.
 func (inv *Inventory) withCAsOf(leaves []Planned, cas []Planned) error {
 	for i := range leaves {
+		if leaves[i].Kind != KindKubeconfig {
+			continue
+		}
 		for j := range leaves[i].Changes {
 			c := &leaves[i].Changes[j]
 			for _, ca := range cas {
-				for _, h := range inv.Holders {
-					if h.CA != ca.Name || h.Path != c.Path || !h.file() {
+				for _, h := range kubeconfigHolders(inv, c.Path, HolderKubeconfig, c.Data) {
+					if h.CA != ca.Name {
 						continue
 					}
 					data, err := replaceHolder(h, c.Data, ca.Issued)

@@ -281,16 +281,17 @@ func PartOf(it Planned) string {
 }
 
 // Transactions splits the plan into the parts written apart, in order:
-// pkirenewd's own identity when it has no file yet (created first: the
-// lease needs it, and a new file has nothing to back up), the CAs with
-// their holders (a leaf renewed with them is then written knowing the CA
-// is), the kubeadm set
+// the CAs with their holders (what comes after is written knowing the CA
+// is), pkirenewd's own identity when it has no file yet (before the
+// rest: the lease needs it, and a new file has nothing to back up; after
+// the CAs, whose renewed issue it carries, so that no crash leaves it on
+// an issue ca.crt does not have), the kubeadm set
 // (pki dir and kubeconfigs, an existing identity among them: one
 // transaction), then the kubelet's self-signed serving pair, which has
 // another consumer and another directory. The failure of one never keeps
 // another from being written. Empty parts are left out.
 func (p *Plan) Transactions() []*Plan {
-	parts := []*Plan{{Part: PartIdentity}, {Part: PartCA}, {Part: PartKubeadm}, {Part: PartKubeletServing}}
+	parts := []*Plan{{Part: PartCA}, {Part: PartIdentity}, {Part: PartKubeadm}, {Part: PartKubeletServing}}
 	for _, it := range p.Items {
 		for _, t := range parts {
 			if t.Part == PartOf(it) {

@@ -133,6 +133,12 @@ func (a *Access) Ensure(ctx context.Context) error {
 	}
 	a.bootstrapped = true
 	if len(created) == 0 {
+		// Another node may have made them a moment ago: the authorizer
+		// sees new objects through a watch, so wait for it as after our
+		// own bootstrap before saying they do not grant it.
+		if a.settle(ctx) == nil {
+			return nil
+		}
 		return a.forbidden(missing, "the Roles and RoleBindings "+RBACName+" exist but do not grant it (pkirenewd creates missing ones only, never changes them)", nil)
 	}
 	msg := fmt.Sprintf("created %s with admin.conf, once: pkirenewd talks to the API as %s from now on", strings.Join(created, ", "), a.user())

@@ -51,20 +51,27 @@ func sums(t *testing.T, dir string) map[string]string {
 	return m
 }
 
-func TestSIGKILLAtEveryStep(t *testing.T) {
-	crashy := build(t, "failpoints")
-	normal := build(t, "")
+// freshNodes makes one kubeadm-shaped PKI and returns a maker of copies
+// of it, one per crash point.
+func freshNodes(t *testing.T) func() node {
+	t.Helper()
 	template := t.TempDir()
 	if _, err := renewtest.MakePKI(filepath.Join(template, "kubernetes"), renewtest.Options{Algorithm: "ECDSA-P256"}); err != nil {
 		t.Fatal(err)
 	}
-	fresh := func() node {
+	return func() node {
 		root := t.TempDir()
 		if out, err := exec.Command("cp", "-a", filepath.Join(template, "kubernetes"), root).CombinedOutput(); err != nil {
 			t.Fatalf("cp: %v %s", err, out)
 		}
 		return node{root: root, pki: filepath.Join(root, "kubernetes", "pki"), kube: filepath.Join(root, "kubernetes"), state: filepath.Join(root, "state")}
 	}
+}
+
+func TestSIGKILLAtEveryStep(t *testing.T) {
+	crashy := build(t, "failpoints")
+	normal := build(t, "")
+	fresh := freshNodes(t)
 	// The steps of one transaction, from a run that is not killed.
 	probe := fresh()
 	logf := filepath.Join(probe.root, "steps")
@@ -148,17 +155,7 @@ func TestSIGKILLAtEveryStep(t *testing.T) {
 // issue of it (a kubeconfig left on the old CA while ca.crt moved on).
 func TestSIGKILLAtEveryStepOfACARenewal(t *testing.T) {
 	crashy := build(t, "failpoints")
-	template := t.TempDir()
-	if _, err := renewtest.MakePKI(filepath.Join(template, "kubernetes"), renewtest.Options{Algorithm: "ECDSA-P256"}); err != nil {
-		t.Fatal(err)
-	}
-	fresh := func() node {
-		root := t.TempDir()
-		if out, err := exec.Command("cp", "-a", filepath.Join(template, "kubernetes"), root).CombinedOutput(); err != nil {
-			t.Fatalf("cp: %v %s", err, out)
-		}
-		return node{root: root, pki: filepath.Join(root, "kubernetes", "pki"), kube: filepath.Join(root, "kubernetes"), state: filepath.Join(root, "state")}
-	}
+	fresh := freshNodes(t)
 	cas := []string{"renew", "ca", "etcd-ca", "front-proxy-ca"}
 	probe := fresh()
 	logf := filepath.Join(probe.root, "steps")
